@@ -1,6 +1,9 @@
 //! `cargo xtask test`: the whole CI gate, runnable locally with the same result.
 
-use anyhow::{Context as _, Result};
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
 
 use crate::{Repo, cmd, setup};
 
@@ -45,8 +48,101 @@ pub fn test(repo: &Repo, args: &[String]) -> Result<()> {
         // test runs independent of that search.
         let mut cargo = repo.cargo();
         cargo.args(step.args).env("ORT_DYLIB_PATH", &assets.ort_lib);
-        cmd::run(&mut cargo).context(step.on_failure)?;
+        if step.args[0] == "test" {
+            run_counting(&mut cargo).context(step.on_failure)?;
+        } else {
+            cmd::run(&mut cargo).context(step.on_failure)?;
+        }
     }
-    // Nothing printed after success, so the log ends with cargo's own test summary.
     Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line totalling every test
+/// binary's `test result:` line. Cargo's own last line belongs to whichever binary ran last
+/// (often doc tests with nothing in them), which says nothing about the run as a whole.
+fn run_counting(cargo: &mut Command) -> Result<()> {
+    let line = cmd::display(cargo);
+    eprintln!("$ {line}");
+    let mut child = cargo
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{line}`"))?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut totals = Totals::default();
+    for l in BufReader::new(stdout).lines() {
+        let l = l.context("reading cargo test output")?;
+        println!("{l}");
+        totals.add_line(&l);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{line}`"))?;
+    println!();
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    if totals.passed == 0 {
+        bail!("`{line}` ran no test");
+    }
+    Ok(())
+}
+
+/// Sums of libtest's `test result: ok. 5 passed; 0 failed; 1 ignored; ...` lines.
+#[derive(Debug, Default, PartialEq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_every_test_result_line_and_ignore_the_rest() {
+        let mut t = Totals::default();
+        for l in [
+            "running 3 tests",
+            "test result: ok. 47 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test a::b ... ok",
+            "test result: FAILED. 5 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.2s",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ] {
+            t.add_line(l);
+        }
+        assert_eq!(
+            t,
+            Totals {
+                passed: 52,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
 }
