@@ -122,7 +122,7 @@ pub fn environment(
             path: path.clone(),
             reason: e.to_string(),
         })?;
-    tracing::info!(message = "ONNX Runtime loaded.", path = %path.display(), version = ort::info());
+    tracing::info!(message = "ONNX Runtime loaded.", path = %path.display());
     let loaded = LOADED.get_or_init(|| Loaded { path, env });
     Ok(loaded.env.clone())
 }
