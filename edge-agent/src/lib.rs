@@ -4,7 +4,11 @@
 //! Module map (one owner type per stage):
 //! - [`detect`]: the model manifest, preprocessing, the ORT session owner [`detect::Detector`],
 //!   output decoders and NMS.
-//! - [`bench`]: the `bench` subcommand's measurement loops.
+//! - [`bench`](mod@bench): the `bench` subcommand's measurement loops.
+//! - [`track`]: stable ids for detections across frames, owned by [`track::Tracker`].
+//! - [`rules`]: pure per-camera alert rules and their lifecycle, owned by [`rules::Engine`].
 
 pub mod bench;
 pub mod detect;
+pub mod rules;
+pub mod track;
