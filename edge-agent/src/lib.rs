@@ -6,9 +6,17 @@
 //!   output decoders and NMS.
 //! - [`bench`](mod@bench): the `bench` subcommand's measurement loops.
 //! - [`track`]: stable ids for detections across frames, owned by [`track::Tracker`].
+//! - [`snapshot`]: alert snapshots (boxes drawn, size-bounded JPEG) and the per-camera
+//!   [`snapshot::FrameRing`] of recent frames.
 //! - [`rules`]: pure per-camera alert rules and their lifecycle, owned by [`rules::Engine`].
+//! - [`source`]: camera sources behind [`source::FrameSource`] ([`source::FfmpegSource`]) and
+//!   the latest-frame slot [`source::LatestFrame`].
+//! - [`tags`]: e-bike RFID tag readers (TCP/UDP), sightings and tag rules ([`tags::TagRules`]).
 
 pub mod bench;
 pub mod detect;
 pub mod rules;
+pub mod snapshot;
+pub mod source;
+pub mod tags;
 pub mod track;

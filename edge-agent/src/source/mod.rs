@@ -1,0 +1,146 @@
+//! Camera sources: where frames come from, and the slot they wait in for the detector.
+//!
+//! Every camera is read through the [`FrameSource`] seam, so the pipeline does not know whether
+//! frames come from an `ffmpeg` child ([`FfmpegSource`]) or a test double that injects faults.
+//! A source is *pulled*: [`FrameSource::next_event`] returns the next [`SourceEvent`] — a
+//! frame, or a change in the camera's health ([`SourceEvent::Offline`] once when nothing has
+//! arrived for the configured time, [`SourceEvent::Online`] on recovery, and
+//! [`SourceEvent::Failed`] each time the source gives up on a connection and backs off).
+//!
+//! [`pump`] connects a source to the rest of the agent with the policy the design asks for:
+//! frames go into a [`LatestFrame`] slot, where a frame nobody has taken yet is *replaced* by a
+//! newer one (and counted as skipped), never queued; health events go into a bounded channel
+//! and are never dropped, because a camera-offline alert is the one a tamperer wants lost.
+//!
+//! Invariants: `Frame::seq` increases by one for every frame a source emits, across restarts;
+//! `Offline` and `Online` alternate, starting with `Offline`.
+
+mod ffmpeg;
+mod latest;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::detect::preprocess::RgbFrame;
+
+pub use ffmpeg::{AtEnd, FfmpegSource, FfmpegSourceConfig};
+pub use latest::{LatestFrame, LatestFrameStats};
+
+/// One decoded frame from a camera, at the source's working resolution and sample rate.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The camera's id from the config.
+    pub camera: Arc<str>,
+    /// 0 for the first frame the source emitted, then +1 per frame, across restarts.
+    pub seq: u64,
+    /// Media time of the sampled stream in milliseconds: `seq / fps`. Deterministic, so replays
+    /// of the same file give the same times; use it for rules when replaying.
+    pub pts_ms: i64,
+    /// Wall-clock time the frame was read, in milliseconds since the Unix epoch (UTC). Use it
+    /// for live cameras.
+    pub wall_ms: i64,
+    /// Tightly packed RGB8 pixels, the type the detector consumes.
+    pub image: RgbFrame,
+}
+
+/// What a source reports: a frame, or a change in the camera's health.
+#[derive(Debug)]
+pub enum SourceEvent {
+    Frame(Frame),
+    /// No frame has arrived for the configured `offline_after` (or the source could not start).
+    /// Emitted once per outage; this is what raises the camera-offline alert.
+    Offline {
+        camera: Arc<str>,
+        /// When the last frame arrived (or the source started, if none ever did), Unix ms.
+        since_ms: i64,
+        /// The last error seen, with ffmpeg's stderr, or why the source went quiet.
+        reason: String,
+    },
+    /// A frame arrived again after [`SourceEvent::Offline`]; that frame is the next event.
+    Online {
+        camera: Arc<str>,
+        /// How long the camera was silent, from its last frame to this recovery.
+        offline_for_ms: i64,
+    },
+    /// The source failed (the process would not start, exited, or stalled) and will retry
+    /// after `retry_in_ms`. Not an alert by itself: a flapping camera raises `Offline` only if
+    /// the retries do not bring frames back in time.
+    Failed {
+        error: SourceError,
+        retry_in_ms: u64,
+    },
+}
+
+/// Why a source could not deliver frames. Every variant names its camera.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("camera {camera}: invalid source config: {problems}")]
+    Config { camera: Arc<str>, problems: String },
+    #[error("camera {camera}: could not start {program}: {source}")]
+    Spawn {
+        camera: Arc<str>,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("camera {camera}: ffmpeg {status}; last stderr lines: {stderr}")]
+    Exited {
+        camera: Arc<str>,
+        /// The exit status as text (`exit status: 1`, `signal: 9`).
+        status: String,
+        /// The last lines ffmpeg wrote to stderr, joined with ` | `; `(none)` if it wrote none.
+        stderr: String,
+    },
+    #[error("camera {camera}: no frame from ffmpeg for {waited_ms} ms; killed it")]
+    Stalled { camera: Arc<str>, waited_ms: u64 },
+    #[error("camera {camera}: bad frame from ffmpeg: {reason}; last stderr lines: {stderr}")]
+    BadFrame {
+        camera: Arc<str>,
+        reason: String,
+        stderr: String,
+    },
+}
+
+/// The seam between a camera and the pipeline; implemented by [`FfmpegSource`] and by test
+/// doubles.
+pub trait FrameSource: Send {
+    /// The camera's id.
+    fn camera(&self) -> &str;
+
+    /// The next event, or `None` when the source has finished for good (a replayed file ended,
+    /// or shutdown was signalled). Sources own their shutdown signal and check it first in
+    /// every wait, so callers need not race this future against shutdown; dropping it mid-way
+    /// is allowed but may lose a frame.
+    fn next_event(&mut self) -> impl Future<Output = Option<SourceEvent>> + Send;
+}
+
+/// Drives `source` until it finishes: frames replace the content of `frames`, every other
+/// event is sent to `events` (waiting for room: health events are never dropped). Closes
+/// `frames` when the source ends so the consumer sees the end. Returns early if `events` is
+/// closed.
+pub async fn pump<S: FrameSource>(
+    source: &mut S,
+    frames: &LatestFrame,
+    events: &mpsc::Sender<SourceEvent>,
+) {
+    while let Some(event) = source.next_event().await {
+        match event {
+            SourceEvent::Frame(frame) => frames.put(frame),
+            other => {
+                if events.send(other).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    frames.close();
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
