@@ -68,6 +68,20 @@ fn manifest_with(dir: &Path, model: &Path, edit: impl Fn(String) -> String) -> P
     path
 }
 
+/// Runs `detect --model manifest` on a good frame, expects exit code 1, returns stderr.
+fn detect_fails_with(manifest: &Path) -> String {
+    let good = shared().join("samples/frames/000000001000.jpg");
+    let out = edge_agent(&[
+        "detect",
+        "--model",
+        manifest.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
@@ -154,15 +168,7 @@ fn a_model_that_is_not_onnx_is_refused_naming_the_file() {
             &hash,
         )
     });
-    let good = shared().join("samples/frames/000000001000.jpg");
-    let out = edge_agent(&[
-        "detect",
-        "--model",
-        manifest.to_str().unwrap(),
-        good.to_str().unwrap(),
-    ]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = detect_fails_with(&manifest);
     assert!(stderr.contains(&bogus.display().to_string()), "{stderr}");
     assert!(stderr.contains("is it an ONNX model?"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -176,15 +182,7 @@ fn a_model_other_than_the_one_the_manifest_pins_is_refused() {
     bytes.push(0);
     std::fs::write(&other, &bytes).unwrap();
     let manifest = manifest_with(dir.path(), &other, |t| t);
-    let good = shared().join("samples/frames/000000001000.jpg");
-    let out = edge_agent(&[
-        "detect",
-        "--model",
-        manifest.to_str().unwrap(),
-        good.to_str().unwrap(),
-    ]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = detect_fails_with(&manifest);
     assert!(stderr.contains("sha256"), "{stderr}");
     assert!(stderr.contains(&sha256_hex(&bytes)), "{stderr}");
 }
@@ -195,15 +193,7 @@ fn a_manifest_whose_input_size_disagrees_with_the_model_names_the_field_and_shap
     let manifest = manifest_with(dir.path(), &real_model(), |t| {
         t.replace("width = 416", "width = 320")
     });
-    let good = shared().join("samples/frames/000000001000.jpg");
-    let out = edge_agent(&[
-        "detect",
-        "--model",
-        manifest.to_str().unwrap(),
-        good.to_str().unwrap(),
-    ]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = detect_fails_with(&manifest);
     assert!(stderr.contains("input.width"), "{stderr}");
     assert!(stderr.contains("[1, 3, 416, 416]"), "{stderr}");
     assert!(stderr.contains(&manifest.display().to_string()), "{stderr}");
@@ -217,15 +207,7 @@ fn a_manifest_whose_labels_disagree_with_the_output_names_the_labels_file() {
     let labels = std::fs::read_to_string(dir.path().join("coco_classes.txt")).unwrap();
     let fewer: Vec<&str> = labels.lines().take(79).collect();
     std::fs::write(dir.path().join("coco_classes.txt"), fewer.join("\n")).unwrap();
-    let good = shared().join("samples/frames/000000001000.jpg");
-    let out = edge_agent(&[
-        "detect",
-        "--model",
-        manifest.to_str().unwrap(),
-        good.to_str().unwrap(),
-    ]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = detect_fails_with(&manifest);
     assert!(stderr.contains("79 labels"), "{stderr}");
     assert!(
         stderr.contains("[1, 3549, 84]") && stderr.contains("[1, 3549, 85]"),
