@@ -96,6 +96,12 @@ impl LatestFrame {
         self.inner.1.notify_one();
     }
 
+    /// Whether the producer has closed the slot and its last frame has been taken.
+    pub fn is_finished(&self) -> bool {
+        let slot = self.slot();
+        slot.closed && slot.frame.is_none()
+    }
+
     pub fn stats(&self) -> LatestFrameStats {
         self.slot().stats
     }
