@@ -146,7 +146,8 @@ pub fn run(model: &Arc<Model>, cfg: &BenchConfig) -> Result<BenchReport, BenchEr
     let mut detectors = (0..sessions)
         .map(|_| Detector::new(model.clone(), &cfg.detector))
         .collect::<Result<Vec<_>, _>>()?;
-    if sessions > 1 || threads > 1 && !cfg.detector.spinning {
+    // With one session, the pipeline's shape is one of the single-session figures above.
+    if sessions > 1 {
         ort.push(OrtFigure {
             sessions,
             threads,

@@ -1,6 +1,6 @@
 //! Loitering: an object inside a zone continuously for longer than a duration.
 
-use super::lifecycle::{Observation, RuleMeta, Signal, Subject};
+use super::lifecycle::{RuleMeta, Signal};
 use super::zone::ZoneArea;
 use super::{FrameContext, RuleFilter};
 use crate::track::{Timestamp, TrackId};
@@ -36,12 +36,7 @@ impl LoiterRule {
                             && now - m.inside_since() >= self.min_duration_ms
                     })
             })
-            .map(|t| Signal {
-                subject: Subject::Track(t.id()),
-                observation: Observation::of_track(t),
-                may_start: t.updated() && self.filter.passes_score(t),
-                instant: false,
-            })
+            .map(|t| self.filter.track_signal(t))
             .collect()
     }
 

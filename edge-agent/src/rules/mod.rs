@@ -66,6 +66,18 @@ impl RuleFilter {
     fn passes_score(&self, t: &Track) -> bool {
         t.median_score() >= self.threshold
     }
+
+    /// The signal of a track for which a per-track rule holds this frame: it may open an
+    /// incident only in a frame where the track was actually detected and passes the score
+    /// filter.
+    fn track_signal(&self, t: &Track) -> lifecycle::Signal {
+        lifecycle::Signal {
+            subject: lifecycle::Subject::Track(t.id()),
+            observation: lifecycle::Observation::of_track(t),
+            may_start: t.updated() && self.passes_score(t),
+            instant: false,
+        }
+    }
 }
 
 /// What a rule gets to see of one frame.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::geometry::{Point, Polygon};
-use super::lifecycle::{Observation, RuleMeta, Signal, Subject};
+use super::lifecycle::{RuleMeta, Signal};
 use super::{FrameContext, RuleFilter};
 use crate::track::{Timestamp, Track, TrackId};
 
@@ -154,12 +154,7 @@ impl ZoneRule {
                     && self.filter.matches_label(t)
                     && self.area.is_inside_unparked(t.id())
             })
-            .map(|t| Signal {
-                subject: Subject::Track(t.id()),
-                observation: Observation::of_track(t),
-                may_start: t.updated() && self.filter.passes_score(t),
-                instant: false,
-            })
+            .map(|t| self.filter.track_signal(t))
             .collect()
     }
 
