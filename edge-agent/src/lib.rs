@@ -2,6 +2,9 @@
 //! alert rules and forwards alerts to the hub.
 //!
 //! Module map (one owner type per stage):
+//! - [`agent`]: the configuration file ([`agent::AgentConfig`]) and the running pipeline
+//!   ([`agent::Agent`]) that wires sources, detector pool, rules and tag readers together, live
+//!   or as a deterministic replay.
 //! - [`detect`]: the model manifest, preprocessing, the ORT session owner [`detect::Detector`],
 //!   output decoders and NMS.
 //! - [`bench`](mod@bench): the `bench` subcommand's measurement loops.
@@ -13,6 +16,7 @@
 //!   the latest-frame slot [`source::LatestFrame`].
 //! - [`tags`]: e-bike RFID tag readers (TCP/UDP), sightings and tag rules ([`tags::TagRules`]).
 
+pub mod agent;
 pub mod bench;
 pub mod detect;
 pub mod rules;

@@ -1,18 +1,23 @@
 //! `edge-agent` command line.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edge_agent::agent::{Agent, AgentConfig, Mode, Output};
 use edge_agent::bench::{self, BenchConfig};
 use edge_agent::detect::{
     Detector, DetectorOptions, FrameDetections, Model, ModelManifest, manifest,
 };
+use edge_agent::tags::{TagRead, parse_read};
 use protocol::Detection;
 use serde::Serialize;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Parser)]
 #[command(name = "edge-agent", version, about = "Sharp Eyes edge alerting agent")]
@@ -69,6 +74,43 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         sessions: usize,
     },
+    /// Check a config file (and the model manifest it names); exits non-zero listing every
+    /// problem. The systemd unit runs it before starting the agent.
+    Validate {
+        /// The agent config (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the agent: cameras and tag readers in, alerts out (logged; also appended to
+    /// --alerts-out as JSON lines when given). Stops on SIGINT or SIGTERM.
+    Run {
+        /// The agent config (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also append every alert to this file, one JSON object per line.
+        #[arg(long, value_name = "FILE")]
+        alerts_out: Option<PathBuf>,
+    },
+    /// Run the same pipeline on recorded video (the cameras' file inputs) and tag reads, as
+    /// fast as the machine allows and deterministically, writing one alert JSON per line.
+    Replay {
+        /// The agent config (TOML); its cameras' inputs should be video files.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where to write the alerts (JSON lines); `-` for standard output.
+        #[arg(long, value_name = "FILE")]
+        alerts_out: PathBuf,
+        /// Recorded tag reads: JSON lines in the reader format, each with its `time`.
+        #[arg(long, value_name = "FILE")]
+        tags: Option<PathBuf>,
+        /// Wall-clock time of the first frame (RFC 3339); active hours and tag times are
+        /// matched against it.
+        #[arg(long, value_name = "TIME", default_value = "2026-01-01T00:00:00Z")]
+        start: String,
+        /// Also write each snapshot as a JPEG file here, named after its alert id.
+        #[arg(long, value_name = "DIR")]
+        snapshots_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +135,21 @@ fn main() -> ExitCode {
             seconds,
             sessions,
         } => run_bench(&model, frames, seconds, sessions),
+        Command::Validate { config } => validate(&config),
+        Command::Run { config, alerts_out } => run_agent(&config, alerts_out.as_deref()),
+        Command::Replay {
+            config,
+            alerts_out,
+            tags,
+            start,
+            snapshots_dir,
+        } => replay(
+            &config,
+            &alerts_out,
+            tags.as_deref(),
+            &start,
+            snapshots_dir.as_deref(),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -101,6 +158,222 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match AgentConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let manifest_path = config
+        .model
+        .manifest
+        .clone()
+        .unwrap_or_else(manifest::default_manifest_path);
+    if let Err(e) = ModelManifest::load(&manifest_path) {
+        eprintln!("error: config {}: model.manifest: {e}", path.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    let rules: usize = config
+        .cameras
+        .iter()
+        .map(|c| {
+            c.rules.zones.len() + c.rules.lines.len() + c.rules.loiters.len() + c.rules.crowds.len()
+        })
+        .sum();
+    println!(
+        "config {} is valid: site {}, {} camera(s), {} rule(s), {} tag reader(s), model {}",
+        path.display(),
+        config.site,
+        config.cameras.len(),
+        rules,
+        config.tag_readers.len(),
+        manifest_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the config and its model, or fails listing every config problem.
+fn load_config_and_model(path: &Path) -> anyhow::Result<(AgentConfig, Arc<Model>)> {
+    let config = AgentConfig::load(path)?;
+    let manifest_path = config
+        .model
+        .manifest
+        .clone()
+        .unwrap_or_else(manifest::default_manifest_path);
+    let model = Model::load(ModelManifest::load(&manifest_path)?)?;
+    Ok((config, model))
+}
+
+fn run_agent(path: &Path, alerts_out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (config, model) = load_config_and_model(path)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let agent = Agent::new(config, model, Mode::Live, shutdown_rx).await?;
+        let stats = agent.stats();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut file = match alerts_out {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("opening {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let agent = tokio::spawn(agent.run(tx));
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!(message = "Shutting down.");
+            let _ = shutdown_tx.send(true);
+            // A second signal exits at once.
+            wait_for_signal().await;
+            std::process::exit(130);
+        });
+        let mut report = tokio::time::interval(Duration::from_secs(60));
+        report.tick().await;
+        loop {
+            tokio::select! {
+                o = rx.recv() => match o {
+                    Some(Output::Alert(a)) => {
+                        if let Some(f) = &mut file {
+                            writeln!(f, "{}", serde_json::to_string(&a)?)?;
+                        }
+                    }
+                    Some(Output::Sightings(batch)) => {
+                        tracing::debug!(message = "Sighting batch.", sightings = batch.len());
+                    }
+                    None => break,
+                },
+                _ = report.tick() => {
+                    for c in stats.cameras() {
+                        tracing::info!(message = "Camera status.", camera = %c.id, frames = c.frames, skipped = c.skipped, processed = c.processed, detect_ms = c.detect_ms, alerts = c.alerts, failures = c.failures);
+                    }
+                }
+            }
+        }
+        agent.await??;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+/// Reads recorded tag reads: the reader format, one per line, each with its `time`, which
+/// becomes the read's receive time. Every bad line is reported with its number.
+fn load_tag_reads(path: &Path) -> anyhow::Result<Vec<TagRead>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reads = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_read(line.as_bytes(), n, 0) {
+            Ok(mut r) => match r.reader_time_ms {
+                Some(t) => {
+                    r.received_ms = t;
+                    reads.push(r);
+                }
+                None => errors.push(format!("line {n}: field `time`: required in a recording")),
+            },
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    anyhow::ensure!(
+        errors.is_empty(),
+        "{}: {} bad line(s):\n  {}",
+        path.display(),
+        errors.len(),
+        errors.join("\n  ")
+    );
+    Ok(reads)
+}
+
+fn replay(
+    path: &Path,
+    alerts_out: &Path,
+    tags: Option<&Path>,
+    start: &str,
+    snapshots_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let start_ms = protocol::time::parse_rfc3339_ms(start)
+        .with_context(|| format!("--start {start:?} is not an RFC 3339 time"))?;
+    let tag_reads = match tags {
+        Some(p) => load_tag_reads(p)?,
+        None => Vec::new(),
+    };
+    let (config, model) = load_config_and_model(path)?;
+    if let Some(dir) = snapshots_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut out: Box<dyn Write> = if alerts_out == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(alerts_out)
+                .with_context(|| format!("creating {}", alerts_out.display()))?,
+        ))
+    };
+    let began = std::time::Instant::now();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (alerts, stats) = runtime.block_on(async {
+        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mode = Mode::Replay {
+            start_ms,
+            tag_reads,
+        };
+        let agent = Agent::new(config, model, mode, shutdown_rx).await?;
+        let (tx, mut rx) = mpsc::channel(64);
+        let run = tokio::spawn(agent.run(tx));
+        let mut alerts = 0u64;
+        while let Some(o) = rx.recv().await {
+            if let Output::Alert(a) = o {
+                alerts += 1;
+                if let (Some(dir), Some(s)) = (snapshots_dir, &a.snapshot) {
+                    let file = dir.join(format!("{}.jpg", a.id));
+                    std::fs::write(&file, &s.jpeg)
+                        .with_context(|| format!("writing {}", file.display()))?;
+                }
+                writeln!(out, "{}", serde_json::to_string(&a)?)?;
+            }
+        }
+        let stats = run.await??;
+        anyhow::Ok((alerts, stats))
+    })?;
+    out.flush()?;
+    let secs = began.elapsed().as_secs_f64();
+    for c in stats.cameras() {
+        eprintln!(
+            "camera {}: {} frames, {} processed, {:.1} ms detect/frame, {} alerts, {} failures",
+            c.id, c.frames, c.processed, c.detect_ms, c.alerts, c.failures
+        );
+    }
+    let frames: u64 = stats.cameras().iter().map(|c| c.processed).sum();
+    eprintln!(
+        "replay: {alerts} alerts, {frames} frames in {secs:.1} s ({:.1} fps)",
+        frames as f64 / secs.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_model(args: &ModelArgs) -> anyhow::Result<std::sync::Arc<Model>> {

@@ -1,10 +1,17 @@
 //! Wire types shared by `edge-agent` and `hub`.
 //!
 //! Everything that crosses the MQTT link is defined here and nowhere else, so both daemons agree
-//! on the format by construction. This crate grows with the uplink issue (Alert, Status, Sighting,
-//! Command, topic names); for now it holds what the detection core emits.
+//! on the format by construction: [`Detection`], [`alert::Alert`] and its parts, and
+//! [`time::UtcMillis`] (RFC 3339 with milliseconds on the wire). Status, sighting batches,
+//! commands and topic names come with the uplink.
 
 use serde::{Deserialize, Serialize};
+
+pub mod alert;
+pub mod time;
+
+pub use alert::{Alert, AlertKind, AlertPhase, AlertSource, Severity};
+pub use time::UtcMillis;
 
 /// Version of the wire schema. Bumped on any incompatible change; receivers refuse versions they
 /// do not know.

@@ -36,6 +36,9 @@ pub struct Detected {
     pub detections: Vec<Detection>,
     /// Time the detector spent on this frame (letterbox, inference, output decoding).
     pub detect_ms: f64,
+    /// Why detection failed on this frame (`detections` is then empty). Failed frames are still
+    /// handed on, so a consumer that reorders frames by `seq` never waits for one forever.
+    pub error: Option<String>,
 }
 
 /// Counters of one camera in the pool.
@@ -175,6 +178,7 @@ fn worker(mut detector: Detector, shared: &Shared, out: &mpsc::Sender<Detected>)
                     frame,
                     detections: found.detections,
                     detect_ms: t.elapsed().as_secs_f64() * 1000.0,
+                    error: None,
                 };
                 if out.blocking_send(detected).is_err() {
                     return; // nobody listens any more
@@ -183,6 +187,15 @@ fn worker(mut detector: Detector, shared: &Shared, out: &mpsc::Sender<Detected>)
             Err(error) => {
                 camera.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = "Detection failed; frame skipped.", camera = %camera.id, seq = frame.seq, %error);
+                let failed = Detected {
+                    frame,
+                    detections: Vec::new(),
+                    detect_ms: t.elapsed().as_secs_f64() * 1000.0,
+                    error: Some(error.to_string()),
+                };
+                if out.blocking_send(failed).is_err() {
+                    return;
+                }
             }
         }
     }

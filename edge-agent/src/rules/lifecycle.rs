@@ -20,27 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::geometry::Crossing;
 use crate::track::{Timestamp, Track, TrackId};
 
-/// How urgent a rule's alerts are. Ordered: `Info < Minor < Major < Critical`.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// For the record; nobody needs to act.
-    Info,
-    /// Someone should look when they can.
-    #[default]
-    Minor,
-    /// Someone should look now.
-    Major,
-    /// Someone must act now.
-    Critical,
-}
+/// How urgent a rule's alerts are: the wire type, so config and alerts agree.
+pub use protocol::Severity;
 
 /// Which kind of rule raised an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -31,11 +31,20 @@ struct Slot {
 }
 
 /// A cloneable handle to one camera's latest-frame slot. The producer calls [`put`](Self::put)
-/// and finally [`close`](Self::close); the consumer calls [`next`](Self::next) or
-/// [`take`](Self::take).
+/// (or, for replays, [`put_lossless`](Self::put_lossless)) and finally [`close`](Self::close);
+/// the consumer calls [`next`](Self::next) or [`take`](Self::take).
 #[derive(Debug, Clone, Default)]
 pub struct LatestFrame {
-    inner: Arc<(Mutex<Slot>, Notify)>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    slot: Mutex<Slot>,
+    /// A frame was put (or the slot closed).
+    filled: Notify,
+    /// The frame was taken: wakes a [`LatestFrame::put_lossless`] waiting for room.
+    emptied: Notify,
 }
 
 impl LatestFrame {
@@ -46,7 +55,7 @@ impl LatestFrame {
     fn slot(&self) -> MutexGuard<'_, Slot> {
         // A panic while holding this lock cannot leave the slot inconsistent (every update is
         // a single assignment), so a poisoned lock is safe to keep using.
-        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Puts `frame` in the slot, replacing (and counting as skipped) any frame not yet taken.
@@ -58,7 +67,30 @@ impl LatestFrame {
                 slot.stats.skipped += 1;
             }
         }
-        self.inner.1.notify_one();
+        self.inner.filled.notify_one();
+    }
+
+    /// The replay policy: waits until the slot is empty, then puts `frame`. Nothing is ever
+    /// replaced, so every frame of a recording is analysed; the producer is slowed to the
+    /// detector's pace instead.
+    pub async fn put_lossless(&self, frame: Frame) {
+        loop {
+            let emptied = self.inner.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check, so a take between the check and the await wakes us.
+            emptied.as_mut().enable();
+            {
+                let mut slot = self.slot();
+                if slot.frame.is_none() {
+                    slot.stats.put += 1;
+                    slot.frame = Some(frame);
+                    drop(slot);
+                    self.inner.filled.notify_one();
+                    return;
+                }
+            }
+            emptied.await;
+        }
     }
 
     /// Takes the frame in the slot, if there is one, without waiting.
@@ -67,6 +99,7 @@ impl LatestFrame {
         let frame = slot.frame.take();
         if frame.is_some() {
             slot.stats.taken += 1;
+            self.inner.emptied.notify_waiters();
         }
         frame
     }
@@ -78,6 +111,7 @@ impl LatestFrame {
                 let mut slot = self.slot();
                 if let Some(frame) = slot.frame.take() {
                     slot.stats.taken += 1;
+                    self.inner.emptied.notify_waiters();
                     return Some(frame);
                 }
                 if slot.closed {
@@ -86,14 +120,14 @@ impl LatestFrame {
             }
             // `notify_one` stores a permit when nobody is waiting, so a put between the check
             // above and this await is not missed.
-            self.inner.1.notified().await;
+            self.inner.filled.notified().await;
         }
     }
 
     /// Marks the end of the stream: [`next`](Self::next) returns the last frame, then `None`.
     pub fn close(&self) {
         self.slot().closed = true;
-        self.inner.1.notify_one();
+        self.inner.filled.notify_one();
     }
 
     /// Whether the producer has closed the slot and its last frame has been taken.
@@ -173,6 +207,28 @@ mod tests {
         assert_eq!(stats.put, 50);
         assert_eq!(stats.taken, seen.len() as u64);
         assert_eq!(stats.skipped, 50 - seen.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn lossless_put_waits_for_the_consumer_and_skips_nothing() {
+        let slot = LatestFrame::new();
+        let producer = {
+            let slot = slot.clone();
+            tokio::spawn(async move {
+                for seq in 0..30 {
+                    slot.put_lossless(frame(seq)).await;
+                }
+                slot.close();
+            })
+        };
+        let mut seen = Vec::new();
+        while let Some(f) = slot.next().await {
+            seen.push(f.seq);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        producer.await.unwrap();
+        assert_eq!(seen, (0..30).collect::<Vec<_>>());
+        assert_eq!(slot.stats().skipped, 0);
     }
 
     #[tokio::test]

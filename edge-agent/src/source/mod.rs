@@ -1,11 +1,21 @@
 //! Camera sources: where frames come from, and the slot they wait in for the detector.
 //!
 //! Every camera is read through the [`FrameSource`] seam, so the pipeline does not know whether
-//! frames come from an `ffmpeg` child ([`FfmpegSource`]) or a test double that injects faults.
-//! A source is *pulled*: [`FrameSource::next_event`] returns the next [`SourceEvent`] — a
-//! frame, or a change in the camera's health ([`SourceEvent::Offline`] once when nothing has
-//! arrived for the configured time, [`SourceEvent::Online`] on recovery, and
+//! frames come from an `ffmpeg` child ([`FfmpegSource`]: RTSP, files), a camera's JPEG snapshot
+//! URL polled over HTTP ([`HttpSnapshotSource`]), an HTTP MJPEG stream ([`MjpegSource`]), a
+//! directory the camera uploads JPEGs into, often by FTP ([`DirSource`]), or a test double that
+//! injects faults. A source is *pulled*: [`FrameSource::next_event`] returns the next
+//! [`SourceEvent`] — a frame, or a change in the camera's health ([`SourceEvent::Offline`] once
+//! when nothing has arrived for the configured time, [`SourceEvent::Online`] on recovery, and
 //! [`SourceEvent::Failed`] each time the source gives up on a connection and backs off).
+//!
+//! All sources deliver frames at the camera's detection `fps` (at most) and working `width`
+//! (keeping the aspect ratio, even height; never upscaled), so snapshots and memory do not
+//! depend on how a camera is read. The HTTP and directory sources share their back-off,
+//! offline/online bookkeeping and JPEG-to-frame step (`health.rs`), and count what they do in
+//! [`SourceCounters`], which the agent reads while the source runs. A single bad image (an
+//! HTML error page, a truncated JPEG, a corrupt upload) is skipped and counted, not a failure;
+//! several in a row are.
 //!
 //! [`pump`] connects a source to the rest of the agent with the policy the design asks for:
 //! frames go into a [`LatestFrame`] slot, where a frame nobody has taken yet is *replaced* by a
@@ -13,20 +23,31 @@
 //! and are never dropped, because a camera-offline alert is the one a tamperer wants lost.
 //!
 //! Invariants: `Frame::seq` increases by one for every frame a source emits, across restarts;
-//! `Offline` and `Online` alternate, starting with `Offline`.
+//! `Offline` and `Online` alternate, starting with `Offline`. Camera passwords never appear in
+//! logs, errors or `Debug` output ([`Secret`]).
 
+mod dir;
 mod ffmpeg;
+mod health;
+mod http;
 mod latest;
+mod mjpeg;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
 use crate::detect::preprocess::RgbFrame;
 
+pub use dir::{AfterRead, DirError, DirSource, DirSourceConfig};
 pub use ffmpeg::{AtEnd, FfmpegSource, FfmpegSourceConfig};
+pub use health::FrameError;
+pub use http::{AuthMode, HttpError, HttpSnapshotSource, HttpSnapshotSourceConfig, Secret};
 pub use latest::{LatestFrame, LatestFrameStats};
+pub use mjpeg::{MjpegError, MjpegSource, MjpegSourceConfig};
 
 /// One decoded frame from a camera, at the source's working resolution and sample rate.
 #[derive(Debug, Clone)]
@@ -101,10 +122,91 @@ pub enum SourceError {
         reason: String,
         stderr: String,
     },
+    /// A snapshot request failed or its response was not a usable JPEG. (The module errors are
+    /// boxed to keep every `Result<_, SourceError>` small.)
+    #[error("camera {camera}: GET {url}: {error}")]
+    Http {
+        camera: Arc<str>,
+        /// The snapshot URL (credentials are never part of it: config validation refuses them).
+        url: String,
+        #[source]
+        error: Box<HttpError>,
+    },
+    /// An MJPEG stream could not be opened, broke, stalled, or carried a bad part.
+    #[error("camera {camera}: MJPEG stream {url}: {error}")]
+    Mjpeg {
+        camera: Arc<str>,
+        url: String,
+        #[source]
+        error: Box<MjpegError>,
+    },
+    /// The watched directory could not be listed, or one of its files was bad.
+    #[error("camera {camera}: {}: {error}", path.display())]
+    Dir {
+        camera: Arc<str>,
+        /// The directory, or the file concerned.
+        path: PathBuf,
+        #[source]
+        error: Box<DirError>,
+    },
 }
 
-/// The seam between a camera and the pipeline; implemented by [`FfmpegSource`] and by test
-/// doubles.
+/// What one source has done since it was made. Shared (`Arc`) between the source, which counts,
+/// and the agent, which reports the numbers in the camera's health status while the source is
+/// busy in [`pump`].
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    frames: AtomicU64,
+    skipped_bad: AtomicU64,
+    failures: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A copy of [`SourceCounters`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Frames emitted.
+    pub frames: u64,
+    /// Images skipped because they were bad: an HTTP error status, a wrong content type, a body
+    /// that is not a decodable JPEG, an oversized part or file.
+    pub skipped_bad: u64,
+    /// [`SourceEvent::Failed`] events: connections given up, with a back-off.
+    pub failures: u64,
+    /// Good images not decoded because they came faster than the camera's `fps` (MJPEG parts
+    /// sampled out, uploaded files beyond the backlog cap).
+    pub dropped: u64,
+}
+
+impl SourceCounters {
+    pub fn stats(&self) -> SourceStats {
+        // Relaxed: the counters are independent statistics, read for display.
+        SourceStats {
+            frames: self.frames.load(Ordering::Relaxed),
+            skipped_bad: self.skipped_bad.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn add_frame(&self) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_skipped_bad(&self) {
+        self.skipped_bad.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The seam between a camera and the pipeline; implemented by [`FfmpegSource`],
+/// [`HttpSnapshotSource`], [`MjpegSource`], [`DirSource`] and by test doubles.
 pub trait FrameSource: Send {
     /// The camera's id.
     fn camera(&self) -> &str;

@@ -3,12 +3,16 @@
 //! ```text
 //! TcpReader / UdpReader ──TagRead──▶ Deduplicator ──Sighting──▶ TagRules ──TagAlert──▶
 //!   (reader.rs, I/O)     bounded mpsc,  (dedup.rs, pure)          (rules.rs, pure)
-//!                        backpressure                 └──▶ SightingBatcher ──▶ hub (sightings)
+//! MqttReader ──────────▶ backpressure                 └──▶ SightingBatcher ──▶ hub (sightings)
+//!   (mqtt.rs, I/O)
 //! ```
 //!
 //! - [`read`]: the one documented read format and its parser ([`read::parse_read`]).
 //! - [`reader`]: the TCP and UDP adapters ([`reader::TcpReader`], [`reader::UdpReader`]) and
-//!   their counters. MQTT waits for `rumqttc`.
+//!   their counters.
+//! - [`mqtt`]: the MQTT adapter ([`mqtt::MqttReader`]): subscribes to a topic filter on a broker
+//!   the readers publish to, one record or several JSON lines per payload; reconnects with
+//!   jittered back-off and shares the readers' counters and backpressure policy.
 //! - [`dedup`]: repeat reads collapse into [`dedup::Sighting`]s ([`dedup::Deduplicator`]).
 //! - [`rules`]: watchlist and possible-theft rules with cooldowns ([`rules::TagRules`]).
 //! - [`config`]: the watchlist and pairings, loaded from TOML or JSON and validated.
@@ -20,6 +24,7 @@
 pub mod batch;
 pub mod config;
 pub mod dedup;
+pub mod mqtt;
 pub mod read;
 pub mod reader;
 pub mod rules;
@@ -27,6 +32,9 @@ pub mod rules;
 pub use batch::SightingBatcher;
 pub use config::{Pairing, TagConfig, TagConfigError, WatchEntry};
 pub use dedup::{Deduplicator, Sighting};
+pub use mqtt::{
+    ConnectionCounters, ConnectionSnapshot, MqttReader, MqttReaderConfig, MqttReaderError, Secret,
+};
 pub use read::{ReadError, TagKind, TagRead, parse_read};
 pub use reader::{CounterSnapshot, ReaderCounters, TcpReader, UdpReader};
 pub use rules::{TagAlert, TagRuleError, TagRuleKind, TagRuleUpdate, TagRules};

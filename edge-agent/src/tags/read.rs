@@ -19,7 +19,7 @@
 //! with its own receive time ([`TagRead::received_ms`]) and only that time drives dedup and
 //! rules; the reader's `time`, when given, is kept alongside for forensics.
 //!
-//! Choice: `time` is parsed by a small RFC 3339 parser here ([`parse_rfc3339_ms`]) rather than
+//! Choice: `time` is parsed by the small RFC 3339 parser in `protocol::time` rather than
 //! stored as a string or parsed with chrono: it is ~50 lines, rejects garbage at the edge, and
 //! the core deals only in [`Timestamp`] integers. Leap seconds (`:60`) are rejected.
 
@@ -214,91 +214,7 @@ pub fn normalize_tag(tag: &str) -> Result<String, String> {
     Ok(tag.to_ascii_uppercase())
 }
 
-/// Parses an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`) to ms since the epoch.
-/// Fractions beyond milliseconds are truncated. Returns `None` for anything else.
-pub fn parse_rfc3339_ms(s: &str) -> Option<Timestamp> {
-    let b = s.as_bytes();
-    let num = |from: usize, to: usize| -> Option<i64> {
-        let digits = b.get(from..to)?;
-        digits.iter().try_fold(0i64, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-        })
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0;
-    if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 3 {
-                millis = millis * 10 + i64::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        let digits = i - start;
-        if digits == 0 {
-            return None;
-        }
-        for _ in digits..3 {
-            millis *= 10;
-        }
-    }
-    let offset_min = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let (oh, om) = (num(i + 1, i + 3)?, num(i + 4, i + 6)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let m = oh * 60 + om;
-            if *sign == b'-' { -m } else { m }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = ((days * 24 + hour) * 60 + minute) * 60 + second - offset_min * 60;
-    Some(secs * 1000 + millis)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+pub use protocol::time::parse_rfc3339_ms;
 
 #[cfg(test)]
 mod tests {
@@ -404,33 +320,5 @@ mod tests {
             parse_read(&big, 9, 0),
             Err(ReadError::Oversized { line: 9, .. })
         ));
-    }
-
-    #[test]
-    fn rfc3339_parses_epoch_offsets_and_fractions() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("1970-01-01T08:00:00.5+08:00"), Some(500));
-        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59.999999Z"), Some(-1));
-        assert_eq!(
-            parse_rfc3339_ms("2024-02-29T12:00:00-01:30"),
-            Some(1_709_213_400_000)
-        );
-    }
-
-    #[test]
-    fn rfc3339_rejects_malformed_times() {
-        for bad in [
-            "2026-11-22",
-            "2026-11-22T08:00:00",
-            "2026-13-01T00:00:00Z",
-            "2025-02-29T00:00:00Z",
-            "2026-11-22T24:00:00Z",
-            "2026-11-22T08:00:60Z",
-            "2026-11-22T08:00:00.Z",
-            "2026-11-22T08:00:00+0800",
-            "2026-11-22T08:00:00Zjunk",
-        ] {
-            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
-        }
     }
 }
