@@ -7,7 +7,8 @@
 //!   or as a deterministic replay.
 //! - [`detect`]: the model manifest, preprocessing, the ORT session owner [`detect::Detector`],
 //!   output decoders and NMS.
-//! - [`bench`](mod@bench): the `bench` subcommand's measurement loops.
+//! - [`bench`](mod@bench): the `bench` subcommand's measurement loops; [`soak`]: the `soak`
+//!   subcommand (cameras sustained, CPU per camera, memory over minutes).
 //! - [`track`]: stable ids for detections across frames, owned by [`track::Tracker`].
 //! - [`snapshot`]: alert snapshots (boxes drawn, size-bounded JPEG) and the per-camera
 //!   [`snapshot::FrameRing`] of recent frames.
@@ -21,6 +22,7 @@ pub mod bench;
 pub mod detect;
 pub mod rules;
 pub mod snapshot;
+pub mod soak;
 pub mod source;
 pub mod tags;
 pub mod track;

@@ -74,6 +74,32 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         sessions: usize,
     },
+    /// Soak the live pipeline: N cameras playing the sample clip in real time; prints RSS and
+    /// CPU every sample and a summary line; with --ramp, first finds how many cameras run with
+    /// zero skipped frames.
+    Soak {
+        /// Config whose first camera's rules every soak camera runs (default: configs/vtest.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Cameras in the soak.
+        #[arg(long, default_value_t = 4)]
+        cameras: usize,
+        /// Detection fps per camera.
+        #[arg(long, default_value_t = 5.0)]
+        fps: f64,
+        /// Length of the soak, minutes.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 10.0)]
+        sample_secs: f64,
+        /// First run 1..=N cameras for --ramp-secs each (0: no ramp).
+        #[arg(long, default_value_t = 0)]
+        ramp: usize,
+        /// Seconds per ramp step.
+        #[arg(long, default_value_t = 60.0)]
+        ramp_secs: f64,
+    },
     /// Check a config file (and the model manifest it names); exits non-zero listing every
     /// problem. The systemd unit runs it before starting the agent.
     Validate {
@@ -136,6 +162,15 @@ fn main() -> ExitCode {
             sessions,
         } => run_bench(&model, frames, seconds, sessions),
         Command::Validate { config } => validate(&config),
+        Command::Soak {
+            config,
+            cameras,
+            fps,
+            minutes,
+            sample_secs,
+            ramp,
+            ramp_secs,
+        } => run_soak(config, cameras, fps, minutes, sample_secs, ramp, ramp_secs),
         Command::Run { config, alerts_out } => run_agent(&config, alerts_out.as_deref()),
         Command::Replay {
             config,
@@ -373,6 +408,50 @@ fn replay(
         "replay: {alerts} alerts, {frames} frames in {secs:.1} s ({:.1} fps)",
         frames as f64 / secs.max(1e-9)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)] // one per command-line flag
+fn run_soak(
+    config: Option<PathBuf>,
+    cameras: usize,
+    fps: f64,
+    minutes: f64,
+    sample_secs: f64,
+    ramp: usize,
+    ramp_secs: f64,
+) -> anyhow::Result<ExitCode> {
+    let path = config
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vtest.toml"));
+    let (config, model) = load_config_and_model(&path)?;
+    let first = config
+        .cameras
+        .first()
+        .with_context(|| format!("{} has no camera to take rules from", path.display()))?;
+    let video = match &first.source {
+        edge_agent::agent::config::SourceConfig::Ffmpeg(f) => PathBuf::from(&f.input),
+    };
+    let cfg = edge_agent::soak::SoakConfig {
+        video,
+        rules: first.rules.clone(),
+        fps,
+        sessions: config.model.sessions,
+        cameras: cameras.max(1),
+        duration: Duration::from_secs_f64(minutes.max(0.05) * 60.0),
+        sample: Duration::from_secs_f64(sample_secs.max(1.0)),
+        ramp,
+        ramp_step: Duration::from_secs_f64(ramp_secs.max(5.0)),
+    };
+    println!(
+        "soak model={} video={} cameras={} fps={} minutes={} sessions={}",
+        model.name(),
+        cfg.video.display(),
+        cfg.cameras,
+        cfg.fps,
+        minutes,
+        cfg.sessions
+    );
+    tokio::runtime::Runtime::new()?.block_on(edge_agent::soak::run(&model, &cfg))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,5 @@
 //! Commands that run the release `edge-agent` binary: `demo` and `bench`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,94 +8,123 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{Repo, cmd, setup};
 
-/// Frames taken from the clip for the demo: every 100th frame, 8 of them (the clip has 795).
-const DEMO_FRAMES: &str = "8";
-const DEMO_SELECT: &str = r"select=not(mod(n\,100))";
+/// Replay start for the demo: the wall-clock time of the clip's first frame, matching the
+/// times in `configs/vtest-tags.jsonl`.
+const DEMO_START: &str = "2026-11-22T08:00:00+08:00";
 
-/// `cargo xtask demo`: detection on a few frames of the sample clip, printed as the agent's
-/// JSON and as one human line per frame.
+/// `cargo xtask demo`: the whole agent on the sample clip — ffmpeg decoding, detection, tracking,
+/// the example config's zone, line, loitering and crowd rules, recorded e-bike tag reads with
+/// the watchlist and theft rules — replayed as fast as the machine allows. Prints one line per
+/// alert, and leaves the alerts (JSON lines) and their snapshots in `.cache/demo/`.
 pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     crate::no_args("demo", args)?;
     let assets = setup::run(repo)?;
     let agent = build_release(repo)?;
+    let config = repo.root().join("configs/vtest.toml");
+    println!(
+        "clip: {} (the example config's camera)",
+        repo.rel(&assets.clip)
+    );
 
-    // Cleared first so frames from an older run (or another clip) never join this one.
-    let frames_dir = repo.cache().join("demo");
-    if frames_dir.exists() {
-        fs::remove_dir_all(&frames_dir)
-            .with_context(|| format!("clear {}", frames_dir.display()))?;
-    }
-    fs::create_dir_all(&frames_dir).with_context(|| format!("create {}", frames_dir.display()))?;
-    let mut ffmpeg = Command::new("ffmpeg");
-    ffmpeg
-        .args(["-v", "error", "-y", "-i"])
-        .arg(repo.rel(&assets.clip))
-        .args([
-            "-vf",
-            DEMO_SELECT,
-            "-vsync",
-            "vfr",
-            "-frames:v",
-            DEMO_FRAMES,
-        ])
-        .arg(repo.rel(&frames_dir.join("frame_%03d.jpg")))
-        .current_dir(repo.root());
-    cmd::run(&mut ffmpeg).context("extract demo frames from the sample clip")?;
-
-    let mut frames: Vec<PathBuf> = fs::read_dir(&frames_dir)
-        .with_context(|| format!("list {}", frames_dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("frame_") && n.ends_with(".jpg"))
-        })
-        .collect();
-    frames.sort();
-    if frames.is_empty() {
-        bail!("ffmpeg wrote no frames into {}", frames_dir.display());
-    }
-
-    let mut detect = Command::new(&agent);
-    detect
-        .arg("detect")
-        .args(frames.iter().map(|f| repo.rel(f)))
+    let mut validate = Command::new(&agent);
+    validate
+        .args(["validate", "--config"])
+        .arg(repo.rel(&config))
         .env("ORT_DYLIB_PATH", &assets.ort_lib)
         .current_dir(repo.root());
-    let out = cmd::output(&mut detect)?;
-    let json = String::from_utf8_lossy(&out.stdout);
-    print!("{json}");
-    if !json.is_empty() && !json.ends_with('\n') {
-        println!();
+    cmd::run(&mut validate).context("the example config does not validate")?;
+
+    // Cleared first so snapshots from an older run never mix with this one's.
+    let out_dir = repo.cache().join("demo");
+    if out_dir.exists() {
+        fs::remove_dir_all(&out_dir).with_context(|| format!("clear {}", out_dir.display()))?;
     }
-    match summarize(&json) {
-        Ok(lines) => {
-            println!();
-            for line in lines {
-                println!("{line}");
-            }
-        }
-        // A failed run may print partial or no JSON; its own error (below) is the news.
-        Err(e) if out.status.success() => {
-            return Err(e.context(format!(
-                "`{}` printed output that is not the expected JSON",
-                cmd::display(&detect)
-            )));
-        }
-        Err(_) => {}
+    let snapshots = out_dir.join("snapshots");
+    fs::create_dir_all(&snapshots).with_context(|| format!("create {}", snapshots.display()))?;
+    let alerts = out_dir.join("alerts.jsonl");
+    let mut replay = Command::new(&agent);
+    replay
+        .args(["replay", "--config"])
+        .arg(repo.rel(&config))
+        .arg("--tags")
+        .arg(repo.rel(&repo.root().join("configs/vtest-tags.jsonl")))
+        .args(["--start", DEMO_START, "--alerts-out"])
+        .arg(repo.rel(&alerts))
+        .arg("--snapshots-dir")
+        .arg(repo.rel(&snapshots))
+        .env("ORT_DYLIB_PATH", &assets.ort_lib)
+        .env("RUST_LOG", "warn")
+        .current_dir(repo.root());
+    cmd::run(&mut replay).context("edge-agent replay failed")?;
+
+    let text = fs::read_to_string(&alerts).with_context(|| format!("read {}", alerts.display()))?;
+    println!();
+    for line in text.lines() {
+        println!("{}", summarize_alert(line, &repo.rel(&snapshots))?);
     }
-    if !out.status.success() {
-        bail!(
-            "`{}` failed ({}); its errors are above",
-            cmd::display(&detect),
-            out.status
-        );
-    }
+    println!();
+    println!(
+        "alerts (JSON lines): {}\nsnapshots:          {}/",
+        repo.rel(&alerts),
+        repo.rel(&snapshots)
+    );
     Ok(())
+}
+
+/// One human line for an alert: time of day, phase, kind, rule, what, and the snapshot file.
+fn summarize_alert(line: &str, snapshots: &str) -> Result<String> {
+    let a: serde_json::Value = serde_json::from_str(line).context("parse an alert line")?;
+    let field = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let time = field("time");
+    let clock = time.get(11..23).unwrap_or(time);
+    let what = if let Some(tag) = a.get("tag") {
+        format!(
+            "tag {} at {}",
+            tag.get("id").and_then(|v| v.as_str()).unwrap_or("?"),
+            tag.get("reader").and_then(|v| v.as_str()).unwrap_or("?")
+        )
+    } else {
+        let mut parts = Vec::new();
+        if let Some(l) = a.get("label").and_then(|v| v.as_str()) {
+            parts.push(l.to_string());
+        }
+        if let Some(t) = a.get("track").and_then(|v| v.as_u64()) {
+            parts.push(format!("track {t}"));
+        }
+        if let Some(d) = a.get("direction").and_then(|v| v.as_str()) {
+            parts.push(d.to_string());
+        }
+        if let Some(c) = a.get("count").and_then(|v| v.as_u64()) {
+            parts.push(format!("{c} objects"));
+        }
+        parts.join(" ")
+    };
+    let snapshot = if a.get("snapshot").is_some() {
+        format!("  {snapshots}/{}.jpg", field("id"))
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "{clock}  {:<5} {:<14} {:<12} {:<9} {what}{snapshot}",
+        field("phase"),
+        field("kind"),
+        field("rule"),
+        field("severity"),
+    ))
 }
 
 /// `cargo xtask bench [-- ARGS...]`: the agent's own benchmark, arguments passed through.
 pub fn bench(repo: &Repo, args: &[String]) -> Result<()> {
+    agent_command(repo, "bench", args)
+}
+
+/// `cargo xtask soak [-- ARGS...]`: `edge-agent soak` (cameras sustained, CPU, memory over
+/// minutes), arguments passed through.
+pub fn soak(repo: &Repo, args: &[String]) -> Result<()> {
+    agent_command(repo, "soak", args)
+}
+
+fn agent_command(repo: &Repo, command: &str, args: &[String]) -> Result<()> {
     // `cargo xtask bench -- --sessions 2` reaches us with the `--`; the agent should not see it.
     let args = match args.split_first() {
         Some((first, rest)) if first == "--" => rest,
@@ -104,13 +132,12 @@ pub fn bench(repo: &Repo, args: &[String]) -> Result<()> {
     };
     let assets = setup::run(repo)?;
     let agent = build_release(repo)?;
-    let mut bench = Command::new(&agent);
-    bench
-        .arg("bench")
+    let mut run = Command::new(&agent);
+    run.arg(command)
         .args(args)
         .env("ORT_DYLIB_PATH", &assets.ort_lib)
         .current_dir(repo.root());
-    cmd::run(&mut bench).context("edge-agent bench failed")
+    cmd::run(&mut run).with_context(|| format!("edge-agent {command} failed"))
 }
 
 /// Builds `edge-agent` in release mode and returns the binary's path.
@@ -130,72 +157,23 @@ fn build_release(repo: &Repo) -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// One line per frame, `frame_001.jpg: 5 person, 1 car`, from the agent's JSON:
-/// `{"<file>": {"width": .., "height": .., "detections": [{"label": .., ..}, ..]}, ..}`.
-fn summarize(json: &str) -> Result<Vec<String>> {
-    let value: serde_json::Value = serde_json::from_str(json).context("parse JSON")?;
-    let frames = value
-        .as_object()
-        .context("expected a JSON object keyed by file name")?;
-    let mut lines = Vec::with_capacity(frames.len());
-    for (file, frame) in frames {
-        let detections = frame
-            .get("detections")
-            .and_then(|d| d.as_array())
-            .with_context(|| format!("{file}: no `detections` array"))?;
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for detection in detections {
-            let label = detection
-                .get("label")
-                .and_then(|l| l.as_str())
-                .with_context(|| format!("{file}: a detection without a `label` string"))?;
-            *counts.entry(label).or_default() += 1;
-        }
-        // Most frequent first; ties alphabetical (BTreeMap order, kept by the stable sort).
-        let mut counts: Vec<_> = counts.into_iter().collect();
-        counts.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-        let summary = if counts.is_empty() {
-            "nothing detected".to_owned()
-        } else {
-            counts
-                .iter()
-                .map(|(label, n)| format!("{n} {label}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        lines.push(format!("{file}: {summary}"));
-    }
-    Ok(lines)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn summary_counts_labels_most_frequent_first() {
-        let json = r#"{
-            "frame_002.jpg": {"width": 768, "height": 576, "detections": []},
-            "frame_001.jpg": {"width": 768, "height": 576, "detections": [
-                {"label": "car", "score": 0.5, "box_xyxy": [0, 0, 1, 1]},
-                {"label": "person", "score": 0.9, "box_xyxy": [0, 0, 1, 1]},
-                {"label": "person", "score": 0.8, "box_xyxy": [0, 0, 1, 1]}
-            ]}
-        }"#;
-        let mut lines = summarize(json).unwrap();
-        lines.sort();
-        assert_eq!(
-            lines,
-            [
-                "frame_001.jpg: 2 person, 1 car",
-                "frame_002.jpg: nothing detected"
-            ]
+    fn an_alert_becomes_one_readable_line() {
+        let line = r#"{"id":"01J","phase":"start","kind":"line","rule":"path-west","severity":"info","time":"2026-11-22T00:00:08.800Z","track":27,"label":"person","direction":"b_to_a","snapshot":{"jpeg":""}}"#;
+        let s = summarize_alert(line, "snaps").unwrap();
+        assert!(s.starts_with("00:00:08.800  start line"), "{s}");
+        assert!(s.contains("person track 27 b_to_a"), "{s}");
+        assert!(s.ends_with("snaps/01J.jpg"), "{s}");
+        let tag = r#"{"id":"02","phase":"start","kind":"watchlist","rule":"watchlist","severity":"major","time":"2026-11-22T00:00:12.300Z","tag":{"id":"E28","reader":"gate"}}"#;
+        assert!(
+            summarize_alert(tag, "s")
+                .unwrap()
+                .contains("tag E28 at gate")
         );
-    }
-
-    #[test]
-    fn summary_rejects_other_shapes() {
-        assert!(summarize("[]").is_err());
-        assert!(summarize(r#"{"a.jpg": {"width": 1}}"#).is_err());
+        assert!(summarize_alert("not json", "s").is_err());
     }
 }

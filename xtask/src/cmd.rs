@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -18,19 +18,6 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         bail!("`{line}` failed ({status})");
     }
     Ok(())
-}
-
-/// Runs `cmd` capturing stdout (stderr stays on the terminal, where diagnostics belong).
-/// Does not judge the exit status: callers that still want the output of a failed run
-/// (e.g. a partial JSON report) decide themselves.
-pub fn output(cmd: &mut Command) -> Result<Output> {
-    let line = display(cmd);
-    eprintln!("$ {line}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("could not start `{line}`"))
 }
 
 /// Runs `first | second` (first's stdout into second's stdin); fails if either fails.

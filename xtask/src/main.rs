@@ -41,7 +41,8 @@ const TASKS: &[Task] = &[
     Task {
         name: "demo",
         usage: "demo",
-        about: "setup, build edge-agent (release), detect objects in 8 frames of the sample clip",
+        about: "setup, build edge-agent (release), replay the sample clip and recorded tag reads \
+                through the whole agent with configs/vtest.toml; print the alerts",
         run: agent::demo,
     },
     Task {
@@ -49,6 +50,12 @@ const TASKS: &[Task] = &[
         usage: "bench [-- ARGS...]",
         about: "setup, build edge-agent (release), run `edge-agent bench ARGS...`",
         run: agent::bench,
+    },
+    Task {
+        name: "soak",
+        usage: "soak [-- ARGS...]",
+        about: "setup, build edge-agent (release), run `edge-agent soak ARGS...` (minutes)",
+        run: agent::soak,
     },
     Task {
         name: "help",

@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use crate::rules::{EngineConfig, TimeOfDay};
 use crate::source::FfmpegSourceConfig;
 use crate::tags::TagConfig;
+use crate::tags::mqtt::MqttReaderConfig;
 use crate::tags::read::check_reader_id;
 
 /// Every default of the agent-level configuration, in one place. Stage configs (rules, sources,
@@ -238,6 +239,8 @@ pub enum TagReaderConfig {
     Tcp(ListenConfig),
     /// One JSON record per UDP datagram; the agent listens.
     Udp(ListenConfig),
+    /// Reads published to an MQTT broker; the agent subscribes.
+    Mqtt(MqttReaderConfig),
 }
 
 /// A socket the agent listens on.
@@ -449,6 +452,11 @@ impl AgentConfig {
                         ));
                     }
                 }
+                TagReaderConfig::Mqtt(m) => errors.extend(
+                    m.validate()
+                        .into_iter()
+                        .map(|e| format!("tag_readers[{i}].{e}")),
+                ),
             }
         }
         if self.sightings.batch_max == 0 {

@@ -48,8 +48,8 @@ use crate::source::{
 };
 use crate::tags::reader::system_clock;
 use crate::tags::{
-    Deduplicator, ReaderCounters, Sighting, SightingBatcher, TagRead, TagRules, TcpReader,
-    UdpReader,
+    Deduplicator, MqttReader, ReaderCounters, Sighting, SightingBatcher, TagRead, TagRules,
+    TcpReader, UdpReader,
 };
 use crate::track::Timestamp;
 
@@ -107,6 +107,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// An MQTT tag reader's config is invalid.
+    #[error("tag_readers[{index}]: {message}")]
+    MqttReader { index: usize, message: String },
     /// The tag rules are invalid.
     #[error("tag rules: {}", .0.join("; "))]
     TagRules(Vec<String>),
@@ -255,6 +258,7 @@ pub struct Agent {
 enum BoundReader {
     Tcp(TcpReader),
     Udp(UdpReader),
+    Mqtt(MqttReader),
 }
 
 impl Agent {
@@ -313,6 +317,7 @@ impl Agent {
                 stats.readers.push(match &bound {
                     BoundReader::Tcp(r) => r.counters(),
                     BoundReader::Udp(r) => r.counters(),
+                    BoundReader::Mqtt(r) => r.counters(),
                 });
                 readers.push(bound);
             }
@@ -345,6 +350,7 @@ impl Agent {
             .filter_map(|r| match r {
                 BoundReader::Tcp(r) => r.local_addr().ok(),
                 BoundReader::Udp(r) => r.local_addr().ok(),
+                BoundReader::Mqtt(_) => None,
             })
             .collect()
     }
@@ -428,6 +434,7 @@ impl Agent {
             match reader {
                 BoundReader::Tcp(r) => tasks.spawn(r.run(tx, shutdown)),
                 BoundReader::Udp(r) => tasks.spawn(r.run(tx, shutdown)),
+                BoundReader::Mqtt(r) => tasks.spawn(r.run(tx, shutdown)),
             };
         }
         drop(tag_tx);
@@ -511,6 +518,14 @@ async fn bind_reader(index: usize, reader: &TagReaderConfig) -> Result<BoundRead
                 .map_err(|e| bind_error(&l.listen, e))?;
             info!(message = "Tag reader listening.", transport = "udp", listen = %l.listen);
             BoundReader::Udp(r)
+        }
+        TagReaderConfig::Mqtt(c) => {
+            // Connects when run; a broker that is down is retried with back-off, not fatal.
+            let r = MqttReader::new(c.clone()).map_err(|e| AgentError::MqttReader {
+                index,
+                message: e.to_string(),
+            })?;
+            BoundReader::Mqtt(r)
         }
     })
 }

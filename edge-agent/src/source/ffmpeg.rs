@@ -23,7 +23,6 @@
 //! or shut down.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,9 +33,10 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::{Frame, FrameSource, SourceError, SourceEvent, unix_ms};
+use super::health::{Health, sleep_until_opt};
+use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
 use crate::detect::preprocess::RgbFrame;
 
 /// How many of ffmpeg's last stderr lines are kept for error messages.
@@ -275,16 +275,9 @@ pub struct FfmpegSource {
     camera: Arc<str>,
     shutdown: watch::Receiver<bool>,
     state: State,
-    next_seq: u64,
-    /// Consecutive failures since the last frame; drives the back-off.
-    failures: u32,
-    rng: u64,
-    last_frame_at: Instant,
-    last_frame_wall_ms: i64,
-    offline: bool,
-    last_error: Option<String>,
-    /// A frame held back while `Online` is reported first.
-    pending: Option<Frame>,
+    /// Frame numbering, back-off, offline/online bookkeeping and counters (shared with the
+    /// HTTP and directory sources).
+    health: Health,
 }
 
 impl FfmpegSource {
@@ -302,23 +295,20 @@ impl FfmpegSource {
                 problems: problems.join("; "),
             });
         }
-        // Seed the jitter from the process-random hasher keys, so cameras restarting together
-        // (a switch reboot) spread out instead of reconnecting in lockstep.
-        let rng = std::collections::hash_map::RandomState::new().hash_one(&*camera) | 1;
-        let now = Instant::now();
         Ok(Self {
+            health: Health::new(
+                camera.clone(),
+                config.fps,
+                config.offline_after_ms,
+                config.backoff_min_ms,
+                config.backoff_max_ms,
+            ),
             config,
             camera,
             shutdown,
-            state: State::Waiting { until: now },
-            next_seq: 0,
-            failures: 0,
-            rng,
-            last_frame_at: now,
-            last_frame_wall_ms: unix_ms(),
-            offline: false,
-            last_error: None,
-            pending: None,
+            state: State::Waiting {
+                until: Instant::now(),
+            },
         })
     }
 
@@ -328,7 +318,12 @@ impl FfmpegSource {
 
     /// The last failure, as text (with ffmpeg's stderr), until a frame arrives.
     pub fn last_error(&self) -> Option<&str> {
-        self.last_error.as_deref()
+        self.health.last_error()
+    }
+
+    /// The source's counters, shared: read them while the source runs.
+    pub fn counters(&self) -> Arc<SourceCounters> {
+        self.health.counters().clone()
     }
 
     fn shutting_down(&self) -> bool {
@@ -387,98 +382,30 @@ impl FfmpegSource {
         })
     }
 
-    /// The next retry delay: `backoff_min · 2^failures`, capped at `backoff_max`, then
-    /// jittered down by up to half so restarts of many cameras spread out.
-    fn backoff(&mut self) -> Duration {
-        let min = self.config.backoff_min_ms;
-        let max = self.config.backoff_max_ms.max(min);
-        let base = min.saturating_mul(1 << self.failures.min(30)).min(max);
-        let half = base / 2;
-        let jitter = self.next_random() % (half + 1);
-        Duration::from_millis(base - jitter)
-    }
-
-    /// xorshift64*: plenty for spreading retries, and no dependency.
-    fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Records a failure and schedules the retry.
+    /// Records a failure and schedules the retry (jittered exponential back-off).
     fn fail(&mut self, error: SourceError) -> SourceEvent {
-        let delay = self.backoff();
-        self.failures = self.failures.saturating_add(1);
-        warn!(
-            message = "Camera source failed; retrying.",
-            camera = %self.camera,
-            %error,
-            retry_in_ms = delay.as_millis() as u64
-        );
-        self.last_error = Some(error.to_string());
-        self.state = State::Waiting {
-            until: Instant::now() + delay,
-        };
-        SourceEvent::Failed {
-            error,
-            retry_in_ms: delay.as_millis() as u64,
-        }
+        let (event, until) = self.health.fail(error);
+        self.state = State::Waiting { until };
+        event
     }
 
     fn go_offline(&mut self) -> SourceEvent {
-        self.offline = true;
-        let reason = self.last_error.clone().unwrap_or_else(|| {
-            format!(
-                "no frame for {} ms (source still connected)",
-                self.config.offline_after_ms
-            )
-        });
-        warn!(message = "Camera offline.", camera = %self.camera, %reason);
-        SourceEvent::Offline {
-            camera: self.camera.clone(),
-            since_ms: self.last_frame_wall_ms,
-            reason,
-        }
+        let quiet = format!(
+            "no frame for {} ms (source still connected)",
+            self.config.offline_after_ms
+        );
+        self.health.go_offline(&quiet)
     }
 
     fn on_frame(&mut self, image: RgbFrame) -> SourceEvent {
-        let now = Instant::now();
-        let wall_ms = unix_ms();
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.failures = 0;
-        self.last_error = None;
         if let State::Running(run) = &mut self.state {
-            run.last_progress = now;
+            run.last_progress = Instant::now();
         }
-        let frame = Frame {
-            camera: self.camera.clone(),
-            seq,
-            pts_ms: (seq as f64 * 1000.0 / self.config.fps).round() as i64,
-            wall_ms,
-            image,
-        };
-        let silent_ms = wall_ms - self.last_frame_wall_ms;
-        self.last_frame_at = now;
-        self.last_frame_wall_ms = wall_ms;
-        if self.offline {
-            self.offline = false;
-            info!(message = "Camera back online.", camera = %self.camera, silent_ms);
-            self.pending = Some(frame);
-            return SourceEvent::Online {
-                camera: self.camera.clone(),
-                offline_for_ms: silent_ms,
-            };
-        }
-        SourceEvent::Frame(frame)
+        self.health.on_frame(image)
     }
 
     async fn wait(&mut self) -> Option<Wake> {
-        let offline_at = self.last_frame_at + Duration::from_millis(self.config.offline_after_ms);
-        let watch_offline = !self.offline;
+        let offline_at = self.health.offline_at();
         let stall_after = Duration::from_millis(self.config.stall_after_ms);
         let shutdown = &mut self.shutdown;
         let wake = match &mut self.state {
@@ -488,7 +415,7 @@ impl FfmpegSource {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => Wake::Shutdown,
-                    () = sleep_until(offline_at), if watch_offline => Wake::Offline,
+                    () = sleep_until_opt(offline_at) => Wake::Offline,
                     () = sleep_until(until) => Wake::Start,
                 }
             }
@@ -497,7 +424,7 @@ impl FfmpegSource {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => Wake::Shutdown,
-                    () = sleep_until(offline_at), if watch_offline => Wake::Offline,
+                    () = sleep_until_opt(offline_at) => Wake::Offline,
                     () = sleep_until(stall_at) => Wake::Stalled,
                     msg = run.frames.recv() => match msg {
                         Some(Ok(image)) => Wake::Frame(image),
@@ -532,8 +459,8 @@ impl FrameSource for FfmpegSource {
                 self.stop().await;
                 return None;
             }
-            if let Some(frame) = self.pending.take() {
-                return Some(SourceEvent::Frame(frame));
+            if let Some(event) = self.health.take_pending() {
+                return Some(event);
             }
             // A changed-but-false shutdown value just loops back to the check above.
             match self.wait().await? {
@@ -788,24 +715,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn back_off_grows_with_jitter_and_stays_within_bounds() {
+    async fn failures_back_off_exponentially_within_bounds() {
         let (_tx, rx) = watch::channel(false);
         let mut c = config("a.avi");
         c.backoff_min_ms = 100;
         c.backoff_max_ms = 1_000;
         let mut s = FfmpegSource::new(c, rx).unwrap();
-        let mut delays = Vec::new();
-        for failures in 0..8 {
-            s.failures = failures;
-            delays.push(s.backoff().as_millis() as u64);
+        // The jitter itself is tested with the shared helper (health.rs).
+        for base in [100, 200, 400, 800, 1000, 1000, 1000, 1000] {
+            let error = SourceError::Stalled {
+                camera: Arc::from("cam1"),
+                waited_ms: 1,
+            };
+            let SourceEvent::Failed { retry_in_ms, .. } = s.fail(error) else {
+                panic!("expected Failed");
+            };
+            assert!(
+                retry_in_ms >= base / 2 && retry_in_ms <= base,
+                "{retry_in_ms} for base {base}"
+            );
         }
-        let bases = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
-        for (d, base) in delays.iter().zip(bases) {
-            assert!(*d >= base / 2 && *d <= base, "{delays:?}");
-        }
-        s.failures = 6;
-        let spread: std::collections::HashSet<_> = (0..20).map(|_| s.backoff()).collect();
-        assert!(spread.len() > 1, "no jitter: {spread:?}");
+        assert_eq!(s.counters().stats().failures, 8);
     }
 
     #[tokio::test]
