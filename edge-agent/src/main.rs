@@ -428,9 +428,13 @@ fn run_soak(
         .cameras
         .first()
         .with_context(|| format!("{} has no camera to take rules from", path.display()))?;
-    let video = match &first.source {
-        edge_agent::agent::config::SourceConfig::Ffmpeg(f) => PathBuf::from(&f.input),
+    let edge_agent::agent::config::SourceConfig::Ffmpeg(f) = &first.source else {
+        anyhow::bail!(
+            "{}: the soak plays the first camera's video file; it is not an ffmpeg source",
+            path.display()
+        );
     };
+    let video = PathBuf::from(&f.input);
     let cfg = edge_agent::soak::SoakConfig {
         video,
         rules: first.rules.clone(),

@@ -25,7 +25,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::rules::{EngineConfig, TimeOfDay};
-use crate::source::FfmpegSourceConfig;
+use crate::source::{
+    DirSourceConfig, FfmpegSourceConfig, HttpSnapshotSourceConfig, MjpegSourceConfig,
+};
 use crate::tags::TagConfig;
 use crate::tags::mqtt::MqttReaderConfig;
 use crate::tags::read::check_reader_id;
@@ -195,6 +197,12 @@ pub struct CameraConfig {
 pub enum SourceConfig {
     /// RTSP or a video file, through an ffmpeg child process.
     Ffmpeg(FfmpegSourceConfig),
+    /// A JPEG snapshot URL polled at the camera's fps.
+    Http(HttpSnapshotSourceConfig),
+    /// An HTTP MJPEG stream.
+    Mjpeg(MjpegSourceConfig),
+    /// A directory the camera uploads JPEGs into (FTP push).
+    Dir(DirSourceConfig),
 }
 
 impl SourceConfig {
@@ -202,6 +210,9 @@ impl SourceConfig {
     fn validate(&self) -> Vec<String> {
         match self {
             Self::Ffmpeg(c) => c.validate(),
+            Self::Http(c) => c.validate(),
+            Self::Mjpeg(c) => c.validate(),
+            Self::Dir(c) => c.validate(),
         }
     }
 
@@ -209,6 +220,9 @@ impl SourceConfig {
     fn camera_field(&mut self) -> &mut String {
         match self {
             Self::Ffmpeg(c) => &mut c.camera,
+            Self::Http(c) => &mut c.camera,
+            Self::Mjpeg(c) => &mut c.camera,
+            Self::Dir(c) => &mut c.camera,
         }
     }
 
@@ -219,6 +233,8 @@ impl SourceConfig {
                     c.input = resolve(base, Path::new(&c.input)).display().to_string();
                 }
             }
+            Self::Dir(c) => c.path = resolve(base, &c.path),
+            Self::Http(_) | Self::Mjpeg(_) => {}
         }
     }
 
@@ -226,6 +242,9 @@ impl SourceConfig {
     pub fn fps(&self) -> f64 {
         match self {
             Self::Ffmpeg(c) => c.fps,
+            Self::Http(c) => c.fps,
+            Self::Mjpeg(c) => c.fps,
+            Self::Dir(c) => c.fps,
         }
     }
 }
@@ -705,13 +724,17 @@ listen = "127.0.0.1:7001"
         assert_eq!(c.site, "wd-jc-001");
         assert_eq!(c.utc_offset_minutes, 480);
         assert_eq!(c.cameras.len(), 2);
-        let SourceConfig::Ffmpeg(f) = &c.cameras[0].source;
+        let SourceConfig::Ffmpeg(f) = &c.cameras[0].source else {
+            panic!("ffmpeg")
+        };
         assert_eq!(f.input, "/etc/edge-agent/video/vtest.avi");
         assert_eq!(
             f.camera, "plaza",
             "the source's camera comes from the camera id"
         );
-        let SourceConfig::Ffmpeg(g) = &c.cameras[1].source;
+        let SourceConfig::Ffmpeg(g) = &c.cameras[1].source else {
+            panic!("ffmpeg")
+        };
         assert_eq!(g.input, "rtsp://10.0.0.7/sub", "URLs are not paths");
         assert_eq!(c.cameras[0].rules.zones[0].id, "cordon");
         assert_eq!(c.snapshot.max_bytes, 200_000);
@@ -772,6 +795,44 @@ max_bytes = 10
         );
         assert!(has("snapshot.max_bytes"), "{e:#?}");
         assert!(e.len() >= 5, "{e:#?}");
+    }
+
+    #[test]
+    fn every_source_and_reader_kind_is_configurable() {
+        let text = r#"
+site = "s"
+[[cameras]]
+id = "snap"
+source = { kind = "http", url = "http://10.0.0.9/ISAPI/Streaming/channels/102/picture", username = "admin", password = "pw", auth = "digest", fps = 2 }
+[[cameras]]
+id = "mj"
+source = { kind = "mjpeg", url = "http://10.0.0.10/video.mjpg" }
+[[cameras]]
+id = "ftp"
+source = { kind = "dir", path = "incoming/ftp", after_read = "move" }
+[[tag_readers]]
+kind = "mqtt"
+host = "127.0.0.1"
+topic = "readers/+/reads"
+[[tag_readers]]
+kind = "udp"
+listen = "0.0.0.0:7002"
+"#;
+        let c = AgentConfig::from_toml_str(text, Path::new("/srv")).unwrap();
+        assert!(matches!(&c.cameras[0].source, SourceConfig::Http(h) if h.camera == "snap"));
+        assert!(matches!(&c.cameras[1].source, SourceConfig::Mjpeg(_)));
+        let SourceConfig::Dir(d) = &c.cameras[2].source else {
+            panic!("dir")
+        };
+        assert_eq!(d.path, Path::new("/srv/incoming/ftp"));
+        assert!(matches!(c.tag_readers[0], TagReaderConfig::Mqtt(_)));
+        // Each kind's own checks run, with the camera's path in front.
+        let bad = text
+            .replace("http://10.0.0.9", "ftp://10.0.0.9")
+            .replace("readers/+/reads", "readers/#/reads");
+        let e = AgentConfig::from_toml_str(&bad, Path::new("/srv")).unwrap_err();
+        assert!(e.iter().any(|x| x.starts_with("cameras[0].source.url")), "{e:#?}");
+        assert!(e.iter().any(|x| x.starts_with("tag_readers[0].topic")), "{e:#?}");
     }
 
     #[test]

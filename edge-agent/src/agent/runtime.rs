@@ -44,7 +44,8 @@ use crate::detect::{DetectError, DetectorOptions, Model};
 use crate::rules::{Engine, RulesError};
 use crate::snapshot::FrameRing;
 use crate::source::{
-    AtEnd, FfmpegSource, Frame, FrameSource, LatestFrame, SourceError, SourceEvent,
+    AtEnd, DirSource, FfmpegSource, Frame, FrameSource, HttpSnapshotSource, LatestFrame,
+    MjpegSource, SourceError, SourceEvent,
 };
 use crate::tags::reader::system_clock;
 use crate::tags::{
@@ -201,6 +202,9 @@ impl AgentStats {
 #[derive(Debug)]
 enum CameraSource {
     Ffmpeg(FfmpegSource),
+    Http(HttpSnapshotSource),
+    Mjpeg(MjpegSource),
+    Dir(DirSource),
 }
 
 impl CameraSource {
@@ -210,6 +214,23 @@ impl CameraSource {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, SourceError> {
         let replay = matches!(mode, Mode::Replay { .. });
+        let camera = match config {
+            SourceConfig::Ffmpeg(c) => c.camera.as_str(),
+            SourceConfig::Http(c) => c.camera.as_str(),
+            SourceConfig::Mjpeg(c) => c.camera.as_str(),
+            SourceConfig::Dir(c) => c.camera.as_str(),
+        };
+        let is_file = matches!(config, SourceConfig::Ffmpeg(c) if c.is_file());
+        if replay && !is_file {
+            // A live camera has no end and no fixed timeline, and a pushed-JPEG directory is
+            // consumed (deleted or moved) as it is read: neither can be replayed.
+            return Err(SourceError::Config {
+                camera: Arc::from(camera),
+                problems: "replay reads recorded video files only (an ffmpeg source whose \
+                           input is a file)"
+                    .into(),
+            });
+        }
         Ok(match config {
             SourceConfig::Ffmpeg(c) => {
                 let mut c = c.clone();
@@ -220,12 +241,18 @@ impl CameraSource {
                 }
                 Self::Ffmpeg(FfmpegSource::new(c, shutdown)?)
             }
+            SourceConfig::Http(c) => Self::Http(HttpSnapshotSource::new(c.clone(), shutdown)?),
+            SourceConfig::Mjpeg(c) => Self::Mjpeg(MjpegSource::new(c.clone(), shutdown)?),
+            SourceConfig::Dir(c) => Self::Dir(DirSource::new(c.clone(), shutdown)?),
         })
     }
 
     async fn next_event(&mut self) -> Option<SourceEvent> {
         match self {
             Self::Ffmpeg(s) => s.next_event().await,
+            Self::Http(s) => s.next_event().await,
+            Self::Mjpeg(s) => s.next_event().await,
+            Self::Dir(s) => s.next_event().await,
         }
     }
 }
