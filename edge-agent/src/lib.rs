@@ -18,9 +18,11 @@
 //! - [`tags`]: e-bike RFID tag readers (TCP/UDP), sightings and tag rules ([`tags::TagRules`]).
 
 pub mod agent;
+mod backoff;
 pub mod bench;
 pub mod detect;
 pub mod rules;
+pub mod secret;
 pub mod snapshot;
 pub mod soak;
 pub mod source;

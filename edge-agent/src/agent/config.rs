@@ -831,8 +831,14 @@ listen = "0.0.0.0:7002"
             .replace("http://10.0.0.9", "ftp://10.0.0.9")
             .replace("readers/+/reads", "readers/#/reads");
         let e = AgentConfig::from_toml_str(&bad, Path::new("/srv")).unwrap_err();
-        assert!(e.iter().any(|x| x.starts_with("cameras[0].source.url")), "{e:#?}");
-        assert!(e.iter().any(|x| x.starts_with("tag_readers[0].topic")), "{e:#?}");
+        assert!(
+            e.iter().any(|x| x.starts_with("cameras[0].source.url")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|x| x.starts_with("tag_readers[0].topic")),
+            "{e:#?}"
+        );
     }
 
     #[test]

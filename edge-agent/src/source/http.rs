@@ -40,37 +40,7 @@ use tracing::debug;
 
 use super::health::{CommonFields, FrameError, FrameMaker, Health, head, sleep_until_opt};
 use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
-
-/// A password: deserialized like a string, but shown as `***` by `Debug`, and with no
-/// `Display`, so it cannot end up in a log line or an error by accident.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The password itself, for building a request only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("\"***\"")
-        }
-    }
-}
+pub use crate::secret::Secret;
 
 /// How a source authenticates to a camera that has a `username`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -35,8 +35,6 @@
 //!
 //! Not done: TLS (the readers' broker is on the site network), persistent sessions.
 
-use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -52,6 +50,8 @@ use tracing::{debug, error, info, warn};
 
 use super::read::{MAX_LINE_BYTES, ReadError, TagRead, parse_read};
 use super::reader::{Clock, ReaderCounters, system_clock};
+use crate::backoff::Backoff;
+pub use crate::secret::Secret;
 
 /// Largest PUBLISH accepted (topic, packet id and payload): room for about 60 records at
 /// [`MAX_LINE_BYTES`], several hundred typical ones. A reader batching more is misconfigured.
@@ -66,29 +66,6 @@ const MAX_TOPIC_BYTES: usize = 65_535;
 const REQUEST_CAPACITY: usize = 8;
 /// At most one warning per kind of bad record per this interval; the counters keep the tally.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A password: deserialized from a plain string, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a password.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The password itself, for handing to the MQTT client only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// Where the MQTT tag reader connects and what it subscribes to.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -400,9 +377,9 @@ impl MqttReader {
             AsyncClient::new(self.config.mqtt_options(), REQUEST_CAPACITY);
         let mut session = Session {
             backoff: Backoff::new(
+                &self.config.client_id,
                 self.config.backoff_min_ms,
                 self.config.backoff_max_ms,
-                &self.config.client_id,
             ),
             malformed_log: LogLimit::default(),
             oversized_log: LogLimit::default(),
@@ -509,7 +486,7 @@ impl Session {
                     host = %config.host,
                     port = config.port,
                     client_id = %config.client_id,
-                    failed_attempts = self.backoff.failures,
+                    failed_attempts = self.backoff.failures(),
                 );
                 self.connected = true;
                 self.backoff.reset();
@@ -643,7 +620,7 @@ impl Session {
                 %error,
                 retry_in_ms,
             );
-        } else if self.backoff.failures == 1 {
+        } else if self.backoff.failures() == 1 {
             if let ConnectionError::ConnectionRefused(code) = error {
                 // Bad credentials or a banned client id: an operator must act.
                 error!(
@@ -669,7 +646,7 @@ impl Session {
                 message = "MQTT connection attempt failed.",
                 host = %config.host,
                 port = config.port,
-                failures = self.backoff.failures,
+                failures = self.backoff.failures(),
                 %error,
                 retry_in_ms,
             );
@@ -686,57 +663,6 @@ fn records(payload: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
         .zip(1u64..)
         .map(|(line, n)| (n, line.strip_suffix(b"\r").unwrap_or(line)))
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-}
-
-/// Jittered exponential reconnect delay.
-#[derive(Debug)]
-struct Backoff {
-    min_ms: u64,
-    max_ms: u64,
-    /// Consecutive failures since the last CONNACK.
-    failures: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new(min_ms: u64, max_ms: u64, seed: &str) -> Self {
-        // Seed from the process-random hasher keys, so agents that lose the same broker at
-        // the same moment spread their reconnects out instead of arriving in lockstep.
-        let rng = std::collections::hash_map::RandomState::new().hash_one(seed) | 1;
-        Self {
-            min_ms,
-            max_ms: max_ms.max(min_ms),
-            failures: 0,
-            rng,
-        }
-    }
-
-    /// Records a failure and returns the delay before the next attempt:
-    /// `min · 2^(failures-1)`, capped at `max`, then jittered down by up to half.
-    fn next_delay(&mut self) -> Duration {
-        let base = self
-            .min_ms
-            .saturating_mul(1 << self.failures.min(30))
-            .min(self.max_ms);
-        self.failures = self.failures.saturating_add(1);
-        let half = base / 2;
-        let jitter = self.next_random() % (half + 1);
-        Duration::from_millis(base - jitter)
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-
-    /// xorshift64*: plenty for spreading retries, and no dependency.
-    fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// Lets one warning through per [`LOG_INTERVAL`] and counts the ones held back, so a reader
@@ -880,7 +806,7 @@ mod tests {
         let reader = MqttReader::new(c.clone()).unwrap();
         for shown in [format!("{c:?}"), format!("{reader:?}")] {
             assert!(!shown.contains("hunter2"), "{shown}");
-            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
         }
     }
 
@@ -906,20 +832,6 @@ mod tests {
         );
         assert_eq!(records(b"").count(), 0);
         assert_eq!(records(b"one\n").collect::<Vec<_>>(), [(1, &b"one"[..])]);
-    }
-
-    #[test]
-    fn back_off_grows_with_jitter_stays_within_bounds_and_resets() {
-        let mut b = Backoff::new(100, 1_000, "seed");
-        let delays: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
-        let bases = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
-        for (d, base) in delays.iter().zip(bases) {
-            assert!((base / 2..=base).contains(d), "{delays:?}");
-        }
-        let spread: std::collections::HashSet<_> = (0..20).map(|_| b.next_delay()).collect();
-        assert!(spread.len() > 1, "no jitter: {spread:?}");
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 
     #[test]
