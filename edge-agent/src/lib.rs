@@ -12,6 +12,7 @@
 //! - [`track`]: stable ids for detections across frames, owned by [`track::Tracker`].
 //! - [`snapshot`]: alert snapshots (boxes drawn, size-bounded JPEG) and the per-camera
 //!   [`snapshot::FrameRing`] of recent frames.
+//! - [`outbox`]: alerts on disk until the broker acks them, [`outbox::Outbox`] (sled).
 //! - [`rules`]: pure per-camera alert rules and their lifecycle, owned by [`rules::Engine`].
 //! - [`source`]: camera sources behind [`source::FrameSource`] ([`source::FfmpegSource`]) and
 //!   the latest-frame slot [`source::LatestFrame`].
@@ -21,6 +22,7 @@ pub mod agent;
 mod backoff;
 pub mod bench;
 pub mod detect;
+pub mod outbox;
 pub mod rules;
 pub mod secret;
 pub mod snapshot;

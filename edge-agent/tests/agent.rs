@@ -375,6 +375,63 @@ async fn a_live_tag_reader_over_tcp_gets_the_camera_frame_nearest_the_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_udp_reader_alarms_for_a_bike_without_its_key_and_not_for_one_with_it() {
+    let mut config = example_config();
+    config.cameras.clear();
+    config.tag_readers = vec![TagReaderConfig::Udp(ListenConfig {
+        listen: "127.0.0.1:0".into(),
+    })];
+    let mut tags = config.tag_rules.clone().unwrap();
+    tags.dedup_window_ms = 300;
+    tags.theft.window_ms = 1_000;
+    config.tag_rules = Some(tags);
+    let (stop, shutdown) = watch::channel(false);
+    let agent = Agent::new(config, model(), Mode::Live, shutdown)
+        .await
+        .unwrap();
+    let addr = agent.reader_addrs()[0];
+    let (tx, mut rx) = mpsc::channel(16);
+    let run = tokio::spawn(agent.run(tx));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let send = async |tag: &str, kind: &str| {
+        let line = format!(
+            "{{\"reader\":\"gate-reader\",\"tag\":\"{tag}\",\"kind\":\"{kind}\",\"rssi\":-60}}"
+        );
+        socket.send_to(line.as_bytes(), addr).await.unwrap();
+    };
+    // Bike 1 rides past with its owner's key; bike 3 rides past alone.
+    send("E28011606000020800000001", "bike").await;
+    send("E28011606000020800000002", "key").await;
+    send("E28011606000020800000003", "bike").await;
+    let mut theft = Vec::new();
+    // Window 1 s + dedup 0.3 s + the tick: decided within a few seconds; wait a little longer
+    // to be sure bike 1 does not alarm late.
+    let _ = timeout(Duration::from_secs(5), async {
+        while let Some(o) = rx.recv().await {
+            if let Output::Alert(a) = o {
+                theft.push(*a);
+            }
+        }
+    })
+    .await;
+    assert_eq!(theft.len(), 1, "{theft:#?}");
+    assert_eq!(theft[0].kind, AlertKind::PossibleTheft);
+    let tag = theft[0].tag.as_ref().unwrap();
+    assert_eq!(tag.id, "E28011606000020800000003");
+    assert_eq!(tag.keys, vec!["E28011606000020800000004".to_string()]);
+    assert!(
+        theft[0].snapshot.is_none(),
+        "no camera covers this box's reader here"
+    );
+    stop.send(true).unwrap();
+    timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtsp_camera_alerts_goes_offline_when_its_encoder_dies_and_comes_back() {
     let mut camera = rtsp::RtspCamera::start(vtest()).await;
     let mut config = example_config();

@@ -56,6 +56,8 @@ use crate::track::Timestamp;
 
 /// Replay: frames of one camera allowed between its source and the core.
 pub const REPLAY_IN_FLIGHT: usize = 4;
+/// Replay: offline and stall timeouts, long enough never to fire (a day).
+const REPLAY_NO_WATCHDOG_MS: u64 = 86_400_000;
 /// Capacity of the tag-read channel.
 const TAG_CAPACITY: usize = 1024;
 /// Live: how often tag rules and sighting batches are ticked.
@@ -235,9 +237,13 @@ impl CameraSource {
             SourceConfig::Ffmpeg(c) => {
                 let mut c = c.clone();
                 if replay {
-                    // As fast as the machine allows, once.
+                    // As fast as the machine allows, once. The source is paused whenever the
+                    // detector falls behind (lossless slots), so silence says nothing about the
+                    // camera: no offline or stall detection in a replay.
                     c.realtime = false;
                     c.at_end = AtEnd::Finish;
+                    c.offline_after_ms = REPLAY_NO_WATCHDOG_MS;
+                    c.stall_after_ms = REPLAY_NO_WATCHDOG_MS;
                 }
                 Self::Ffmpeg(FfmpegSource::new(c, shutdown)?)
             }

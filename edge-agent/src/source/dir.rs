@@ -136,10 +136,8 @@ impl Default for DirSourceConfig {
 }
 
 impl DirSourceConfig {
-    /// Every problem with this configuration, each prefixed with its field path relative to
-    /// the camera's table. Empty when usable.
-    pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
+    /// The fields every source shares.
+    fn common(&self) -> CommonFields {
         CommonFields {
             camera: self.camera.clone(),
             fps: self.fps,
@@ -148,7 +146,13 @@ impl DirSourceConfig {
             backoff_min_ms: self.backoff_min_ms,
             backoff_max_ms: self.backoff_max_ms,
         }
-        .validate(&mut errors);
+    }
+
+    /// Every problem with this configuration, each prefixed with its field path relative to
+    /// the camera's table. Empty when usable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.common().validate(&mut errors);
         if self.path.as_os_str().is_empty() {
             errors.push("path: must not be empty".to_string());
         }
@@ -321,15 +325,10 @@ impl DirSource {
             });
         }
         let now = Instant::now();
+        let (health, maker) = config.common().parts();
         Ok(Self {
-            health: Health::new(
-                camera,
-                config.fps,
-                config.offline_after_ms,
-                config.backoff_min_ms,
-                config.backoff_max_ms,
-            ),
-            maker: FrameMaker::new(config.width),
+            health,
+            maker,
             shutdown,
             readiness: Readiness::default(),
             queue: VecDeque::new(),

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info};
 
-use super::health::{Health, sleep_until_opt};
+use super::health::{CommonFields, Health, sleep_until_opt};
 use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
 use crate::detect::preprocess::RgbFrame;
 
@@ -110,39 +110,28 @@ impl Default for FfmpegSourceConfig {
 }
 
 impl FfmpegSourceConfig {
+    /// The fields every source shares.
+    fn common(&self) -> CommonFields {
+        CommonFields {
+            camera: self.camera.clone(),
+            fps: self.fps,
+            width: self.width,
+            offline_after_ms: self.offline_after_ms,
+            backoff_min_ms: self.backoff_min_ms,
+            backoff_max_ms: self.backoff_max_ms,
+        }
+    }
+
     /// Every problem with this configuration, each prefixed with its field path relative to
     /// the camera's table. Empty when usable.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        if self.camera.trim().is_empty() {
-            errors.push("camera: must not be empty".to_string());
-        }
+        self.common().validate(&mut errors);
         if self.input.trim().is_empty() {
             errors.push("input: must not be empty".to_string());
         }
-        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 60.0) {
-            errors.push(format!("fps: must be within (0, 60], got {}", self.fps));
-        }
-        if !(16..=7680).contains(&self.width) || !self.width.is_multiple_of(2) {
-            errors.push(format!(
-                "width: must be an even number within [16, 7680], got {}",
-                self.width
-            ));
-        }
-        for (field, v) in [
-            ("offline_after_ms", self.offline_after_ms),
-            ("stall_after_ms", self.stall_after_ms),
-            ("backoff_min_ms", self.backoff_min_ms),
-        ] {
-            if v == 0 {
-                errors.push(format!("{field}: must be at least 1"));
-            }
-        }
-        if self.backoff_max_ms < self.backoff_min_ms {
-            errors.push(format!(
-                "backoff_max_ms: must be at least backoff_min_ms ({}), got {}",
-                self.backoff_min_ms, self.backoff_max_ms
-            ));
+        if self.stall_after_ms == 0 {
+            errors.push("stall_after_ms: must be at least 1".to_string());
         }
         if self.ffmpeg.trim().is_empty() {
             errors.push("ffmpeg: must not be empty".to_string());

@@ -175,7 +175,9 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// The checks every source config shares, each error prefixed with its field.
+/// The fields every source config shares: their checks (each error prefixed with its field)
+/// and what they build.
+#[derive(Debug, Clone)]
 pub(crate) struct CommonFields {
     pub camera: String,
     pub fps: f64,
@@ -186,6 +188,20 @@ pub(crate) struct CommonFields {
 }
 
 impl CommonFields {
+    /// The health bookkeeping and the frame maker of a source with these fields.
+    pub(crate) fn parts(&self) -> (Health, FrameMaker) {
+        (
+            Health::new(
+                Arc::from(self.camera.as_str()),
+                self.fps,
+                self.offline_after_ms,
+                self.backoff_min_ms,
+                self.backoff_max_ms,
+            ),
+            FrameMaker::new(self.width),
+        )
+    }
+
     pub(crate) fn validate(&self, errors: &mut Vec<String>) {
         if self.camera.trim().is_empty() {
             errors.push("camera: must not be empty".to_string());

@@ -731,10 +731,8 @@ impl Default for HttpSnapshotSourceConfig {
 }
 
 impl HttpSnapshotSourceConfig {
-    /// Every problem with this configuration, each prefixed with its field path relative to
-    /// the camera's table. Empty when usable.
-    pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
+    /// The fields every source shares.
+    fn common(&self) -> CommonFields {
         CommonFields {
             camera: self.camera.clone(),
             fps: self.fps,
@@ -743,7 +741,13 @@ impl HttpSnapshotSourceConfig {
             backoff_min_ms: self.backoff_min_ms,
             backoff_max_ms: self.backoff_max_ms,
         }
-        .validate(&mut errors);
+    }
+
+    /// Every problem with this configuration, each prefixed with its field path relative to
+    /// the camera's table. Empty when usable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.common().validate(&mut errors);
         validate_http(
             &self.url,
             &self.username,
@@ -808,15 +812,10 @@ impl HttpSnapshotSource {
             Duration::from_millis(config.timeout_ms),
         )
         .map_err(config_error)?;
+        let (health, maker) = config.common().parts();
         Ok(Self {
-            health: Health::new(
-                camera,
-                config.fps,
-                config.offline_after_ms,
-                config.backoff_min_ms,
-                config.backoff_max_ms,
-            ),
-            maker: FrameMaker::new(config.width),
+            health,
+            maker,
             client,
             shutdown,
             next_poll: Instant::now(),

@@ -550,10 +550,8 @@ impl Default for MjpegSourceConfig {
 }
 
 impl MjpegSourceConfig {
-    /// Every problem with this configuration, each prefixed with its field path relative to
-    /// the camera's table. Empty when usable.
-    pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
+    /// The fields every source shares.
+    fn common(&self) -> CommonFields {
         CommonFields {
             camera: self.camera.clone(),
             fps: self.fps,
@@ -562,7 +560,13 @@ impl MjpegSourceConfig {
             backoff_min_ms: self.backoff_min_ms,
             backoff_max_ms: self.backoff_max_ms,
         }
-        .validate(&mut errors);
+    }
+
+    /// Every problem with this configuration, each prefixed with its field path relative to
+    /// the camera's table. Empty when usable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.common().validate(&mut errors);
         validate_http(
             &self.url,
             &self.username,
@@ -712,15 +716,10 @@ impl MjpegSource {
             Duration::from_millis(config.connect_timeout_ms),
         )
         .map_err(config_error)?;
+        let (health, maker) = config.common().parts();
         Ok(Self {
-            health: Health::new(
-                camera,
-                config.fps,
-                config.offline_after_ms,
-                config.backoff_min_ms,
-                config.backoff_max_ms,
-            ),
-            maker: FrameMaker::new(config.width),
+            health,
+            maker,
             sampler: Sampler::new(config.fps),
             client,
             shutdown,

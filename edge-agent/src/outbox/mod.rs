@@ -1,0 +1,181 @@
+//! The durable alert outbox: every alert the agent raises lives here, on disk, until the hub's
+//! broker has acknowledged it. Owned by [`Outbox`]; [`inspect`] reads a store without changing
+//! it (for `edge-agent check`).
+//!
+//! # Why the outbox, and why flush before publish
+//!
+//! An alert, once raised, must never be lost: not by a broker outage, a network cut, a power
+//! loss or a `SIGKILL`. So [`Outbox::append`] writes the alert and *flushes* it to disk before it
+//! returns, and the uplink publishes only alerts it read back from here; an alert is deleted
+//! ([`Outbox::ack`]) only when the broker's PUBACK for it has arrived. The MQTT client is not the
+//! source of truth: with rumqttc, `publish()` returning `Ok` means *queued*, unacknowledged QoS 1
+//! publishes are dropped on reconnect when the broker kept no session, and its queue is in RAM.
+//! After every reconnect the uplink resends everything still here, in order
+//! ([`Outbox::pending`]); the hub's insert is idempotent by alert id, so delivery is
+//! at-least-once.
+//!
+//! # On-disk format (schema version [`SCHEMA_VERSION`])
+//!
+//! A `sled` database (a directory) with two trees:
+//!
+//! - `meta`: key `schema` → the store's schema version, `u32` big-endian. Written on the first
+//!   open of an empty store; a store with another version is refused with a message naming the
+//!   path, the version found and the version supported, and a store holding alerts but no
+//!   version is refused too (nothing is guessed).
+//! - `alerts`: key = sequence number, `u64` big-endian (so byte order is age order); value = a
+//!   16-byte record header (magic, record version, severity, stored time, JSON length; see
+//!   `record.rs`) followed by the alert as `serde_json` of [`protocol::Alert`].
+//!
+//! # Invariants
+//!
+//! - Sequence numbers only grow, also across restarts (sled's persistent id generator, floored
+//!   at the highest stored key); they may skip values, never repeat one while it is stored.
+//! - `append` returns only after the record is flushed; `ack` and `expire` deletions are not
+//!   flushed at once (a deletion lost in a crash resends an alert, which at-least-once allows)
+//!   and are flushed when the outbox is dropped or [`Outbox::flush`] is called.
+//! - Bounds: `max_bytes` over key + record bytes and `ttl_ms` since storing
+//!   ([`OutboxConfig`]). Full-policy: evict the lowest severity first, oldest first within a
+//!   severity, only alerts of the new alert's severity or lower; if that cannot make room the
+//!   new alert is dropped instead. Nothing is evicted unless the new alert then fits, and the
+//!   evictions and the insert are one atomic sled batch. Every eviction, drop and expiry is
+//!   counted ([`OutboxStats`]) and logged at ERROR (it is lost data).
+//! - A corrupt record (bad header or JSON) is never delivered and never silently deleted: it is
+//!   skipped, counted, logged with its seq and kept for [`inspect`] until an operator acts
+//!   (or it is acked by seq). Its bytes count against the cap; it is never evicted.
+
+mod config;
+mod inspect;
+mod record;
+mod store;
+
+use std::path::PathBuf;
+
+use protocol::Severity;
+use serde::Serialize;
+
+pub use config::OutboxConfig;
+pub use inspect::{OutboxReport, inspect};
+pub use store::Outbox;
+
+/// Version of the on-disk layout described in the module doc. Bumped on any incompatible
+/// change, with an upgrade step for the old one.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything that can go wrong with the outbox, with the store's path and, where there is
+/// one, the alert's sequence number.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: invalid config: {}", errors.join("; "))]
+    Config { path: PathBuf, errors: Vec<String> },
+    #[error("outbox {path}: no outbox there (no sled `db` file)")]
+    NotFound { path: PathBuf },
+    #[error("outbox {path}: cannot open: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "outbox {path}: schema version {found} is not supported (this agent reads version \
+         {supported}); run an agent that knows it, or move the outbox aside"
+    )]
+    UnknownSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("outbox {path}: schema key is {len} bytes, expected a 4-byte version")]
+    BadSchemaKey { path: PathBuf, len: usize },
+    #[error("outbox {path}: holds {count} alerts but no schema version; refusing to guess")]
+    MissingSchema { path: PathBuf, count: usize },
+    #[error("outbox {path}: {op} failed: {source}")]
+    Storage {
+        path: PathBuf,
+        op: &'static str,
+        source: sled::Error,
+    },
+    #[error("outbox {path}: seq {seq}: {op} failed: {source}")]
+    Record {
+        path: PathBuf,
+        seq: u64,
+        op: &'static str,
+        source: sled::Error,
+    },
+    #[error("outbox {path}: alert {id}: cannot serialise: {source}")]
+    Encode {
+        path: PathBuf,
+        id: String,
+        source: serde_json::Error,
+    },
+    /// The full-policy dropped the new alert: it did not fit even after evicting every alert of
+    /// its severity or lower. Counted in [`OutboxStats::dropped`]; not an I/O failure.
+    #[error(
+        "outbox {path}: alert {id} ({severity:?}, {size} bytes) dropped: outbox full \
+         ({bytes} of {max_bytes} bytes) with nothing of its severity or lower left to evict"
+    )]
+    Full {
+        path: PathBuf,
+        id: String,
+        severity: Severity,
+        size: u64,
+        bytes: u64,
+        max_bytes: u64,
+    },
+    #[error("outbox {path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A count per alert severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SeverityCounts {
+    pub info: u64,
+    pub minor: u64,
+    pub major: u64,
+    pub critical: u64,
+}
+
+impl SeverityCounts {
+    /// The count for `severity`.
+    pub fn get(&self, severity: Severity) -> u64 {
+        match severity {
+            Severity::Info => self.info,
+            Severity::Minor => self.minor,
+            Severity::Major => self.major,
+            Severity::Critical => self.critical,
+        }
+    }
+
+    /// Sum over all severities.
+    pub fn total(&self) -> u64 {
+        self.info + self.minor + self.major + self.critical
+    }
+
+    fn add(&mut self, severity: Severity, n: u64) {
+        let slot = match severity {
+            Severity::Info => &mut self.info,
+            Severity::Minor => &mut self.minor,
+            Severity::Major => &mut self.major,
+            Severity::Critical => &mut self.critical,
+        };
+        *slot += n;
+    }
+}
+
+/// The outbox's state for the status heartbeat. Counters run since the outbox was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    /// Records stored, corrupt ones included.
+    pub depth: usize,
+    /// Bytes of key + record stored, corrupt ones included.
+    pub bytes: u64,
+    /// Alerts evicted by the full-policy to make room for a more or equally severe one.
+    pub evicted: SeverityCounts,
+    /// New alerts the full-policy refused (nothing of their severity or lower left to evict).
+    pub dropped: SeverityCounts,
+    /// Alerts dropped unacknowledged after `ttl_ms`.
+    pub expired: u64,
+    /// Corrupt records found (kept on disk, never delivered).
+    pub corrupt: usize,
+    /// Stored time of the oldest deliverable alert, ms since the epoch.
+    pub oldest_ms: Option<i64>,
+}

@@ -1,0 +1,482 @@
+//! [`Outbox`]: the owner of the outbox's sled database and its in-memory index.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use protocol::Alert;
+use tracing::{debug, error, info, warn};
+
+use super::record::{self, severity_from_index, severity_index};
+use super::{OutboxConfig, OutboxError, OutboxStats, SCHEMA_VERSION, SeverityCounts};
+
+/// Name of the tree holding the schema version.
+pub(super) const META_TREE: &str = "meta";
+/// Name of the tree holding the alerts.
+pub(super) const ALERTS_TREE: &str = "alerts";
+/// Key of the schema version in [`META_TREE`].
+pub(super) const SCHEMA_KEY: &[u8] = b"schema";
+
+/// What the index keeps of a deliverable record: enough to evict and expire without reading it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    stored_ms: i64,
+    /// Key + record bytes.
+    size: u64,
+}
+
+/// The durable alert outbox (see the module doc for the format and invariants).
+///
+/// Not shared: one owner (the uplink) appends, replays and acknowledges.
+pub struct Outbox {
+    path: PathBuf,
+    config: OutboxConfig,
+    db: sled::Db,
+    alerts: sled::Tree,
+    /// Deliverable records per severity (index = [`severity_index`]), by seq: the first entry
+    /// of a map is that severity's oldest.
+    index: [BTreeMap<u64, Entry>; 4],
+    /// Corrupt records by seq → size; kept on disk, never delivered or evicted.
+    corrupt: BTreeMap<u64, u64>,
+    /// Key + record bytes of every record, corrupt ones included.
+    bytes: u64,
+    /// Highest seq handed out or found on disk.
+    last_seq: Option<u64>,
+    evicted: SeverityCounts,
+    dropped: SeverityCounts,
+    expired: u64,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .field("len", &self.len())
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The schema version stored in `meta`, if any.
+pub(super) fn read_schema(meta: &sled::Tree, path: &Path) -> Result<Option<u32>, OutboxError> {
+    let Some(v) = meta
+        .get(SCHEMA_KEY)
+        .map_err(|source| OutboxError::Storage {
+            path: path.to_path_buf(),
+            op: "reading the schema version",
+            source,
+        })?
+    else {
+        return Ok(None);
+    };
+    let bytes = <[u8; 4]>::try_from(v.as_ref()).map_err(|_| OutboxError::BadSchemaKey {
+        path: path.to_path_buf(),
+        len: v.len(),
+    })?;
+    let found = u32::from_be_bytes(bytes);
+    if found != SCHEMA_VERSION {
+        return Err(OutboxError::UnknownSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(Some(found))
+}
+
+/// Opens the `meta` and `alerts` trees of `db`.
+pub(super) fn open_trees(
+    db: &sled::Db,
+    path: &Path,
+) -> Result<(sled::Tree, sled::Tree), OutboxError> {
+    let open = |name: &str| {
+        db.open_tree(name).map_err(|source| OutboxError::Storage {
+            path: path.to_path_buf(),
+            op: "opening a tree",
+            source,
+        })
+    };
+    Ok((open(META_TREE)?, open(ALERTS_TREE)?))
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `path`, checks its schema version and indexes its
+    /// records (headers only). Corrupt records are logged and counted, not removed.
+    pub fn open(path: impl AsRef<Path>, config: OutboxConfig) -> Result<Self, OutboxError> {
+        let path = path.as_ref().to_path_buf();
+        let errors = config.validate();
+        if !errors.is_empty() {
+            return Err(OutboxError::Config { path, errors });
+        }
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| OutboxError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let (meta, alerts) = open_trees(&db, &path)?;
+        if read_schema(&meta, &path)?.is_none() {
+            if !alerts.is_empty() {
+                return Err(OutboxError::MissingSchema {
+                    path,
+                    count: alerts.len(),
+                });
+            }
+            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                .map_err(|source| OutboxError::Storage {
+                    path: path.clone(),
+                    op: "writing the schema version",
+                    source,
+                })?;
+            db.flush().map_err(|source| OutboxError::Storage {
+                path: path.clone(),
+                op: "flushing the schema version",
+                source,
+            })?;
+            info!(message = "Outbox created.", path = %path.display(), schema = SCHEMA_VERSION);
+        }
+        let mut outbox = Self {
+            path,
+            config,
+            db,
+            alerts,
+            index: Default::default(),
+            corrupt: BTreeMap::new(),
+            bytes: 0,
+            last_seq: None,
+            evicted: SeverityCounts::default(),
+            dropped: SeverityCounts::default(),
+            expired: 0,
+        };
+        outbox.load_index()?;
+        info!(
+            message = "Outbox opened.",
+            path = %outbox.path.display(),
+            depth = outbox.len(),
+            bytes = outbox.bytes,
+            corrupt = outbox.corrupt.len(),
+        );
+        Ok(outbox)
+    }
+
+    /// Reads every record's header into the index.
+    fn load_index(&mut self) -> Result<(), OutboxError> {
+        for item in self.alerts.iter() {
+            let (key, value) = item.map_err(|source| self.storage("reading the alerts", source))?;
+            let Some(seq) = record::seq_of(&key) else {
+                // Not one of ours and not addressable by seq: leave it alone, say so.
+                error!(
+                    message = "Outbox holds a key that is not a sequence number; ignored.",
+                    path = %self.path.display(),
+                    key = ?key.as_ref(),
+                );
+                continue;
+            };
+            self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
+            let size = (key.len() + value.len()) as u64;
+            self.bytes += size;
+            match record::decode_header(&value) {
+                Ok(h) => {
+                    self.index[severity_index(h.severity)].insert(
+                        seq,
+                        Entry {
+                            stored_ms: h.stored_ms,
+                            size,
+                        },
+                    );
+                }
+                Err(reason) => self.note_corrupt(seq, size, &reason),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `alert`, received at `now_ms` (ms since the epoch), and returns its sequence
+    /// number once it is flushed to disk. Expires old alerts first, then applies the
+    /// full-policy; [`OutboxError::Full`] means the new alert was the one dropped (counted).
+    pub fn append(&mut self, alert: &Alert, now_ms: i64) -> Result<u64, OutboxError> {
+        self.expire(now_ms)?;
+        let value = record::encode(alert, now_ms).map_err(|source| OutboxError::Encode {
+            path: self.path.clone(),
+            id: alert.id.clone(),
+            source,
+        })?;
+        let size = (8 + value.len()) as u64;
+        let sev = severity_index(alert.severity);
+
+        // Plan the evictions before touching anything: if they cannot make room, nothing is
+        // evicted and the new alert is dropped instead.
+        let need = (self.bytes + size).saturating_sub(self.config.max_bytes);
+        let mut victims: Vec<(usize, u64, u64)> = Vec::new();
+        let mut freed = 0u64;
+        'plan: for s in 0..=sev {
+            for (&seq, e) in &self.index[s] {
+                if freed >= need {
+                    break 'plan;
+                }
+                victims.push((s, seq, e.size));
+                freed += e.size;
+            }
+        }
+        if freed < need {
+            self.dropped.add(alert.severity, 1);
+            error!(
+                message = "Outbox full: new alert dropped.",
+                path = %self.path.display(),
+                alert = %alert.id,
+                severity = ?alert.severity,
+                size,
+                bytes = self.bytes,
+                max_bytes = self.config.max_bytes,
+            );
+            return Err(OutboxError::Full {
+                path: self.path.clone(),
+                id: alert.id.clone(),
+                severity: alert.severity,
+                size,
+                bytes: self.bytes,
+                max_bytes: self.config.max_bytes,
+            });
+        }
+
+        let seq = self.next_seq()?;
+        let mut batch = sled::Batch::default();
+        for &(_, victim, _) in &victims {
+            batch.remove(&record::key(victim));
+        }
+        batch.insert(&record::key(seq), value);
+        self.alerts
+            .apply_batch(batch)
+            .map_err(|source| self.record_err(seq, "inserting", source))?;
+        for (s, victim, vsize) in victims {
+            self.index[s].remove(&victim);
+            self.bytes = self.bytes.saturating_sub(vsize);
+            let severity = severity_from_index(s).unwrap_or_default();
+            self.evicted.add(severity, 1);
+            error!(
+                message = "Outbox full: alert evicted.",
+                path = %self.path.display(),
+                seq = victim,
+                severity = ?severity,
+                for_seq = seq,
+            );
+        }
+        self.index[sev].insert(
+            seq,
+            Entry {
+                stored_ms: now_ms,
+                size,
+            },
+        );
+        self.bytes += size;
+        // The point of the outbox: on disk before anyone may try to publish it.
+        self.db
+            .flush()
+            .map_err(|source| self.record_err(seq, "flushing", source))?;
+        debug!(message = "Alert stored.", seq, alert = %alert.id, size);
+        Ok(seq)
+    }
+
+    /// The next sequence number: sled's persistent id generator (monotonic across restarts,
+    /// with gaps), floored above every seq on disk in case the generator ever lags.
+    fn next_seq(&mut self) -> Result<u64, OutboxError> {
+        let id = self
+            .db
+            .generate_id()
+            .map_err(|source| self.storage("generating a sequence number", source))?;
+        let seq = match self.last_seq {
+            Some(last) => id.max(last + 1),
+            None => id,
+        };
+        self.last_seq = Some(seq);
+        Ok(seq)
+    }
+
+    /// Drops every alert stored more than `ttl_ms` before `now_ms`, counted; returns how many.
+    ///
+    /// Only each severity's oldest entries are looked at, so this is cheap on every append. A
+    /// wall clock that stepped backwards can delay an entry's expiry behind a later-stored one
+    /// that looks younger; it never expires one early.
+    pub fn expire(&mut self, now_ms: i64) -> Result<usize, OutboxError> {
+        let ttl = i64::try_from(self.config.ttl_ms).unwrap_or(i64::MAX);
+        let cutoff = now_ms.saturating_sub(ttl);
+        let mut victims = Vec::new();
+        for (s, map) in self.index.iter().enumerate() {
+            for (&seq, e) in map {
+                if e.stored_ms >= cutoff {
+                    break;
+                }
+                victims.push((s, seq, *e));
+            }
+        }
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        for &(_, seq, _) in &victims {
+            batch.remove(&record::key(seq));
+        }
+        self.alerts
+            .apply_batch(batch)
+            .map_err(|source| self.storage("removing expired alerts", source))?;
+        for &(s, seq, e) in &victims {
+            self.index[s].remove(&seq);
+            self.bytes = self.bytes.saturating_sub(e.size);
+            error!(
+                message = "Alert expired unacknowledged.",
+                path = %self.path.display(),
+                seq,
+                severity = ?severity_from_index(s).unwrap_or_default(),
+                age_ms = now_ms.saturating_sub(e.stored_ms),
+                ttl_ms = self.config.ttl_ms,
+            );
+        }
+        self.expired += victims.len() as u64;
+        Ok(victims.len())
+    }
+
+    /// Up to `limit` deliverable alerts with a seq after `after` (all when `None`), oldest
+    /// first. Corrupt records are skipped, counted and logged once, and stay on disk.
+    pub fn pending(
+        &mut self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Alert)>, OutboxError> {
+        let start = match after {
+            None => 0,
+            Some(a) => match a.checked_add(1) {
+                Some(s) => s,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut out = Vec::new();
+        let mut newly_corrupt = Vec::new();
+        for item in self.alerts.range(record::key(start)..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(|source| self.storage("reading the alerts", source))?;
+            let Some(seq) = record::seq_of(&key) else {
+                continue;
+            };
+            if self.corrupt.contains_key(&seq) {
+                continue;
+            }
+            match record::decode(&value) {
+                Ok((_, alert)) => out.push((seq, alert)),
+                Err(reason) => newly_corrupt.push((seq, (key.len() + value.len()) as u64, reason)),
+            }
+        }
+        for (seq, size, reason) in newly_corrupt {
+            for map in &mut self.index {
+                map.remove(&seq);
+            }
+            self.note_corrupt(seq, size, &reason);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the alert `seq` (the broker acknowledged it). Idempotent: returns whether it was
+    /// still there. Not flushed at once (see the module doc).
+    pub fn ack(&mut self, seq: u64) -> Result<bool, OutboxError> {
+        let old = self
+            .alerts
+            .remove(record::key(seq))
+            .map_err(|source| self.record_err(seq, "deleting", source))?;
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        for map in &mut self.index {
+            map.remove(&seq);
+        }
+        if self.corrupt.remove(&seq).is_some() {
+            warn!(message = "Corrupt outbox record deleted.", path = %self.path.display(), seq);
+        }
+        self.bytes = self.bytes.saturating_sub((8 + old.len()) as u64);
+        Ok(true)
+    }
+
+    /// Flushes pending deletions to disk (appends are flushed already). For shutdown.
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|source| self.storage("flushing", source))
+    }
+
+    /// Records stored, corrupt ones included.
+    pub fn len(&self) -> usize {
+        self.index.iter().map(BTreeMap::len).sum::<usize>() + self.corrupt.len()
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Key + record bytes stored, corrupt ones included (what `max_bytes` bounds).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Where the outbox lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Depth, bytes and the counters since open.
+    pub fn stats(&self) -> OutboxStats {
+        OutboxStats {
+            depth: self.len(),
+            bytes: self.bytes,
+            evicted: self.evicted,
+            dropped: self.dropped,
+            expired: self.expired,
+            corrupt: self.corrupt.len(),
+            oldest_ms: self
+                .index
+                .iter()
+                .filter_map(|m| m.first_key_value().map(|(_, e)| e.stored_ms))
+                .min(),
+        }
+    }
+
+    fn note_corrupt(&mut self, seq: u64, size: u64, reason: &str) {
+        if self.corrupt.insert(seq, size).is_none() {
+            error!(
+                message = "Corrupt outbox record skipped and kept for inspection.",
+                path = %self.path.display(),
+                seq,
+                reason,
+            );
+        }
+    }
+
+    fn storage(&self, op: &'static str, source: sled::Error) -> OutboxError {
+        OutboxError::Storage {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn record_err(&self, seq: u64, op: &'static str, source: sled::Error) -> OutboxError {
+        OutboxError::Record {
+            path: self.path.clone(),
+            seq,
+            op,
+            source,
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // Acks and expiries are not flushed one by one; make them durable on the way out so
+        // a clean restart does not resend what the broker already has.
+        if let Err(error) = self.db.flush() {
+            warn!(message = "Outbox flush on close failed.", path = %self.path.display(), %error);
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The durable alert outbox on real sled stores in temporary directories.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use edge_agent::outbox::{Outbox, OutboxConfig, OutboxError, SCHEMA_VERSION, inspect};
+use protocol::alert::Snapshot;
+use protocol::{Alert, AlertKind, AlertPhase, AlertSource, Severity, UtcMillis};
+
+/// Size of each test alert's snapshot: a realistic camera JPEG.
+const SNAPSHOT_BYTES: usize = 20_000;
+
+/// An alert with every required field and a 20 KB snapshot; `n` makes its id unique.
+fn alert(n: u32, severity: Severity) -> Alert {
+    let id = format!("01JTEST{n:019}");
+    Alert {
+        schema: protocol::SCHEMA_VERSION,
+        id: id.clone(),
+        incident: id,
+        phase: AlertPhase::Start,
+        site: "site-1".into(),
+        source: AlertSource::Camera("gate".into()),
+        kind: AlertKind::Zone,
+        severity,
+        rule: "gate-zone".into(),
+        time: UtcMillis(1_700_000_000_000 + i64::from(n)),
+        started_at: UtcMillis(1_700_000_000_000 + i64::from(n)),
+        ended_at: None,
+        location: None,
+        track: Some(u64::from(n)),
+        label: Some("person".into()),
+        score: Some(0.9),
+        direction: None,
+        count: None,
+        detections: Vec::new(),
+        tag: None,
+        model: None,
+        detail: None,
+        snapshot: Some(Snapshot {
+            camera: "gate".into(),
+            time: UtcMillis(1_700_000_000_000),
+            width: 640,
+            height: 360,
+            jpeg: (0..SNAPSHOT_BYTES)
+                .map(|i| (i * 31 + n as usize) as u8)
+                .collect(),
+        }),
+    }
+}
+
+fn store(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("outbox")
+}
+
+fn ids(pending: &[(u64, Alert)]) -> Vec<String> {
+    pending.iter().map(|(_, a)| a.id.clone()).collect()
+}
+
+/// Bytes one test alert takes in the outbox (they are all the same size).
+fn record_size() -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(store(&dir), OutboxConfig::default()).unwrap();
+    o.append(&alert(0, Severity::Info), 0).unwrap();
+    o.bytes()
+}
+
+/// Every file under `dir` with its content.
+fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn survives_close_and_reopen_with_sequence_continuing_and_order_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let first: Vec<u64> = {
+        let mut o = Outbox::open(store(&dir), OutboxConfig::default()).unwrap();
+        (0..5)
+            .map(|n| o.append(&alert(n, Severity::Minor), 1_000).unwrap())
+            .collect()
+    };
+    assert!(first.windows(2).all(|w| w[0] < w[1]), "{first:?}");
+
+    let mut o = Outbox::open(store(&dir), OutboxConfig::default()).unwrap();
+    assert_eq!(o.len(), 5);
+    let next = o.append(&alert(5, Severity::Minor), 2_000).unwrap();
+    assert!(
+        next > first[4],
+        "seq {next} after restart, last was {}",
+        first[4]
+    );
+
+    let all = o.pending(None, 100).unwrap();
+    assert_eq!(
+        ids(&all),
+        (0..6)
+            .map(|n| alert(n, Severity::Minor).id)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(all[5].1, alert(5, Severity::Minor));
+    // Paging: after the third, at most two.
+    let page = o.pending(Some(all[2].0), 2).unwrap();
+    assert_eq!(
+        page.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [all[3].0, all[4].0]
+    );
+    assert!(o.pending(Some(u64::MAX), 10).unwrap().is_empty());
+}
+
+#[test]
+fn ack_deletes_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = {
+        let mut o = Outbox::open(store(&dir), OutboxConfig::default()).unwrap();
+        let a = o.append(&alert(1, Severity::Major), 0).unwrap();
+        let b = o.append(&alert(2, Severity::Major), 0).unwrap();
+        let one = o.bytes() / 2;
+        assert!(o.ack(a).unwrap());
+        assert!(!o.ack(a).unwrap(), "second ack of the same seq is a no-op");
+        assert!(!o.ack(12_345_678).unwrap(), "unknown seq is a no-op");
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.bytes(), one);
+        (a, b)
+    };
+    // The deletion survives a restart (flushed on close).
+    let mut o = Outbox::open(store(&dir), OutboxConfig::default()).unwrap();
+    let left = o.pending(None, 10).unwrap();
+    assert_eq!(left.iter().map(|p| p.0).collect::<Vec<_>>(), [b]);
+    assert!(!o.ack(a).unwrap());
+    assert!(o.ack(b).unwrap());
+    assert!(o.is_empty());
+    assert_eq!(o.bytes(), 0);
+}
+
+#[test]
+fn full_outbox_evicts_lowest_severity_oldest_first_and_counts_it() {
+    let size = record_size();
+    let dir = tempfile::tempdir().unwrap();
+    let config = OutboxConfig {
+        max_bytes: 4 * size + size / 2,
+        ..OutboxConfig::default()
+    };
+    let mut o = Outbox::open(store(&dir), config).unwrap();
+    for (n, s) in [
+        (1, Severity::Info),
+        (2, Severity::Major),
+        (3, Severity::Info),
+        (4, Severity::Minor),
+    ] {
+        o.append(&alert(n, s), 0).unwrap();
+    }
+    assert_eq!(o.stats().evicted.total(), 0);
+
+    o.append(&alert(5, Severity::Major), 0).unwrap(); // evicts info 1 (oldest info)
+    o.append(&alert(6, Severity::Major), 0).unwrap(); // evicts info 3
+    o.append(&alert(7, Severity::Critical), 0).unwrap(); // evicts minor 4
+    o.append(&alert(8, Severity::Major), 0).unwrap(); // evicts major 2 (oldest major)
+
+    let left = ids(&o.pending(None, 10).unwrap());
+    let want: Vec<String> = [
+        (5, Severity::Major),
+        (6, Severity::Major),
+        (7, Severity::Critical),
+        (8, Severity::Major),
+    ]
+    .into_iter()
+    .map(|(n, s)| alert(n, s).id)
+    .collect();
+    assert_eq!(left, want);
+    let stats = o.stats();
+    assert_eq!(stats.evicted.get(Severity::Info), 2);
+    assert_eq!(stats.evicted.get(Severity::Minor), 1);
+    assert_eq!(stats.evicted.get(Severity::Major), 1);
+    assert_eq!(stats.evicted.get(Severity::Critical), 0);
+    assert_eq!(stats.dropped.total(), 0);
+    assert_eq!(stats.depth, 4);
+    assert!(stats.bytes <= 4 * size + size / 2);
+}
+
+#[test]
+fn new_lowest_severity_alert_is_dropped_when_nothing_lower_can_go() {
+    let size = record_size();
+    let dir = tempfile::tempdir().unwrap();
+    let config = OutboxConfig {
+        max_bytes: 3 * size + size / 2,
+        ..OutboxConfig::default()
+    };
+    let mut o = Outbox::open(store(&dir), config).unwrap();
+    let kept: Vec<u64> = (1..=3)
+        .map(|n| o.append(&alert(n, Severity::Major), 0).unwrap())
+        .collect();
+
+    let err = o.append(&alert(9, Severity::Minor), 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OutboxError::Full {
+                severity: Severity::Minor,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("dropped"), "{err}");
+    let stats = o.stats();
+    assert_eq!(stats.dropped.get(Severity::Minor), 1);
+    assert_eq!(
+        stats.evicted.total(),
+        0,
+        "nothing is evicted for an alert that is dropped"
+    );
+    assert_eq!(
+        o.pending(None, 10)
+            .unwrap()
+            .iter()
+            .map(|p| p.0)
+            .collect::<Vec<_>>(),
+        kept
+    );
+}
+
+#[test]
+fn alerts_older_than_the_ttl_expire_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = OutboxConfig {
+        ttl_ms: 60_000,
+        ..OutboxConfig::default()
+    };
+    let mut o = Outbox::open(store(&dir), config).unwrap();
+    o.append(&alert(1, Severity::Critical), 0).unwrap();
+    o.append(&alert(2, Severity::Info), 30_000).unwrap();
+    assert_eq!(
+        o.expire(60_000).unwrap(),
+        0,
+        "exactly ttl old is not older than ttl"
+    );
+    assert_eq!(o.expire(60_001).unwrap(), 1);
+    assert_eq!(o.stats().oldest_ms, Some(30_000));
+    // append expires too.
+    o.append(&alert(3, Severity::Minor), 100_000).unwrap();
+    let stats = o.stats();
+    assert_eq!(stats.expired, 2);
+    assert_eq!(stats.depth, 1);
+    assert_eq!(
+        ids(&o.pending(None, 10).unwrap()),
+        [alert(3, Severity::Minor).id]
+    );
+}
+
+#[test]
+fn unknown_schema_version_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(&dir);
+    drop(Outbox::open(&path, OutboxConfig::default()).unwrap());
+    {
+        let db = sled::open(&path).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Outbox::open(&path, OutboxConfig::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            OutboxError::UnknownSchema {
+                found: 99,
+                supported: SCHEMA_VERSION,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("schema version 99"), "{msg}");
+    assert!(
+        msg.contains(&format!("reads version {SCHEMA_VERSION}")),
+        "{msg}"
+    );
+    let err = inspect(&path).unwrap_err();
+    assert!(
+        matches!(err, OutboxError::UnknownSchema { found: 99, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_records_are_skipped_counted_kept_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(&dir);
+    let seqs: Vec<u64> = {
+        let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+        (1..=3)
+            .map(|n| o.append(&alert(n, Severity::Minor), 5).unwrap())
+            .collect()
+    };
+    // Garbage over the second alert; a good header with broken JSON after the third.
+    let bad_json_seq = seqs[2] + 1;
+    {
+        let db = sled::open(&path).unwrap();
+        let alerts = db.open_tree("alerts").unwrap();
+        alerts
+            .insert(seqs[1].to_be_bytes(), &b"garbage"[..])
+            .unwrap();
+        let json = b"{not json";
+        let mut value = b"OB\x01\x01".to_vec();
+        value.extend_from_slice(&5i64.to_be_bytes());
+        value.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        value.extend_from_slice(json);
+        alerts.insert(bad_json_seq.to_be_bytes(), value).unwrap();
+        db.flush().unwrap();
+    }
+
+    {
+        let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+        assert_eq!(o.stats().corrupt, 1, "the bad header is found on open");
+        let good = o.pending(None, 10).unwrap();
+        assert_eq!(
+            good.iter().map(|p| p.0).collect::<Vec<_>>(),
+            [seqs[0], seqs[2]]
+        );
+        assert_eq!(o.stats().corrupt, 2, "the bad JSON is found when read");
+        assert_eq!(o.len(), 4, "corrupt records are kept");
+        // New appends still go after everything, corrupt ones included.
+        let next = o.append(&alert(4, Severity::Minor), 6).unwrap();
+        assert!(next > bad_json_seq);
+        assert_eq!(o.pending(Some(seqs[2]), 10).unwrap().len(), 1);
+    }
+
+    let report = inspect(&path).unwrap();
+    let corrupt: Vec<u64> = report.corrupt.iter().map(|c| c.0).collect();
+    assert_eq!(corrupt, [seqs[1], bad_json_seq], "{report}");
+    assert_eq!(report.count, 3);
+    assert_eq!(report.per_severity.get(Severity::Minor), 3);
+    assert_eq!(report.schema_version, Some(SCHEMA_VERSION));
+    let text = report.to_string();
+    assert!(text.contains(&format!("seq {}: ", seqs[1])), "{text}");
+
+    // Still on disk for whoever investigates.
+    let db = sled::open(&path).unwrap();
+    let alerts = db.open_tree("alerts").unwrap();
+    assert_eq!(
+        alerts.get(seqs[1].to_be_bytes()).unwrap().as_deref(),
+        Some(&b"garbage"[..])
+    );
+}
+
+#[test]
+fn inspect_does_not_create_or_change_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let err = inspect(&missing).unwrap_err();
+    assert!(matches!(err, OutboxError::NotFound { .. }), "{err}");
+    assert!(!missing.exists(), "inspect created {}", missing.display());
+
+    let path = store(&dir);
+    {
+        let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+        o.append(&alert(1, Severity::Critical), 10).unwrap();
+        o.append(&alert(2, Severity::Info), 20).unwrap();
+    }
+    let before = snapshot_files(&path);
+    let report = inspect(&path).unwrap();
+    assert_eq!(snapshot_files(&path), before, "inspect changed the store");
+    assert_eq!(report.count, 2);
+    assert_eq!(report.per_severity.critical, 1);
+    assert_eq!(report.per_severity.info, 1);
+    assert_eq!((report.oldest_ms, report.newest_ms), (Some(10), Some(20)));
+    assert!(report.bytes > 2 * SNAPSHOT_BYTES as u64);
+    assert!(report.corrupt.is_empty());
+
+    // A store never opened for writing has no schema key, and inspect does not add one.
+    let raw = dir.path().join("raw");
+    drop(sled::open(&raw).unwrap());
+    let report = inspect(&raw).unwrap();
+    assert_eq!(report.schema_version, None);
+    let db = sled::open(&raw).unwrap();
+    assert!(
+        db.open_tree("meta")
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn invalid_config_is_refused_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = OutboxConfig {
+        max_bytes: 1,
+        ttl_ms: 0,
+    };
+    let err = Outbox::open(store(&dir), config).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("max_bytes:") && msg.contains("ttl_ms:"),
+        "{msg}"
+    );
+    assert!(!store(&dir).exists());
+}
