@@ -14,9 +14,13 @@
 //!   [`snapshot::FrameRing`] of recent frames.
 //! - [`outbox`]: alerts on disk until the broker acks them, [`outbox::Outbox`] (sled).
 //! - [`rules`]: pure per-camera alert rules and their lifecycle, owned by [`rules::Engine`].
-//! - [`source`]: camera sources behind [`source::FrameSource`] ([`source::FfmpegSource`]) and
-//!   the latest-frame slot [`source::LatestFrame`].
-//! - [`tags`]: e-bike RFID tag readers (TCP/UDP), sightings and tag rules ([`tags::TagRules`]).
+//! - [`source`]: camera sources behind [`source::FrameSource`] (ffmpeg for RTSP and files, HTTP
+//!   snapshots, MJPEG, a pushed-JPEG directory) and the latest-frame slot
+//!   [`source::LatestFrame`].
+//! - [`tags`]: e-bike RFID tag readers (TCP/UDP/MQTT), sightings and tag rules
+//!   ([`tags::TagRules`]).
+//! - `backoff` (jittered exponential reconnect delays) and [`secret`] (passwords that never
+//!   print): shared by the camera sources and the MQTT reader.
 
 pub mod agent;
 mod backoff;

@@ -100,6 +100,14 @@ enum Command {
         #[arg(long, default_value_t = 60.0)]
         ramp_secs: f64,
     },
+    /// Inspect an alert outbox (a sled directory) without changing it: schema version, count,
+    /// bytes, per-severity counts, oldest and newest, corrupt records. Exits 1 if any record
+    /// is corrupt or the store cannot be read.
+    Check {
+        /// The outbox directory.
+        #[arg(long, value_name = "DIR")]
+        outbox: PathBuf,
+    },
     /// Check a config file (and the model manifest it names); exits non-zero listing every
     /// problem. The systemd unit runs it before starting the agent.
     Validate {
@@ -162,6 +170,7 @@ fn main() -> ExitCode {
             sessions,
         } => run_bench(&model, frames, seconds, sessions),
         Command::Validate { config } => validate(&config),
+        Command::Check { outbox } => check_outbox(&outbox),
         Command::Soak {
             config,
             cameras,
@@ -229,6 +238,16 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         manifest_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_outbox(path: &Path) -> anyhow::Result<ExitCode> {
+    let report = edge_agent::outbox::inspect(path)?;
+    println!("{report}");
+    Ok(if report.corrupt.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Loads the config and its model, or fails listing every config problem.

@@ -1,5 +1,8 @@
 //! The durable alert outbox on real sled stores in temporary directories.
 
+// Test helpers panic on a failed set-up step, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

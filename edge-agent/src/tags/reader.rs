@@ -14,8 +14,8 @@
 //! connection or peer in the `warn!` events) and never end a connection. Shutdown: the
 //! `watch<bool>` turning `true` (or its sender going away) is checked first in every `select!`.
 //!
-//! No MQTT adapter yet: it waits for `rumqttc` to join the workspace; it will parse each
-//! publish's payload with [`super::read::parse_read`] and share these counters and policy.
+//! The MQTT adapter lives in [`super::mqtt`]; it parses each publish's payload with the same
+//! [`super::read::parse_read`] and shares these counters and the backpressure policy.
 //!
 //! Not done yet: a cap on concurrent TCP connections (one reader per box is the norm).
 
