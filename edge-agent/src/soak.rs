@@ -246,8 +246,7 @@ async fn run_once(
         figures.samples.push(s);
     }
     let _ = stop.send(true);
-    run.await
-        .map_err(|e| AgentError::ReplaySource(e.to_string()))??;
+    run.await.map_err(|e| AgentError::Task(e.to_string()))??;
     let _ = drain.await;
     Ok(figures)
 }

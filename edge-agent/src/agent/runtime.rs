@@ -119,6 +119,9 @@ pub enum AgentError {
     /// Replay: a camera's recording failed (the replay does not retry a broken file).
     #[error("replay: {0}")]
     ReplaySource(String),
+    /// The agent's task ended abnormally (a panic inside a stage).
+    #[error("agent task failed: {0}")]
+    Task(String),
 }
 
 /// Counters of one camera, readable while the agent runs.
@@ -681,27 +684,26 @@ impl Core<'_> {
                 .filter(|(_, c)| !c.finished())
                 .min_by_key(|(i, c)| (c.pts(c.next_seq), *i))
                 .map(|(i, c)| (i, self.replay_start + c.pts(c.next_seq)));
-            match (next_camera, reads.peek()) {
-                (None, None) => break,
-                (camera, Some(read)) if camera.is_none_or(|(_, at)| read.received_ms < at) => {
-                    let Some(read) = reads.next() else { break };
-                    self.tick(read.received_ms).await;
-                    self.on_read(&read).await;
-                    continue;
+            // A read goes first when it is strictly earlier than the next frame (or no camera
+            // is left).
+            let read_first = reads
+                .peek()
+                .is_some_and(|r| next_camera.is_none_or(|(_, at)| r.received_ms < at));
+            if read_first && let Some(read) = reads.next() {
+                self.tick(read.received_ms).await;
+                self.on_read(&read).await;
+                continue;
+            }
+            let Some((i, at)) = next_camera else { break };
+            let seq = self.cameras[i].next_seq;
+            if let Some(d) = self.cameras[i].pending.remove(&seq) {
+                self.cameras[i].next_seq += 1;
+                self.tick(at).await;
+                self.on_detected(i, d, at).await;
+                if let Some(p) = &self.cameras[i].permit {
+                    p.add_permits(1);
                 }
-                (Some((i, at)), _) => {
-                    let seq = self.cameras[i].next_seq;
-                    if let Some(d) = self.cameras[i].pending.remove(&seq) {
-                        self.cameras[i].next_seq += 1;
-                        self.tick(at).await;
-                        self.on_detected(i, d, at).await;
-                        if let Some(p) = &self.cameras[i].permit {
-                            p.add_permits(1);
-                        }
-                        continue;
-                    }
-                }
-                (None, Some(_)) => unreachable!("handled by the guard above"),
+                continue;
             }
             // Wait for the frame whose turn it is (or learn that its camera ended).
             tokio::select! {
