@@ -303,6 +303,16 @@ async fn replayed_tag_reads_raise_watchlist_and_theft_alerts_with_the_frame_of_t
     assert_eq!(theft.len(), 1, "only the keyless pass alarms: {theft:#?}");
     assert_eq!(theft[0].time.0, t0 + 45_000);
     assert_eq!(theft[0].tag.as_ref().unwrap().keys, vec![key.to_string()]);
+    // Decided seconds later, but with the frame of the moment the bike passed.
+    let snap = theft[0]
+        .snapshot
+        .as_ref()
+        .expect("the frame of the bike's pass");
+    assert!(
+        (snap.time.0 - (t0 + 45_000)).abs() <= 100,
+        "{:?}",
+        snap.time
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@
 //! tag reads: bounded channel, backpressure (UDP counts what it cannot queue); output: bounded
 //! channel, the core waits (alerts are never dropped).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -40,6 +40,7 @@ use tracing::{debug, error, info, warn};
 use super::alerts::AlertFactory;
 use super::config::{AgentConfig, SourceConfig, TagReaderConfig};
 use crate::detect::pool::{CameraCounters, Detected, DetectorPool, PoolCamera};
+use crate::detect::preprocess::RgbFrame;
 use crate::detect::{DetectError, DetectorOptions, Model};
 use crate::rules::{Engine, RulesError};
 use crate::snapshot::FrameRing;
@@ -509,6 +510,11 @@ impl Agent {
             out,
             stats: stats.clone(),
             replay_start: 0,
+            held: HashMap::new(),
+            hold_ms: 2 * tag_config.theft.window_ms
+                + 2 * tag_config.dedup_window_ms
+                + config.snapshot.tag_frame_tolerance_ms,
+            decision_ms: tag_config.theft.window_ms + tag_config.dedup_window_ms,
         };
         let result = match mode {
             Mode::Live => {
@@ -617,7 +623,16 @@ struct Core<'a> {
     out: mpsc::Sender<Output>,
     stats: Arc<AgentStats>,
     replay_start: Timestamp,
+    /// Armed bikes' first-sighting frames, kept until their theft decision (by bike tag).
+    held: HashMap<String, HeldFrame>,
+    /// How long a held frame may wait for its decision.
+    hold_ms: Timestamp,
+    /// How long one theft decision can last after the bike's first sighting.
+    decision_ms: Timestamp,
 }
+
+/// A camera frame kept for a tag alert: camera, capture time, image.
+type HeldFrame = (Arc<str>, Timestamp, Arc<RgbFrame>);
 
 impl Core<'_> {
     async fn live(
@@ -853,6 +868,17 @@ impl Core<'_> {
     }
 
     async fn on_sighting(&mut self, s: Sighting) {
+        // A possible theft is decided up to a window after the bike was heard, when the ring
+        // no longer holds that moment: keep the frame of the bike's first sighting now.
+        // A frame already held for this bike belongs to the same pending decision unless it is
+        // older than one decision can last.
+        let fresh = |(_, at, _): &HeldFrame| s.first_ms - at <= self.decision_ms;
+        if self.tag_rules.pairing(&s.tag).is_some_and(|p| p.armed)
+            && !self.held.get(&s.tag).is_some_and(fresh)
+            && let Some(frame) = self.frame_near(&s.reader, s.first_ms)
+        {
+            self.held.insert(s.tag.clone(), frame);
+        }
         let alerts = self.tag_rules.observe(&s);
         let now = s.last_ms;
         self.stats.sightings.fetch_add(1, Ordering::Relaxed);
@@ -864,21 +890,32 @@ impl Core<'_> {
         }
     }
 
-    async fn on_tag_alert(&mut self, a: &crate::tags::TagAlert) {
-        let reader = match a {
-            crate::tags::TagAlert::Watchlist { reader, .. }
-            | crate::tags::TagAlert::PossibleTheft { reader, .. } => reader.clone(),
-        };
+    /// The frame of a camera covering `reader` captured nearest `at`, within the tolerance.
+    fn frame_near(&self, reader: &str, at: Timestamp) -> Option<HeldFrame> {
         let tolerance = self.config.snapshot.tag_frame_tolerance_ms;
-        let frame = self
-            .cameras
+        self.cameras
             .iter()
-            .filter(|c| c.readers.contains(&reader))
+            .filter(|c| c.readers.iter().any(|r| r == reader))
             .filter_map(|c| {
-                let f = c.ring.as_ref()?.nearest(a.at_ms(), tolerance)?;
+                let f = c.ring.as_ref()?.nearest(at, tolerance)?;
                 Some((c.id.clone(), f.at_ms, f.frame.clone()))
             })
-            .min_by_key(|(_, at, _)| (at - a.at_ms()).abs());
+            .min_by_key(|(_, t, _)| (t - at).abs())
+    }
+
+    async fn on_tag_alert(&mut self, a: &crate::tags::TagAlert) {
+        let (reader, held) = match a {
+            crate::tags::TagAlert::Watchlist { reader, .. } => (reader.clone(), None),
+            crate::tags::TagAlert::PossibleTheft { reader, bike, .. } => {
+                (reader.clone(), self.held.remove(bike))
+            }
+        };
+        // A held frame is of the bike's first sighting, which is the alert's time.
+        let frame = held
+            .filter(|(_, at, _)| {
+                (at - a.at_ms()).abs() <= self.config.snapshot.tag_frame_tolerance_ms
+            })
+            .or_else(|| self.frame_near(&reader, a.at_ms()));
         let alert = self
             .factory
             .tag_alert(a, frame.as_ref().map(|(c, at, f)| (c, *at, f)));
@@ -890,6 +927,10 @@ impl Core<'_> {
     }
 
     async fn tick(&mut self, now: Timestamp) {
+        // A held frame outlives its decision by at most the theft window, the dedup window and
+        // a tolerance; anything older belongs to a decision that was cancelled by a key.
+        let keep = self.hold_ms;
+        self.held.retain(|_, (_, at, _)| now - *at <= keep);
         for s in self.dedup.tick(now) {
             self.on_sighting(s).await;
         }
