@@ -212,11 +212,7 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let manifest_path = config
-        .model
-        .manifest
-        .clone()
-        .unwrap_or_else(manifest::default_manifest_path);
+    let manifest_path = config.model.manifest_path();
     if let Err(e) = ModelManifest::load(&manifest_path) {
         eprintln!("error: config {}: model.manifest: {e}", path.display());
         return Ok(ExitCode::FAILURE);
@@ -253,11 +249,7 @@ fn check_outbox(path: &Path) -> anyhow::Result<ExitCode> {
 /// Loads the config and its model, or fails listing every config problem.
 fn load_config_and_model(path: &Path) -> anyhow::Result<(AgentConfig, Arc<Model>)> {
     let config = AgentConfig::load(path)?;
-    let manifest_path = config
-        .model
-        .manifest
-        .clone()
-        .unwrap_or_else(manifest::default_manifest_path);
+    let manifest_path = config.model.manifest_path();
     let model = Model::load(ModelManifest::load(&manifest_path)?)?;
     Ok((config, model))
 }

@@ -135,6 +135,15 @@ pub struct ModelConfig {
     pub threads_per_session: usize,
 }
 
+impl ModelConfig {
+    /// The manifest to load: the configured one, else the build workspace's default.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.manifest
+            .clone()
+            .unwrap_or_else(crate::detect::manifest::default_manifest_path)
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
