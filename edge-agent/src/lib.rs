@@ -12,6 +12,9 @@
 //! - [`track`]: stable ids for detections across frames, owned by [`track::Tracker`].
 //! - [`snapshot`]: alert snapshots (boxes drawn, size-bounded JPEG) and the per-camera
 //!   [`snapshot::FrameRing`] of recent frames.
+//! - [`command`]: signed hub commands: the checks ([`command::CommandGate`]), the persisted
+//!   changes ([`command::CommandStore`]) and their re-application at start-up
+//!   ([`command::Overrides`]).
 //! - [`outbox`]: alerts on disk until the broker acks them, [`outbox::Outbox`] (sled).
 //! - [`rules`]: pure per-camera alert rules and their lifecycle, owned by [`rules::Engine`].
 //! - [`source`]: camera sources behind [`source::FrameSource`] (ffmpeg for RTSP and files, HTTP
@@ -25,12 +28,17 @@
 pub mod agent;
 mod backoff;
 pub mod bench;
+pub mod chaos;
+pub mod command;
 pub mod detect;
+pub mod metrics;
 pub mod outbox;
 pub mod rules;
 pub mod secret;
+pub mod service;
 pub mod snapshot;
 pub mod soak;
 pub mod source;
 pub mod tags;
 pub mod track;
+pub mod uplink;

@@ -125,6 +125,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         alerts_out: Option<PathBuf>,
     },
+    /// Test tool: append N synthetic alerts (20 KB snapshots by default) to the config's
+    /// outbox and deliver them through its [uplink], resuming where a killed run stopped;
+    /// exits 0 once every alert is acknowledged by the broker. Used by `edge-agent chaos`.
+    Emit {
+        /// The agent config (TOML); only site, data_dir, [outbox] and [uplink] are used.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Alerts to emit in total (ids 0..N).
+        #[arg(long)]
+        count: u64,
+        /// Snapshot size, bytes.
+        #[arg(long, default_value_t = 20_000)]
+        snapshot_bytes: usize,
+        /// Time of alert 0, ms since the epoch (alert i is at base + i).
+        #[arg(long, default_value_t = 1_795_000_000_000)]
+        base_ms: i64,
+        /// Alerts per second (0: as fast as the outbox takes them).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
     /// Run the same pipeline on recorded video (the cameras' file inputs) and tag reads, as
     /// fast as the machine allows and deterministically, writing one alert JSON per line.
     Replay {
@@ -145,6 +165,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         snapshots_dir: Option<PathBuf>,
     },
+    /// Delivery chaos test: a real mosquitto, `edge-agent emit` publishing N alerts while the
+    /// broker is restarted and the agent SIGKILLed; a subscriber counts every id. Last line:
+    /// `sent=… received=… lost=… duplicated=…`; exits 1 unless lost is 0 and the agent finished.
+    Chaos(edge_agent::chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -181,6 +205,13 @@ fn main() -> ExitCode {
             ramp_secs,
         } => run_soak(config, cameras, fps, minutes, sample_secs, ramp, ramp_secs),
         Command::Run { config, alerts_out } => run_agent(&config, alerts_out.as_deref()),
+        Command::Emit {
+            config,
+            count,
+            snapshot_bytes,
+            base_ms,
+            rate,
+        } => emit(&config, count, snapshot_bytes, base_ms, rate),
         Command::Replay {
             config,
             alerts_out,
@@ -194,6 +225,7 @@ fn main() -> ExitCode {
             &start,
             snapshots_dir.as_deref(),
         ),
+        Command::Chaos(args) => edge_agent::chaos::run(args).map_err(Into::into),
     };
     match result {
         Ok(code) => code,
@@ -257,69 +289,27 @@ fn load_config_and_model(path: &Path) -> anyhow::Result<(AgentConfig, Arc<Model>
 fn run_agent(path: &Path, alerts_out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (config, model) = load_config_and_model(path)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let agent = Agent::new(config, model, Mode::Live, shutdown_rx).await?;
-        let stats = agent.stats();
-        let (tx, mut rx) = mpsc::channel(64);
-        let mut file = match alerts_out {
-            Some(p) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .with_context(|| format!("opening {}", p.display()))?,
-            ),
-            None => None,
-        };
-        let agent = tokio::spawn(agent.run(tx));
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!(message = "Shutting down.");
-            let _ = shutdown_tx.send(true);
-            // A second signal exits at once.
-            wait_for_signal().await;
-            std::process::exit(130);
-        });
-        let mut report = tokio::time::interval(Duration::from_secs(60));
-        report.tick().await;
-        loop {
-            tokio::select! {
-                o = rx.recv() => match o {
-                    Some(Output::Alert(a)) => {
-                        if let Some(f) = &mut file {
-                            writeln!(f, "{}", serde_json::to_string(&a)?)?;
-                        }
-                    }
-                    Some(Output::Sightings(batch)) => {
-                        tracing::debug!(message = "Sighting batch.", sightings = batch.len());
-                    }
-                    None => break,
-                },
-                _ = report.tick() => {
-                    for c in stats.cameras() {
-                        tracing::info!(message = "Camera status.", camera = %c.id, frames = c.frames, skipped = c.skipped, processed = c.processed, detect_ms = c.detect_ms, alerts = c.alerts, failures = c.failures);
-                    }
-                }
-            }
-        }
-        agent.await??;
-        anyhow::Ok(ExitCode::SUCCESS)
-    })
+    runtime.block_on(edge_agent::service::run(config, model, alerts_out))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
+fn emit(
+    path: &Path,
+    count: u64,
+    snapshot_bytes: usize,
+    base_ms: i64,
+    rate: f64,
+) -> anyhow::Result<ExitCode> {
+    let config = AgentConfig::load(path)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(edge_agent::service::emit(
+        &config,
+        count,
+        snapshot_bytes,
+        base_ms,
+        rate,
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads recorded tag reads: the reader format, one per line, each with its `time`, which

@@ -184,6 +184,11 @@ fn agent_config(cfg: &SoakConfig, cameras: usize) -> AgentConfig {
         tag_rules_file: None,
         tag_readers: Vec::new(),
         sightings: SightingsConfig::default(),
+        // The soak runs the pipeline only: nothing is stored or sent.
+        data_dir: std::env::temp_dir().join("edge-agent-soak"),
+        outbox: Default::default(),
+        uplink: None,
+        metrics: None,
     }
 }
 

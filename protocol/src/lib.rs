@@ -1,17 +1,56 @@
 //! Wire types shared by `edge-agent` and `hub`.
 //!
 //! Everything that crosses the MQTT link is defined here and nowhere else, so both daemons agree
-//! on the format by construction: [`Detection`], [`alert::Alert`] and its parts, and
-//! [`time::UtcMillis`] (RFC 3339 with milliseconds on the wire). Status, sighting batches,
-//! commands and topic names come with the uplink.
+//! on the format by construction:
+//!
+//! - [`topics`]: topic names under a configurable prefix ([`Topics`]), and [`validate_id`] for
+//!   the ids that go into topic levels;
+//! - [`alert`]: [`Alert`] and its parts, with [`Detection`];
+//! - [`status`]: [`Status`] (retained; the last will is `offline` without [`Health`]);
+//! - [`sighting`]: [`SightingBatch`] of tag sightings;
+//! - [`command`]: hub → agent [`Command`]s, carried as an Ed25519-signed [`SignedCommand`], and
+//!   the agent's [`CommandReply`];
+//! - [`limits`]: payload size limits both sides enforce;
+//! - [`validate`]: the checks beyond the types (every problem listed at once) and the
+//!   `decode_*` functions receivers use: size limit, schema version, JSON with the path of any
+//!   error, then validation;
+//! - [`time`]: [`UtcMillis`] (RFC 3339 with milliseconds on the wire).
+//!
+//! Senders should call `validate` before publishing: what fails it is refused by the receiver
+//! (and JSON cannot carry NaN or infinity, which serde_json writes as `null`).
+//!
+//! The exact JSON of each message is pinned by the golden files in `tests/golden/`.
 
 use serde::{Deserialize, Serialize};
 
 pub mod alert;
+pub mod command;
+pub mod limits;
+pub mod sighting;
+pub mod status;
 pub mod time;
+pub mod topics;
+pub mod validate;
 
 pub use alert::{Alert, AlertKind, AlertPhase, AlertSource, Severity};
+pub use command::{
+    Command, CommandBody, CommandError, CommandReply, ReplyOutcome, RuleParams, SignedCommand,
+    encode_signing_key, encode_verifying_key, parse_verifying_key, signing_key_from_base64,
+};
+/// The key types of command signing, so users need not depend on `ed25519-dalek` themselves.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use limits::*;
+pub use sighting::{SightingBatch, TagKind, TagSighting};
+pub use status::{
+    AgentState, CameraHealth, Health, OutboxHealth, ReaderHealth, SeverityCounts, Status,
+    UplinkHealth,
+};
 pub use time::UtcMillis;
+pub use topics::{DEFAULT_PREFIX, TopicError, TopicKind, Topics, validate_id};
+pub use validate::{
+    DecodeError, ValidationError, decode_alert, decode_command_reply, decode_sightings,
+    decode_status,
+};
 
 /// Version of the wire schema. Bumped on any incompatible change; receivers refuse versions they
 /// do not know.

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::outbox::OutboxConfig;
 use crate::rules::{EngineConfig, TimeOfDay};
 use crate::source::{
     DirSourceConfig, FfmpegSourceConfig, HttpSnapshotSourceConfig, MjpegSourceConfig,
@@ -31,6 +32,7 @@ use crate::source::{
 use crate::tags::TagConfig;
 use crate::tags::mqtt::MqttReaderConfig;
 use crate::tags::read::check_reader_id;
+use crate::uplink::UplinkConfig;
 
 /// Every default of the agent-level configuration, in one place. Stage configs (rules, sources,
 /// tag rules) keep theirs in their own modules.
@@ -66,6 +68,10 @@ pub mod defaults {
     /// …or this old.
     pub fn sighting_batch_max_age_ms() -> i64 {
         10_000
+    }
+    /// The packaged state directory (systemd `StateDirectory=edge-agent`).
+    pub fn data_dir() -> std::path::PathBuf {
+        std::path::PathBuf::from("/var/lib/edge-agent")
     }
 }
 
@@ -103,6 +109,28 @@ pub struct AgentConfig {
     /// How tag sightings are batched for the hub's trajectory search.
     #[serde(default)]
     pub sightings: SightingsConfig,
+    /// Where the agent keeps its state: the alert outbox (`outbox/`) and the hub's persisted
+    /// commands (`commands/`).
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// Bounds of the alert outbox.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// The hub's broker. Without it alerts are kept in the outbox (up to its bounds) and
+    /// nothing is sent.
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
+    /// Prometheus `/metrics`; absent means not served.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `address:port` to serve `GET /metrics` on; keep it on loopback or the site network.
+    pub listen: String,
 }
 
 /// A WGS-84 position.
@@ -271,6 +299,17 @@ pub enum TagReaderConfig {
     Mqtt(MqttReaderConfig),
 }
 
+impl TagReaderConfig {
+    /// A name for status and metrics: `tcp:0.0.0.0:7001`, `mqtt:host:1883/readers/+/reads`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Tcp(l) => format!("tcp:{}", l.listen),
+            Self::Udp(l) => format!("udp:{}", l.listen),
+            Self::Mqtt(m) => format!("mqtt:{}:{}/{}", m.host, m.port, m.topic),
+        }
+    }
+}
+
 /// A socket the agent listens on.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -359,6 +398,10 @@ impl AgentConfig {
         for camera in &mut self.cameras {
             camera.source.resolve_paths(base);
         }
+        self.data_dir = resolve(base, &self.data_dir);
+        if let Some(u) = &mut self.uplink {
+            u.resolve_paths(base);
+        }
     }
 
     /// Every semantic problem, with its path. Also loads `tag_rules_file` to check it.
@@ -392,6 +435,30 @@ impl AgentConfig {
             && !m.is_file()
         {
             errors.push(format!("model.manifest: {} is not a file", m.display()));
+        }
+        if self.snapshot.max_bytes > protocol::limits::MAX_SNAPSHOT_JPEG_BYTES {
+            errors.push(format!(
+                "snapshot.max_bytes: at most {} (the wire limit), got {}",
+                protocol::limits::MAX_SNAPSHOT_JPEG_BYTES,
+                self.snapshot.max_bytes
+            ));
+        }
+        errors.extend(
+            self.outbox
+                .validate()
+                .into_iter()
+                .map(|e| format!("outbox.{e}")),
+        );
+        if let Some(u) = &self.uplink {
+            errors.extend(u.validate().into_iter().map(|e| format!("uplink.{e}")));
+        }
+        if let Some(m) = &self.metrics
+            && m.listen.parse::<SocketAddr>().is_err()
+        {
+            errors.push(format!(
+                "metrics.listen: {:?} is not address:port (e.g. 127.0.0.1:9460)",
+                m.listen
+            ));
         }
         if self.snapshot.max_bytes < 10_000 {
             errors.push(format!(
@@ -537,7 +604,7 @@ fn parse_sections(text: &str) -> Result<AgentConfig, Vec<String>> {
         .parse()
         .map_err(|e: toml::de::Error| vec![format!("TOML syntax: {}", e.to_string().trim_end())])?;
     let mut errors = Vec::new();
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 14] = [
         "site",
         "utc_offset_minutes",
         "location",
@@ -548,6 +615,10 @@ fn parse_sections(text: &str) -> Result<AgentConfig, Vec<String>> {
         "tag_rules_file",
         "tag_readers",
         "sightings",
+        "data_dir",
+        "outbox",
+        "uplink",
+        "metrics",
     ];
     for key in table.keys() {
         if !KNOWN.contains(&key.as_str()) {
@@ -595,6 +666,10 @@ fn parse_sections(text: &str) -> Result<AgentConfig, Vec<String>> {
     let tag_rules_file = take("tag_rules_file");
     let tag_readers = take("tag_readers");
     let sightings = take("sightings");
+    let data_dir = take("data_dir");
+    let outbox = take("outbox");
+    let uplink = take("uplink");
+    let metrics = take("metrics");
 
     let utc_offset_minutes = optional(
         "utc_offset_minutes",
@@ -615,41 +690,32 @@ fn parse_sections(text: &str) -> Result<AgentConfig, Vec<String>> {
         &mut errors,
     );
 
-    match (
-        site,
-        utc_offset_minutes,
-        location,
-        model,
-        snapshot,
-        cameras,
-        tag_rules,
-        tag_rules_file,
-        tag_readers,
-        sightings,
-    ) {
-        (
-            Some(site),
-            Some(utc_offset_minutes),
-            Some(location),
-            Some(model),
-            Some(snapshot),
-            Some(cameras),
-            Some(tag_rules),
-            Some(tag_rules_file),
-            Some(tag_readers),
-            Some(sightings),
-        ) if errors.is_empty() => Ok(AgentConfig {
-            site,
-            utc_offset_minutes,
-            location,
-            model,
-            snapshot,
-            cameras,
-            tag_rules,
-            tag_rules_file,
-            tag_readers,
-            sightings,
-        }),
+    let data_dir = optional("data_dir", data_dir, defaults::data_dir, &mut errors);
+    let outbox = optional("outbox", outbox, OutboxConfig::default, &mut errors);
+    let uplink = optional("uplink", uplink, || None, &mut errors);
+    let metrics = optional("metrics", metrics, || None, &mut errors);
+
+    // Each section is `None` only if it had an error, which is in `errors`.
+    let config = (|| {
+        Some(AgentConfig {
+            site: site?,
+            utc_offset_minutes: utc_offset_minutes?,
+            location: location?,
+            model: model?,
+            snapshot: snapshot?,
+            cameras: cameras?,
+            tag_rules: tag_rules?,
+            tag_rules_file: tag_rules_file?,
+            tag_readers: tag_readers?,
+            sightings: sightings?,
+            data_dir: data_dir?,
+            outbox: outbox?,
+            uplink: uplink?,
+            metrics: metrics?,
+        })
+    })();
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
         _ => Err(errors),
     }
 }

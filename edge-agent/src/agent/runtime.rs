@@ -28,11 +28,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use protocol::Alert;
 use protocol::alert::{Location, ModelRef};
+use protocol::command::CommandBody;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -54,6 +55,7 @@ use crate::tags::{
     TcpReader, UdpReader,
 };
 use crate::track::Timestamp;
+use crate::uplink::ApplyCommand;
 
 /// Replay: frames of one camera allowed between its source and the core.
 pub const REPLAY_IN_FLIGHT: usize = 4;
@@ -142,6 +144,8 @@ pub struct CameraStats {
     pub alerts: AtomicU64,
     /// Source failures (ffmpeg exits, stalls, HTTP errors).
     pub failures: AtomicU64,
+    /// Whether the camera is delivering (false between its offline and online events).
+    pub online: AtomicBool,
 }
 
 /// A copy of one camera's counters.
@@ -169,6 +173,8 @@ pub struct CameraSnapshot {
 pub struct AgentStats {
     pub cameras: Vec<Arc<CameraStats>>,
     pub readers: Vec<Arc<ReaderCounters>>,
+    /// A name per entry of `readers`: `tcp:0.0.0.0:7001`, `mqtt:host:1883/topic`.
+    pub reader_names: Vec<String>,
     /// Tag alerts raised.
     pub tag_alerts: AtomicU64,
     /// Sightings handed on in batches.
@@ -288,6 +294,8 @@ pub struct Agent {
     readers: Vec<BoundReader>,
     tag_rules: TagRules,
     shutdown: watch::Receiver<bool>,
+    /// Verified hub commands to apply (live only).
+    commands: Option<mpsc::Receiver<ApplyCommand>>,
 }
 
 /// A tag reader with its socket bound.
@@ -330,6 +338,7 @@ impl Agent {
                 detect_us: AtomicU64::new(0),
                 alerts: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                online: AtomicBool::new(true),
             });
             stats.cameras.push(camera_stats.clone());
             pool_cameras.push(pool_camera);
@@ -351,6 +360,7 @@ impl Agent {
         if !replay {
             for (index, reader) in config.tag_readers.iter().enumerate() {
                 let bound = bind_reader(index, reader).await?;
+                stats.reader_names.push(reader.name());
                 stats.readers.push(match &bound {
                     BoundReader::Tcp(r) => r.counters(),
                     BoundReader::Udp(r) => r.counters(),
@@ -372,12 +382,20 @@ impl Agent {
             readers,
             tag_rules,
             shutdown,
+            commands: None,
         })
     }
 
     /// The counters, readable while the agent runs.
     pub fn stats(&self) -> Arc<AgentStats> {
         self.stats.clone()
+    }
+
+    /// Hub commands (already verified by the uplink's gate) arrive on `rx`; the core applies
+    /// each to the tag rules or a camera's rule engine, atomically (a refused change leaves
+    /// everything as it was), and answers on the command's `done` channel.
+    pub fn accept_commands(&mut self, rx: mpsc::Receiver<ApplyCommand>) {
+        self.commands = Some(rx);
     }
 
     /// Where each tag reader listens (after binding; port 0 in the config becomes a real port).
@@ -406,6 +424,7 @@ impl Agent {
             readers,
             tag_rules,
             shutdown,
+            commands,
         } = self;
         let replay = matches!(mode, Mode::Replay { .. });
         let mut tasks = JoinSet::new();
@@ -518,7 +537,8 @@ impl Agent {
         };
         let result = match mode {
             Mode::Live => {
-                core.live(detected_rx, health_rx, tag_rx, shutdown).await;
+                core.live(detected_rx, health_rx, tag_rx, commands, shutdown)
+                    .await;
                 Ok(())
             }
             Mode::Replay {
@@ -570,6 +590,14 @@ async fn bind_reader(index: usize, reader: &TagReaderConfig) -> Result<BoundRead
             BoundReader::Mqtt(r)
         }
     })
+}
+
+/// The next command, or never when there is no command channel.
+async fn recv_command(rx: &mut Option<mpsc::Receiver<ApplyCommand>>) -> Option<ApplyCommand> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Completes when shutdown is requested or its sender is gone.
@@ -640,6 +668,7 @@ impl Core<'_> {
         mut detected: mpsc::Receiver<Detected>,
         mut health: mpsc::Receiver<Health>,
         mut tags: mpsc::Receiver<TagRead>,
+        mut commands: Option<mpsc::Receiver<ApplyCommand>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(TICK);
@@ -669,6 +698,14 @@ impl Core<'_> {
                 r = tags.recv(), if tags_open => match r {
                     Some(read) => self.on_read(&read).await,
                     None => tags_open = false,
+                },
+                c = recv_command(&mut commands) => match c {
+                    Some(apply) => {
+                        let result = self.apply_command(&apply.command.body);
+                        // The uplink may be gone at shutdown; then nobody waits for the answer.
+                        let _ = apply.done.send((apply.command, result)).await;
+                    }
+                    None => commands = None,
                 },
                 _ = tick.tick() => self.tick(system_clock()).await,
             }
@@ -763,6 +800,24 @@ impl Core<'_> {
         }
     }
 
+    /// Applies a hub command's change; `Err` (with the reason) leaves everything unchanged.
+    fn apply_command(&mut self, body: &CommandBody) -> Result<(), String> {
+        if let Some(update) = crate::command::tag_update(body) {
+            return self.tag_rules.apply(update).map_err(|e| e.to_string());
+        }
+        if let CommandBody::RuleParams(p) = body {
+            let (camera, update) = crate::command::rule_update(p);
+            let i = self
+                .camera_index(&camera)
+                .ok_or_else(|| format!("camera: no camera {camera:?} on this box"))?;
+            return self.cameras[i]
+                .engine
+                .update_params(&update)
+                .map_err(|e| e.to_string());
+        }
+        Err(format!("{body:?}: not a change this agent knows"))
+    }
+
     fn camera_index(&self, id: &str) -> Option<usize> {
         self.cameras.iter().position(|c| &*c.id == id)
     }
@@ -836,10 +891,13 @@ impl Core<'_> {
                 let alert = match event {
                     SourceEvent::Offline {
                         since_ms, reason, ..
-                    } => self
-                        .factory
-                        .camera_offline(&id, since_ms, system_clock(), &reason),
+                    } => {
+                        self.cameras[i].stats.online.store(false, Ordering::Relaxed);
+                        self.factory
+                            .camera_offline(&id, since_ms, system_clock(), &reason)
+                    }
                     SourceEvent::Online { offline_for_ms, .. } => {
+                        self.cameras[i].stats.online.store(true, Ordering::Relaxed);
                         self.factory
                             .camera_online(&id, system_clock(), offline_for_ms)
                     }

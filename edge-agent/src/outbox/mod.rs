@@ -51,6 +51,7 @@ mod store;
 use std::path::PathBuf;
 
 use protocol::Severity;
+
 use serde::Serialize;
 
 pub use config::OutboxConfig;
@@ -125,41 +126,8 @@ pub enum OutboxError {
     },
 }
 
-/// A count per alert severity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct SeverityCounts {
-    pub info: u64,
-    pub minor: u64,
-    pub major: u64,
-    pub critical: u64,
-}
-
-impl SeverityCounts {
-    /// The count for `severity`.
-    pub fn get(&self, severity: Severity) -> u64 {
-        match severity {
-            Severity::Info => self.info,
-            Severity::Minor => self.minor,
-            Severity::Major => self.major,
-            Severity::Critical => self.critical,
-        }
-    }
-
-    /// Sum over all severities.
-    pub fn total(&self) -> u64 {
-        self.info + self.minor + self.major + self.critical
-    }
-
-    fn add(&mut self, severity: Severity, n: u64) {
-        let slot = match severity {
-            Severity::Info => &mut self.info,
-            Severity::Minor => &mut self.minor,
-            Severity::Major => &mut self.major,
-            Severity::Critical => &mut self.critical,
-        };
-        *slot += n;
-    }
-}
+/// A count per alert severity (the wire type, so the status carries it as is).
+pub use protocol::status::SeverityCounts;
 
 /// The outbox's state for the status heartbeat. Counters run since the outbox was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -343,6 +343,26 @@ impl Outbox {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Alert)>, OutboxError> {
+        self.scan(after, limit, |alert, _| alert)
+    }
+
+    /// Like [`Outbox::pending`], but each alert as its stored JSON, ready to publish. Every
+    /// record is still parsed (a corrupt one must never leave), but not re-serialised.
+    pub fn pending_payloads(
+        &mut self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, OutboxError> {
+        self.scan(after, limit, |_, json| json.to_vec())
+    }
+
+    /// The deliverable records after `after`, mapped by `f(alert, its JSON)`.
+    fn scan<T>(
+        &mut self,
+        after: Option<u64>,
+        limit: usize,
+        f: impl Fn(Alert, &[u8]) -> T,
+    ) -> Result<Vec<(u64, T)>, OutboxError> {
         let start = match after {
             None => 0,
             Some(a) => match a.checked_add(1) {
@@ -364,7 +384,7 @@ impl Outbox {
                 continue;
             }
             match record::decode(&value) {
-                Ok((_, alert)) => out.push((seq, alert)),
+                Ok((_, alert)) => out.push((seq, f(alert, &value[record::HEADER_LEN..]))),
                 Err(reason) => newly_corrupt.push((seq, (key.len() + value.len()) as u64, reason)),
             }
         }

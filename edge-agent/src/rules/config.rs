@@ -272,7 +272,140 @@ pub struct CrowdRuleConfig {
     pub min_duration_ms: Timestamp,
 }
 
+/// A change to the parameters every rule has (severity, threshold, cooldown, active hours), of
+/// one rule named by id; e.g. from a hub command. `None` leaves a field as it is. The rule's
+/// shape (polygon, line, labels, durations) is not changeable this way: changing it would
+/// invalidate the rule's per-track state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleUpdate {
+    /// Id of the rule to change.
+    pub rule: String,
+    /// New severity of its alerts.
+    pub severity: Option<Severity>,
+    /// New second-stage score threshold.
+    pub threshold: Option<f32>,
+    /// New cooldown after an incident ends.
+    pub cooldown_ms: Option<Timestamp>,
+    /// New local time-of-day windows; an empty list means always.
+    pub active_hours: Option<Vec<String>>,
+}
+
+impl RuleUpdate {
+    /// Whether it sets no field at all.
+    pub fn is_empty(&self) -> bool {
+        self.severity.is_none()
+            && self.threshold.is_none()
+            && self.cooldown_ms.is_none()
+            && self.active_hours.is_none()
+    }
+
+    /// Folds a later update of the same rule into this one, field by field: what `later` sets
+    /// wins, what it leaves out stays. Applying the merged update equals applying both in turn.
+    pub fn merge(&mut self, later: &RuleUpdate) {
+        if later.severity.is_some() {
+            self.severity = later.severity;
+        }
+        if later.threshold.is_some() {
+            self.threshold = later.threshold;
+        }
+        if later.cooldown_ms.is_some() {
+            self.cooldown_ms = later.cooldown_ms;
+        }
+        if later.active_hours.is_some() {
+            self.active_hours.clone_from(&later.active_hours);
+        }
+    }
+}
+
+/// The common parameters of one rule config, borrowed mutably.
+#[derive(Debug)]
+struct CommonMut<'a> {
+    severity: &'a mut Severity,
+    threshold: &'a mut f32,
+    cooldown_ms: &'a mut Timestamp,
+    active_hours: &'a mut Vec<String>,
+}
+
+/// Borrows the updatable fields of any rule config. Every rule kind has all of them; a kind
+/// that lacked one would not compile here, which is where refusing such updates would go.
+macro_rules! common_mut {
+    ($c:expr) => {
+        CommonMut {
+            severity: &mut $c.severity,
+            threshold: &mut $c.threshold,
+            cooldown_ms: &mut $c.cooldown_ms,
+            active_hours: &mut $c.active_hours,
+        }
+    };
+}
+
 impl EngineConfig {
+    /// Applies `update` to the rule it names, validated exactly as the whole configuration is
+    /// ([`Self::validate`]). On refusal, returns every problem (with paths such as
+    /// `zones[0].threshold`) and leaves `self` unchanged.
+    pub fn apply_update(&mut self, update: &RuleUpdate) -> Result<(), Vec<String>> {
+        let (updated, _) = self.updated(update)?;
+        *self = updated;
+        Ok(())
+    }
+
+    /// This configuration with `update` applied, and the rules compiled from it; the one place
+    /// that knows which field of which rule an update changes. The engine takes the compiled
+    /// rules' parameters from here so that it cannot disagree with the config.
+    pub(super) fn updated(
+        &self,
+        update: &RuleUpdate,
+    ) -> Result<(EngineConfig, Vec<CompiledRule>), Vec<String>> {
+        let mut next = self.clone();
+        let Some(common) = next.common_mut(&update.rule) else {
+            return Err(vec![format!(
+                "rule: no rule has id {:?} (this camera has: {})",
+                update.rule,
+                self.rule_ids().join(", ")
+            )]);
+        };
+        if let Some(severity) = update.severity {
+            *common.severity = severity;
+        }
+        if let Some(threshold) = update.threshold {
+            *common.threshold = threshold;
+        }
+        if let Some(cooldown_ms) = update.cooldown_ms {
+            *common.cooldown_ms = cooldown_ms;
+        }
+        if let Some(hours) = &update.active_hours {
+            common.active_hours.clone_from(hours);
+        }
+        let rules = next.compile()?;
+        Ok((next, rules))
+    }
+
+    /// Ids of every rule, in config order (zones, lines, loiters, crowds).
+    pub fn rule_ids(&self) -> Vec<&str> {
+        let zones = self.zones.iter().map(|c| c.id.as_str());
+        let lines = self.lines.iter().map(|c| c.id.as_str());
+        let loiters = self.loiters.iter().map(|c| c.id.as_str());
+        let crowds = self.crowds.iter().map(|c| c.id.as_str());
+        zones.chain(lines).chain(loiters).chain(crowds).collect()
+    }
+
+    /// The updatable fields of the first rule with this id (ids are unique in a valid config).
+    fn common_mut(&mut self, id: &str) -> Option<CommonMut<'_>> {
+        if let Some(c) = self.zones.iter_mut().find(|c| c.id == id) {
+            return Some(common_mut!(c));
+        }
+        if let Some(c) = self.lines.iter_mut().find(|c| c.id == id) {
+            return Some(common_mut!(c));
+        }
+        if let Some(c) = self.loiters.iter_mut().find(|c| c.id == id) {
+            return Some(common_mut!(c));
+        }
+        self.crowds
+            .iter_mut()
+            .find(|c| c.id == id)
+            .map(|c| common_mut!(c))
+    }
+
     /// Every problem with this configuration, each with its path relative to this table
     /// (`zones[0].polygon: needs at least 3 points`; a caller embedding the table prepends its
     /// own path, e.g. `cameras[2].`). Empty when the configuration is usable.

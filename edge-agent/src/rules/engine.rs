@@ -3,14 +3,14 @@
 
 use protocol::Detection;
 
-use super::config::EngineConfig;
+use super::config::{EngineConfig, RuleUpdate};
 use super::crowd::CrowdRule;
 use super::lifecycle::{AlertEvent, FrameRef, Lifecycle, RuleMeta, Signal};
 use super::line::{LineCounts, LineRule};
 use super::loiter::LoiterRule;
 use super::schedule::{ActiveHours, TimeOfDay};
 use super::zone::ZoneRule;
-use super::{FrameContext, RulesError};
+use super::{FrameContext, RuleFilter, RulesError};
 use crate::track::{Timestamp, Track, TrackError, TrackId, Tracker};
 
 /// One rule of any kind.
@@ -29,6 +29,26 @@ impl Rule {
             Rule::Line(r) => &r.meta,
             Rule::Loiter(r) => &r.meta,
             Rule::Crowd(r) => &r.meta,
+        }
+    }
+
+    /// The parameters a [`RuleUpdate`] can change, as compiled: identity with severity and
+    /// cooldown, and the label and score filter.
+    fn params(&self) -> (&RuleMeta, &RuleFilter) {
+        match self {
+            Rule::Zone(r) => (&r.meta, &r.filter),
+            Rule::Line(r) => (&r.meta, &r.filter),
+            Rule::Loiter(r) => (&r.meta, &r.filter),
+            Rule::Crowd(r) => (&r.meta, &r.filter),
+        }
+    }
+
+    fn params_mut(&mut self) -> (&mut RuleMeta, &mut RuleFilter) {
+        match self {
+            Rule::Zone(r) => (&mut r.meta, &mut r.filter),
+            Rule::Line(r) => (&mut r.meta, &mut r.filter),
+            Rule::Loiter(r) => (&mut r.meta, &mut r.filter),
+            Rule::Crowd(r) => (&mut r.meta, &mut r.filter),
         }
     }
 
@@ -64,6 +84,9 @@ pub(super) struct CompiledRule {
 /// which is what lets replay tune zones on recorded footage.
 #[derive(Debug)]
 pub struct Engine {
+    /// The configuration the engine runs, parameter updates included; updates are applied to
+    /// it first so config and engine cannot disagree.
+    config: EngineConfig,
     min_score: f32,
     tracker: Tracker,
     rules: Vec<CompiledRule>,
@@ -83,6 +106,7 @@ impl Engine {
             },
         })?;
         Ok(Self {
+            config: config.clone(),
             min_score: config.min_score,
             tracker,
             rules,
@@ -134,6 +158,46 @@ impl Engine {
         events
     }
 
+    /// Changes the common parameters (severity, threshold, cooldown, active hours) of the rule
+    /// `update.rule`, validated like the configuration; on refusal every problem is listed and
+    /// the engine is unchanged.
+    ///
+    /// Tracks, zone memberships, line counts and open incidents are kept: the change applies
+    /// from the next frame on. An incident already open keeps the severity it started with, so
+    /// its Start, Updates and End agree; the new cooldown applies from its End.
+    pub fn update_params(&mut self, update: &RuleUpdate) -> Result<(), RulesError> {
+        let refused = |errors| RulesError::InvalidUpdate {
+            rule: update.rule.clone(),
+            errors,
+        };
+        let (config, compiled) = self.config.updated(update).map_err(refused)?;
+        let fresh = compiled.iter().find(|r| r.rule.meta().id == update.rule);
+        let live = self
+            .rules
+            .iter_mut()
+            .find(|r| r.rule.meta().id == update.rule);
+        // Both exist when `updated` succeeded (it found the rule, and the engine was compiled
+        // from the same config); kept total rather than panicking.
+        let (Some(fresh), Some(live)) = (fresh, live) else {
+            return Err(refused(vec![format!(
+                "rule: no rule has id {:?}",
+                update.rule
+            )]));
+        };
+        let (meta, filter) = fresh.rule.params();
+        let (live_meta, live_filter) = live.rule.params_mut();
+        live_meta.clone_from(meta);
+        live_filter.clone_from(filter);
+        live.hours = fresh.hours.clone();
+        self.config = config;
+        Ok(())
+    }
+
+    /// The configuration the engine runs, with every parameter update applied.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The live tracks after the last frame.
     pub fn tracks(&self) -> &[Track] {
         self.tracker.tracks()
@@ -157,7 +221,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Crossing, Phase};
+    use crate::rules::{Crossing, Phase, Severity};
 
     const FRAME_MS: Timestamp = 200;
 
@@ -726,7 +790,7 @@ mod tests {
         );
         match Engine::new(&cfg) {
             Err(RulesError::InvalidConfig { errors: e }) => assert_eq!(e, errors),
-            Ok(_) => panic!("engine built from an invalid config"),
+            other => panic!("expected an invalid config, got {other:?}"),
         }
     }
 
@@ -778,6 +842,208 @@ mod tests {
         );
         assert_eq!(cfg.validate(), Vec::<String>::new());
         assert!(Engine::new(&cfg).is_ok());
+    }
+
+    fn update(rule: &str) -> RuleUpdate {
+        RuleUpdate {
+            rule: rule.into(),
+            ..RuleUpdate::default()
+        }
+    }
+
+    #[test]
+    fn a_lowered_threshold_lets_an_already_tracked_person_alert() {
+        let mut sim = Sim::new(ZONE);
+        // Median 0.4 is under the zone's threshold (0.5): inside, tracked, silent.
+        for i in 0..20 {
+            sim.step(&[person(250.0 + i as f32, 200.0, 0.4)]);
+        }
+        assert!(sim.events.is_empty());
+        sim.engine
+            .update_params(&RuleUpdate {
+                threshold: Some(0.35),
+                ..update("cordon")
+            })
+            .expect("valid update");
+        let ev = sim.step(&[person(270.0, 200.0, 0.4)]);
+        assert_eq!(sim.phases(), [start("cordon")], "alerts on the next frame");
+        assert_eq!(
+            ev[0].track_id,
+            Some(1),
+            "the same track: tracks were not reset"
+        );
+        assert_eq!(sim.engine.config().zones[0].threshold, 0.35);
+    }
+
+    #[test]
+    fn a_new_severity_applies_to_new_incidents_while_the_open_one_keeps_its_own() {
+        let mut sim = Sim::new(&format!(
+            "{ZONE}
+cooldown_ms = 0"
+        ));
+        for i in 0..5 {
+            sim.step(&[person(250.0 + 4.0 * i as f32, 200.0, 0.9)]);
+        }
+        assert_eq!(sim.phases(), [start("cordon")]);
+        sim.engine
+            .update_params(&RuleUpdate {
+                severity: Some(Severity::Critical),
+                ..update("cordon")
+            })
+            .expect("valid update");
+        assert_eq!(sim.engine.open_incidents(), 1, "the open incident survives");
+        // The first person leaves (track dropped after 5 missed frames); a second comes in.
+        for _ in 0..6 {
+            sim.step(&[]);
+        }
+        for i in 0..5 {
+            sim.step(&[person(250.0 + 4.0 * i as f32, 200.0, 0.9)]);
+        }
+        let summary: Vec<(Phase, Severity)> =
+            sim.events.iter().map(|e| (e.phase, e.severity)).collect();
+        assert_eq!(
+            summary,
+            [
+                (Phase::Start, Severity::Major),
+                (Phase::End, Severity::Major),
+                (Phase::Start, Severity::Critical),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shorter_cooldown_lets_a_crowd_restart_sooner() {
+        let mut sim = Sim::new(CROWD);
+        sim.engine
+            .update_params(&RuleUpdate {
+                cooldown_ms: Some(10_000),
+                ..update("gathering")
+            })
+            .expect("valid update");
+        for i in 0..50 {
+            sim.step(&group(3, i));
+        }
+        for i in 0..10 {
+            sim.step(&group(2, i));
+        }
+        let ended_at = sim.events[1].ended_at.expect("end time");
+        let mut restarted = None;
+        for i in 0..400 {
+            if sim
+                .step(&group(3, i))
+                .iter()
+                .any(|e| e.phase == Phase::Start)
+            {
+                restarted = Some(sim.now - FRAME_MS);
+                break;
+            }
+        }
+        assert_eq!(restarted, Some(ended_at + 10_000));
+    }
+
+    #[test]
+    fn new_active_hours_wake_a_night_rule_at_noon() {
+        let mut sim = Sim::at(NIGHT_ZONE, 12 * 3600);
+        walk_in_and_stay(&mut sim, 50);
+        assert!(sim.events.is_empty());
+        sim.engine
+            .update_params(&RuleUpdate {
+                active_hours: Some(vec!["11:00-13:00".into()]),
+                ..update("night")
+            })
+            .expect("valid update");
+        // Still standing inside: the next frame alerts.
+        sim.step(&[person(240.0, 200.0, 0.9)]);
+        assert_eq!(sim.phases(), [start("night")]);
+    }
+
+    #[test]
+    fn an_update_of_an_unknown_rule_is_refused() {
+        let mut sim = Sim::new(ZONE);
+        let err = sim
+            .engine
+            .update_params(&RuleUpdate {
+                threshold: Some(0.6),
+                ..update("nope")
+            })
+            .expect_err("unknown rule accepted");
+        match err {
+            RulesError::InvalidUpdate { rule, errors } => {
+                assert_eq!(rule, "nope");
+                assert_eq!(
+                    errors,
+                    ["rule: no rule has id \"nope\" (this camera has: cordon)"]
+                );
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_update_is_refused_with_every_problem_and_changes_nothing() {
+        let mut sim = Sim::new(ZONE);
+        let before = sim.engine.config().clone();
+        let err = sim
+            .engine
+            .update_params(&RuleUpdate {
+                severity: Some(Severity::Critical),
+                threshold: Some(1.5),
+                cooldown_ms: Some(-1),
+                active_hours: Some(vec!["8-9".into()]),
+                ..update("cordon")
+            })
+            .expect_err("bad update accepted");
+        match err {
+            RulesError::InvalidUpdate { errors, .. } => assert_eq!(
+                errors,
+                [
+                    "zones[0].threshold: must be within [0, 1], got 1.5",
+                    "zones[0].active_hours[0]: \"8-9\" is not HH:MM-HH:MM (e.g. \"20:00-06:00\")",
+                    "zones[0].cooldown_ms: must not be negative, got -1",
+                ]
+            ),
+            other => panic!("{other}"),
+        }
+        assert_eq!(sim.engine.config(), &before);
+        // Still the old severity (and threshold, and hours) in behaviour, not just in config.
+        for i in 0..5 {
+            sim.step(&[person(250.0 + 4.0 * i as f32, 200.0, 0.9)]);
+        }
+        assert_eq!(sim.phases(), [start("cordon")]);
+        assert_eq!(sim.events[0].severity, Severity::Major);
+    }
+
+    #[test]
+    fn the_config_update_reaches_every_rule_kind_and_merges_field_by_field() {
+        let mut cfg = config(&format!("{ZONE}{LINES}{CROWD}"));
+        cfg.apply_update(&RuleUpdate {
+            severity: Some(Severity::Info),
+            ..update("downwards")
+        })
+        .expect("line update");
+        let mut merged = RuleUpdate {
+            threshold: Some(0.7),
+            cooldown_ms: Some(5),
+            ..update("gathering")
+        };
+        merged.merge(&RuleUpdate {
+            cooldown_ms: Some(9),
+            active_hours: Some(vec![]),
+            ..update("gathering")
+        });
+        cfg.apply_update(&merged).expect("crowd update");
+        assert_eq!(cfg.lines[1].severity, Severity::Info);
+        assert_eq!(
+            cfg.lines[0].severity,
+            Severity::default(),
+            "only the named rule"
+        );
+        let crowd = &cfg.crowds[0];
+        assert_eq!(
+            (crowd.threshold, crowd.cooldown_ms, crowd.active_hours.len()),
+            (0.7, 9, 0)
+        );
+        assert_eq!(cfg.rule_ids(), ["cordon", "path", "downwards", "gathering"]);
     }
 
     #[test]

@@ -299,7 +299,9 @@ impl Lifecycle {
         for key in lapsed {
             if let Some(inc) = self.open.remove(&key) {
                 events.push(event(&inc, Phase::End, frame, &inc.last, Some(now)));
-                self.start_cooldown(key, inc.rule.cooldown_ms, now);
+                // The rule's current cooldown, not the one it had when the incident started:
+                // a cooldown changed by a parameter update applies from the next End.
+                self.start_cooldown(key, rule.cooldown_ms, now);
             }
         }
         events

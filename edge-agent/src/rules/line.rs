@@ -34,7 +34,7 @@ struct LastSide {
 pub struct LineRule {
     /// The rule's identity for the lifecycle.
     pub meta: RuleMeta,
-    filter: RuleFilter,
+    pub(super) filter: RuleFilter,
     line: Line,
     direction: LineDirection,
     dead_band: f32,

@@ -27,7 +27,8 @@ pub mod schedule;
 pub mod zone;
 
 pub use config::{
-    CrowdRuleConfig, EngineConfig, LineDirection, LineRuleConfig, LoiterRuleConfig, ZoneRuleConfig,
+    CrowdRuleConfig, EngineConfig, LineDirection, LineRuleConfig, LoiterRuleConfig, RuleUpdate,
+    ZoneRuleConfig,
 };
 pub use engine::Engine;
 pub use geometry::{Crossing, Line, Point, Polygon, Side};
@@ -44,6 +45,9 @@ pub enum RulesError {
     /// The rule configuration has problems; every one is listed with its path.
     #[error("rule config is invalid:\n  {}", .errors.join("\n  "))]
     InvalidConfig { errors: Vec<String> },
+    /// A parameter update was refused and the engine is unchanged; every problem is listed.
+    #[error("update of rule {rule:?} refused:\n  {}", .errors.join("\n  "))]
+    InvalidUpdate { rule: String, errors: Vec<String> },
 }
 
 /// The label filter and second-stage score filter every rule has.

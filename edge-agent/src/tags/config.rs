@@ -277,7 +277,7 @@ impl TagConfig {
 }
 
 /// Problems of one watchlist entry as (field, message); shared with runtime updates.
-pub(super) fn watch_entry_problems(entry: &WatchEntry) -> Vec<(String, String)> {
+pub(crate) fn watch_entry_problems(entry: &WatchEntry) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Err(p) = normalize_tag(&entry.tag) {
         out.push(("tag".to_string(), p));
@@ -289,7 +289,7 @@ pub(super) fn watch_entry_problems(entry: &WatchEntry) -> Vec<(String, String)> 
 }
 
 /// Problems of one pairing as (field, message); shared with runtime updates.
-pub(super) fn pairing_problems(pairing: &Pairing) -> Vec<(String, String)> {
+pub(crate) fn pairing_problems(pairing: &Pairing) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let bike = normalize_tag(&pairing.bike);
     if let Err(p) = &bike {

@@ -1,0 +1,290 @@
+//! [`Connection`]: one MQTT connection to the broker, MQTT 5 or 3.1.1 behind one interface.
+//!
+//! rumqttc has two separate client stacks (`rumqttc` for 3.1.1, `rumqttc::v5`); the uplink
+//! needs only a few things from either, so this module maps both onto [`Ev`].
+//!
+//! Each connection is used once: when it fails, the uplink drops it and makes a new one. A
+//! fresh client has no state from the last session, so rumqttc never replays publishes on its
+//! own; the outbox is the only source of what is resent, and the packet-id → outbox-entry map
+//! of a connection is exact from its first publish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode as ConnectReturnCode5, Packet as Packet5, PubAckReason,
+};
+use rumqttc::{Outgoing, QoS, Transport};
+
+use super::UplinkError;
+use super::config::{MqttVersion, UplinkConfig};
+
+/// Room in the request channel beyond the in-flight window: status, replies, subscriptions.
+const EXTRA_REQUESTS: usize = 16;
+
+/// What the uplink needs to know about a connection.
+#[derive(Debug)]
+pub enum Ev {
+    /// The broker accepted the connection.
+    Connected,
+    /// The broker refused the connection (bad login, not authorised, ...).
+    Refused(String),
+    /// A publish left with this packet id (in the order the publishes were requested).
+    Sent(u16),
+    /// The broker acknowledged packet id; `Err` carries an MQTT 5 failure reason.
+    Acked(u16, Result<(), String>),
+    /// A message on a subscribed topic.
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        retained: bool,
+    },
+    /// Anything else (pings, suback, ...).
+    Other,
+}
+
+/// The last will: set before connecting, published by the broker if the connection dies.
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// One connection attempt's client and event loop.
+pub enum Connection {
+    V311(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
+    V5(rumqttc::v5::AsyncClient, Box<rumqttc::v5::EventLoop>),
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V311(..) => "Connection::V311",
+            Self::V5(..) => "Connection::V5",
+        })
+    }
+}
+
+impl Connection {
+    /// A client for `config` (not yet connected: the first [`Connection::poll`] connects).
+    pub fn new(
+        config: &UplinkConfig,
+        client_id: &str,
+        will: Will,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        let transport = match tls {
+            Some(c) => Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(c)),
+            None => Transport::tcp(),
+        };
+        let cap = usize::from(config.inflight) + EXTRA_REQUESTS;
+        let keep_alive = Duration::from_secs(config.keep_alive_s);
+        let max_packet = protocol::limits::MAX_PACKET_BYTES;
+        match config.mqtt_version {
+            MqttVersion::V311 => {
+                let mut o = rumqttc::MqttOptions::new(client_id, &config.host, config.port);
+                o.set_keep_alive(keep_alive)
+                    .set_clean_session(true)
+                    .set_max_packet_size(max_packet, max_packet)
+                    .set_inflight(config.inflight)
+                    .set_request_channel_capacity(cap)
+                    .set_transport(transport)
+                    .set_last_will(rumqttc::LastWill::new(
+                        will.topic,
+                        will.payload,
+                        QoS::AtLeastOnce,
+                        true,
+                    ));
+                if let Some(user) = &config.username {
+                    let pass = config.password.as_ref().map(|p| p.expose()).unwrap_or("");
+                    o.set_credentials(user, pass);
+                }
+                let (c, e) = rumqttc::AsyncClient::new(o, cap);
+                Self::V311(c, Box::new(e))
+            }
+            MqttVersion::V5 => {
+                let mut o = rumqttc::v5::MqttOptions::new(client_id, &config.host, config.port);
+                o.set_keep_alive(keep_alive)
+                    .set_clean_start(true)
+                    .set_max_packet_size(Some(max_packet as u32))
+                    .set_outgoing_inflight_upper_limit(config.inflight)
+                    .set_request_channel_capacity(cap)
+                    .set_transport(transport)
+                    .set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                        will.topic,
+                        will.payload,
+                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                        true,
+                        None,
+                    ));
+                if let Some(user) = &config.username {
+                    let pass = config.password.as_ref().map(|p| p.expose()).unwrap_or("");
+                    o.set_credentials(user, pass);
+                }
+                let (c, e) = rumqttc::v5::AsyncClient::new(o, cap);
+                Self::V5(c, Box::new(e))
+            }
+        }
+    }
+
+    /// Queues a QoS 1 publish without waiting; `false` when the request channel is full.
+    pub fn try_publish(&self, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
+        match self {
+            Self::V311(c, _) => c
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .is_ok(),
+            Self::V5(c, _) => c
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    retain,
+                    payload,
+                )
+                .is_ok(),
+        }
+    }
+
+    /// Queues a QoS 1 subscription.
+    pub fn try_subscribe(&self, filter: &str) -> bool {
+        match self {
+            Self::V311(c, _) => c.try_subscribe(filter, QoS::AtLeastOnce).is_ok(),
+            Self::V5(c, _) => c
+                .try_subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .is_ok(),
+        }
+    }
+
+    /// Asks for a clean DISCONNECT (the broker then does not publish the last will).
+    pub fn try_disconnect(&self) {
+        // A full channel means the connection is busy or gone; the caller drops it either way.
+        let _ = match self {
+            Self::V311(c, _) => c.try_disconnect().map_err(|_| ()),
+            Self::V5(c, _) => c.try_disconnect().map_err(|_| ()),
+        };
+    }
+
+    /// The next event; an error means the connection is gone (drop it and reconnect).
+    pub async fn poll(&mut self) -> Result<Ev, UplinkError> {
+        match self {
+            Self::V311(_, e) => {
+                let ev = e.poll().await.map_err(|e| UplinkError::Connection {
+                    detail: e.to_string(),
+                })?;
+                Ok(match ev {
+                    rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a)) => {
+                        if a.code == rumqttc::ConnectReturnCode::Success {
+                            Ev::Connected
+                        } else {
+                            Ev::Refused(format!("{:?}", a.code))
+                        }
+                    }
+                    rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a)) => {
+                        Ev::Acked(a.pkid, Ok(()))
+                    }
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => Ev::Message {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                        retained: p.retain,
+                    },
+                    rumqttc::Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Sent(pkid),
+                    _ => Ev::Other,
+                })
+            }
+            Self::V5(_, e) => {
+                let ev = e.poll().await.map_err(|e| UplinkError::Connection {
+                    detail: e.to_string(),
+                })?;
+                Ok(match ev {
+                    rumqttc::v5::Event::Incoming(Packet5::ConnAck(a)) => {
+                        if a.code == ConnectReturnCode5::Success {
+                            Ev::Connected
+                        } else {
+                            Ev::Refused(format!("{:?}", a.code))
+                        }
+                    }
+                    rumqttc::v5::Event::Incoming(Packet5::PubAck(a)) => {
+                        // "No matching subscribers" is still the broker taking the message.
+                        let result = match a.reason {
+                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                            other => Err(format!("{other:?}")),
+                        };
+                        Ev::Acked(a.pkid, result)
+                    }
+                    rumqttc::v5::Event::Incoming(Packet5::Publish(p)) => Ev::Message {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload.to_vec(),
+                        retained: p.retain,
+                    },
+                    rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Sent(pkid),
+                    _ => Ev::Other,
+                })
+            }
+        }
+    }
+}
+
+/// The rustls client config for `tls` (ring provider, the CA file's roots, optional client
+/// certificate).
+pub fn tls_config(
+    tls: &super::config::TlsConfig,
+) -> Result<Arc<rustls::ClientConfig>, UplinkError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read = |field: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| UplinkError::Tls {
+            field,
+            detail: format!("{}: {e}", path.display()),
+        })
+    };
+    let bad = |field: &'static str, path: &std::path::Path, e: String| UplinkError::Tls {
+        field,
+        detail: format!("{}: {e}", path.display()),
+    };
+    let ca = read("tls.ca_file", &tls.ca_file)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&ca) {
+        let cert = cert.map_err(|e| bad("tls.ca_file", &tls.ca_file, e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad("tls.ca_file", &tls.ca_file, e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(
+            "tls.ca_file",
+            &tls.ca_file,
+            "no PEM certificate in it".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UplinkError::Tls {
+            field: "tls",
+            detail: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let pem = read("tls.cert_file", cert_file)?;
+            let chain = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("tls.cert_file", cert_file, e.to_string()))?;
+            if chain.is_empty() {
+                return Err(bad(
+                    "tls.cert_file",
+                    cert_file,
+                    "no PEM certificate in it".into(),
+                ));
+            }
+            let key_pem = read("tls.key_file", key_file)?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| bad("tls.key_file", key_file, e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad("tls.key_file", key_file, e.to_string()))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,909 @@
+//! The uplink: alerts from the outbox to the hub's broker, status, sightings, hub commands.
+//! Owned by [`Uplink`], one task.
+//!
+//! # Delivery (at-least-once, the outbox is the truth)
+//!
+//! Every alert the agent raises is appended to the [`Outbox`] (flushed to disk) before anything
+//! is published. The uplink publishes alerts read back from the outbox, QoS 1, oldest first, and
+//! deletes one only when the broker's PUBACK for its packet has arrived.
+//!
+//! rumqttc's `publish()` returning `Ok` only means *queued*, and it forgets unacknowledged
+//! publishes when the broker has no session for it. So each connection is a fresh client with
+//! a clean session (nothing replayed by rumqttc), and the uplink keeps its own map of what each
+//! packet carries: publishes are handed to the client in order and rumqttc reports
+//! `Outgoing::Publish(pkid)` in the same order, so the n-th report is the n-th publish
+//! ([`conn`]). After every reconnect the uplink starts again from the oldest unacknowledged
+//! alert. A connection lost with publishes in flight therefore resends them: duplicates are
+//! possible (the hub's insert is idempotent by alert id), losses are not.
+//!
+//! At most `inflight` publishes are unacknowledged at once. Reconnects wait a jittered
+//! exponential back-off (rumqttc alone would retry in a hot loop). An MQTT 5 PUBACK with a
+//! failure reason (not authorised, quota exceeded) leaves the alert in the outbox; it is sent
+//! again after [`REJECT_RETRY`] (or the next reconnect), and counted.
+//!
+//! # Status
+//!
+//! `{prefix}/site/{site}/status`, retained, QoS 1: `online` with [`protocol::Health`] on every
+//! connect and every `heartbeat_s`; the last will (set at connect) is `offline` without health,
+//! and a clean shutdown publishes `offline` itself before disconnecting.
+//!
+//! # Sightings
+//!
+//! Batches of tag sightings go to `{prefix}/site/{site}/sighting`, QoS 1, after the alerts that
+//! are waiting. They feed e-bike trajectories, not alerts, so they are held in memory only:
+//! `sighting_queue` batches while the broker is unreachable, then the **oldest is dropped and
+//! counted**. A batch in flight when the connection drops is queued again.
+//!
+//! # Commands
+//!
+//! With `[uplink.commands]`, the uplink subscribes to `{prefix}/site/{site}/cmd`, checks each
+//! command with the [`CommandGate`] (signature, site, sequence, age), hands a good one to the
+//! agent core ([`ApplyCommand`]), persists it in the [`CommandStore`] once applied, and replies
+//! on `.../cmd/reply`. Refusals are logged and replied too.
+//!
+//! # Queues
+//!
+//! - Input (alerts and sightings from the agent core): bounded channel, the core waits. The
+//!   uplink appends even while disconnected, so the wait is one disk flush.
+//! - Outbox: on disk, bounded by bytes and age, full-policy in [`crate::outbox`].
+//! - Sightings: in memory, drop-oldest, counted in `sightings_dropped`.
+//!
+//! # Shutdown
+//!
+//! When the input channel closes (the agent stopped its intake), the uplink keeps delivering
+//! until the outbox is empty or the drain limit passes, publishes `offline`, disconnects and
+//! returns. What is left stays on disk for the next start.
+
+mod config;
+mod conn;
+mod health;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::Topics;
+use protocol::alert::IdGenerator;
+use protocol::command::{Command, CommandReply, ReplyOutcome};
+use protocol::sighting::{SightingBatch, TagSighting};
+use protocol::status::{AgentState, Status};
+use protocol::time::UtcMillis;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, interval, sleep_until};
+use tracing::{debug, error, info, warn};
+
+use crate::agent::runtime::Output;
+use crate::backoff::Backoff;
+use crate::command::{CommandGate, CommandStore};
+use crate::outbox::{Outbox, OutboxError, OutboxStats};
+use crate::tags::dedup::Sighting;
+use crate::tags::read::TagKind;
+pub use config::{CommandsConfig, MqttVersion, TlsConfig, UplinkConfig};
+pub use conn::tls_config;
+use conn::{Connection, Ev, Will};
+pub use health::{HealthReporter, disk_free};
+
+/// A rejected alert (MQTT 5 PUBACK failure reason) is offered again after this long.
+pub const REJECT_RETRY: Duration = Duration::from_secs(30);
+/// How often expired alerts are dropped from the outbox.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+/// How long a clean shutdown waits for the broker to take the `offline` status.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything that can go wrong in the uplink.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// `[uplink]` is unusable; every problem.
+    #[error("uplink config: {}", .0.join("; "))]
+    Config(Vec<String>),
+    /// A TLS file could not be used.
+    #[error("uplink {field}: {detail}")]
+    Tls {
+        /// The config field (`tls.ca_file`, ...).
+        field: &'static str,
+        /// What is wrong, with the path.
+        detail: String,
+    },
+    /// The connection to the broker failed or was lost.
+    #[error("uplink connection: {detail}")]
+    Connection {
+        /// rumqttc's description.
+        detail: String,
+    },
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Counters of the uplink, readable while it runs (status heartbeat, `/metrics`).
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    /// Connected to the broker now.
+    pub connected: AtomicBool,
+    /// Connections after the first.
+    pub reconnects: AtomicU64,
+    /// Failed connection attempts and lost connections.
+    pub connection_failures: AtomicU64,
+    /// Alerts stored in the outbox.
+    pub appended: AtomicU64,
+    /// Alerts that could not be stored (outbox full-policy dropped them, or disk failure).
+    pub append_failed: AtomicU64,
+    /// Alert publishes sent (resends included).
+    pub published: AtomicU64,
+    /// Alerts acknowledged by the broker (and deleted from the outbox).
+    pub acked: AtomicU64,
+    /// Alerts the broker refused with an MQTT 5 reason code (kept, offered again).
+    pub rejected: AtomicU64,
+    /// Sighting batches acknowledged.
+    pub sightings_sent: AtomicU64,
+    /// Sighting batches dropped (queue full, or too large to send).
+    pub sightings_dropped: AtomicU64,
+    /// Status messages published.
+    pub status_published: AtomicU64,
+    /// Commands applied.
+    pub commands_applied: AtomicU64,
+    /// Commands refused (any reason).
+    pub commands_refused: AtomicU64,
+    /// The outbox's last known state.
+    pub outbox: Mutex<OutboxStats>,
+    /// The outbox's byte cap.
+    pub outbox_max_bytes: AtomicU64,
+}
+
+impl UplinkStats {
+    /// A copy of the outbox's last known state.
+    pub fn outbox(&self) -> OutboxStats {
+        self.outbox
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set_outbox(&self, s: OutboxStats) {
+        match self.outbox.lock() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+}
+
+/// A command and what the core made of it: `Err` with the reason when it refused the change.
+pub type Applied = (Command, Result<(), String>);
+
+/// A verified hub command for the agent core to apply; the core answers on `done`.
+#[derive(Debug)]
+pub struct ApplyCommand {
+    /// The command (already checked by the gate).
+    pub command: Command,
+    /// Where the core sends the outcome: `Err` with the reason when it refused the change (the
+    /// core's state is then unchanged).
+    pub done: mpsc::Sender<Applied>,
+}
+
+/// Hub commands: the gate, the store, and the way into the agent core.
+#[derive(Debug)]
+pub struct Commands {
+    /// Signature, site, sequence and age checks.
+    pub gate: CommandGate,
+    /// Persisted changes.
+    pub store: CommandStore,
+    /// To the core.
+    pub apply: mpsc::Sender<ApplyCommand>,
+}
+
+/// What a publish carries, to know what its PUBACK means.
+#[derive(Debug)]
+enum Pending {
+    Alert(u64),
+    /// The encoded batch, kept to queue it again if the connection drops.
+    Sighting(Vec<u8>),
+    /// Status, command replies: not resent (a fresh status follows every connect).
+    Other,
+}
+
+/// One connection's delivery state.
+#[derive(Debug, Default)]
+struct Session {
+    connected: bool,
+    /// Publishes handed to the client whose packet id rumqttc has not reported yet, in order.
+    queued: VecDeque<Pending>,
+    /// Packet id → what it carries.
+    inflight: HashMap<u16, Pending>,
+    /// Outbox seqs queued or in flight (a rewind must not send them twice at once).
+    alert_seqs: HashSet<u64>,
+    /// Highest outbox seq handed to this connection.
+    cursor: Option<u64>,
+    /// When a rejected alert should be offered again.
+    rewind_at: Option<Instant>,
+    /// The `offline` goodbye was queued.
+    goodbye: bool,
+}
+
+impl Session {
+    fn window(&self) -> usize {
+        self.queued.len() + self.inflight.len()
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+enum End {
+    /// Delivered all there was after the input closed, or the drain limit passed.
+    Finished,
+    /// Lost or refused: back off, reconnect.
+    Lost(String),
+}
+
+/// The uplink's owner. See the module doc.
+#[derive(Debug)]
+pub struct Uplink {
+    config: UplinkConfig,
+    site: String,
+    client_id: String,
+    topics: Topics,
+    outbox: Outbox,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    stats: Arc<UplinkStats>,
+    health: HealthReporter,
+    commands: Option<Commands>,
+    command_results: Option<(mpsc::Sender<Applied>, mpsc::Receiver<Applied>)>,
+    sighting_ids: IdGenerator,
+    sighting_count: u64,
+    /// Encoded sighting batches waiting to be sent, oldest first.
+    sightings: VecDeque<Vec<u8>>,
+    /// After the input closes: keep delivering at most this long (`None`: until empty).
+    drain_limit: Option<Duration>,
+}
+
+impl Uplink {
+    /// An uplink for `site` delivering `outbox`. Checks the config and loads TLS files, so a
+    /// bad certificate is reported before anything runs.
+    pub fn new(
+        config: UplinkConfig,
+        site: &str,
+        outbox: Outbox,
+        outbox_max_bytes: u64,
+        health: HealthReporter,
+        commands: Option<Commands>,
+    ) -> Result<Self, UplinkError> {
+        let errors = config.validate();
+        if !errors.is_empty() {
+            return Err(UplinkError::Config(errors));
+        }
+        let topics = Topics::new(&config.prefix)
+            .map_err(|e| UplinkError::Config(vec![format!("prefix: {e}")]))?;
+        let tls = config.tls.as_ref().map(tls_config).transpose()?;
+        let stats = Arc::new(UplinkStats::default());
+        stats
+            .outbox_max_bytes
+            .store(outbox_max_bytes, Ordering::Relaxed);
+        stats.set_outbox(outbox.stats());
+        let drain_limit = Some(Duration::from_millis(config.shutdown_drain_ms));
+        let command_results = commands.as_ref().map(|_| mpsc::channel(16));
+        Ok(Self {
+            client_id: config.client_id(site),
+            site: site.to_string(),
+            topics,
+            outbox,
+            tls,
+            stats,
+            health,
+            commands,
+            command_results,
+            sighting_ids: IdGenerator::with_salt(random_salt()),
+            sighting_count: 0,
+            sightings: VecDeque::new(),
+            drain_limit,
+            config,
+        })
+    }
+
+    /// After the input closes, deliver until the outbox is empty however long it takes
+    /// (`emit`), instead of for `shutdown_drain_ms`.
+    pub fn drain_until_empty(&mut self) {
+        self.drain_limit = None;
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<UplinkStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `input` closes and the outbox is delivered (or the drain limit passes).
+    /// Returns the outbox's final state.
+    pub async fn run(
+        mut self,
+        mut input: mpsc::Receiver<Output>,
+    ) -> Result<OutboxStats, UplinkError> {
+        let mut backoff = Backoff::new(
+            &self.client_id,
+            self.config.reconnect_min_ms,
+            self.config.reconnect_max_ms,
+        );
+        let mut intake = true;
+        let mut deadline: Option<Instant> = None;
+        let mut ever_connected = false;
+        info!(
+            message = "Uplink starting.",
+            broker = %format!("{}:{}", self.config.host, self.config.port),
+            client_id = %self.client_id,
+            tls = self.tls.is_some(),
+            mqtt = ?self.config.mqtt_version,
+            pending = self.outbox.len(),
+        );
+        loop {
+            let mut conn =
+                Connection::new(&self.config, &self.client_id, self.will(), self.tls.clone());
+            let mut s = Session::default();
+            let end = self
+                .serve(
+                    &mut conn,
+                    &mut s,
+                    &mut input,
+                    &mut intake,
+                    &mut deadline,
+                    &mut ever_connected,
+                )
+                .await;
+            self.stats.connected.store(false, Ordering::Relaxed);
+            // Sightings that were not acknowledged go back to the front, in their order.
+            let mut unacked: Vec<_> = s
+                .queued
+                .into_iter()
+                .chain(s.inflight.into_values())
+                .collect();
+            unacked.reverse();
+            for p in unacked {
+                if let Pending::Sighting(b) = p {
+                    self.sightings.push_front(b);
+                }
+            }
+            self.trim_sightings();
+            match end? {
+                End::Finished => break,
+                End::Lost(reason) => {
+                    self.stats
+                        .connection_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    if s.connected {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(
+                        message = "Uplink disconnected; retrying.",
+                        reason = %reason,
+                        retry_in_ms = delay.as_millis() as u64,
+                        failures = backoff.failures(),
+                        pending = self.outbox.len(),
+                    );
+                    if self
+                        .idle(delay, &mut input, &mut intake, &mut deadline)
+                        .await?
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        self.outbox.flush()?;
+        let stats = self.outbox.stats();
+        self.stats.set_outbox(stats.clone());
+        info!(
+            message = "Uplink stopped.",
+            left_in_outbox = stats.depth,
+            acked = self.stats.acked.load(Ordering::Relaxed),
+        );
+        Ok(stats)
+    }
+
+    /// One connection, from connect to loss (or to the end).
+    async fn serve(
+        &mut self,
+        conn: &mut Connection,
+        s: &mut Session,
+        input: &mut mpsc::Receiver<Output>,
+        intake: &mut bool,
+        deadline: &mut Option<Instant>,
+        ever_connected: &mut bool,
+    ) -> Result<End, UplinkError> {
+        let mut heartbeat = interval(Duration::from_secs(self.config.heartbeat_s));
+        heartbeat.tick().await;
+        let mut expire = interval(EXPIRE_EVERY);
+        let mut goodbye_at: Option<Instant> = None;
+        loop {
+            self.fill(conn, s)?;
+            self.stats.set_outbox(self.outbox.stats());
+            if s.connected && !s.goodbye && self.done(*intake, s, *deadline) {
+                // Delivered everything (or out of time): say goodbye, then disconnect.
+                s.goodbye = true;
+                self.publish_status(conn, s, false);
+                goodbye_at = Some(Instant::now() + GOODBYE_TIMEOUT);
+            }
+            if s.goodbye && (s.window() == 0 || goodbye_at.is_some_and(|g| Instant::now() >= g)) {
+                conn.try_disconnect();
+                // Let the DISCONNECT go out; the loop ends when the client reports it.
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while conn.poll().await.is_ok() {}
+                })
+                .await;
+                return Ok(End::Finished);
+            }
+            let far = Instant::now() + Duration::from_secs(86_400);
+            let until = goodbye_at.or(*deadline).unwrap_or(far);
+            let rewind = s.rewind_at.unwrap_or(far);
+            tokio::select! {
+                ev = conn.poll() => match ev {
+                    Ok(ev) => {
+                        if let Some(end) = self.on_event(ev, conn, s, ever_connected)? {
+                            return Ok(end);
+                        }
+                    }
+                    Err(e) => return Ok(End::Lost(e.to_string())),
+                },
+                o = input.recv(), if *intake => self.on_input(o, intake, deadline),
+                r = recv_results(&mut self.command_results) => {
+                    if let Some((command, result)) = r {
+                        self.on_applied(conn, s, command, result);
+                    }
+                }
+                _ = heartbeat.tick(), if s.connected && !s.goodbye => self.publish_status(conn, s, true),
+                _ = expire.tick() => {
+                    self.outbox.expire(now_ms())?;
+                }
+                _ = sleep_until(rewind), if s.rewind_at.is_some() => {
+                    s.rewind_at = None;
+                    s.cursor = None;
+                }
+                _ = sleep_until(until), if goodbye_at.is_some() || deadline.is_some() => {
+                    if !s.connected {
+                        return Ok(End::Finished);
+                    }
+                    // Connected: the top of the loop says goodbye (or gives up waiting for it).
+                    if goodbye_at.is_none() {
+                        *deadline = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `delay` before reconnecting, still storing alerts. `true` when the uplink should
+    /// stop (the drain limit passed while disconnected).
+    async fn idle(
+        &mut self,
+        delay: Duration,
+        input: &mut mpsc::Receiver<Output>,
+        intake: &mut bool,
+        deadline: &mut Option<Instant>,
+    ) -> Result<bool, UplinkError> {
+        let wake = Instant::now() + delay;
+        loop {
+            let far = Instant::now() + Duration::from_secs(86_400);
+            tokio::select! {
+                _ = sleep_until(wake) => return Ok(false),
+                o = input.recv(), if *intake => self.on_input(o, intake, deadline),
+                _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                    warn!(
+                        message = "Drain limit passed while disconnected; alerts stay in the outbox.",
+                        left = self.outbox.len(),
+                    );
+                    return Ok(true);
+                }
+            }
+            self.stats.set_outbox(self.outbox.stats());
+        }
+    }
+
+    /// Whether everything has been delivered after the input closed, or the time is up.
+    fn done(&self, intake: bool, s: &Session, deadline: Option<Instant>) -> bool {
+        if intake {
+            return false;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            warn!(
+                message = "Drain limit passed; alerts stay in the outbox for the next start.",
+                left = self.outbox.len(),
+            );
+            return true;
+        }
+        let stats = self.outbox.stats();
+        stats.depth.saturating_sub(stats.corrupt) == 0
+            && self.sightings.is_empty()
+            && s.window() == 0
+    }
+
+    fn on_input(&mut self, o: Option<Output>, intake: &mut bool, deadline: &mut Option<Instant>) {
+        match o {
+            Some(Output::Alert(alert)) => self.store(&alert),
+            Some(Output::Sightings(batch)) => self.queue_sightings(batch),
+            None => {
+                *intake = false;
+                *deadline = self.drain_limit.map(|d| Instant::now() + d);
+                info!(
+                    message = "Uplink input closed; delivering what is left.",
+                    pending = self.outbox.len(),
+                    limit_ms = self.drain_limit.map(|d| d.as_millis() as u64),
+                );
+            }
+        }
+    }
+
+    /// Appends an alert to the outbox (flushed before this returns).
+    fn store(&mut self, alert: &protocol::Alert) {
+        match self.outbox.append(alert, now_ms()) {
+            Ok(seq) => {
+                self.stats.appended.fetch_add(1, Ordering::Relaxed);
+                debug!(message = "Alert stored.", id = %alert.id, seq);
+            }
+            Err(e) => {
+                // Full-policy drops are logged by the outbox too; a disk failure is here only.
+                self.stats.append_failed.fetch_add(1, Ordering::Relaxed);
+                error!(message = "Alert could not be stored.", id = %alert.id, error = %e);
+            }
+        }
+    }
+
+    fn queue_sightings(&mut self, batch: Vec<Sighting>) {
+        if batch.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        self.sighting_count += 1;
+        let wire = SightingBatch {
+            schema: protocol::SCHEMA_VERSION,
+            id: self
+                .sighting_ids
+                .make(now, &["sightings", &self.sighting_count.to_string()]),
+            site: self.site.clone(),
+            sightings: batch
+                .iter()
+                .map(|s| TagSighting {
+                    reader: s.reader.clone(),
+                    tag: s.tag.clone(),
+                    kind: match s.kind {
+                        TagKind::Bike => protocol::sighting::TagKind::Bike,
+                        TagKind::Key => protocol::sighting::TagKind::Key,
+                    },
+                    first: UtcMillis(s.first_ms),
+                    last: UtcMillis(s.last_ms),
+                    reads: s.reads,
+                    rssi: s.best_rssi,
+                })
+                .collect(),
+        };
+        match serde_json::to_vec(&wire) {
+            Ok(b) if b.len() <= protocol::limits::MAX_SIGHTING_BATCH_BYTES => {
+                self.sightings.push_back(b);
+                self.trim_sightings();
+            }
+            Ok(b) => {
+                self.stats.sightings_dropped.fetch_add(1, Ordering::Relaxed);
+                error!(
+                    message = "Sighting batch too large; dropped.",
+                    bytes = b.len(),
+                    sightings = batch.len()
+                );
+            }
+            Err(e) => {
+                self.stats.sightings_dropped.fetch_add(1, Ordering::Relaxed);
+                error!(message = "Sighting batch could not be encoded; dropped.", error = %e);
+            }
+        }
+    }
+
+    /// Applies the sighting queue's drop-oldest policy.
+    fn trim_sightings(&mut self) {
+        while self.sightings.len() > self.config.sighting_queue {
+            self.sightings.pop_front();
+            self.stats.sightings_dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                message = "Sighting queue full; oldest batch dropped.",
+                queue = self.config.sighting_queue
+            );
+        }
+    }
+
+    /// Hands the client as many publishes as the window allows: alerts first, then sightings.
+    fn fill(&mut self, conn: &Connection, s: &mut Session) -> Result<(), UplinkError> {
+        if !s.connected || s.goodbye {
+            return Ok(());
+        }
+        let window = usize::from(self.config.inflight);
+        let topic = self.topics.alert(&self.site);
+        while s.window() < window {
+            let free = window - s.window();
+            let batch = self.outbox.pending_payloads(s.cursor, free)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (seq, json) in batch {
+                if s.alert_seqs.contains(&seq) {
+                    // Still in flight from before a rewind.
+                    s.cursor = Some(seq);
+                    continue;
+                }
+                if !conn.try_publish(&topic, json, false) {
+                    return Ok(());
+                }
+                s.queued.push_back(Pending::Alert(seq));
+                s.alert_seqs.insert(seq);
+                s.cursor = Some(seq);
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let topic = self.topics.sighting(&self.site);
+        while s.window() < window {
+            let Some(b) = self.sightings.pop_front() else {
+                break;
+            };
+            if !conn.try_publish(&topic, b.clone(), false) {
+                self.sightings.push_front(b);
+                break;
+            }
+            s.queued.push_back(Pending::Sighting(b));
+        }
+        Ok(())
+    }
+
+    fn on_event(
+        &mut self,
+        ev: Ev,
+        conn: &Connection,
+        s: &mut Session,
+        ever_connected: &mut bool,
+    ) -> Result<Option<End>, UplinkError> {
+        match ev {
+            Ev::Connected => {
+                s.connected = true;
+                self.stats.connected.store(true, Ordering::Relaxed);
+                if *ever_connected {
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                *ever_connected = true;
+                info!(
+                    message = "Uplink connected.",
+                    broker = %format!("{}:{}", self.config.host, self.config.port),
+                    pending = self.outbox.len(),
+                );
+                if self.commands.is_some() && !conn.try_subscribe(&self.topics.cmd(&self.site)) {
+                    return Ok(Some(End::Lost("could not subscribe to commands".into())));
+                }
+                self.publish_status(conn, s, true);
+            }
+            Ev::Refused(code) => return Ok(Some(End::Lost(format!("broker refused: {code}")))),
+            Ev::Sent(pkid) => match s.queued.pop_front() {
+                Some(p) => {
+                    if let Some(old) = s.inflight.insert(pkid, p) {
+                        // rumqttc reuses a packet id only once it is acknowledged; if it ever
+                        // did not, the old entry's alert stays in the outbox and is resent.
+                        warn!(message = "Packet id reused while in flight.", pkid, old = ?old);
+                    }
+                }
+                None => warn!(
+                    message = "Publish reported that the uplink did not queue.",
+                    pkid
+                ),
+            },
+            Ev::Acked(pkid, result) => match s.inflight.remove(&pkid) {
+                Some(Pending::Alert(seq)) => {
+                    s.alert_seqs.remove(&seq);
+                    match result {
+                        Ok(()) => {
+                            self.outbox.ack(seq)?;
+                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(reason) => {
+                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            error!(message = "Broker refused an alert; kept, offered again later.", seq, reason = %reason);
+                            s.rewind_at.get_or_insert(Instant::now() + REJECT_RETRY);
+                        }
+                    }
+                }
+                Some(Pending::Sighting(b)) => match result {
+                    Ok(()) => {
+                        self.stats.sightings_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(reason) => {
+                        self.stats.sightings_dropped.fetch_add(1, Ordering::Relaxed);
+                        warn!(message = "Broker refused a sighting batch; dropped.", bytes = b.len(), reason = %reason);
+                    }
+                },
+                Some(Pending::Other) => {}
+                None => debug!(message = "PUBACK for a packet id not in flight.", pkid),
+            },
+            Ev::Message {
+                topic,
+                payload,
+                retained,
+            } => {
+                if topic == self.topics.cmd(&self.site) {
+                    self.on_command(conn, s, &payload, retained);
+                } else {
+                    debug!(message = "Message on an unexpected topic ignored.", topic = %topic);
+                }
+            }
+            Ev::Other => {}
+        }
+        Ok(None)
+    }
+
+    /// A message on the command topic: check it, hand a good one to the core.
+    fn on_command(&mut self, conn: &Connection, s: &mut Session, payload: &[u8], retained: bool) {
+        let Some(commands) = self.commands.as_mut() else {
+            return;
+        };
+        let now = now_ms();
+        match commands.gate.check(payload, now) {
+            Err(refusal) => {
+                self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    message = "Hub command refused.",
+                    seq = ?refusal.seq,
+                    outcome = ?refusal.outcome,
+                    detail = %refusal.detail,
+                    retained,
+                );
+                let reply = refusal.reply(&self.site, now);
+                self.publish_reply(conn, s, &reply);
+            }
+            Ok(command) => {
+                // Consumed now, so a redelivery while the core applies it is a replay.
+                commands.gate.accepted(command.seq);
+                let Some((tx, _)) = &self.command_results else {
+                    return;
+                };
+                let seq = command.seq;
+                let apply = ApplyCommand {
+                    command,
+                    done: tx.clone(),
+                };
+                if let Err(e) = commands.apply.try_send(apply) {
+                    let command = match e {
+                        mpsc::error::TrySendError::Full(a)
+                        | mpsc::error::TrySendError::Closed(a) => a.command,
+                    };
+                    self.on_applied(
+                        conn,
+                        s,
+                        command,
+                        Err("the agent core is busy or stopped; send it again".into()),
+                    );
+                } else {
+                    debug!(message = "Hub command handed to the core.", seq);
+                }
+            }
+        }
+    }
+
+    /// The core applied (or refused) a command: persist, reply.
+    fn on_applied(
+        &mut self,
+        conn: &Connection,
+        s: &mut Session,
+        command: Command,
+        result: Result<(), String>,
+    ) {
+        let Some(commands) = self.commands.as_mut() else {
+            return;
+        };
+        let now = now_ms();
+        let (outcome, detail) = match result {
+            Ok(()) => match commands.store.record(&command) {
+                Ok(()) => {
+                    self.stats.commands_applied.fetch_add(1, Ordering::Relaxed);
+                    info!(message = "Hub command applied.", seq = command.seq, body = ?command.body);
+                    (ReplyOutcome::Applied, None)
+                }
+                Err(e) => {
+                    self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
+                    error!(message = "Hub command applied but not persisted; it will not survive a restart.", seq = command.seq, error = %e);
+                    (
+                        ReplyOutcome::Failed,
+                        Some(format!("applied but not persisted: {e}")),
+                    )
+                }
+            },
+            Err(reason) => {
+                self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(message = "Hub command refused by the agent.", seq = command.seq, reason = %reason);
+                (ReplyOutcome::Invalid, Some(reason))
+            }
+        };
+        let reply = CommandReply {
+            schema: protocol::SCHEMA_VERSION,
+            site: self.site.clone(),
+            seq: Some(command.seq),
+            outcome,
+            detail,
+            time: UtcMillis(now),
+        };
+        self.publish_reply(conn, s, &reply);
+    }
+
+    fn publish_reply(&self, conn: &Connection, s: &mut Session, reply: &CommandReply) {
+        if !s.connected {
+            return;
+        }
+        match serde_json::to_vec(reply) {
+            Ok(b) => {
+                if conn.try_publish(&self.topics.cmd_reply(&self.site), b, false) {
+                    s.queued.push_back(Pending::Other);
+                } else {
+                    warn!(message = "Command reply not sent: client queue full.", seq = ?reply.seq);
+                }
+            }
+            Err(e) => error!(message = "Command reply could not be encoded.", error = %e),
+        }
+    }
+
+    /// Publishes the retained status: `online` with health, or the clean `offline`.
+    fn publish_status(&mut self, conn: &Connection, s: &mut Session, online: bool) {
+        let outbox = self.outbox.stats();
+        let max = self.stats.outbox_max_bytes.load(Ordering::Relaxed);
+        let status = Status {
+            schema: protocol::SCHEMA_VERSION,
+            site: self.site.clone(),
+            state: if online {
+                AgentState::Online
+            } else {
+                AgentState::Offline
+            },
+            time: UtcMillis(now_ms()),
+            health: online.then(|| self.health.health(&outbox, max, &self.stats)),
+        };
+        match serde_json::to_vec(&status) {
+            Ok(b) => {
+                if conn.try_publish(&self.topics.status(&self.site), b, true) {
+                    s.queued.push_back(Pending::Other);
+                    self.stats.status_published.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    debug!(message = "Status skipped: client queue full.");
+                }
+            }
+            Err(e) => error!(message = "Status could not be encoded.", error = %e),
+        }
+    }
+
+    /// The last will: `offline`, no health, dated now (the connect that set it).
+    fn will(&self) -> Will {
+        let status = Status {
+            schema: protocol::SCHEMA_VERSION,
+            site: self.site.clone(),
+            state: AgentState::Offline,
+            time: UtcMillis(now_ms()),
+            health: None,
+        };
+        Will {
+            topic: self.topics.status(&self.site),
+            payload: serde_json::to_vec(&status).unwrap_or_default(),
+        }
+    }
+}
+
+async fn recv_results<T>(rx: &mut Option<(mpsc::Sender<T>, mpsc::Receiver<T>)>) -> Option<T> {
+    match rx {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wall-clock ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A salt that differs between runs (sighting batch ids must not repeat across restarts).
+fn random_salt() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(now_ms())
+}
+
+/// Where the agent keeps its state: `data_dir/outbox` and `data_dir/commands`.
+pub fn outbox_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("outbox")
+}

@@ -1,0 +1,214 @@
+//! [`Status`]: an agent's liveness and health, published retained on
+//! `{prefix}/site/{site}/status`.
+//!
+//! The agent publishes `online` with [`Health`] periodically and registers an `offline` status
+//! without health as its MQTT last will, so the retained message always tells the hub whether
+//! the site is reachable, and what it last reported when it was.
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Severity;
+use crate::time::UtcMillis;
+
+/// Whether the agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Running and connected.
+    Online,
+    /// Gone: the broker published the last will, or the agent is stopping cleanly.
+    Offline,
+}
+
+/// One status message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    /// Wire schema version ([`crate::SCHEMA_VERSION`]).
+    pub schema: u32,
+    /// The site (edge box) id.
+    pub site: String,
+    /// Online or offline.
+    pub state: AgentState,
+    /// When the status was made (for the last will: when the agent connected and registered it).
+    pub time: UtcMillis,
+    /// `None` in the last will and in a clean "going offline".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// What the agent reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Agent version.
+    pub version: String,
+    /// When the agent process started.
+    pub started_at: UtcMillis,
+    /// Seconds since the start.
+    pub uptime_s: u64,
+    /// One entry per configured camera.
+    pub cameras: Vec<CameraHealth>,
+    /// One entry per configured tag reader.
+    pub readers: Vec<ReaderHealth>,
+    /// The alert outbox.
+    pub outbox: OutboxHealth,
+    /// The link to the hub.
+    pub uplink: UplinkHealth,
+    /// Free bytes on the outbox's filesystem, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+}
+
+/// One camera's pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraHealth {
+    /// The camera's id in the agent's config.
+    pub id: String,
+    /// Whether frames are arriving.
+    pub online: bool,
+    /// Frames processed per second over the last interval.
+    pub fps: f32,
+    /// Frames skipped (dropped by the latest-frame slot) per second.
+    pub skipped_fps: f32,
+    /// Mean detector milliseconds per processed frame over the interval.
+    pub inference_ms: f32,
+    /// Alerts raised since start.
+    pub alerts: u64,
+    /// Source failures since start.
+    pub failures: u64,
+}
+
+/// One tag reader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderHealth {
+    /// The reader's id in the agent's config.
+    pub id: String,
+    /// Reads accepted since start.
+    pub reads: u64,
+    /// Reads refused as malformed since start.
+    pub bad: u64,
+    /// Reads dropped (queue full) since start.
+    pub dropped: u64,
+}
+
+/// The alert outbox: alerts on disk until the broker acknowledges them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxHealth {
+    /// Alerts waiting.
+    pub depth: u64,
+    /// Bytes they take.
+    pub bytes: u64,
+    /// The configured cap on `bytes`.
+    pub max_bytes: u64,
+    /// When the oldest waiting alert was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<UtcMillis>,
+    /// Stored alerts evicted to make room (outbox full), since start.
+    pub evicted: SeverityCounts,
+    /// Alerts never stored (outbox full and nothing could be evicted for them), since start.
+    pub dropped: SeverityCounts,
+    /// Alerts dropped for being older than the maximum age, since start.
+    pub expired: u64,
+    /// Records found unreadable and removed, since start.
+    pub corrupt: u64,
+}
+
+/// A counter per [`Severity`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityCounts {
+    pub info: u64,
+    pub minor: u64,
+    pub major: u64,
+    pub critical: u64,
+}
+
+impl SeverityCounts {
+    /// The count of one severity.
+    pub fn get(&self, severity: Severity) -> u64 {
+        match severity {
+            Severity::Info => self.info,
+            Severity::Minor => self.minor,
+            Severity::Major => self.major,
+            Severity::Critical => self.critical,
+        }
+    }
+
+    /// Adds `n` to one severity's count (saturating: a counter never wraps to a small value).
+    pub fn add(&mut self, severity: Severity, n: u64) {
+        let slot = match severity {
+            Severity::Info => &mut self.info,
+            Severity::Minor => &mut self.minor,
+            Severity::Major => &mut self.major,
+            Severity::Critical => &mut self.critical,
+        };
+        *slot = slot.saturating_add(n);
+    }
+
+    /// All severities together.
+    pub fn total(&self) -> u64 {
+        self.info
+            .saturating_add(self.minor)
+            .saturating_add(self.major)
+            .saturating_add(self.critical)
+    }
+}
+
+/// The MQTT link to the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkHealth {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Reconnections since start.
+    pub reconnects: u64,
+    /// Alert publishes sent (resends included).
+    pub published: u64,
+    /// Alerts acknowledged by the broker.
+    pub acked: u64,
+    /// Sightings not sent (dropped while the link was down or its buffer full), since start.
+    pub sightings_dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_counts_add_get_and_total() {
+        let mut c = SeverityCounts::default();
+        c.add(Severity::Major, 2);
+        c.add(Severity::Info, 1);
+        c.add(Severity::Major, u64::MAX);
+        assert_eq!(c.get(Severity::Major), u64::MAX);
+        assert_eq!(c.get(Severity::Info), 1);
+        assert_eq!(c.get(Severity::Critical), 0);
+        assert_eq!(c.total(), u64::MAX);
+        c.major = 3;
+        assert_eq!(c.total(), 4);
+    }
+
+    #[test]
+    fn last_will_has_no_health_and_refuses_unknown_fields() {
+        let s = Status {
+            schema: 1,
+            site: "s".into(),
+            state: AgentState::Offline,
+            time: UtcMillis(0),
+            health: None,
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            r#"{"schema":1,"site":"s","state":"offline","time":"1970-01-01T00:00:00.000Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+        let extra = json.replace(r#""site""#, r#""extra":1,"site""#);
+        let err = serde_json::from_str::<Status>(&extra).unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+    }
+}
