@@ -300,13 +300,25 @@ pub enum TagReaderConfig {
 }
 
 impl TagReaderConfig {
-    /// A name for status and metrics: `tcp:0.0.0.0:7001`, `mqtt:host:1883/readers/+/reads`.
+    /// A name for status and metrics, an id of the wire protocol (`[A-Za-z0-9_.-]`, at most
+    /// 64): `tcp_0.0.0.0_7001`, `mqtt_broker.local_1883`. Not unique by itself when two MQTT
+    /// readers share a broker; the runtime appends the reader's index then.
     pub fn name(&self) -> String {
-        match self {
-            Self::Tcp(l) => format!("tcp:{}", l.listen),
-            Self::Udp(l) => format!("udp:{}", l.listen),
-            Self::Mqtt(m) => format!("mqtt:{}:{}/{}", m.host, m.port, m.topic),
-        }
+        let raw = match self {
+            Self::Tcp(l) => format!("tcp_{}", l.listen),
+            Self::Udp(l) => format!("udp_{}", l.listen),
+            Self::Mqtt(m) => format!("mqtt_{}_{}", m.host, m.port),
+        };
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(60)
+            .collect()
     }
 }
 

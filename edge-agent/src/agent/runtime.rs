@@ -173,7 +173,7 @@ pub struct CameraSnapshot {
 pub struct AgentStats {
     pub cameras: Vec<Arc<CameraStats>>,
     pub readers: Vec<Arc<ReaderCounters>>,
-    /// A name per entry of `readers`: `tcp:0.0.0.0:7001`, `mqtt:host:1883/topic`.
+    /// A name per entry of `readers` (see `TagReaderConfig::name`), unique.
     pub reader_names: Vec<String>,
     /// Tag alerts raised.
     pub tag_alerts: AtomicU64,
@@ -360,7 +360,11 @@ impl Agent {
         if !replay {
             for (index, reader) in config.tag_readers.iter().enumerate() {
                 let bound = bind_reader(index, reader).await?;
-                stats.reader_names.push(reader.name());
+                let mut name = reader.name();
+                if stats.reader_names.contains(&name) {
+                    name = format!("{name}_{index}");
+                }
+                stats.reader_names.push(name);
                 stats.readers.push(match &bound {
                     BoundReader::Tcp(r) => r.counters(),
                     BoundReader::Udp(r) => r.counters(),

@@ -131,8 +131,13 @@ impl AgentProcess {
         Ok(())
     }
 
-    /// SIGKILLs the current run (no chance to flush or say goodbye) and reaps it.
-    pub(super) async fn kill(&mut self) {
+    /// SIGKILLs the current run (no chance to flush or say goodbye) and reaps it. Returns
+    /// whether it was still running.
+    pub(super) async fn kill(&mut self) -> bool {
+        if let Err(e) = self.poll_exit() {
+            warn!(message = "Could not check the agent.", error = %e);
+        }
+        let running = self.child.is_some();
         if let Some(mut child) = self.child.take() {
             let pid = child.id();
             // `kill` sends SIGKILL on Unix; an already exited child is just reaped.
@@ -142,6 +147,7 @@ impl AgentProcess {
             info!(message = "Agent killed.", pid);
         }
         self.exit = None;
+        running
     }
 
     /// The current run's exit status once it ended on its own.
@@ -186,7 +192,7 @@ impl AgentProcess {
         }
         match self.exit {
             Some(s) if s.success() => format!("exited 0 after {} start(s)", self.starts),
-            Some(s) => format!("exited with {s} (see agent.log)"),
+            Some(s) => format!("exited with {s} on its own (see agent.log)"),
             None => "never started".into(),
         }
     }

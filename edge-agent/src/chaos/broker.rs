@@ -14,9 +14,9 @@
 //!   that is not the agent's.
 //! - `max_inflight_messages 100`: QoS 1 messages in flight to the subscriber at once (default
 //!   20), so delivery keeps up with the agent; ordering does not matter here.
-//! - `message_size_limit 0`: no payload limit, because an oversized payload is PUBACKed and then
-//!   dropped (silent loss again); `max_packet_size` 4 MiB bounds packets instead, and an
-//!   oversized packet disconnects its sender, which is visible.
+//! - `max_packet_size` 4 MiB bounds packets: an oversized packet disconnects its sender, which
+//!   is visible. Not `message_size_limit`: an oversized payload is PUBACKed and then dropped
+//!   (silent loss again), and mosquitto 2 deprecates it in favour of `max_packet_size`.
 //! - `user root`: as root, mosquitto would otherwise switch to the `mosquitto` user, which
 //!   cannot write the work dir; as anyone else the line has no effect.
 //!
@@ -241,7 +241,6 @@ fn config_text(port: u16, data: &Path, log: &Path) -> String {
          max_queued_messages 0\n\
          max_queued_bytes 0\n\
          max_inflight_messages 100\n\
-         message_size_limit 0\n\
          max_packet_size {MAX_PACKET_BYTES}\n\
          log_dest file {log}\n\
          log_type error\n\
@@ -296,7 +295,6 @@ mod tests {
             "persistence_location /w/mosquitto/",
             "max_queued_messages 0",
             "max_queued_bytes 0",
-            "message_size_limit 0",
             "max_packet_size 4194304",
             "log_dest file /w/m.log",
         ] {

@@ -299,13 +299,12 @@ fn snapshot_jpeg(index: u64, len: usize) -> Vec<u8> {
     jpeg.extend_from_slice(&[0xFF, 0xD8]);
     let mut state = index ^ 0x6a09_e667_f3bc_c908;
     while jpeg.len() < len - 2 {
-        let word = splitmix64(&mut state).to_le_bytes();
-        let room = (len - 2 - jpeg.len()).min(word.len());
-        jpeg.extend(
-            word[..room]
-                .iter()
-                .map(|&b| if b == 0xFF { 0xFE } else { b }),
-        );
+        for b in splitmix64(&mut state).to_le_bytes() {
+            // Skipped rather than remapped, so the other 255 values stay equally likely.
+            if b != 0xFF && jpeg.len() < len - 2 {
+                jpeg.push(b);
+            }
+        }
     }
     jpeg.extend_from_slice(&[0xFF, 0xD9]);
     jpeg
@@ -351,30 +350,30 @@ pub struct Planned {
     pub action: Action,
 }
 
-/// The run's disruptions, in order: `outages` broker outages and `kills` agent kills, one pair
-/// merged into [`Action::AgentKillDuringOutage`] (so one outage hits an agent that is starting
-/// up and resending), the rest alternating starting with an outage, spread evenly between
-/// 10 % and 85 % of the ids received.
+/// The run's disruptions, in order: `outages` broker outages and `kills` agent kills,
+/// alternating and starting with a kill, the last kill merged with an outage into
+/// [`Action::AgentKillDuringOutage`] (so one outage hits an agent that is starting up and
+/// resending), spread evenly between 10 % and 85 % of the ids received.
+///
+/// Kills go first because the agent keeps appending while the broker is down: after an outage
+/// it can be far ahead of the subscriber, and a kill planned late could find it finished.
 pub fn schedule(outages: usize, kills: usize) -> Vec<Planned> {
-    let merged = usize::from(outages > 0 && kills > 0);
-    let (mut o, mut k) = (outages - merged, kills - merged);
-    let mut actions = Vec::with_capacity(o + k + merged);
-    // Alternate, outage first, then whatever is left: 3 outages and 2 kills (one pair merged)
-    // give outage, kill, outage, and the merged pair goes in the middle.
-    let mut outage_turn = true;
+    let merged = outages > 0 && kills > 0;
+    let (mut o, mut k) = (outages - usize::from(merged), kills);
+    let mut actions = Vec::with_capacity(o + k);
+    let mut kill_turn = true;
     while o + k > 0 {
-        if (outage_turn && o > 0) || k == 0 {
-            actions.push(Action::BrokerOutage);
-            o -= 1;
-        } else {
+        if (kill_turn && k > 0) || o == 0 {
             actions.push(Action::AgentKill);
             k -= 1;
+        } else {
+            actions.push(Action::BrokerOutage);
+            o -= 1;
         }
-        outage_turn = !outage_turn;
+        kill_turn = !kill_turn;
     }
-    if merged == 1 {
-        let middle = actions.len().div_ceil(2);
-        actions.insert(middle, Action::AgentKillDuringOutage);
+    if merged && let Some(last) = actions.iter().rposition(|a| *a == Action::AgentKill) {
+        actions[last] = Action::AgentKillDuringOutage;
     }
     let n = actions.len();
     actions
@@ -382,7 +381,7 @@ pub fn schedule(outages: usize, kills: usize) -> Vec<Planned> {
         .enumerate()
         .map(|(i, action)| Planned {
             at: if n == 1 {
-                (FIRST_EVENT_AT + LAST_EVENT_AT) / 2.0
+                FIRST_EVENT_AT
             } else {
                 FIRST_EVENT_AT + (LAST_EVENT_AT - FIRST_EVENT_AT) * i as f64 / (n - 1) as f64
             },
@@ -403,6 +402,8 @@ pub struct EventRecord {
     /// The broker did not stop within its time after SIGTERM and was killed (its unsaved state
     /// may be lost: broker durability, not the agent's).
     pub broker_forced: bool,
+    /// Kills: whether the agent was still running (a kill of a finished agent proves nothing).
+    pub agent_was_running: Option<bool>,
 }
 
 /// The outcome of a run.
@@ -461,6 +462,15 @@ impl Report {
             && self.failure.is_none()
             && !self.timed_out
             && self.events.len() == self.events_planned
+            && self.kills_missed() == 0
+    }
+
+    /// Kills that found the agent already finished.
+    pub fn kills_missed(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| e.agent_was_running == Some(false))
+            .count()
     }
 
     /// The last line of the run.
@@ -500,6 +510,13 @@ impl Report {
         }
         if self.timed_out {
             why.push("timed out".into());
+        }
+        if self.kills_missed() > 0 {
+            why.push(format!(
+                "{} agent kill(s) found the agent already finished, so they tested nothing; \
+                 raise --count",
+                self.kills_missed()
+            ));
         }
         if self.events.len() != self.events_planned {
             why.push(format!(
@@ -674,12 +691,8 @@ async fn drive(
             break;
         }
         match agent.poll_exit() {
-            Ok(Some(status)) if !status.success() => {
-                outcome.failure = Some(format!(
-                    "the agent exited with {status} without being killed (see agent.log)"
-                ));
-                break;
-            }
+            // The agent failed on its own; the report says how (`AgentProcess::finish`).
+            Ok(Some(status)) if !status.success() => break,
             Ok(_) => {}
             Err(e) => {
                 outcome.failure = Some(e.to_string());
@@ -703,7 +716,7 @@ async fn drive(
             {
                 Ok(record) => {
                     println!(
-                        "event {n}/{} {} at {}/{} ids ({:.0} %){}{}",
+                        "event {n}/{} {} at {}/{} ids ({:.0} %){}{}{}",
                         plan.len(),
                         record.action.name(),
                         record.at_distinct,
@@ -717,6 +730,11 @@ async fn drive(
                             ", broker stop FORCED (SIGKILL)"
                         } else {
                             ""
+                        },
+                        match record.agent_was_running {
+                            Some(true) => ", agent was running",
+                            Some(false) => ", agent had already FINISHED (kill missed)",
+                            None => "",
                         }
                     );
                     outcome.events.push(record);
@@ -774,12 +792,13 @@ async fn disrupt(
         at_distinct,
         broker_down: None,
         broker_forced: false,
+        agent_was_running: None,
     };
     let span = cfg.outage_max.saturating_sub(cfg.outage_min).as_millis() as u64;
     let down = cfg.outage_min + Duration::from_millis(splitmix64(rng) % (span + 1));
     match action {
         Action::AgentKill => {
-            agent.kill().await;
+            record.agent_was_running = Some(agent.kill().await);
             agent.spawn()?;
         }
         Action::BrokerOutage => {
@@ -790,7 +809,7 @@ async fn disrupt(
             record.broker_down = Some(stopped.elapsed());
         }
         Action::AgentKillDuringOutage => {
-            agent.kill().await;
+            record.agent_was_running = Some(agent.kill().await);
             let stopped = Instant::now();
             record.broker_forced = broker.stop().await? == StopKind::Forced;
             agent.spawn()?;
@@ -804,7 +823,8 @@ async fn disrupt(
         action = action.name(),
         at_distinct,
         broker_down_ms = record.broker_down.map(|d| d.as_millis() as u64),
-        broker_forced = record.broker_forced
+        broker_forced = record.broker_forced,
+        agent_was_running = record.agent_was_running
     );
     Ok(record)
 }
@@ -979,7 +999,7 @@ mod tests {
         let actions: Vec<Action> = plan.iter().map(|p| p.action).collect();
         assert_eq!(
             actions,
-            [BrokerOutage, AgentKill, AgentKillDuringOutage, BrokerOutage]
+            [AgentKill, BrokerOutage, AgentKillDuringOutage, BrokerOutage]
         );
         let at: Vec<f64> = plan.iter().map(|p| p.at).collect();
         assert!(
@@ -1000,8 +1020,17 @@ mod tests {
                 assert!(plan.iter().all(|p| (0.0..1.0).contains(&p.at)));
             }
         }
-        assert_eq!(schedule(1, 1).len(), 1);
-        assert!((schedule(1, 1)[0].at - 0.475).abs() < 1e-9);
+        assert_eq!(
+            schedule(1, 1),
+            [Planned {
+                at: 0.10,
+                action: AgentKillDuringOutage
+            }]
+        );
+        let plan: Vec<Action> = schedule(2, 1).iter().map(|p| p.action).collect();
+        assert_eq!(plan, [AgentKillDuringOutage, BrokerOutage]);
+        let plan: Vec<Action> = schedule(1, 3).iter().map(|p| p.action).collect();
+        assert_eq!(plan, [AgentKill, AgentKill, AgentKillDuringOutage]);
         assert!(schedule(0, 0).is_empty());
     }
 

@@ -1,7 +1,9 @@
 //! A real mosquitto broker for integration tests, on a free loopback port, started by the test.
 //!
-//! `Mosquitto::start()` (anonymous) or `Mosquitto::start_with_user(user, password)` (password
-//! file made with `mosquitto_passwd`) write a config into a temporary directory, spawn
+//! `Mosquitto::start()` (anonymous), `Mosquitto::start_with_user(user, password)` (password
+//! file made with `mosquitto_passwd`) or `Mosquitto::start_with_config(extra_lines)` (anonymous,
+//! with more config lines: a TLS listener on another [`free_port`], persistence, limits) write
+//! a config into a temporary directory, spawn
 //! `mosquitto -c <config>` and return once the port accepts connections. `kill()` stops it
 //! (SIGKILL: an outage, not a clean shutdown); `restart()` starts it again on the same port.
 //! The broker is killed when the value is dropped. Its log (stdout and stderr) is kept in the
@@ -40,15 +42,25 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// A broker allowing anonymous clients.
     pub async fn start() -> Self {
-        Self::start_with("allow_anonymous true\n", None).await
+        Self::start_with("allow_anonymous true\n", None, "").await
     }
 
     /// A broker that accepts only `user` with `password`.
     pub async fn start_with_user(user: &str, password: &str) -> Self {
-        Self::start_with("allow_anonymous false\n", Some((user, password))).await
+        Self::start_with("allow_anonymous false\n", Some((user, password)), "").await
     }
 
-    async fn start_with(auth: &str, login: Option<(&str, &str)>) -> Self {
+    /// A broker allowing anonymous clients, with `extra_lines` appended to its config: more
+    /// listeners (each with its own port, e.g. a TLS one with `cafile`, `certfile`, `keyfile`),
+    /// `persistence true` with a `persistence_location`, queue limits. mosquitto takes the last
+    /// value of a repeated boolean option, so `persistence true` overrides the default `false`.
+    /// Only the main [`Mosquitto::port`] is waited for; mosquitto opens every listener before it
+    /// serves any, so the others are up too.
+    pub async fn start_with_config(extra_lines: &str) -> Self {
+        Self::start_with("allow_anonymous true\n", None, extra_lines).await
+    }
+
+    async fn start_with(auth: &str, login: Option<(&str, &str)>, extra_lines: &str) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for mosquitto");
         let port = free_port();
         let log = dir.path().join("mosquitto.log");
@@ -69,6 +81,10 @@ impl Mosquitto {
             let file = dir.path().join("passwd");
             make_password_file(&file, user, password);
             config.push_str(&format!("password_file {}\n", file.display()));
+        }
+        config.push_str(extra_lines);
+        if !extra_lines.is_empty() && !extra_lines.ends_with('\n') {
+            config.push('\n');
         }
         let config_path = dir.path().join("mosquitto.conf");
         std::fs::write(&config_path, config).expect("write mosquitto.conf");
@@ -152,7 +168,7 @@ impl Mosquitto {
 }
 
 /// A port nobody listens on right now (the OS picks it; a tiny window for a race remains).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
 }
