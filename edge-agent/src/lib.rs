@@ -40,5 +40,6 @@ pub mod snapshot;
 pub mod soak;
 pub mod source;
 pub mod tags;
+pub mod tail;
 pub mod track;
 pub mod uplink;

@@ -164,7 +164,17 @@ enum Command {
         /// Also write each snapshot as a JPEG file here, named after its alert id.
         #[arg(long, value_name = "DIR")]
         snapshots_dir: Option<PathBuf>,
+        /// Also deliver every alert and sighting batch to this broker (`host:port`) through
+        /// an outbox and the uplink, as a live agent would; returns once all are acknowledged.
+        #[arg(long, value_name = "HOST:PORT")]
+        deliver: Option<String>,
+        /// The outbox directory for --deliver (default: a fresh temporary one).
+        #[arg(long, value_name = "DIR", requires = "deliver")]
+        data_dir: Option<PathBuf>,
     },
+    /// Subscribe to a broker and print what agents publish (alerts, status changes,
+    /// sightings), one line each, as the hub will see them.
+    Tail(edge_agent::tail::TailArgs),
     /// Delivery chaos test: a real mosquitto, `edge-agent emit` publishing N alerts while the
     /// broker is restarted and the agent SIGKILLed; a subscriber counts every id. Last line:
     /// `sent=… received=… lost=… duplicated=…`; exits 1 unless lost is 0 and the agent finished.
@@ -218,13 +228,20 @@ fn main() -> ExitCode {
             tags,
             start,
             snapshots_dir,
+            deliver,
+            data_dir,
         } => replay(
             &config,
             &alerts_out,
             tags.as_deref(),
             &start,
             snapshots_dir.as_deref(),
+            deliver.as_deref().map(|d| (d, data_dir)),
         ),
+        Command::Tail(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.block_on(edge_agent::tail::run(args)))
+            .map(|_| ExitCode::SUCCESS),
         Command::Chaos(args) => edge_agent::chaos::run(args).map_err(Into::into),
     };
     match result {
@@ -351,6 +368,7 @@ fn replay(
     tags: Option<&Path>,
     start: &str,
     snapshots_dir: Option<&Path>,
+    deliver: Option<(&str, Option<PathBuf>)>,
 ) -> anyhow::Result<ExitCode> {
     let start_ms = protocol::time::parse_rfc3339_ms(start)
         .with_context(|| format!("--start {start:?} is not an RFC 3339 time"))?;
@@ -378,11 +396,29 @@ fn replay(
             start_ms,
             tag_reads,
         };
+        let uplink = match deliver {
+            Some((broker, data_dir)) => Some(replay_uplink(&config, broker, data_dir)?),
+            None => None,
+        };
+        let (deliver_tx, uplink_task) = match uplink {
+            Some((uplink, _keep_dir)) => {
+                let (tx, rx) = mpsc::channel(64);
+                (Some((tx, _keep_dir)), Some(tokio::spawn(uplink.run(rx))))
+            }
+            None => (None, None),
+        };
         let agent = Agent::new(config, model, mode, shutdown_rx).await?;
         let (tx, mut rx) = mpsc::channel(64);
         let run = tokio::spawn(agent.run(tx));
         let mut alerts = 0u64;
         while let Some(o) = rx.recv().await {
+            if let Some((d, _)) = &deliver_tx {
+                let copy = match &o {
+                    Output::Alert(a) => Output::Alert(a.clone()),
+                    Output::Sightings(s) => Output::Sightings(s.clone()),
+                };
+                d.send(copy).await.context("uplink stopped")?;
+            }
             if let Output::Alert(a) = o {
                 alerts += 1;
                 if let (Some(dir), Some(s)) = (snapshots_dir, &a.snapshot) {
@@ -394,6 +430,16 @@ fn replay(
             }
         }
         let stats = run.await??;
+        if let (Some((d, keep_dir)), Some(task)) = (deliver_tx, uplink_task) {
+            drop(d);
+            let left = task.await??;
+            eprintln!(
+                "replay: delivered {} alerts to the broker ({} left in the outbox)",
+                alerts - left.depth as u64,
+                left.depth
+            );
+            drop(keep_dir);
+        }
         anyhow::Ok((alerts, stats))
     })?;
     out.flush()?;
@@ -410,6 +456,47 @@ fn replay(
         frames as f64 / secs.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The uplink for `replay --deliver`: the config's site, an outbox in `data_dir` (or a
+/// temporary directory, returned so it lives as long as the uplink), delivering until empty.
+fn replay_uplink(
+    config: &AgentConfig,
+    broker: &str,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<(edge_agent::uplink::Uplink, Option<tempfile::TempDir>)> {
+    use edge_agent::uplink::{HealthReporter, Uplink, UplinkConfig, now_ms, outbox_dir};
+    let (host, port) = broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .with_context(|| format!("--deliver {broker:?}: expected host:port"))?;
+    let (dir, temp) = match data_dir {
+        Some(d) => (d, None),
+        None => {
+            let t = tempfile::tempdir().context("temporary outbox directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let mut uplink_config = config
+        .uplink
+        .clone()
+        .unwrap_or_else(|| UplinkConfig::new(host, port));
+    uplink_config.host = host.to_string();
+    uplink_config.port = port;
+    uplink_config.client_id = Some(format!("edge-{}-replay", config.site));
+    uplink_config.commands = None;
+    let outbox = edge_agent::outbox::Outbox::open(outbox_dir(&dir), config.outbox.clone())?;
+    let health = HealthReporter::new(now_ms(), None, dir.clone());
+    let mut uplink = Uplink::new(
+        uplink_config,
+        &config.site,
+        outbox,
+        config.outbox.max_bytes,
+        health,
+        None,
+    )?;
+    uplink.drain_until_empty();
+    Ok((uplink, temp))
 }
 
 #[allow(clippy::too_many_arguments)] // one per command-line flag

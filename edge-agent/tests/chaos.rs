@@ -25,6 +25,7 @@ async fn no_alert_is_lost_through_broker_outages_and_agent_kills() {
         base_ms: BASE_MS,
         outage_min: Duration::from_secs(2),
         outage_max: Duration::from_secs(3),
+        agent_rate: None,
     };
     let report = execute(&cfg).await.unwrap();
     let why = report.failures();

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -14,8 +15,10 @@ const DEMO_START: &str = "2026-11-22T08:00:00+08:00";
 
 /// `cargo xtask demo`: the whole agent on the sample clip — ffmpeg decoding, detection, tracking,
 /// the example config's zone, line, loitering and crowd rules, recorded e-bike tag reads with
-/// the watchlist and theft rules — replayed as fast as the machine allows. Prints one line per
-/// alert, and leaves the alerts (JSON lines) and their snapshots in `.cache/demo/`.
+/// the watchlist and theft rules — replayed as fast as the machine allows, every alert stored in
+/// an outbox and delivered by the uplink to a real mosquitto, where `edge-agent tail` (standing
+/// in for the hub) receives them. Prints one line per alert, checks the broker side got every
+/// one, and leaves the alerts (JSON lines), their snapshots and the tail's log in `.cache/demo/`.
 pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     crate::no_args("demo", args)?;
     let assets = setup::run(repo)?;
@@ -42,6 +45,21 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     let snapshots = out_dir.join("snapshots");
     fs::create_dir_all(&snapshots).with_context(|| format!("create {}", snapshots.display()))?;
     let alerts = out_dir.join("alerts.jsonl");
+
+    // The broker and the hub's stand-in: alerts go agent → outbox → uplink → mosquitto → tail.
+    let broker = Broker::start(&out_dir)?;
+    let tail_out = out_dir.join("tail.txt");
+    let tail_err = out_dir.join("tail.log");
+    let mut tail = Command::new(&agent)
+        .args(["tail", "--idle-exit-ms", "3000", "--broker"])
+        .arg(format!("127.0.0.1:{}", broker.port))
+        .stdout(fs::File::create(&tail_out).context("create tail.txt")?)
+        .stderr(fs::File::create(&tail_err).context("create tail.log")?)
+        .spawn()
+        .context("start edge-agent tail")?;
+    wait_for(&tail_err, "subscribed", Duration::from_secs(10))
+        .context("edge-agent tail did not subscribe")?;
+
     let mut replay = Command::new(&agent);
     replay
         .args(["replay", "--config"])
@@ -52,6 +70,8 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
         .arg(repo.rel(&alerts))
         .arg("--snapshots-dir")
         .arg(repo.rel(&snapshots))
+        .arg("--deliver")
+        .arg(format!("127.0.0.1:{}", broker.port))
         .env("ORT_DYLIB_PATH", &assets.ort_lib)
         .env("RUST_LOG", "warn")
         .current_dir(repo.root());
@@ -62,13 +82,92 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     for line in text.lines() {
         println!("{}", summarize_alert(line, &repo.rel(&snapshots))?);
     }
+    let status = tail.wait().context("wait for edge-agent tail")?;
+    drop(broker);
+    let received = fs::read_to_string(&tail_out)
+        .context("read tail.txt")?
+        .lines()
+        .filter(|l| l.contains(" alert "))
+        .count();
+    let raised = text.lines().count();
     println!();
     println!(
-        "alerts (JSON lines): {}\nsnapshots:          {}/",
+        "delivered: {received} of {raised} alerts received through mosquitto by `edge-agent tail`"
+    );
+    if !status.success() || received != raised {
+        bail!(
+            "the broker side received {received} of {raised} alerts; see {}",
+            repo.rel(&tail_err)
+        );
+    }
+    println!(
+        "alerts (JSON lines): {}\nsnapshots:          {}/\nbroker side:        {}",
         repo.rel(&alerts),
-        repo.rel(&snapshots)
+        repo.rel(&snapshots),
+        repo.rel(&tail_out)
     );
     Ok(())
+}
+
+/// A mosquitto on a free loopback port for the demo, stopped when dropped.
+struct Broker {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Broker {
+    fn start(dir: &std::path::Path) -> Result<Self> {
+        let exe =
+            setup::mosquitto().context("mosquitto not found; `cargo xtask setup` installs it")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("find a free port")?
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 message_size_limit 0\nlog_dest file {}\n",
+                dir.join("mosquitto.log").display()
+            ),
+        )
+        .context("write mosquitto.conf")?;
+        let child = Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .spawn()
+            .context("start mosquitto")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("mosquitto did not listen on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { port, child })
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `file` contains `text`.
+fn wait_for(file: &std::path::Path, text: &str, limit: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if fs::read_to_string(file).is_ok_and(|t| t.contains(text)) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{} never said {text:?}", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One human line for an alert: time of day, phase, kind, rule, what, and the snapshot file.

@@ -307,7 +307,7 @@ fn ffmpeg() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Debian puts the broker in /usr/sbin, which is not on a normal user's PATH.
-fn mosquitto() -> Option<PathBuf> {
+pub(crate) fn mosquitto() -> Option<PathBuf> {
     let debian = PathBuf::from("/usr/sbin/mosquitto");
     if cmd::is_executable(&debian) {
         Some(debian)

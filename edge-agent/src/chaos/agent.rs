@@ -76,14 +76,21 @@ impl AgentProcess {
     pub(super) fn new(cfg: &ChaosConfig, config: PathBuf, log: PathBuf) -> Self {
         Self {
             program: cfg.agent_program.clone(),
-            args: vec![
+            args: [
                 "--count".into(),
                 cfg.count.to_string(),
                 "--snapshot-bytes".into(),
                 cfg.snapshot_bytes.to_string(),
                 "--base-ms".into(),
                 cfg.base_ms.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                cfg.agent_rate
+                    .into_iter()
+                    .flat_map(|r| ["--rate".to_string(), r.to_string()]),
+            )
+            .collect(),
             config,
             log,
             child: None,
@@ -110,6 +117,8 @@ impl AgentProcess {
             .arg("--config")
             .arg(&self.config)
             .args(&self.args)
+            // Plain text in agent.log, no colour escapes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(open_log()?)
             .stderr(open_log()?)

@@ -106,6 +106,10 @@ pub struct ChaosArgs {
     /// new directory in the system temp dir, removed after a passing run.
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Passed to `emit --rate` (alerts per second): slows an agent so fast that it finishes
+    /// before the planned kills. Default: emit's own (as fast as it can).
+    #[arg(long, value_name = "PER_S")]
+    pub agent_rate: Option<f64>,
 }
 
 /// One chaos run, fully specified.
@@ -130,6 +134,8 @@ pub struct ChaosConfig {
     /// Shortest and longest time a broker outage lasts (chosen at random in between).
     pub outage_min: Duration,
     pub outage_max: Duration,
+    /// `emit --rate`, when given.
+    pub agent_rate: Option<f64>,
 }
 
 impl ChaosConfig {
@@ -146,6 +152,7 @@ impl ChaosConfig {
             base_ms: BASE_MS,
             outage_min: Duration::from_secs(2),
             outage_max: Duration::from_secs(5),
+            agent_rate: args.agent_rate,
         }
     }
 
@@ -165,6 +172,11 @@ impl ChaosConfig {
         }
         if self.timeout < Duration::from_secs(1) {
             errors.push("--timeout-s: must be at least 1".into());
+        }
+        if let Some(r) = self.agent_rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            errors.push(format!("--agent-rate: must be a positive number, got {r}"));
         }
         if self.outage_min > self.outage_max {
             errors.push(format!(
@@ -449,6 +461,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Where the logs are.
     pub work_dir: PathBuf,
+    /// Whether the work dir is still there (a default one is removed after a pass).
+    pub work_dir_kept: bool,
 }
 
 impl Report {
@@ -541,7 +555,11 @@ impl Report {
             .iter()
             .filter(|e| e.action != Action::BrokerOutage)
             .count();
-        println!("chaos report (work dir {})", self.work_dir.display());
+        println!(
+            "chaos report (work dir {}{})",
+            self.work_dir.display(),
+            if self.work_dir_kept { "" } else { ", removed" }
+        );
         println!(
             "  disruptions: {} of {} planned; broker outages {} (down {}), forced broker stops {forced}; agent SIGKILLs {kills}, agent starts {}",
             self.events.len(),
@@ -637,7 +655,7 @@ pub async fn execute(cfg: &ChaosConfig) -> Result<Report, ChaosError> {
     if let Err(e) = broker.stop().await {
         warn!(message = "Broker did not stop cleanly at the end.", error = %e);
     }
-    let report = build_report(
+    let mut report = build_report(
         cfg,
         tally,
         outcome,
@@ -651,7 +669,7 @@ pub async fn execute(cfg: &ChaosConfig) -> Result<Report, ChaosError> {
         println!("--- agent.log (end) ---\n{}", agent.log_tail(20));
         println!("--- mosquitto.log (end) ---\n{}", broker.log_tail(20));
     }
-    work.finish(report.passed());
+    report.work_dir_kept = work.finish(report.passed());
     report.print();
     Ok(report)
 }
@@ -861,6 +879,7 @@ fn build_report(
         failure: outcome.failure,
         elapsed,
         work_dir: work_dir.to_path_buf(),
+        work_dir_kept: true,
     }
 }
 
@@ -905,14 +924,18 @@ impl WorkDir {
         })
     }
 
-    fn finish(&self, passed: bool) {
+    /// Removes a default work dir after a pass; returns whether the directory is still there.
+    fn finish(&self, passed: bool) -> bool {
         if passed && self.remove_if_passed {
-            if let Err(e) = std::fs::remove_dir_all(&self.path) {
-                warn!(message = "Could not remove the work dir.", path = %self.path.display(), error = %e);
+            match std::fs::remove_dir_all(&self.path) {
+                Ok(()) => return false,
+                Err(e) => {
+                    warn!(message = "Could not remove the work dir.", path = %self.path.display(), error = %e)
+                }
             }
-        } else {
-            info!(message = "Work dir kept.", path = %self.path.display());
         }
+        info!(message = "Work dir kept.", path = %self.path.display());
+        true
     }
 }
 
@@ -1056,6 +1079,7 @@ mod tests {
             failure: None,
             elapsed: Duration::from_secs(1),
             work_dir: PathBuf::from("/tmp/x"),
+            work_dir_kept: true,
         };
         assert_eq!(r.summary_line(), "sent=10 received=12 lost=1 duplicated=3");
         assert!(!r.passed());
@@ -1077,10 +1101,12 @@ mod tests {
                 snapshot_bytes: MAX_SNAPSHOT_BYTES + 1,
                 timeout_s: 0,
                 work_dir: None,
+                agent_rate: Some(-1.0),
             },
             PathBuf::from("edge-agent"),
         );
-        assert_eq!(cfg.problems().len(), 3, "{:?}", cfg.problems());
+        assert_eq!(cfg.problems().len(), 4, "{:?}", cfg.problems());
+        cfg.agent_rate = None;
         cfg.count = 10;
         cfg.snapshot_bytes = 100;
         cfg.timeout = Duration::from_secs(5);
