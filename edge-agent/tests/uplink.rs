@@ -607,7 +607,10 @@ async fn a_full_outbox_evicts_low_severity_first_and_the_status_reports_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retained_status_is_online_with_health_then_offline_after_a_clean_stop() {
-    let _ = tracing_subscriber::fmt().with_env_filter("edge_agent=debug,rumqttc=debug").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("edge_agent=debug,rumqttc=debug")
+        .with_test_writer()
+        .try_init();
     let site = "status";
     let work = TempDir::new().unwrap();
     let broker = Mosquitto::start().await;
