@@ -40,7 +40,7 @@ fn now_ms() -> i64 {
 /// What the test's subscriber saw.
 #[derive(Debug)]
 enum Seen {
-    Status(Status),
+    Status(Box<Status>),
     Alert(Box<Alert>),
     Reply(CommandReply),
 }
@@ -64,7 +64,7 @@ async fn hub_client(port: u16) -> (AsyncClient, mpsc::Receiver<Seen>) {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let seen = if p.topic.ends_with("/status") {
-                        Seen::Status(protocol::decode_status(&p.payload).unwrap())
+                        Seen::Status(Box::new(protocol::decode_status(&p.payload).unwrap()))
                     } else if p.topic.ends_with("/alert") {
                         Seen::Alert(Box::new(protocol::decode_alert(&p.payload).unwrap()))
                     } else {

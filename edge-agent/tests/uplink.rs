@@ -88,15 +88,16 @@ fn persistent_broker(dir: &Path) -> String {
     )
 }
 
-/// Waits until the broker with [`persistent_broker`] `dir` has written its database.
-async fn wait_saved(dir: &Path) {
+/// Waits until the broker with [`persistent_broker`] `dir` has saved a database holding the
+/// subscription to `topic` (topics are stored as plain bytes). An earlier save, made when the
+/// client connected, does not have it.
+async fn wait_saved(dir: &Path, topic: &str) {
     let db = dir.join("mosquitto.db");
-    wait_for(
-        "the broker's database to be saved",
-        WAIT,
-        || db.is_file(),
-        || format!("{} missing", db.display()),
-    )
+    let saved =
+        || std::fs::read(&db).is_ok_and(|b| b.windows(topic.len()).any(|w| w == topic.as_bytes()));
+    wait_for("the broker to save the subscription", WAIT, saved, || {
+        format!("{} without {topic}", db.display())
+    })
     .await;
 }
 
@@ -382,7 +383,7 @@ async fn outage(version: MqttVersion, site: &str) {
         &[alert_topic(site)],
     )
     .await;
-    wait_saved(&db).await;
+    wait_saved(&db, &alert_topic(site)).await;
 
     let up = Running::start(
         fast_config(broker.port(), version),
@@ -515,7 +516,7 @@ async fn a_full_outbox_evicts_low_severity_first_and_the_status_reports_it() {
         &[alert_topic(site)],
     )
     .await;
-    wait_saved(&db).await;
+    wait_saved(&db, &alert_topic(site)).await;
     broker.kill().await;
 
     // Down from the start. Two 20 KB-snapshot alerts (~27 KB of JSON each) fit in 64 KiB,
@@ -607,10 +608,6 @@ async fn a_full_outbox_evicts_low_severity_first_and_the_status_reports_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retained_status_is_online_with_health_then_offline_after_a_clean_stop() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("edge_agent=debug,rumqttc=debug")
-        .with_test_writer()
-        .try_init();
     let site = "status";
     let work = TempDir::new().unwrap();
     let broker = Mosquitto::start().await;
@@ -682,12 +679,86 @@ async fn the_retained_status_is_online_with_health_then_offline_after_a_clean_st
         "the offline status is the goodbye sent at the stop ({stopped_at}), not the will: \
          {offline:?}"
     );
-    let log = broker.log();
-    eprintln!("STATUSLOG\n{log}");
-    assert!(
-        !log.contains("edge-status closed its connection"),
-        "the uplink disconnected cleanly: {log}"
+    // The hub saw online (connect, heartbeats), then the one goodbye: never the last will.
+    wait_for(
+        "the hub to get the goodbye",
+        WAIT,
+        || {
+            hub.statuses(site)
+                .last()
+                .is_some_and(|(s, _)| s.state == AgentState::Offline)
+        },
+        || format!("{:?}", hub.statuses(site)),
+    )
+    .await;
+    let states: Vec<_> = hub.statuses(site).iter().map(|(s, _)| s.state).collect();
+    assert_eq!(states.first(), Some(&AgentState::Online), "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| **s == AgentState::Offline).count(),
+        1,
+        "{states:?}"
     );
+    assert_eq!(states.last(), Some(&AgentState::Offline), "{states:?}");
+}
+
+/// A start must not look like a crash to the hub: the broker publishes the `offline` last will
+/// only for a connection that died, and each of these starts and stops cleanly. (The uplink
+/// once dropped its first connection attempt right after sending CONNECT, because its first
+/// `select!` had a timer ready; the broker then published the will before the `online`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_and_stopping_cleanly_never_publishes_the_last_will() {
+    let site = "restarts";
+    let work = TempDir::new().unwrap();
+    let broker = Mosquitto::start().await;
+    let hub = Subscriber::start(
+        broker.port(),
+        "hub-restarts",
+        false,
+        None,
+        &[status_topic(site)],
+    )
+    .await;
+    for cycle in 0..6 {
+        let version = if cycle % 2 == 0 {
+            MqttVersion::V5
+        } else {
+            MqttVersion::V311
+        };
+        let seen = hub.statuses(site).len();
+        let new_states = || {
+            hub.statuses(site)[seen..]
+                .iter()
+                .map(|(s, _)| s.state)
+                .collect::<Vec<_>>()
+        };
+        let up = Running::start(
+            fast_config(broker.port(), version),
+            site,
+            &work.path().join("outbox"),
+            MIN_OUTBOX_BYTES,
+        );
+        wait_for(
+            "online",
+            WAIT,
+            || new_states().contains(&AgentState::Online),
+            || format!("cycle {cycle}: {:?}; {}", new_states(), up.state()),
+        )
+        .await;
+        assert_eq!(get(&up.stats.connection_failures), 0, "{}", up.state());
+        up.finish(WAIT).await;
+        wait_for(
+            "offline",
+            WAIT,
+            || new_states().last() == Some(&AgentState::Offline),
+            || format!("cycle {cycle}: {:?}", new_states()),
+        )
+        .await;
+        assert_eq!(
+            new_states(),
+            [AgentState::Online, AgentState::Offline],
+            "cycle {cycle} ({version:?}): connect status, goodbye, and no will"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -955,7 +1026,6 @@ async fn login(version: MqttVersion, site: &str) {
     assert_eq!(get(&up.stats.appended), 2);
     assert_eq!(up.finish(Duration::from_secs(3)).await.depth, 2);
     assert!(hub.alerts(site).is_empty());
-    eprintln!("LOGINLOG\n{}", broker.log());
     assert!(broker.log().contains("not authorised"), "{}", broker.log());
 
     // The next start, with the right password, delivers them: nothing was lost.

@@ -35,7 +35,8 @@ pub(super) fn write_config(work: &Path, port: u16) -> Result<PathBuf, ChaosError
     Ok(path)
 }
 
-/// The agent config: no cameras, the uplink to the broker, a large outbox. Built as a TOML
+/// The agent config: no cameras, one (unused) tag reader, the uplink to the broker, a large
+/// outbox. Built as a TOML
 /// table so any path is quoted correctly.
 fn config_text(data_dir: &Path, port: u16) -> Result<String, ChaosError> {
     let data_dir = data_dir.to_str().ok_or_else(|| {
@@ -51,6 +52,15 @@ fn config_text(data_dir: &Path, port: u16) -> Result<String, ChaosError> {
     config.insert("site".into(), SITE.into());
     config.insert("data_dir".into(), data_dir.into());
     config.insert("cameras".into(), toml::Value::Array(Vec::new()));
+    // A box needs a camera or a tag reader to be a valid config; `emit` starts neither, so a
+    // reader on an ephemeral loopback port satisfies the check without binding anything.
+    let mut reader = toml::Table::new();
+    reader.insert("kind".into(), "tcp".into());
+    reader.insert("listen".into(), "127.0.0.1:0".into());
+    config.insert(
+        "tag_readers".into(),
+        toml::Value::Array(vec![reader.into()]),
+    );
     config.insert("uplink".into(), uplink.into());
     config.insert("outbox".into(), outbox.into());
     let text = toml::to_string(&config).map_err(|e| ChaosError::AgentConfig(e.to_string()))?;
