@@ -465,7 +465,7 @@ fn replay_uplink(
     broker: &str,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<(edge_agent::uplink::Uplink, Option<tempfile::TempDir>)> {
-    use edge_agent::uplink::{HealthReporter, Uplink, UplinkConfig, now_ms, outbox_dir};
+    use edge_agent::uplink::UplinkConfig;
     let (host, port) = broker
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
@@ -485,17 +485,7 @@ fn replay_uplink(
     uplink_config.port = port;
     uplink_config.client_id = Some(format!("edge-{}-replay", config.site));
     uplink_config.commands = None;
-    let outbox = edge_agent::outbox::Outbox::open(outbox_dir(&dir), config.outbox.clone())?;
-    let health = HealthReporter::new(now_ms(), None, dir.clone());
-    let mut uplink = Uplink::new(
-        uplink_config,
-        &config.site,
-        outbox,
-        config.outbox.max_bytes,
-        health,
-        None,
-    )?;
-    uplink.drain_until_empty();
+    let uplink = edge_agent::service::tool_uplink(config, uplink_config, &dir)?;
     Ok((uplink, temp))
 }
 

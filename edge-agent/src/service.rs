@@ -296,23 +296,9 @@ pub async fn emit(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(e).with_context(|| format!("reading {}", progress.display())),
     };
-    let outbox = Outbox::open(outbox_dir(&config.data_dir), config.outbox.clone())?;
-    info!(
-        message = "Emit starting.",
-        next,
-        count,
-        pending = outbox.len()
-    );
-    let health = HealthReporter::new(now_ms(), None, config.data_dir.clone());
-    let mut uplink = Uplink::new(
-        uplink_config,
-        &config.site,
-        outbox,
-        config.outbox.max_bytes,
-        health,
-        None,
-    )?;
-    uplink.drain_until_empty();
+    // The uplink logs the outbox's depth when it opens it.
+    let uplink = tool_uplink(config, uplink_config, &config.data_dir)?;
+    info!(message = "Emit starting.", next, count);
     let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
     let uplink_task = tokio::spawn(uplink.run(rx));
     let site = config.site.clone();
@@ -344,6 +330,27 @@ pub async fn emit(
         anyhow::bail!("{} alerts left in the outbox", left.depth);
     }
     Ok(())
+}
+
+/// An uplink for the tools (`emit`, `replay --deliver`): the config's site and outbox bounds,
+/// the outbox in `data_dir`, no commands, delivering until the outbox is empty.
+pub fn tool_uplink(
+    config: &AgentConfig,
+    uplink: UplinkConfig,
+    data_dir: &Path,
+) -> anyhow::Result<Uplink> {
+    let outbox = Outbox::open(outbox_dir(data_dir), config.outbox.clone())?;
+    let health = HealthReporter::new(now_ms(), None, data_dir.to_path_buf());
+    let mut uplink = Uplink::new(
+        uplink,
+        &config.site,
+        outbox,
+        config.outbox.max_bytes,
+        health,
+        None,
+    )?;
+    uplink.drain_until_empty();
+    Ok(uplink)
 }
 
 /// Writes the emit progress atomically (temp file, fsync, rename).

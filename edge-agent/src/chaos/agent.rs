@@ -6,7 +6,6 @@
 //! `SIGKILL` and started again resumes, and it exits 0 once all are appended and its outbox is
 //! empty. Every run appends its stdout and stderr to `agent.log`.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
@@ -111,17 +110,7 @@ impl AgentProcess {
 
     /// Starts a new run of `emit` (after the previous one ended or was killed).
     pub(super) fn spawn(&mut self) -> Result<(), ChaosError> {
-        let open_log = || {
-            File::options()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .map_err(|source| ChaosError::Io {
-                    what: "opening",
-                    path: self.log.clone(),
-                    source,
-                })
-        };
+        let open_log = || super::append_log(&self.log);
         let child = Command::new(&self.program)
             .arg("emit")
             .arg("--config")

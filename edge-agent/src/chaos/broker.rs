@@ -24,7 +24,6 @@
 //! the standard library and tokio can only send `SIGKILL` and `unsafe` is denied here. A broker
 //! that has not exited [`STOP_TIMEOUT`] later is killed, and the stop reported as forced.
 
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -118,17 +117,7 @@ impl Broker {
         if self.child.is_some() {
             self.stop().await?;
         }
-        let open_log = || {
-            File::options()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .map_err(|source| ChaosError::Io {
-                    what: "opening",
-                    path: self.log.clone(),
-                    source,
-                })
-        };
+        let open_log = || super::append_log(&self.log);
         // Its stdout and stderr too: a config error is printed there before logging starts.
         let child = Command::new(&self.program)
             .arg("-c")

@@ -939,6 +939,19 @@ impl WorkDir {
     }
 }
 
+/// Opens `path` for appending (created if missing): the broker's and the agent's logs.
+fn append_log(path: &std::path::Path) -> Result<std::fs::File, ChaosError> {
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| ChaosError::Io {
+            what: "opening",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
