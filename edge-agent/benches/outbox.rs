@@ -67,8 +67,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_N);
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut outbox =
-        Outbox::open(dir.path().join("outbox"), OutboxConfig::default()).expect("open outbox");
+    // Sized so nothing is evicted: eviction is measured by the tests, not here (the default
+    // 256 MiB cap holds fewer than 10,000 of these alerts).
+    let config = OutboxConfig {
+        max_bytes: (n as u64 * 64 * 1024).max(OutboxConfig::default().max_bytes),
+        ..OutboxConfig::default()
+    };
+    let mut outbox = Outbox::open(dir.path().join("outbox"), config).expect("open outbox");
 
     let mut latencies = Vec::with_capacity(n);
     let started = Instant::now();

@@ -303,6 +303,23 @@ async fn hub_commands_status_metrics_and_shutdown_of_a_running_agent() {
     let r = expect(&mut seen, "reply to replay", |s| reply(s, 1)).await;
     assert_eq!(r.outcome, ReplyOutcome::Replayed, "{r:?}");
 
+    // Signed and fresh but not applicable (no such camera): refused by the core, seq used up.
+    let nowhere = CommandBody::RuleParams(protocol::command::RuleParams {
+        camera: "nowhere".into(),
+        rule: "zone-1".into(),
+        severity: None,
+        threshold: Some(0.5),
+        cooldown_ms: None,
+        active_hours: None,
+    });
+    publish(signed(&key, 2, now_ms(), nowhere.clone())).await;
+    let r = expect(&mut seen, "reply to invalid", |s| reply(s, 2)).await;
+    assert_eq!(r.outcome, ReplyOutcome::Invalid, "{r:?}");
+    assert!(
+        r.detail.as_deref().is_some_and(|d| d.contains("nowhere")),
+        "{r:?}"
+    );
+
     // The watchlist changed: the read now raises a watchlist alert, delivered to the hub.
     send_read(b.reader).await;
     let alert = expect(&mut seen, "watchlist alert", |s| match s {
@@ -334,7 +351,7 @@ async fn hub_commands_status_metrics_and_shutdown_of_a_running_agent() {
     .await
     .expect("the alert acked in /metrics");
     assert_eq!(m["edge_commands_applied_total"], 1.0);
-    assert_eq!(m["edge_commands_refused_total"], 3.0);
+    assert_eq!(m["edge_commands_refused_total"], 4.0);
     assert_eq!(m["edge_uplink_connected"], 1.0);
     assert_eq!(m["edge_outbox_depth"], 0.0);
     assert!(

@@ -237,6 +237,22 @@ impl CommandStore {
         Ok(())
     }
 
+    /// Records that `seq` is used up without a change: a signed command the agent refused as
+    /// invalid. A restart then still refuses it as a replay. No-op for a seq not above the last.
+    pub fn consume_seq(&mut self, seq: u64) -> Result<(), CommandStoreError> {
+        if self.last_seq.is_some_and(|last| seq <= last) {
+            return Ok(());
+        }
+        self.state
+            .insert(SEQ_KEY, &seq.to_be_bytes())
+            .map_err(|source| self.record_err(seq, "writing", source))?;
+        self.last_seq = Some(seq);
+        self.db
+            .flush()
+            .map_err(|source| self.record_err(seq, "flushing", source))?;
+        Ok(())
+    }
+
     /// Reads the last seq and every override.
     fn load(&mut self) -> Result<(), CommandStoreError> {
         for item in self.state.iter() {
@@ -589,5 +605,21 @@ mod tests {
             matches!(&err, CommandStoreError::Corrupt { key, .. } if key == "watch/AA"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_consumed_seq_survives_reopening_and_changes_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commands");
+        {
+            let mut store = CommandStore::open(&path).unwrap();
+            store.consume_seq(5).unwrap();
+            store.consume_seq(3).unwrap();
+            assert_eq!(store.last_seq(), Some(5));
+            assert!(store.overrides().is_empty());
+        }
+        let store = CommandStore::open(&path).unwrap();
+        assert_eq!(store.last_seq(), Some(5));
+        assert!(store.overrides().is_empty());
     }
 }

@@ -808,6 +808,10 @@ impl Uplink {
             Err(reason) => {
                 self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
                 warn!(message = "Hub command refused by the agent.", seq = command.seq, reason = %reason);
+                // Used up all the same, so a restart does not let it through as new.
+                if let Err(e) = commands.store.consume_seq(command.seq) {
+                    error!(message = "Refused command's seq not persisted.", seq = command.seq, error = %e);
+                }
                 (ReplyOutcome::Invalid, Some(reason))
             }
         };
