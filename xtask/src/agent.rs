@@ -240,7 +240,7 @@ fn agent_command(repo: &Repo, command: &str, args: &[String]) -> Result<()> {
 }
 
 /// Builds `edge-agent` in release mode and returns the binary's path.
-fn build_release(repo: &Repo) -> Result<PathBuf> {
+pub(crate) fn build_release(repo: &Repo) -> Result<PathBuf> {
     cmd::run(
         repo.cargo()
             .args(["build", "--release", "-p", "edge-agent"]),

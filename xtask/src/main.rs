@@ -123,18 +123,7 @@ fn chaos(repo: &Repo, args: &[String]) -> Result<()> {
     };
     // For mosquitto, which setup installs when missing.
     setup::run(repo)?;
-    cmd::run(
-        repo.cargo()
-            .args(["build", "--release", "-p", "edge-agent"]),
-    )
-    .context("build edge-agent")?;
-    let binary = repo.target_dir().join("release").join("edge-agent");
-    if !cmd::is_executable(&binary) {
-        bail!(
-            "cargo built edge-agent but {} is not there",
-            binary.display()
-        );
-    }
+    let binary = agent::build_release(repo)?;
     let mut run = Command::new(&binary);
     run.arg("chaos").args(args).current_dir(repo.root());
     let line = cmd::display(&run);
