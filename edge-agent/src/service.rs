@@ -132,10 +132,12 @@ pub async fn run(
     let uplink_task = tokio::spawn(uplink.run(out_rx));
     systemd_ready(shutdown_rx.clone());
     spawn_signal_handler(shutdown_tx);
-    let agent_result = agent_task.await;
+    // The uplink ends after the agent's output closes, or first on a storage failure: then the
+    // process exits non-zero (and systemd restarts it) instead of a core blocked on a dead
+    // uplink.
     let outbox = uplink_task.await.context("uplink task")??;
     systemd_notify(&[sd_notify::NotifyState::Stopping]);
-    agent_result.context("agent task")??;
+    agent_task.await.context("agent task")??;
     info!(
         message = "Agent stopped.",
         outbox_left = outbox.depth,
