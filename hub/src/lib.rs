@@ -1,5 +1,23 @@
 //! The hub: receives alerts, finds the grid cell they happened in and the person on duty there,
-//! and escalates what nobody handles. So far: the grid core (`grid`); the broker, ingest,
-//! roster, escalation and dashboard arrive with their own issues.
+//! and escalates what nobody handles.
+//!
+//! Module map (see ARCHITECTURE.md for the data flow):
+//! - [`gateway`]: the public MQTT listeners: credentials, topic ACLs, alerts stored before the
+//!   broker acknowledges them.
+//! - [`broker`]: the embedded rumqttd behind the gateway.
+//! - [`link`]: the hub's own MQTT client (embedded or external broker).
+//! - [`ingest`]: decode, validate and store alerts idempotently, group-committed.
+//! - [`store`]: the sled database.
+//! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
+//! - [`metrics`]: counters of everything received, refused and dropped.
 
+pub mod broker;
+pub mod case;
+pub mod gateway;
 pub mod grid;
+pub mod ingest;
+pub mod link;
+pub mod metrics;
+pub mod random;
+pub mod roster;
+pub mod store;

@@ -1,0 +1,227 @@
+//! The hub's disk: one sled database, owned by [`Store`].
+//!
+//! Trees:
+//! - `alerts`: alert id → the alert's JSON exactly as the agent sent it (validated first).
+//! - `work`: what the dispatcher owns, changed in atomic batches: `p/{alert id}` marks an
+//!   alert stored but not yet filed into a case (written in the same transaction as the alert,
+//!   so a crash between storing and filing is recovered at start), plus the dispatcher's case,
+//!   index and deadline keys (see `dispatch`).
+//! - `sites`: site id → the registry's record (last status, last heartbeat).
+//! - `sightings`: `{tag}/{time ms BE}/{site}/{reader}` → one tag sighting, for trajectories.
+//! - `meta`: schema version.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+/// The on-disk layout version; a store written by another version is refused, not guessed at.
+pub const STORE_SCHEMA: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the hub store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("the hub store at {path} has schema {found}, this hub reads {STORE_SCHEMA}")]
+    Schema { path: PathBuf, found: String },
+    #[error("hub store {op}: {source}")]
+    Io {
+        op: &'static str,
+        source: sled::Error,
+    },
+    #[error("hub store: record {key} in {tree} is corrupt: {why}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        why: String,
+    },
+}
+
+fn io(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Io { op, source }
+}
+
+/// Owner of the hub's sled database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    pub alerts: sled::Tree,
+    pub work: sled::Tree,
+    pub sites: sled::Tree,
+    pub sightings: sled::Tree,
+    meta: sled::Tree,
+}
+
+pub const PENDING: &[u8] = b"p/";
+
+pub fn pending_key(id: &str) -> Vec<u8> {
+    [PENDING, id.as_bytes()].concat()
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.to_path_buf();
+        let db = sled::Config::new()
+            .path(dir)
+            // Writes are made durable by explicit flushes after each batch; the background
+            // flush only bounds what an unflushed batch could lose, which is nothing acked.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })
+        };
+        let store = Self {
+            alerts: tree("alerts")?,
+            work: tree("work")?,
+            sites: tree("sites")?,
+            sightings: tree("sightings")?,
+            meta: tree("meta")?,
+            db,
+            path,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        match self.meta.get("schema").map_err(io("read schema"))? {
+            None => {
+                self.meta
+                    .insert("schema", STORE_SCHEMA.to_string().as_bytes())
+                    .map_err(io("write schema"))?;
+                Ok(())
+            }
+            Some(v) if v.as_ref() == STORE_SCHEMA.to_string().as_bytes() => Ok(()),
+            Some(v) => Err(StoreError::Schema {
+                path: self.path.clone(),
+                found: String::from_utf8_lossy(&v).into_owned(),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores each new alert with its pending marker in one transaction; an id already stored
+    /// (a resend after a lost PUBACK) is left as it is. Returns, per input, whether it was new.
+    /// Not durable until [`Store::flush`].
+    pub fn insert_alerts(&self, batch: &[(String, Bytes)]) -> Result<Vec<bool>, StoreError> {
+        let result = (&self.alerts, &self.work).transaction(|(alerts, work)| {
+            let mut fresh = Vec::with_capacity(batch.len());
+            for (id, raw) in batch {
+                if alerts.get(id.as_bytes())?.is_some() {
+                    fresh.push(false);
+                    continue;
+                }
+                alerts.insert(id.as_bytes(), raw.as_ref())?;
+                work.insert(pending_key(id), &[][..])?;
+                fresh.push(true);
+            }
+            Ok::<_, ConflictableTransactionError<()>>(fresh)
+        });
+        match result {
+            Ok(v) => Ok(v),
+            Err(TransactionError::Storage(source)) => Err(StoreError::Io {
+                op: "insert alerts",
+                source,
+            }),
+            Err(TransactionError::Abort(())) => unreachable_abort(),
+        }
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(|_| ()).map_err(io("flush"))
+    }
+
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(io("flush"))
+    }
+
+    pub fn alert(&self, id: &str) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .alerts
+            .get(id.as_bytes())
+            .map_err(io("read alert"))?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    pub fn alert_count(&self) -> usize {
+        self.alerts.len()
+    }
+
+    /// Ids of alerts stored but not yet filed into a case, in key order.
+    pub fn pending_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.work
+            .scan_prefix(PENDING)
+            .keys()
+            .map(|k| {
+                let k = k.map_err(io("scan pending"))?;
+                Ok(String::from_utf8_lossy(&k[PENDING.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(key)
+            .map_err(io("read meta"))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key, value).map_err(io("write meta"))?;
+        Ok(())
+    }
+}
+
+/// The transaction closure never aborts; the type needs an abort type all the same.
+fn unreachable_abort() -> Result<Vec<bool>, StoreError> {
+    Err(StoreError::Corrupt {
+        tree: "alerts",
+        key: String::new(),
+        why: "transaction aborted without a reason".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_alert_id_is_stored_once_and_marked_pending_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ("01A".to_string(), Bytes::from_static(b"{\"v\":1}"));
+        let b = ("01B".to_string(), Bytes::from_static(b"{\"v\":2}"));
+        assert_eq!(store.insert_alerts(&[a.clone(), b]).unwrap(), [true, true]);
+        let again = ("01A".to_string(), Bytes::from_static(b"{\"v\":9}"));
+        assert_eq!(store.insert_alerts(&[again]).unwrap(), [false]);
+        assert_eq!(store.alert("01A").unwrap().unwrap(), a.1);
+        assert_eq!(store.pending_ids().unwrap(), ["01A", "01B"]);
+        assert_eq!(store.alert_count(), 2);
+    }
+
+    #[test]
+    fn a_store_of_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.meta.insert("schema", &b"99"[..]).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("schema 99"), "{err}");
+    }
+}
