@@ -13,11 +13,17 @@
 
 pub mod broker;
 pub mod case;
+pub mod config;
+pub mod dispatch;
 pub mod gateway;
 pub mod grid;
 pub mod ingest;
 pub mod link;
 pub mod metrics;
+pub mod push;
 pub mod random;
+pub mod registry;
 pub mod roster;
+pub mod service;
 pub mod store;
+pub mod webhook;

@@ -25,6 +25,7 @@ pub struct HubMetrics {
     pub sightings_stored: AtomicU64,
     pub silenced: AtomicU64,
     pub inhibited: AtomicU64,
+    pub deadlines_missed: AtomicU64,
     /// Malformed payloads dropped, by (site, topic kind).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -51,7 +52,7 @@ impl HubMetrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "hub_alerts_stored_total",
                 "Alerts stored for the first time.",
@@ -131,6 +132,11 @@ impl HubMetrics {
                 "hub_alerts_inhibited_total",
                 "Camera-offline alerts of an offline site, stored but not dispatched.",
                 &self.inhibited,
+            ),
+            (
+                "hub_deadlines_missed_total",
+                "Deadlines the auditor found missed and fired late; should stay 0.",
+                &self.deadlines_missed,
             ),
         ];
         for (name, help, v) in counters {

@@ -1,0 +1,488 @@
+//! The hub's TOML config ([`HubConfig`]): typed, unknown keys refused, and every problem in
+//! every section listed at once (each section is parsed on its own so one bad section does not
+//! hide another's problems). Relative paths resolve against the config file's directory.
+//!
+//! Loading also checks what the config points at: the grid file must import, the roster must
+//! load against that grid, every site's registered cell must exist, the escalation policy must
+//! validate, the credentials file must parse. `hub validate` prints the lot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::case::Policy;
+use crate::grid::CoordSystem;
+
+/// The whole hub config.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Where the hub keeps its store, the imported grid and roster (default /var/lib/hub).
+    pub data_dir: PathBuf,
+    /// MQTT topic prefix (default `se/v1`).
+    pub topic_prefix: String,
+    pub grid: GridSection,
+    pub roster: RosterSection,
+    pub broker: BrokerSection,
+    /// Registered sites: id → where the site is (its cell, for alerts without a location).
+    pub sites: BTreeMap<String, SiteSection>,
+    pub escalation: Policy,
+    pub registry: RegistrySection,
+    pub push: PushSection,
+    pub commands: CommandsSection,
+    pub metrics: Option<MetricsSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSection {
+    /// The GeoJSON hierarchy to start from; `hub import-grids` replaces it with an imported
+    /// copy under `data_dir`, which then wins.
+    pub file: PathBuf,
+    /// `wgs84` or `gcj02`: how the file's coordinates are declared.
+    #[serde(default = "default_crs")]
+    pub crs: String,
+}
+
+fn default_crs() -> String {
+    "wgs84".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterSection {
+    /// Directory with people.csv, duty.csv, overrides.csv, backups.csv; `hub import-roster`
+    /// replaces it with an imported copy under `data_dir`.
+    pub dir: PathBuf,
+    /// Local time of the duty shifts, minutes east of UTC (China: 480).
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset_minutes: i32,
+}
+
+fn default_utc_offset() -> i32 {
+    480
+}
+
+/// Embedded rumqttd behind the gateway, or an external broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// `embedded` (default) or `external`.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Plain MQTT listeners of the gateway (embedded mode).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// TLS listeners of the gateway (embedded mode); needs `[broker.tls]`.
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls: Option<ServerTls>,
+    /// Per-device credentials (`hub credential add` writes it).
+    pub credentials: PathBuf,
+    /// Most simultaneous client connections; the gateway stops accepting beyond it.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// External broker (external mode).
+    pub external: Option<ExternalBroker>,
+}
+
+fn default_mode() -> String {
+    "embedded".into()
+}
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([0, 0, 0, 0], 1883))]
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must also present a certificate this CA signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalBroker {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub username: String,
+    /// File holding the password (kept out of the config).
+    pub password_file: PathBuf,
+    /// MQTT client id; unique per hub (the persistent session is keyed by it).
+    pub client_id: String,
+    /// Shared-subscription group: hubs in one group split the alerts.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// CA for TLS to the broker; plain TCP when absent.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_group() -> String {
+    "hub".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    /// The site's grid cell code: where its alerts go when they carry no location.
+    pub cell: String,
+    /// A display name.
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// A site silent this long is offline.
+    #[serde(default = "default_offline_after")]
+    pub offline_after_s: u64,
+}
+
+fn default_offline_after() -> u64 {
+    180
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self {
+            offline_after_s: default_offline_after(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSection {
+    /// Chat-bot webhooks, each attached to a cell: it hears every notification at that cell.
+    #[serde(default)]
+    pub webhooks: Vec<crate::push::WebhookRoute>,
+    /// Base URL of the dashboard, for links in notifications.
+    pub dashboard_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsSection {
+    /// The hub's Ed25519 signing key (base64), made by `hub keygen`.
+    pub signing_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read hub config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("hub config {path} has {} problem(s):\n  {}", errors.len(), errors.join("\n  "))]
+    Invalid { path: PathBuf, errors: Vec<String> },
+}
+
+impl HubConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml_str(&text, base).map_err(|errors| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            errors,
+        })
+    }
+
+    /// Parses and checks the config's own fields (not the files it points at; see
+    /// [`crate::service::Loaded`] for those). Every problem is returned.
+    pub fn from_toml_str(text: &str, base: &Path) -> Result<Self, Vec<String>> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![format!("TOML syntax: {}", e.to_string().trim_end())]
+        })?;
+        let mut errors = Vec::new();
+        const KNOWN: [&str; 11] = [
+            "data_dir",
+            "topic_prefix",
+            "grid",
+            "roster",
+            "broker",
+            "sites",
+            "escalation",
+            "registry",
+            "push",
+            "commands",
+            "metrics",
+        ];
+        for key in table.keys() {
+            if !KNOWN.contains(&key.as_str()) {
+                errors.push(format!(
+                    "{key}: unknown key; expected one of {}",
+                    KNOWN.join(", ")
+                ));
+            }
+        }
+        let mut take = |k: &str| table.remove(k);
+        let data_dir = opt::<PathBuf>("data_dir", take("data_dir"), &mut errors)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/hub"));
+        let topic_prefix = opt::<String>("topic_prefix", take("topic_prefix"), &mut errors)
+            .unwrap_or_else(|| protocol::topics::DEFAULT_PREFIX.to_owned());
+        let grid = req::<GridSection>("grid", take("grid"), &mut errors);
+        let roster = req::<RosterSection>("roster", take("roster"), &mut errors);
+        let broker = req::<BrokerSection>("broker", take("broker"), &mut errors);
+        let sites = opt::<BTreeMap<String, SiteSection>>("sites", take("sites"), &mut errors)
+            .unwrap_or_default();
+        let escalation =
+            opt::<Policy>("escalation", take("escalation"), &mut errors).unwrap_or_default();
+        let registry =
+            opt::<RegistrySection>("registry", take("registry"), &mut errors).unwrap_or_default();
+        let push = opt::<PushSection>("push", take("push"), &mut errors).unwrap_or_default();
+        let commands = req::<CommandsSection>("commands", take("commands"), &mut errors);
+        let metrics = opt::<MetricsSection>("metrics", take("metrics"), &mut errors);
+
+        if let Err(e) = protocol::Topics::new(&topic_prefix) {
+            errors.push(format!("topic_prefix: {e}"));
+        }
+        if let Some(g) = &grid
+            && g.crs.parse::<CoordSystem>().is_err()
+        {
+            errors.push(format!("grid.crs: {:?} is not wgs84 or gcj02", g.crs));
+        }
+        if let Some(b) = &broker {
+            match b.mode.as_str() {
+                "embedded" => {
+                    if b.listen.is_empty() && b.tls_listen.is_empty() {
+                        errors.push(
+                            "broker.listen: the embedded broker needs at least one listener".into(),
+                        );
+                    }
+                    if !b.tls_listen.is_empty() && b.tls.is_none() {
+                        errors.push(
+                            "broker.tls: tls_listen is set but [broker.tls] is missing".into(),
+                        );
+                    }
+                }
+                "external" => {
+                    if b.external.is_none() {
+                        errors.push(
+                            "broker.external: mode = \"external\" needs [broker.external]".into(),
+                        );
+                    }
+                }
+                other => errors.push(format!(
+                    "broker.mode: {other:?} is not embedded or external"
+                )),
+            }
+            if b.max_connections == 0 {
+                errors.push("broker.max_connections: must be at least 1".into());
+            }
+        }
+        for id in sites.keys() {
+            if let Err(e) = protocol::validate_id("site", id) {
+                errors.push(format!("sites.{id}: {e}"));
+            }
+        }
+        if let Err(e) = escalation.validate() {
+            for p in e.0 {
+                errors.push(format!("escalation.{p}"));
+            }
+        }
+        for (i, w) in push.webhooks.iter().enumerate() {
+            for p in w.problems() {
+                errors.push(format!("push.webhooks[{i}]: {p}"));
+            }
+        }
+        if registry.offline_after_s == 0 {
+            errors.push("registry.offline_after_s: must be at least 1".into());
+        }
+        let (Some(mut grid), Some(mut roster), Some(mut broker), Some(mut commands)) =
+            (grid, roster, broker, commands)
+        else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let r = |p: &mut PathBuf| *p = resolve(base, p);
+        r(&mut grid.file);
+        r(&mut roster.dir);
+        r(&mut broker.credentials);
+        r(&mut commands.signing_key_file);
+        if let Some(t) = &mut broker.tls {
+            r(&mut t.cert_file);
+            r(&mut t.key_file);
+            if let Some(c) = &mut t.client_ca_file {
+                r(c);
+            }
+        }
+        if let Some(e) = &mut broker.external {
+            r(&mut e.password_file);
+            if let Some(c) = &mut e.ca_file {
+                r(c);
+            }
+        }
+        Ok(Self {
+            data_dir: resolve(base, &data_dir),
+            topic_prefix,
+            grid,
+            roster,
+            broker,
+            sites,
+            escalation,
+            registry,
+            push,
+            commands,
+            metrics,
+        })
+    }
+
+    /// The imported grid under `data_dir` if any, else the configured file (and its CRS).
+    pub fn grid_source(&self) -> (PathBuf, CoordSystem) {
+        let imported = self.data_dir.join("grid.geojson");
+        if imported.exists() {
+            (imported, CoordSystem::Wgs84)
+        } else {
+            let crs = self.grid.crs.parse().unwrap_or(CoordSystem::Wgs84);
+            (self.grid.file.clone(), crs)
+        }
+    }
+
+    /// The imported roster under `data_dir` if any, else the configured directory.
+    pub fn roster_source(&self) -> PathBuf {
+        let imported = self.data_dir.join("roster");
+        if imported.join("people.csv").exists() {
+            imported
+        } else {
+            self.roster.dir.clone()
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn section<T: for<'de> Deserialize<'de>>(
+    name: &str,
+    v: toml::Value,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = e.path().to_string();
+            let at = if path == "." || path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}.{path}")
+            };
+            errors.push(format!("{at}: {}", e.inner().to_string().trim_end()));
+            None
+        }
+    }
+}
+
+fn opt<T: for<'de> Deserialize<'de>>(
+    name: &str,
+    v: Option<toml::Value>,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    v.and_then(|v| section(name, v, errors))
+}
+
+fn req<T: for<'de> Deserialize<'de>>(
+    name: &str,
+    v: Option<toml::Value>,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    match v {
+        Some(v) => section(name, v, errors),
+        None => {
+            errors.push(format!("{name}: missing section [{name}]"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        data_dir = "state"
+        [grid]
+        file = "wuding.geojson"
+        [roster]
+        dir = "roster"
+        [broker]
+        listen = ["127.0.0.1:1883"]
+        credentials = "credentials.toml"
+        [sites.wd-demo-001]
+        cell = "532329101001-G01-M01"
+        [commands]
+        signing_key_file = "hub.key"
+    "#;
+
+    #[test]
+    fn a_good_config_resolves_paths_against_its_directory() {
+        let c = HubConfig::from_toml_str(GOOD, Path::new("/etc/hub")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/hub/state"));
+        assert_eq!(c.grid.file, Path::new("/etc/hub/wuding.geojson"));
+        assert_eq!(c.broker.credentials, Path::new("/etc/hub/credentials.toml"));
+        assert_eq!(c.sites["wd-demo-001"].cell, "532329101001-G01-M01");
+        assert_eq!(c.registry.offline_after_s, 180);
+        assert_eq!(c.topic_prefix, "se/v1");
+    }
+
+    #[test]
+    fn every_problem_in_every_section_is_listed_at_once() {
+        let text = r#"
+            colour = "blue"
+            [grid]
+            file = "g.geojson"
+            crs = "bd09"
+            [roster]
+            dir = "r"
+            shifts = 3
+            [broker]
+            mode = "cluster"
+            credentials = "c.toml"
+            [sites."bad site"]
+            cell = "x"
+            [escalation.critical]
+            ack = { grid = "10" }
+        "#;
+        let errors = HubConfig::from_toml_str(text, Path::new(".")).unwrap_err();
+        let all = errors.join("\n");
+        for needle in [
+            "colour: unknown key",
+            "grid.crs",
+            "roster.shifts",
+            "broker.mode",
+            "sites.bad site",
+            "escalation",
+            "commands: missing",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert!(errors.len() >= 7, "{all}");
+    }
+}

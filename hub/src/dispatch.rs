@@ -1,0 +1,1062 @@
+//! The dispatcher ([`Dispatcher`]): owner of cases, the deadline index, the site registry, the
+//! watchlist and silences. One task, so every case changes in one place, in order.
+//!
+//! ```text
+//! ingest ──new alerts──▶ ┌────────────┐ ──Notify──▶ push (MQTT per person, webhooks per cell)
+//! link ──status/sightings▶│ Dispatcher │ ──cmd────▶ sites (signed watchlist commands)
+//! requests (API/tests) ──▶└────────────┘ ◀─delivery outcomes── webhook tasks
+//!                            │ timer: earliest deadline; auditor: none missed
+//!                            ▼
+//!                  sled `work`: c/{case} case JSON, k/{group key} open case, x/{alert} case,
+//!                  d/{deadline}/{case} index, w/{tag} watchlist, s/{id} silences
+//! ```
+//!
+//! Filing one alert: located (its position → the deepest grid cell; no position → its site's
+//! registered cell; nowhere → the top cell, never nowhere), muted if a silence or inhibition
+//! covers it, grouped into the open case of its key, or a new case opened and dispatched. The
+//! case, its indexes and the removal of the alert's pending marker go in one atomic batch,
+//! flushed before anyone is notified, so a crash re-files an alert at most once and never
+//! loses one. Deadlines live in sled too: a restarted hub loads them and fires every one that
+//! passed while it was down, in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::command::{Command, CommandBody, SignedCommand};
+use protocol::topics::TopicKind;
+use protocol::{Alert, SigningKey, Topics, UtcMillis};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::case::{
+    Case, CellRef, DeliveryOutcome, DeliveryTarget, Duty, Effect, GroupKey, Policy, Silence,
+    Transition, TransitionError, groups_with, inhibited, silenced_by,
+};
+use crate::config::SiteSection;
+use crate::grid::GridIndex;
+use crate::link::Inbound;
+use crate::metrics::{HubMetrics, bump};
+use crate::push::{DeliveryReport, Pusher};
+use crate::registry::{Change, Registry, SiteState};
+use crate::roster::Roster;
+use crate::store::{Store, StoreError, pending_key};
+
+/// The hub's clock, a seam so tests can run escalation on their own time.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> UtcMillis;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UtcMillis {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        UtcMillis(ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("case {0} not found")]
+    NoSuchCase(String),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("case {id}: stored record is unreadable: {why}")]
+    Corrupt { id: String, why: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the dispatcher has stopped")]
+    Stopped,
+}
+
+/// A watchlisted tag (布控): a stolen e-bike's tag and the police case it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchEntry {
+    pub tag: String,
+    pub case_ref: String,
+    pub note: String,
+    pub added_at: UtcMillis,
+    pub added_by: String,
+}
+
+/// One stored tag sighting, for a tag's trajectory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SightingRecord {
+    pub tag: String,
+    pub site: String,
+    pub reader: String,
+    pub first: UtcMillis,
+    pub last: UtcMillis,
+    pub reads: u32,
+    pub rssi: i16,
+}
+
+/// Requests to the dispatcher (the API of issue 6 and the tests use these).
+#[derive(Debug)]
+pub enum Request {
+    Transition {
+        case: String,
+        transition: Transition,
+        reply: oneshot::Sender<Result<Case, DispatchError>>,
+    },
+    Case {
+        case: String,
+        reply: oneshot::Sender<Result<Option<Case>, DispatchError>>,
+    },
+    CaseOfAlert {
+        alert: String,
+        reply: oneshot::Sender<Result<Option<String>, DispatchError>>,
+    },
+    WatchAdd {
+        entry: WatchEntry,
+        reply: oneshot::Sender<Result<usize, DispatchError>>,
+    },
+    WatchRemove {
+        tag: String,
+        reply: oneshot::Sender<Result<usize, DispatchError>>,
+    },
+    Silence {
+        silence: Silence,
+        reply: oneshot::Sender<Result<(), DispatchError>>,
+    },
+    Sites {
+        reply: oneshot::Sender<Vec<SiteState>>,
+    },
+}
+
+/// Cloneable handle for sending requests.
+#[derive(Debug, Clone)]
+pub struct DispatchHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl DispatchHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, DispatchError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| DispatchError::Stopped)?;
+        rx.await.map_err(|_| DispatchError::Stopped)
+    }
+
+    pub async fn transition(&self, case: &str, t: Transition) -> Result<Case, DispatchError> {
+        self.ask(|reply| Request::Transition {
+            case: case.to_owned(),
+            transition: t,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn case(&self, case: &str) -> Result<Option<Case>, DispatchError> {
+        self.ask(|reply| Request::Case {
+            case: case.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn case_of_alert(&self, alert: &str) -> Result<Option<String>, DispatchError> {
+        self.ask(|reply| Request::CaseOfAlert {
+            alert: alert.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Watchlists a tag and sends the signed command to every known site; returns how many.
+    pub async fn watch_add(&self, entry: WatchEntry) -> Result<usize, DispatchError> {
+        self.ask(|reply| Request::WatchAdd { entry, reply }).await?
+    }
+
+    pub async fn watch_remove(&self, tag: &str) -> Result<usize, DispatchError> {
+        self.ask(|reply| Request::WatchRemove {
+            tag: tag.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn silence(&self, silence: Silence) -> Result<(), DispatchError> {
+        self.ask(|reply| Request::Silence { silence, reply })
+            .await?
+    }
+
+    pub async fn sites(&self) -> Result<Vec<SiteState>, DispatchError> {
+        self.ask(|reply| Request::Sites { reply }).await
+    }
+}
+
+/// The roster as the case core's duty seam.
+struct RosterDuty<'a>(&'a Roster);
+
+impl Duty for RosterDuty<'_> {
+    fn on_duty(&self, cell_code: &str, at: UtcMillis) -> Vec<String> {
+        self.0.on_duty(cell_code, at).people
+    }
+}
+
+/// Everything the dispatcher is built from.
+#[derive(Debug)]
+pub struct DispatcherParts {
+    pub store: Store,
+    pub grid: Arc<GridIndex>,
+    pub roster: Arc<Roster>,
+    pub policy: Policy,
+    pub sites: BTreeMap<String, SiteSection>,
+    pub offline_after_ms: i64,
+    pub topics: Topics,
+    pub pusher: Pusher,
+    pub signing_key: SigningKey,
+    pub metrics: Arc<HubMetrics>,
+    pub clock: Arc<dyn Clock>,
+    /// How often the auditor checks that no deadline was missed.
+    pub audit_every: Duration,
+}
+
+/// Owner of cases and everything that changes them.
+#[derive(Debug)]
+pub struct Dispatcher {
+    p: DispatcherParts,
+    registry: Registry,
+    deadlines: BTreeSet<(i64, String)>,
+    silences: Vec<Silence>,
+    last_seq: u64,
+    deliveries_tx: mpsc::Sender<DeliveryReport>,
+    deliveries_rx: mpsc::Receiver<DeliveryReport>,
+    requests: mpsc::Receiver<Request>,
+}
+
+const CASE: &[u8] = b"c/";
+const KEY: &[u8] = b"k/";
+const FILED: &[u8] = b"x/";
+const DEADLINE: &[u8] = b"d/";
+const WATCH: &[u8] = b"w/";
+const SILENCE: &[u8] = b"s/";
+
+fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
+    [prefix, rest.as_bytes()].concat()
+}
+
+fn deadline_key(at: i64, case: &str) -> Vec<u8> {
+    [DEADLINE, &(at.max(0) as u64).to_be_bytes(), case.as_bytes()].concat()
+}
+
+fn io(op: &'static str) -> impl FnOnce(sled::Error) -> DispatchError {
+    move |source| DispatchError::Store(StoreError::Io { op, source })
+}
+
+/// Most alerts filed per flush.
+const MAX_FILE_BATCH: usize = 1024;
+
+impl Dispatcher {
+    /// Loads the deadline index, silences and site registry from the store.
+    pub fn new(p: DispatcherParts) -> Result<(Self, DispatchHandle), DispatchError> {
+        let mut deadlines = BTreeSet::new();
+        for k in p.store.work.scan_prefix(DEADLINE).keys() {
+            let k = k.map_err(io("scan deadlines"))?;
+            if k.len() < DEADLINE.len() + 8 {
+                continue;
+            }
+            let mut at = [0u8; 8];
+            at.copy_from_slice(&k[DEADLINE.len()..DEADLINE.len() + 8]);
+            let case = String::from_utf8_lossy(&k[DEADLINE.len() + 8..]).into_owned();
+            deadlines.insert((u64::from_be_bytes(at) as i64, case));
+        }
+        let mut silences = Vec::new();
+        for kv in p.store.work.scan_prefix(SILENCE) {
+            let (k, v) = kv.map_err(io("scan silences"))?;
+            match serde_json::from_slice::<Silence>(&v) {
+                Ok(s) => silences.push(s),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable silence skipped")
+                }
+            }
+        }
+        let mut registry = Registry::new(p.offline_after_ms);
+        for kv in p.store.sites.iter() {
+            let (_, v) = kv.map_err(io("scan sites"))?;
+            if let Ok(s) = serde_json::from_slice::<SiteState>(&v) {
+                registry.restore(s);
+            }
+        }
+        let last_seq = p
+            .store
+            .meta_get("cmd_seq")?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let (deliveries_tx, deliveries_rx) = mpsc::channel(4096);
+        let (tx, requests) = mpsc::channel(1024);
+        tracing::info!(
+            deadlines = deadlines.len(),
+            silences = silences.len(),
+            sites = registry.sites().count(),
+            "dispatcher loaded"
+        );
+        Ok((
+            Self {
+                p,
+                registry,
+                deadlines,
+                silences,
+                last_seq,
+                deliveries_tx,
+                deliveries_rx,
+                requests,
+            },
+            DispatchHandle { tx },
+        ))
+    }
+
+    fn now(&self) -> UtcMillis {
+        self.p.clock.now()
+    }
+
+    /// Files every alert left pending by the last run, then serves until `alerts` closes.
+    pub async fn run(
+        mut self,
+        mut alerts: mpsc::Receiver<Arc<Alert>>,
+        mut inbound: mpsc::Receiver<Inbound>,
+    ) -> Result<(), DispatchError> {
+        self.recover().await?;
+        self.fire_due().await?;
+        let mut audit = tokio::time::interval(self.p.audit_every);
+        audit.tick().await;
+        let mut sweep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let sleep_for = match self.deadlines.first() {
+                Some((at, _)) => Duration::from_millis((at - self.now().0).clamp(0, 60_000) as u64),
+                None => Duration::from_secs(60),
+            };
+            tokio::select! {
+                a = alerts.recv() => {
+                    let Some(first) = a else { break };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_FILE_BATCH {
+                        match alerts.try_recv() {
+                            Ok(a) => batch.push(a),
+                            Err(_) => break,
+                        }
+                    }
+                    self.file_batch(batch).await?;
+                }
+                m = inbound.recv() => {
+                    if let Some(m) = m {
+                        self.inbound(m).await?;
+                    }
+                }
+                Some(r) = self.requests.recv() => self.request(r).await?,
+                Some(d) = self.deliveries_rx.recv() => self.delivery(d)?,
+                _ = tokio::time::sleep(sleep_for) => self.fire_due().await?,
+                _ = audit.tick() => self.audit().await?,
+                _ = sweep.tick() => self.sweep()?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover(&mut self) -> Result<(), DispatchError> {
+        let ids = self.p.store.pending_ids()?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            alerts = ids.len(),
+            "filing alerts stored but not filed before the last stop"
+        );
+        for chunk in ids.chunks(MAX_FILE_BATCH) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                match self.p.store.alert(id)? {
+                    Some(raw) => match protocol::validate::decode_alert(&raw) {
+                        Ok(a) => batch.push(Arc::new(a)),
+                        Err(e) => {
+                            tracing::error!(alert = %id, error = %e, "stored alert unreadable; left pending");
+                        }
+                    },
+                    None => {
+                        self.p
+                            .store
+                            .work
+                            .remove(pending_key(id))
+                            .map_err(io("drop pending"))?;
+                    }
+                }
+            }
+            self.file_batch(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Files a batch: one atomic write per alert, one flush for the batch, then the pushes.
+    async fn file_batch(&mut self, batch: Vec<Arc<Alert>>) -> Result<(), DispatchError> {
+        let now = self.now();
+        let mut pushes: Vec<(Case, Vec<Effect>)> = Vec::new();
+        for alert in batch {
+            if let Some(done) = self.file(&alert, now)? {
+                pushes.push(done);
+            }
+        }
+        self.p.store.flush().await?;
+        for (case, effects) in pushes {
+            self.carry_out(case, effects, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Where an alert belongs: its position's deepest cell; without a position its site's
+    /// registered cell; outside every cell, the top cell.
+    fn path_for(&self, alert: &Alert) -> Vec<CellRef> {
+        let h = self.p.grid.hierarchy();
+        let cell = match alert.location {
+            Some(l) => self.p.grid.locate(l.lon, l.lat),
+            None => self
+                .p
+                .sites
+                .get(&alert.site)
+                .and_then(|s| self.p.grid.find(&s.cell)),
+        };
+        match cell.or_else(|| h.roots().next().map(|c| c.id())) {
+            Some(c) => CellRef::path_to(h, c),
+            None => Vec::new(),
+        }
+    }
+
+    /// Files one alert; returns the case to notify about when there is news.
+    fn file(
+        &mut self,
+        alert: &Alert,
+        now: UtcMillis,
+    ) -> Result<Option<(Case, Vec<Effect>)>, DispatchError> {
+        let work = self.p.store.work.clone();
+        if work
+            .get(key(FILED, &alert.id))
+            .map_err(io("read filed"))?
+            .is_some()
+        {
+            work.remove(pending_key(&alert.id))
+                .map_err(io("drop pending"))?;
+            return Ok(None);
+        }
+        self.registry.on_activity(&alert.site, now);
+        let muted = if inhibited(alert, self.registry.is_online(&alert.site)) {
+            bump(&self.p.metrics.inhibited);
+            Some("inhibited: the site is offline".to_owned())
+        } else {
+            silenced_by(&self.silences, alert, now).map(|s| {
+                bump(&self.p.metrics.silenced);
+                format!("silenced by {}", s.id)
+            })
+        };
+        if let Some(why) = muted {
+            tracing::info!(alert = %alert.id, site = %alert.site, why, "alert stored, not dispatched");
+            let mut b = sled::Batch::default();
+            b.insert(key(FILED, &alert.id), why.as_bytes());
+            b.remove(pending_key(&alert.id));
+            work.apply_batch(b).map_err(io("file muted alert"))?;
+            return Ok(None);
+        }
+        let group = GroupKey::of(alert);
+        let window = self.p.policy.group_window.as_ms();
+        let open = match work.get(key(KEY, &group)).map_err(io("read group"))? {
+            Some(id) => self.load(&String::from_utf8_lossy(&id))?,
+            None => None,
+        };
+        let duty = RosterDuty(&self.p.roster);
+        let (case, effects, old_deadline) = match open {
+            Some(mut case) if groups_with(&case, alert, window) => {
+                let old = case.next_deadline();
+                case.absorb(alert, now);
+                (case, Vec::new(), old)
+            }
+            _ => {
+                let path = self.path_for(alert);
+                let id = format!("C-{}", alert.id);
+                let (case, effects) = Case::open(id, alert, path, now, &self.p.policy, &duty);
+                bump(&self.p.metrics.cases_opened);
+                (case, effects, None)
+            }
+        };
+        let mut b = sled::Batch::default();
+        b.insert(key(CASE, &case.id), case_json(&case)?);
+        b.insert(key(FILED, &alert.id), case.id.as_bytes());
+        b.remove(pending_key(&alert.id));
+        if case.is_open() {
+            b.insert(key(KEY, &group), case.id.as_bytes());
+        }
+        self.move_deadline(&mut b, &case.id, old_deadline, case.next_deadline());
+        work.apply_batch(b).map_err(io("file alert"))?;
+        bump(&self.p.metrics.alerts_filed);
+        Ok((!effects.is_empty()).then_some((case, effects)))
+    }
+
+    fn move_deadline(
+        &mut self,
+        b: &mut sled::Batch,
+        case: &str,
+        old: Option<UtcMillis>,
+        new: Option<UtcMillis>,
+    ) {
+        if old == new {
+            return;
+        }
+        if let Some(o) = old {
+            b.remove(deadline_key(o.0, case));
+            self.deadlines.remove(&(o.0, case.to_owned()));
+        }
+        if let Some(n) = new {
+            b.insert(deadline_key(n.0, case), &[][..]);
+            self.deadlines.insert((n.0, case.to_owned()));
+        }
+    }
+
+    fn load(&self, id: &str) -> Result<Option<Case>, DispatchError> {
+        match self
+            .p
+            .store
+            .work
+            .get(key(CASE, id))
+            .map_err(io("read case"))?
+        {
+            None => Ok(None),
+            Some(v) => Case::from_json(&v)
+                .map(Some)
+                .map_err(|e| DispatchError::Corrupt {
+                    id: id.to_owned(),
+                    why: e.to_string(),
+                }),
+        }
+    }
+
+    /// Stores a changed case with its indexes (one atomic batch).
+    fn save(&mut self, case: &Case, old_deadline: Option<UtcMillis>) -> Result<(), DispatchError> {
+        let mut b = sled::Batch::default();
+        b.insert(key(CASE, &case.id), case_json(case)?);
+        if !case.is_open() {
+            // Closed: the group key may open a new case. Only drop the key if it still
+            // points at this case.
+            if let Some(v) = self
+                .p
+                .store
+                .work
+                .get(key(KEY, &case.key))
+                .map_err(io("read group"))?
+                && v.as_ref() == case.id.as_bytes()
+            {
+                b.remove(key(KEY, &case.key));
+            }
+        }
+        self.move_deadline(&mut b, &case.id, old_deadline, case.next_deadline());
+        self.p.store.work.apply_batch(b).map_err(io("save case"))?;
+        Ok(())
+    }
+
+    /// Pushes the notifications the effects ask for and records them on the case.
+    async fn carry_out(
+        &mut self,
+        mut case: Case,
+        effects: Vec<Effect>,
+        now: UtcMillis,
+    ) -> Result<(), DispatchError> {
+        let mut changed = false;
+        for e in &effects {
+            match e {
+                Effect::Notify {
+                    persons,
+                    cell,
+                    step,
+                    reason,
+                } => {
+                    let n = self.p.pusher.notification(&case, cell, *step, *reason, now);
+                    for person in persons {
+                        let outcome = self.p.pusher.person(person, &n).await;
+                        case.record_delivery(
+                            DeliveryTarget::Person(person.clone()),
+                            "mqtt",
+                            *step,
+                            outcome,
+                            now,
+                        );
+                        changed = true;
+                    }
+                    let phones = persons
+                        .iter()
+                        .filter_map(|p| self.p.roster.person(p).map(|p| p.phone().to_owned()))
+                        .collect();
+                    let (_, dropped) = self.p.pusher.webhooks(&n, phones, &self.deliveries_tx);
+                    for id in dropped {
+                        case.record_delivery(
+                            DeliveryTarget::Webhook(id),
+                            "webhook",
+                            *step,
+                            DeliveryOutcome::Failed {
+                                error: "push queue full; dropped".into(),
+                            },
+                            now,
+                        );
+                        changed = true;
+                    }
+                    tracing::info!(
+                        case = %case.id, cell = %cell.code, level = %cell.level.as_str(), step, ?reason,
+                        persons = %persons.join(","), path = %n.path, "dispatched"
+                    );
+                }
+                Effect::Escalated { from, to, reason } => {
+                    bump(&self.p.metrics.escalations);
+                    tracing::warn!(case = %case.id, from = %from.code, to = %to.code, ?reason, "case climbed");
+                }
+                Effect::NobodyToNotify { cell, step } => {
+                    tracing::error!(case = %case.id, cell = %cell.code, step, "nobody on duty even at the top; the case waits in the top queue");
+                }
+                Effect::OverdueAtTop { cell, kind, due } => {
+                    tracing::error!(case = %case.id, cell = %cell.code, ?kind, %due, "case overdue at the top level");
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            let dl = case.next_deadline();
+            self.save(&case, dl)?;
+        }
+        Ok(())
+    }
+
+    /// Fires every deadline due by now, oldest first.
+    async fn fire_due(&mut self) -> Result<(), DispatchError> {
+        let now = self.now();
+        while let Some((at, id)) = self.deadlines.first().cloned() {
+            if at > now.0 {
+                break;
+            }
+            let Some(mut case) = self.load(&id)? else {
+                let mut b = sled::Batch::default();
+                self.move_deadline(&mut b, &id, Some(UtcMillis(at)), None);
+                self.p
+                    .store
+                    .work
+                    .apply_batch(b)
+                    .map_err(io("drop deadline"))?;
+                continue;
+            };
+            let old = Some(UtcMillis(at));
+            let duty = RosterDuty(&self.p.roster);
+            let effects = case.tick(now, &self.p.policy, &duty);
+            if case.next_deadline() == old {
+                // The core did not move it (should not happen): drop it rather than spin.
+                tracing::error!(case = %id, at, "deadline did not advance on tick; dropped");
+                let mut b = sled::Batch::default();
+                self.move_deadline(&mut b, &id, old, None);
+                self.p
+                    .store
+                    .work
+                    .apply_batch(b)
+                    .map_err(io("drop deadline"))?;
+                continue;
+            }
+            self.save(&case, old)?;
+            self.p.store.flush().await?;
+            self.carry_out(case, effects, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The auditor: every open case's deadline must be in the index, and nothing in the index
+    /// may be overdue. A miss is logged as an error, counted, and fired now.
+    async fn audit(&mut self) -> Result<(), DispatchError> {
+        let now = self.now();
+        let mut missed = 0u64;
+        for kv in self.p.store.work.scan_prefix(CASE) {
+            let (_, v) = kv.map_err(io("scan cases"))?;
+            let Ok(case) = Case::from_json(&v) else {
+                continue;
+            };
+            if let Some(d) = case.next_deadline()
+                && !self.deadlines.contains(&(d.0, case.id.clone()))
+            {
+                missed += 1;
+                tracing::error!(case = %case.id, deadline = %d, "auditor: deadline missing from the index; restored");
+                let mut b = sled::Batch::default();
+                self.move_deadline(&mut b, &case.id, None, Some(d));
+                self.p
+                    .store
+                    .work
+                    .apply_batch(b)
+                    .map_err(io("restore deadline"))?;
+            }
+        }
+        let overdue = self
+            .deadlines
+            .iter()
+            .filter(|(at, _)| *at + 5_000 < now.0)
+            .count() as u64;
+        if overdue > 0 {
+            tracing::error!(
+                overdue,
+                "auditor: deadlines overdue by more than 5 s; firing"
+            );
+        }
+        self.p
+            .metrics
+            .deadlines_missed
+            .fetch_add(missed + overdue, std::sync::atomic::Ordering::Relaxed);
+        self.fire_due().await
+    }
+
+    fn sweep(&mut self) -> Result<(), DispatchError> {
+        let now = self.now();
+        for site in self.registry.sweep(now) {
+            tracing::warn!(site, "site silent too long; offline");
+            self.persist_site(&site)?;
+        }
+        Ok(())
+    }
+
+    fn persist_site(&self, site: &str) -> Result<(), DispatchError> {
+        if let Some(s) = self.registry.get(site)
+            && let Ok(v) = serde_json::to_vec(s)
+        {
+            self.p
+                .store
+                .sites
+                .insert(site.as_bytes(), v)
+                .map_err(io("save site"))?;
+        }
+        Ok(())
+    }
+
+    async fn inbound(&mut self, m: Inbound) -> Result<(), DispatchError> {
+        let now = self.now();
+        match m.kind {
+            TopicKind::Status => match protocol::validate::decode_status(&m.payload) {
+                Ok(st) if st.site == m.site => {
+                    bump(&self.p.metrics.status_received);
+                    let change = self.registry.on_status(&st, now);
+                    self.persist_site(&m.site)?;
+                    match change {
+                        Change::CameOnline => {
+                            tracing::info!(site = %m.site, "site online");
+                            self.sync_watchlist(&m.site).await?;
+                        }
+                        Change::WentOffline => tracing::warn!(site = %m.site, "site offline"),
+                        Change::None => {}
+                    }
+                }
+                Ok(st) => self.reject(
+                    &m.site,
+                    "status",
+                    &format!("site: {:?} does not match the topic", st.site),
+                ),
+                Err(e) => self.reject(&m.site, "status", &e.to_string()),
+            },
+            TopicKind::Sighting => match protocol::validate::decode_sightings(&m.payload) {
+                Ok(batch) if batch.site == m.site => {
+                    self.registry.on_activity(&m.site, now);
+                    let mut b = sled::Batch::default();
+                    for s in &batch.sightings {
+                        let rec = SightingRecord {
+                            tag: s.tag.clone(),
+                            site: m.site.clone(),
+                            reader: s.reader.clone(),
+                            first: s.first,
+                            last: s.last,
+                            reads: s.reads,
+                            rssi: s.rssi,
+                        };
+                        if let Ok(v) = serde_json::to_vec(&rec) {
+                            b.insert(sighting_key(&rec), v);
+                            bump(&self.p.metrics.sightings_stored);
+                        }
+                    }
+                    self.p
+                        .store
+                        .sightings
+                        .apply_batch(b)
+                        .map_err(io("store sightings"))?;
+                }
+                Ok(_) => self.reject(&m.site, "sighting", "site: does not match the topic"),
+                Err(e) => self.reject(&m.site, "sighting", &e.to_string()),
+            },
+            TopicKind::CmdReply => match protocol::validate::decode_command_reply(&m.payload) {
+                Ok(r) => {
+                    self.registry.on_activity(&m.site, now);
+                    tracing::info!(site = %m.site, seq = ?r.seq, outcome = ?r.outcome, detail = ?r.detail, "command reply");
+                }
+                Err(e) => self.reject(&m.site, "cmd_reply", &e.to_string()),
+            },
+            TopicKind::Alert | TopicKind::Cmd => {}
+        }
+        Ok(())
+    }
+
+    fn reject(&self, site: &str, kind: &'static str, why: &str) {
+        self.p.metrics.reject(site, kind);
+        tracing::warn!(
+            site,
+            topic = kind,
+            reason = why,
+            "payload rejected and dropped"
+        );
+    }
+
+    fn delivery(&mut self, d: DeliveryReport) -> Result<(), DispatchError> {
+        let Some(mut case) = self.load(&d.case)? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let before = case.deliveries.len();
+        for _ in 1..d.attempts.max(1) {
+            case.record_delivery(
+                d.target.clone(),
+                &d.channel,
+                d.step,
+                DeliveryOutcome::Failed {
+                    error: "retried".into(),
+                },
+                now,
+            );
+        }
+        case.record_delivery(d.target, &d.channel, d.step, d.outcome, now);
+        let _ = before;
+        let dl = case.next_deadline();
+        self.save(&case, dl)
+    }
+
+    /// Known sites: configured plus any heard from.
+    fn known_sites(&self) -> BTreeSet<String> {
+        let mut s: BTreeSet<String> = self.p.sites.keys().cloned().collect();
+        s.extend(self.registry.sites().map(|s| s.id.clone()));
+        s
+    }
+
+    fn next_seq(&mut self) -> Result<u64, DispatchError> {
+        // Time-based so that a store restored from an old backup still issues seqs the agents
+        // have not seen.
+        self.last_seq = (self.last_seq + 1).max(self.now().0 as u64);
+        self.p
+            .store
+            .meta_set("cmd_seq", self.last_seq.to_string().as_bytes())?;
+        Ok(self.last_seq)
+    }
+
+    async fn send_command(&mut self, site: &str, body: CommandBody) -> Result<(), DispatchError> {
+        let cmd = Command {
+            schema: protocol::SCHEMA_VERSION,
+            site: site.to_owned(),
+            seq: self.next_seq()?,
+            issued_at: self.now(),
+            body,
+        };
+        let signed = SignedCommand::sign(&cmd, &self.p.signing_key);
+        let payload =
+            serde_json::to_vec(&signed).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        if let Err(e) = self
+            .p
+            .pusher
+            .link()
+            .publish(&self.p.topics.cmd(site), payload, false)
+            .await
+        {
+            tracing::warn!(site, error = %e, "command not sent; it goes again when the site comes online");
+        } else {
+            tracing::info!(site, seq = cmd.seq, "command sent");
+        }
+        Ok(())
+    }
+
+    /// Sends the whole watchlist to a site that just came online (it may have missed changes).
+    async fn sync_watchlist(&mut self, site: &str) -> Result<(), DispatchError> {
+        let entries = self.watchlist()?;
+        for e in entries {
+            self.send_command(
+                site,
+                CommandBody::WatchAdd {
+                    tag: e.tag,
+                    case_ref: e.case_ref,
+                    note: e.note,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn watchlist(&self) -> Result<Vec<WatchEntry>, DispatchError> {
+        let mut out = Vec::new();
+        for kv in self.p.store.work.scan_prefix(WATCH) {
+            let (_, v) = kv.map_err(io("scan watchlist"))?;
+            if let Ok(e) = serde_json::from_slice(&v) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn request(&mut self, r: Request) -> Result<(), DispatchError> {
+        match r {
+            Request::Transition {
+                case,
+                transition,
+                reply,
+            } => {
+                let result = self.transition(&case, transition).await;
+                let _ = reply.send(result);
+            }
+            Request::Case { case, reply } => {
+                let _ = reply.send(self.load(&case));
+            }
+            Request::CaseOfAlert { alert, reply } => {
+                let r = self
+                    .p
+                    .store
+                    .work
+                    .get(key(FILED, &alert))
+                    .map_err(io("read filed"))
+                    .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()));
+                let _ = reply.send(r);
+            }
+            Request::WatchAdd { entry, reply } => {
+                let r = self.watch_add(entry).await;
+                let _ = reply.send(r);
+            }
+            Request::WatchRemove { tag, reply } => {
+                let r = self.watch_remove(&tag).await;
+                let _ = reply.send(r);
+            }
+            Request::Silence { silence, reply } => {
+                let r = self.add_silence(silence);
+                let _ = reply.send(r);
+            }
+            Request::Sites { reply } => {
+                let _ = reply.send(self.registry.sites().cloned().collect());
+            }
+        }
+        Ok(())
+    }
+
+    async fn transition(&mut self, id: &str, t: Transition) -> Result<Case, DispatchError> {
+        let mut case = self
+            .load(id)?
+            .ok_or_else(|| DispatchError::NoSuchCase(id.to_owned()))?;
+        let old = case.next_deadline();
+        let duty = RosterDuty(&self.p.roster);
+        let effects = case.apply(t, &self.p.policy, &duty)?;
+        self.save(&case, old)?;
+        self.p.store.flush().await?;
+        let now = self.now();
+        self.carry_out(case.clone(), effects, now).await?;
+        Ok(self.load(id)?.unwrap_or(case))
+    }
+
+    async fn watch_add(&mut self, entry: WatchEntry) -> Result<usize, DispatchError> {
+        protocol::validate_id("tag", &entry.tag)
+            .map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        let v = serde_json::to_vec(&entry).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        self.p
+            .store
+            .work
+            .insert(key(WATCH, &entry.tag), v)
+            .map_err(io("save watch"))?;
+        self.p.store.flush().await?;
+        let sites = self.known_sites();
+        for site in &sites {
+            self.send_command(
+                site,
+                CommandBody::WatchAdd {
+                    tag: entry.tag.clone(),
+                    case_ref: entry.case_ref.clone(),
+                    note: entry.note.clone(),
+                },
+            )
+            .await?;
+        }
+        tracing::info!(tag = %entry.tag, case_ref = %entry.case_ref, sites = sites.len(), "tag watchlisted");
+        Ok(sites.len())
+    }
+
+    async fn watch_remove(&mut self, tag: &str) -> Result<usize, DispatchError> {
+        self.p
+            .store
+            .work
+            .remove(key(WATCH, tag))
+            .map_err(io("remove watch"))?;
+        self.p.store.flush().await?;
+        let sites = self.known_sites();
+        for site in &sites {
+            self.send_command(
+                site,
+                CommandBody::WatchRemove {
+                    tag: tag.to_owned(),
+                },
+            )
+            .await?;
+        }
+        Ok(sites.len())
+    }
+
+    fn add_silence(&mut self, s: Silence) -> Result<(), DispatchError> {
+        let problems = s.problems();
+        if !problems.is_empty() {
+            return Err(DispatchError::Invalid(problems.join("; ")));
+        }
+        let v = serde_json::to_vec(&s).map_err(|e| DispatchError::Invalid(e.to_string()))?;
+        self.p
+            .store
+            .work
+            .insert(key(SILENCE, &s.id), v)
+            .map_err(io("save silence"))?;
+        self.silences.retain(|x| x.id != s.id);
+        self.silences.push(s);
+        Ok(())
+    }
+}
+
+fn sighting_key(s: &SightingRecord) -> Vec<u8> {
+    let mut k = Vec::with_capacity(s.tag.len() + 40);
+    k.extend_from_slice(s.tag.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(&(s.first.0.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(s.site.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(s.reader.as_bytes());
+    k
+}
+
+/// A tag's trajectory: its sightings in time order (which readers, when), within `[from, to)`.
+pub fn trajectory(
+    store: &Store,
+    tag: &str,
+    from: UtcMillis,
+    to: UtcMillis,
+) -> Result<Vec<SightingRecord>, DispatchError> {
+    let mut prefix = tag.as_bytes().to_vec();
+    prefix.push(b'/');
+    let start = [&prefix[..], &(from.0.max(0) as u64).to_be_bytes()].concat();
+    let end = [&prefix[..], &(to.0.max(0) as u64).to_be_bytes()].concat();
+    let mut out = Vec::new();
+    for kv in store.sightings.range(start..end) {
+        let (_, v) = kv.map_err(io("scan sightings"))?;
+        if let Ok(r) = serde_json::from_slice(&v) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn case_json(case: &Case) -> Result<Vec<u8>, DispatchError> {
+    case.to_json().map_err(|e| DispatchError::Corrupt {
+        id: case.id.clone(),
+        why: e.to_string(),
+    })
+}

@@ -1,0 +1,431 @@
+//! `hub run`: builds every stage from the config and runs them until a signal.
+//!
+//! ```text
+//! sites ──MQTT──▶ gateway ──alerts──▶ ingest ──▶ dispatcher ──▶ push (MQTT, webhooks)
+//!          (TLS, auth, ACL)  └─▶ rumqttd (embedded) ◀── link (hub's client) ◀──┘
+//! ```
+//!
+//! With an external broker the gateway and rumqttd are not started; the link takes the alerts
+//! through a shared subscription with manual acks instead.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::{SigningKey, Topics};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::HubConfig;
+use crate::dispatch::{Clock, DispatchHandle, Dispatcher, DispatcherParts, SystemClock};
+use crate::gateway::auth::{Acl, CredentialKind, Credentials};
+use crate::gateway::{Gateway, tls_acceptor};
+use crate::grid::{GridIndex, geojson};
+use crate::ingest::Ingest;
+use crate::link::{Link, LinkOptions};
+use crate::metrics::HubMetrics;
+use crate::push::Pusher;
+use crate::roster::Roster;
+use crate::store::Store;
+
+/// Largest MQTT packet accepted: the largest alert plus headroom for topic and properties.
+pub const MAX_PACKET: usize = protocol::MAX_ALERT_BYTES + 4096;
+
+/// The config plus everything it points at, all checked.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: HubConfig,
+    pub grid: GridIndex,
+    pub roster: Roster,
+    pub credentials: Credentials,
+    pub signing_key: SigningKey,
+}
+
+impl Loaded {
+    /// Loads the grid, roster, credentials and signing key; every problem is returned.
+    pub fn load(config: HubConfig) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let (grid_file, crs) = config.grid_source();
+        let grid = match std::fs::File::open(&grid_file) {
+            Ok(f) => match geojson::import_reader(std::io::BufReader::new(f), crs) {
+                Ok(h) => Some(GridIndex::new(h)),
+                Err(e) => {
+                    errors.push(format!("grid {}: {e}", grid_file.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(format!("grid.file {}: {e}", grid_file.display()));
+                None
+            }
+        };
+        let roster_dir = config.roster_source();
+        let roster = match &grid {
+            Some(g) => {
+                let known = |code: &str| g.find(code).is_some();
+                match Roster::load_dir(&roster_dir, &known)
+                    .and_then(|r| r.with_utc_offset_minutes(config.roster.utc_offset_minutes))
+                {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        errors.push(format!("roster {}: {e}", roster_dir.display()));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(g) = &grid {
+            for (id, s) in &config.sites {
+                if g.find(&s.cell).is_none() {
+                    errors.push(format!(
+                        "sites.{id}.cell: {:?} is not a cell of the grid",
+                        s.cell
+                    ));
+                }
+            }
+            for (i, w) in config.push.webhooks.iter().enumerate() {
+                if g.find(&w.cell).is_none() {
+                    errors.push(format!(
+                        "push.webhooks[{i}].cell: {:?} is not a cell of the grid",
+                        w.cell
+                    ));
+                }
+            }
+        }
+        let credentials = match Credentials::load(&config.broker.credentials) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        let signing_key = match read_signing_key(&config.commands.signing_key_file) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        match (grid, roster, credentials, signing_key) {
+            (Some(grid), Some(roster), Some(credentials), Some(signing_key))
+                if errors.is_empty() =>
+            {
+                Ok(Self {
+                    config,
+                    grid,
+                    roster,
+                    credentials,
+                    signing_key,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "commands.signing_key_file {}: {e} (make one with `hub keygen --out {}`)",
+            path.display(),
+            path.display()
+        )
+    })?;
+    protocol::command::signing_key_from_base64(text.trim())
+        .map_err(|e| format!("commands.signing_key_file {}: {e}", path.display()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+    #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::DispatchError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running hub.
+#[derive(Debug)]
+pub struct RunningHub {
+    pub dispatch: DispatchHandle,
+    /// The gateway's plain listeners as bound (port 0 in the config becomes a real port).
+    pub mqtt: Vec<SocketAddr>,
+    pub mqtts: Vec<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub metrics: Arc<HubMetrics>,
+    pub store: Store,
+    pub link: Link,
+    shutdown: watch::Sender<bool>,
+    dispatcher: tokio::task::JoinHandle<Result<(), crate::dispatch::DispatchError>>,
+    ingest: tokio::task::JoinHandle<Result<(), crate::ingest::IngestError>>,
+}
+
+impl RunningHub {
+    /// Stops accepting, disconnects the link. Alerts already stored stay stored.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        self.link.disconnect().await;
+        self.dispatcher.abort();
+        self.ingest.abort();
+        let _ = self.store.flush().await;
+    }
+
+    /// Resolves when a core task ends (which only happens on an error).
+    pub async fn failed(&mut self) -> String {
+        tokio::select! {
+            r = &mut self.dispatcher => format!("dispatcher stopped: {r:?}"),
+            r = &mut self.ingest => format!("ingest stopped: {r:?}"),
+        }
+    }
+}
+
+/// Starts every stage. `clock` is the dispatcher's time (tests may pass their own).
+pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, ServiceError> {
+    let Loaded {
+        config,
+        grid,
+        roster,
+        mut credentials,
+        signing_key,
+    } = loaded;
+    let topics =
+        Topics::new(&config.topic_prefix).map_err(|e| ServiceError::Setup(e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServiceError::Setup(format!("data_dir {}: {e}", config.data_dir.display())))?;
+    let store = Store::open(&config.data_dir.join("store"))?;
+    let metrics = Arc::new(HubMetrics::default());
+    let (alerts_tx, alerts_rx) = mpsc::channel(8192);
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let (ingest, ingest_task) = Ingest::start(store.clone(), alerts_tx, metrics.clone());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut mqtt = Vec::new();
+    let mut mqtts = Vec::new();
+
+    let link = if config.broker.mode == "external" {
+        let ext = config
+            .broker
+            .external
+            .clone()
+            .ok_or_else(|| ServiceError::Setup("broker.external missing".into()))?;
+        let password = std::fs::read_to_string(&ext.password_file).map_err(|e| {
+            ServiceError::Setup(format!(
+                "broker.external.password_file {}: {e}",
+                ext.password_file.display()
+            ))
+        })?;
+        let tls = match &ext.ca_file {
+            Some(ca) => Some(client_tls(ca)?),
+            None => None,
+        };
+        let opts = LinkOptions {
+            host: ext.host.clone(),
+            port: ext.port,
+            client_id: ext.client_id.clone(),
+            username: ext.username.clone(),
+            password: password.trim().to_owned(),
+            alert_group: Some(ext.group.clone()),
+            tls,
+            max_packet: MAX_PACKET,
+        };
+        Link::start(
+            opts,
+            topics.clone(),
+            inbound_tx,
+            Some(ingest.clone()),
+            metrics.clone(),
+        )
+        .0
+    } else {
+        // The hub's own client authenticates to rumqttd like anyone else, with a token made
+        // fresh at every start and never written down.
+        let internal_token = crate::random::token();
+        credentials.insert(
+            CredentialKind::Service,
+            "hub-internal",
+            internal_token.as_bytes(),
+        );
+        let creds = Arc::new(credentials.clone());
+        let embedded = tokio::task::spawn_blocking(move || crate::broker::start(MAX_PACKET, creds))
+            .await
+            .map_err(|e| ServiceError::Setup(e.to_string()))??;
+        let gateway = Gateway::new(
+            credentials,
+            Acl::new(topics.clone()),
+            ingest.clone(),
+            metrics.clone(),
+            embedded.v4,
+            embedded.v5,
+            MAX_PACKET,
+            config.broker.max_connections,
+        );
+        for addr in &config.broker.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServiceError::Listen {
+                    addr: *addr,
+                    source,
+                })?;
+            mqtt.push(l.local_addr().map_err(|source| ServiceError::Listen {
+                addr: *addr,
+                source,
+            })?);
+            tokio::spawn(gateway.clone().serve(l, None, shutdown_rx.clone()));
+        }
+        if !config.broker.tls_listen.is_empty() {
+            let tls = config
+                .broker
+                .tls
+                .as_ref()
+                .ok_or_else(|| ServiceError::Setup("broker.tls missing".into()))?;
+            let acceptor =
+                tls_acceptor(&tls.cert_file, &tls.key_file, tls.client_ca_file.as_deref())
+                    .map_err(|e| ServiceError::Setup(e.to_string()))?;
+            for addr in &config.broker.tls_listen {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServiceError::Listen {
+                        addr: *addr,
+                        source,
+                    })?;
+                mqtts.push(l.local_addr().map_err(|source| ServiceError::Listen {
+                    addr: *addr,
+                    source,
+                })?);
+                tokio::spawn(
+                    gateway
+                        .clone()
+                        .serve(l, Some(acceptor.clone()), shutdown_rx.clone()),
+                );
+            }
+        }
+        let opts = LinkOptions {
+            host: embedded.v5.ip().to_string(),
+            port: embedded.v5.port(),
+            client_id: "hub-internal".into(),
+            username: "hub-internal".into(),
+            password: internal_token,
+            alert_group: None,
+            tls: None,
+            max_packet: MAX_PACKET,
+        };
+        Link::start(opts, topics.clone(), inbound_tx, None, metrics.clone()).0
+    };
+
+    let pusher = Pusher::new(
+        link.clone(),
+        topics.clone(),
+        config.push.webhooks.clone(),
+        config.push.dashboard_url.clone(),
+        metrics.clone(),
+    )
+    .map_err(ServiceError::Setup)?;
+    let (dispatcher, handle) = Dispatcher::new(DispatcherParts {
+        store: store.clone(),
+        grid: Arc::new(grid),
+        roster: Arc::new(roster),
+        policy: config.escalation.clone(),
+        sites: config.sites.clone(),
+        offline_after_ms: (config.registry.offline_after_s * 1000) as i64,
+        topics,
+        pusher,
+        signing_key,
+        metrics: metrics.clone(),
+        clock,
+        audit_every: Duration::from_secs(30),
+    })?;
+    let dispatcher = tokio::spawn(dispatcher.run(alerts_rx, inbound_rx));
+
+    let metrics_addr = match &config.metrics {
+        Some(m) => {
+            let l = TcpListener::bind(m.listen)
+                .await
+                .map_err(|source| ServiceError::Listen {
+                    addr: m.listen,
+                    source,
+                })?;
+            let addr = l.local_addr().ok();
+            let metrics = metrics.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = metrics.clone();
+                    async move { m.render() }
+                }),
+            );
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+            });
+            addr
+        }
+        None => None,
+    };
+    tracing::info!(mqtt = ?mqtt, mqtts = ?mqtts, metrics = ?metrics_addr, mode = %config.broker.mode, "hub running");
+    Ok(RunningHub {
+        dispatch: handle,
+        mqtt,
+        mqtts,
+        metrics_addr,
+        metrics,
+        store,
+        link,
+        shutdown,
+        dispatcher,
+        ingest: ingest_task,
+    })
+}
+
+fn client_tls(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ServiceError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem =
+        std::fs::read(ca).map_err(|e| ServiceError::Setup(format!("{}: {e}", ca.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| ServiceError::Setup(format!("{}: {e}", ca.display())))?;
+        roots
+            .add(c)
+            .map_err(|e| ServiceError::Setup(format!("{}: {e}", ca.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServiceError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// `hub run`: start, then wait for SIGTERM/SIGINT or a failed core task.
+pub async fn run(config_path: &Path) -> Result<(), String> {
+    let config = HubConfig::load(config_path).map_err(|e| e.to_string())?;
+    let loaded = Loaded::load(config)
+        .map_err(|errors| format!("{} problem(s):\n  {}", errors.len(), errors.join("\n  ")))?;
+    let mut hub = start(loaded, Arc::new(SystemClock))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        why = hub.failed() => Err(why),
+    };
+    tracing::info!("hub stopping");
+    hub.stop().await;
+    outcome
+}

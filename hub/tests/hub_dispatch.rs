@@ -1,0 +1,202 @@
+//! The hub end to end over real MQTT through its embedded broker: an alert from a site lands
+//! in the right deepest cell and notifies that cell's on-duty person; unacknowledged, it
+//! climbs level by level on schedule; acknowledged, it stops climbing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hub::case::{Action, CaseState, NotifyReason, Transition};
+use hub::roster::Roster;
+use protocol::{Severity, UtcMillis};
+
+fn roster() -> Roster {
+    let grid = hub::grid::geojson::import_str(
+        &std::fs::read_to_string(repo().join("configs/hub/wuding.geojson")).unwrap(),
+        hub::grid::CoordSystem::Wgs84,
+    )
+    .unwrap();
+    let index = hub::grid::GridIndex::new(grid);
+    Roster::load_dir(repo().join("configs/hub/roster"), &|c| {
+        index.find(c).is_some()
+    })
+    .unwrap()
+}
+
+/// Every level gets 2 s to acknowledge, so a climb through all five takes ~8 s.
+const FAST: &str = r#"
+[escalation.critical]
+ack = { micro_grid = "2s", grid = "2s", village = "2s", township = "2s", county = "2s" }
+resolve = { micro_grid = "1h" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
+    let dir = hub_dir(EMBEDDED, "");
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let mut watcher = client(port, "watcher", "svc", &token("svc")).await;
+    watcher.subscribe("se/v1/person/+/notify").await;
+    let site = client(port, "agent", SITE, &token(SITE)).await;
+
+    let a = alert(SITE, 1, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+    site.publish_alert(&a).await;
+    site.wait_acks(1, Duration::from_secs(5)).await;
+    // Acknowledged means stored: the alert is on the hub's disk already.
+    assert!(hub.store.alert(&a.id).unwrap().is_some());
+
+    let expected = roster().on_duty(M01, UtcMillis(now_ms())).people;
+    assert!(
+        !expected.is_empty(),
+        "the example roster always has someone for M01"
+    );
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let (person, n) = watcher
+            .next_notification(Duration::from_secs(5))
+            .await
+            .expect("a notification for the on-duty person");
+        assert_eq!(n.cell.code, M01);
+        assert_eq!(n.reason, NotifyReason::NewCase);
+        assert_eq!(n.case, format!("C-{}", a.id));
+        assert!(
+            n.path.starts_with("武定县 / 狮山镇 / 近城社区"),
+            "{}",
+            n.path
+        );
+        got.push(person);
+    }
+    got.sort();
+    assert_eq!(got, expected);
+
+    let case = hub
+        .dispatch
+        .case(&format!("C-{}", a.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(case.path.last().unwrap().code, M01);
+    assert_eq!(
+        case.path.len(),
+        5,
+        "county → township → village → grid → micro-grid"
+    );
+    assert_eq!(case.state, CaseState::Dispatched);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_without_location_goes_to_its_sites_registered_cell_and_one_outside_every_cell_to_the_top()
+ {
+    let dir = hub_dir(EMBEDDED, "");
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let site = client(port, "agent", SITE, &token(SITE)).await;
+    let no_loc = alert(SITE, 2, Severity::Major, None);
+    let far = alert(SITE, 3, Severity::Major, Some((102.71, 25.04))); // Kunming
+    site.publish_alert(&no_loc).await;
+    site.publish_alert(&far).await;
+    site.wait_acks(2, Duration::from_secs(5)).await;
+    let case_of = |id: String| {
+        let d = hub.dispatch.clone();
+        async move {
+            for _ in 0..100 {
+                if let Some(c) = d.case(&format!("C-{id}")).await.unwrap() {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no case for {id}");
+        }
+    };
+    assert_eq!(
+        case_of(no_loc.id.clone()).await.path.last().unwrap().code,
+        M01
+    );
+    let top = case_of(far.id.clone()).await;
+    assert_eq!(top.path.len(), 1);
+    assert_eq!(
+        top.path[0].code, "532329",
+        "outside every cell: the county's queue"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_case_climbs_level_by_level_on_schedule() {
+    let dir = hub_dir(EMBEDDED, FAST);
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let mut watcher = client(port, "watcher", "svc", &token("svc")).await;
+    watcher.subscribe("se/v1/person/+/notify").await;
+    let site = client(port, "agent", SITE, &token(SITE)).await;
+    let a = alert(SITE, 10, Severity::Critical, Some((DEMO_LON, DEMO_LAT)));
+    let t0 = Instant::now();
+    site.publish_alert(&a).await;
+
+    // One round of notifications per cell, from the micro-grid up to the county.
+    let levels = ["micro_grid", "grid", "village", "township", "county"];
+    let mut seen: Vec<(u32, String, Duration)> = Vec::new();
+    while seen.len() < levels.len() {
+        let (_, n) = watcher
+            .next_notification(Duration::from_secs(6))
+            .await
+            .unwrap_or_else(|| panic!("stalled after {seen:?}"));
+        if seen.last().is_none_or(|(step, _, _)| *step != n.step) {
+            seen.push((n.step, n.cell.level.as_str().to_owned(), t0.elapsed()));
+        }
+    }
+    let got: Vec<&str> = seen.iter().map(|(_, l, _)| l.as_str()).collect();
+    assert_eq!(got, levels);
+    for (i, (_, level, at)) in seen.iter().enumerate() {
+        let due = Duration::from_secs(2 * i as u64);
+        assert!(
+            *at + Duration::from_millis(300) >= due && *at <= due + Duration::from_millis(1500),
+            "{level} notified at {at:?}, due at {due:?}"
+        );
+    }
+    let case = hub
+        .dispatch
+        .case(&format!("C-{}", a.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(case.current_cell().unwrap().code, "532329");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_case_stops_climbing() {
+    let dir = hub_dir(EMBEDDED, FAST);
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let mut watcher = client(port, "watcher", "svc", &token("svc")).await;
+    watcher.subscribe("se/v1/person/+/notify").await;
+    let site = client(port, "agent", SITE, &token(SITE)).await;
+    let a = alert(SITE, 11, Severity::Critical, Some((DEMO_LON, DEMO_LAT)));
+    site.publish_alert(&a).await;
+    let (person, first) = watcher
+        .next_notification(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first.cell.code, M01);
+    let t = Transition::new(Action::Acknowledge, &person, UtcMillis(now_ms()));
+    let case = hub.dispatch.transition(&first.case, t).await.unwrap();
+    assert_eq!(case.state, CaseState::Acknowledged);
+    assert_eq!(case.handler.as_deref(), Some(person.as_str()));
+
+    // Three ack deadlines' worth of time: nothing climbs.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        if let Some((_, n)) = watcher.next_notification(Duration::from_millis(200)).await {
+            assert_eq!(n.step, first.step, "climbed after acknowledgement: {n:?}");
+        }
+    }
+    let case = hub.dispatch.case(&first.case).await.unwrap().unwrap();
+    assert_eq!(case.current_cell().unwrap().code, M01);
+    assert_eq!(case.state, CaseState::Acknowledged);
+    hub.stop().await;
+}
