@@ -566,10 +566,14 @@ impl Dispatcher {
     /// Pushes the notifications the effects ask for and records them on the case.
     async fn carry_out(
         &mut self,
-        mut case: Case,
+        case: Case,
         effects: Vec<Effect>,
         now: UtcMillis,
     ) -> Result<(), DispatchError> {
+        // The stored copy is the latest: alerts filed after the one that produced these effects
+        // (same batch) have been absorbed into it since. Recording deliveries on the older
+        // copy would write those alerts out of the case again.
+        let mut case = self.load(&case.id)?.unwrap_or(case);
         let mut changed = false;
         for e in &effects {
             match e {

@@ -72,8 +72,8 @@ file = "{}"
 [roster]
 dir = "{}"
 [broker]
-{broker}
 credentials = "credentials.toml"
+{broker}
 [sites.{SITE}]
 cell = "{M01}"
 [sites.wd-other-002]
