@@ -780,7 +780,6 @@ impl Dispatcher {
                         };
                         if let Ok(v) = serde_json::to_vec(&rec) {
                             b.insert(sighting_key(&rec), v);
-                            bump(&self.p.metrics.sightings_stored);
                         }
                     }
                     self.p
@@ -788,6 +787,10 @@ impl Dispatcher {
                         .sightings
                         .apply_batch(b)
                         .map_err(io("store sightings"))?;
+                    self.p.metrics.sightings_stored.fetch_add(
+                        batch.sightings.len() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                 }
                 Ok(_) => self.reject(&m.site, "sighting", "site: does not match the topic"),
                 Err(e) => self.reject(&m.site, "sighting", &e.to_string()),

@@ -26,4 +26,5 @@ pub mod registry;
 pub mod roster;
 pub mod service;
 pub mod store;
+pub mod tail;
 pub mod webhook;

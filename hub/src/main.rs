@@ -26,6 +26,31 @@ enum Cmd {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Listen here instead of the config's `broker.listen` (repeatable).
+        #[arg(long)]
+        listen: Vec<std::net::SocketAddr>,
+        /// Serve `/metrics` here instead of the config's `metrics.listen`.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+    },
+    /// Print every notification the hub pushes (and with --alerts every alert), with the
+    /// cell path and the person's name from the roster.
+    Tail {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The broker (the hub's gateway), host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        #[arg(long)]
+        username: String,
+        /// The token; `-` reads it from standard input.
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        alerts: bool,
+        /// Exit after this many ms without a message (0: run until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        idle_exit_ms: u64,
     },
     /// Check a config and everything it points at; lists every problem.
     Validate {
@@ -75,7 +100,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+                // rumqttd logs every routine disconnect (and the start-up probe) at ERROR; the
+                // gateway logs each connection itself. `RUST_LOG=info,rumqttd=info` shows it.
+                .unwrap_or_else(|_| "info,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -91,11 +118,54 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<(), String> {
     match cmd {
-        Cmd::Run { config } => tokio::runtime::Builder::new_multi_thread()
+        Cmd::Run {
+            config,
+            listen,
+            metrics,
+        } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?
-            .block_on(hub::service::run(&config)),
+            .block_on(hub::service::run(&config, listen, metrics)),
+        Cmd::Tail {
+            config,
+            broker,
+            username,
+            password,
+            alerts,
+            idle_exit_ms,
+        } => {
+            let loaded = load(&config)?;
+            let (host, port) = broker
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| format!("--broker {broker:?}: expected host:port"))?;
+            let password = if password == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_line(&mut s)
+                    .map_err(|e| e.to_string())?;
+                s.trim().to_owned()
+            } else {
+                password
+            };
+            let opts = hub::tail::TailOptions {
+                host,
+                port,
+                username,
+                password,
+                prefix: loaded.config.topic_prefix.clone(),
+                alerts,
+                idle_exit_ms,
+            };
+            let n = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(hub::tail::run(opts, Some(loaded.roster)))?;
+            eprintln!("hub tail: {n} notification(s)");
+            Ok(())
+        }
         Cmd::Validate { config } => {
             let loaded = load(&config)?;
             let h = loaded.grid.hierarchy();

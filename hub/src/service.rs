@@ -411,8 +411,18 @@ fn client_tls(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ServiceError> {
 }
 
 /// `hub run`: start, then wait for SIGTERM/SIGINT or a failed core task.
-pub async fn run(config_path: &Path) -> Result<(), String> {
-    let config = HubConfig::load(config_path).map_err(|e| e.to_string())?;
+pub async fn run(
+    config_path: &Path,
+    listen: Vec<SocketAddr>,
+    metrics: Option<SocketAddr>,
+) -> Result<(), String> {
+    let mut config = HubConfig::load(config_path).map_err(|e| e.to_string())?;
+    if !listen.is_empty() {
+        config.broker.listen = listen;
+    }
+    if let Some(m) = metrics {
+        config.metrics = Some(crate::config::MetricsSection { listen: m });
+    }
     let loaded = Loaded::load(config)
         .map_err(|errors| format!("{} problem(s):\n  {}", errors.len(), errors.join("\n  ")))?;
     let mut hub = start(loaded, Arc::new(SystemClock))
@@ -420,12 +430,15 @@ pub async fn run(config_path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
+    // systemd `Type=notify`: ready once the listeners are bound; a no-op outside systemd.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let outcome = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
         why = hub.failed() => Err(why),
     };
     tracing::info!("hub stopping");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     hub.stop().await;
     outcome
 }

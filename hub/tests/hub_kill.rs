@@ -29,7 +29,7 @@ fn spawn_hub(config: &std::path::Path, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_hub"))
         .args(["run", "-c"])
         .arg(config)
-        .env("RUST_LOG", "info,rumqttd=warn")
+        .env("RUST_LOG", "info,rumqttd=off")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .kill_on_drop(true)

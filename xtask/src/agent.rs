@@ -13,17 +13,22 @@ use crate::{Repo, cmd, setup};
 /// times in `configs/vtest-tags.jsonl`.
 const DEMO_START: &str = "2026-11-22T08:00:00+08:00";
 
-/// `cargo xtask demo`: the whole agent on the sample clip — ffmpeg decoding, detection, tracking,
-/// the example config's zone, line, loitering and crowd rules, recorded e-bike tag reads with
-/// the watchlist and theft rules — replayed as fast as the machine allows, every alert stored in
-/// an outbox and delivered by the uplink to a real mosquitto, where `edge-agent tail` (standing
-/// in for the hub) receives them. Prints one line per alert, checks the broker side got every
-/// one, and leaves the alerts (JSON lines), their snapshots and the tail's log in `.cache/demo/`.
+/// `cargo xtask demo`: the whole chain on the sample clip. The agent — ffmpeg decoding,
+/// detection, tracking, the example config's zone, line, loitering and crowd rules, recorded
+/// e-bike tag reads with the watchlist and theft rules — replays as fast as the machine allows;
+/// every alert goes into its outbox and through its uplink to the hub (`configs/hub/hub.toml`:
+/// embedded broker behind the gateway, the Wuding example grid and roster), which stores it,
+/// finds its cell (the demo site sits in micro-grid 532329101001-G01-M01), opens or joins a case
+/// and notifies the people on duty. `hub tail` prints each notification as a grid member's
+/// phone receives it. Checks the hub stored every alert, and leaves the alerts (JSON lines),
+/// snapshots and logs in `.cache/demo/`.
 pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     crate::no_args("demo", args)?;
     let assets = setup::run(repo)?;
     let agent = build_release(repo)?;
+    let hub = build_release_hub(repo)?;
     let config = repo.root().join("configs/vtest.toml");
+    let hub_config = repo.root().join("configs/hub/hub.toml");
     println!(
         "clip: {} (the example config's camera)",
         repo.rel(&assets.clip)
@@ -36,29 +41,64 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
         .env("ORT_DYLIB_PATH", &assets.ort_lib)
         .current_dir(repo.root());
     cmd::run(&mut validate).context("the example config does not validate")?;
+    let mut validate = Command::new(&hub);
+    validate
+        .args(["validate", "--config"])
+        .arg(repo.rel(&hub_config))
+        .current_dir(repo.root());
+    cmd::run(&mut validate).context("the example hub config does not validate")?;
 
-    // Cleared first so snapshots from an older run never mix with this one's.
+    // Cleared first so nothing from an older run mixes with this one's.
     let out_dir = repo.cache().join("demo");
-    if out_dir.exists() {
-        fs::remove_dir_all(&out_dir).with_context(|| format!("clear {}", out_dir.display()))?;
+    for dir in [&out_dir, &repo.cache().join("hub-data")] {
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("clear {}", dir.display()))?;
+        }
     }
     let snapshots = out_dir.join("snapshots");
     fs::create_dir_all(&snapshots).with_context(|| format!("create {}", snapshots.display()))?;
     let alerts = out_dir.join("alerts.jsonl");
 
-    // The broker and the hub's stand-in: alerts go agent → outbox → uplink → mosquitto → tail.
-    let broker = Broker::start(&out_dir)?;
-    let tail_out = out_dir.join("tail.txt");
+    // The hub on free loopback ports (so a broker already on 1883 does not get in the way).
+    let port = free_port()?;
+    let metrics_port = free_port()?;
+    let hub_log = out_dir.join("hub.log");
+    let hub_proc = Child::new(
+        Command::new(&hub)
+            .args(["run", "--config"])
+            .arg(repo.rel(&hub_config))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--metrics")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .stdout(fs::File::create(out_dir.join("hub.out")).context("create hub.out")?)
+            .stderr(fs::File::create(&hub_log).context("create hub.log")?)
+            .current_dir(repo.root())
+            .spawn()
+            .context("start hub")?,
+    );
+    wait_for(&hub_log, "hub running", Duration::from_secs(20))
+        .context("the hub did not start; see .cache/demo/hub.log")?;
+    println!(
+        "hub: 127.0.0.1:{port} (embedded broker), metrics http://127.0.0.1:{metrics_port}/metrics"
+    );
+
+    // What the grid members' phones receive, printed as it happens.
+    let tail_out = out_dir.join("notifications.txt");
     let tail_err = out_dir.join("tail.log");
-    let mut tail = Command::new(&agent)
-        .args(["tail", "--idle-exit-ms", "3000", "--broker"])
-        .arg(format!("127.0.0.1:{}", broker.port))
-        .stdout(fs::File::create(&tail_out).context("create tail.txt")?)
+    let mut tail = Command::new(&hub)
+        .args(["tail", "--config"])
+        .arg(repo.rel(&hub_config))
+        .arg("--broker")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--username", "tail", "--password", "demo-token-tail"])
+        .stdout(fs::File::create(&tail_out).context("create notifications.txt")?)
         .stderr(fs::File::create(&tail_err).context("create tail.log")?)
+        .current_dir(repo.root())
         .spawn()
-        .context("start edge-agent tail")?;
+        .context("start hub tail")?;
     wait_for(&tail_err, "subscribed", Duration::from_secs(10))
-        .context("edge-agent tail did not subscribe")?;
+        .context("hub tail did not subscribe")?;
 
     let mut replay = Command::new(&agent);
     replay
@@ -71,7 +111,7 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
         .arg("--snapshots-dir")
         .arg(repo.rel(&snapshots))
         .arg("--deliver")
-        .arg(format!("127.0.0.1:{}", broker.port))
+        .arg(format!("127.0.0.1:{port}"))
         .env("ORT_DYLIB_PATH", &assets.ort_lib)
         .env("RUST_LOG", "warn")
         .current_dir(repo.root());
@@ -79,81 +119,91 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
 
     let text = fs::read_to_string(&alerts).with_context(|| format!("read {}", alerts.display()))?;
     println!();
+    println!("alerts raised by the agent:");
     for line in text.lines() {
         println!("{}", summarize_alert(line, &repo.rel(&snapshots))?);
     }
-    let status = tail.wait().context("wait for edge-agent tail")?;
-    drop(broker);
-    let received = fs::read_to_string(&tail_out)
-        .context("read tail.txt")?
-        .lines()
-        .filter(|l| l.contains(" alert "))
-        .count();
-    let raised = text.lines().count();
+    // The last notifications follow the last alert by milliseconds; give them a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let notifications = fs::read_to_string(&tail_out).context("read notifications.txt")?;
+    println!();
+    println!("dispatched by the hub (case, cell path → person on duty):");
+    for line in notifications.lines() {
+        println!("  {line}");
+    }
+    let metrics = http_get(metrics_port, "/metrics")?;
+    drop(hub_proc);
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let stored = counter("hub_alerts_stored_total ");
+    let cases = counter("hub_cases_opened_total ");
+    let raised = text.lines().count() as u64;
     println!();
     println!(
-        "delivered: {received} of {raised} alerts received through mosquitto by `edge-agent tail`"
+        "delivered: {stored} of {raised} alerts stored by the hub; {cases} case(s) opened, {} notification(s)",
+        notifications.lines().count()
     );
-    if !status.success() || received != raised {
+    if stored != raised || notifications.lines().count() == 0 {
         bail!(
-            "the broker side received {received} of {raised} alerts; see {}",
+            "the hub stored {stored} of {raised} alerts; see {} and {}",
+            repo.rel(&hub_log),
             repo.rel(&tail_err)
         );
     }
     println!(
-        "alerts (JSON lines): {}\nsnapshots:          {}/\nbroker side:        {}",
+        "alerts (JSON lines): {}\nsnapshots:          {}/\nnotifications:      {}\nhub log:            {}",
         repo.rel(&alerts),
         repo.rel(&snapshots),
-        repo.rel(&tail_out)
+        repo.rel(&tail_out),
+        repo.rel(&hub_log)
     );
     Ok(())
 }
 
-/// A mosquitto on a free loopback port for the demo, stopped when dropped.
-struct Broker {
-    port: u16,
-    child: std::process::Child,
-}
+/// A child process killed when dropped.
+struct Child(std::process::Child);
 
-impl Broker {
-    fn start(dir: &std::path::Path) -> Result<Self> {
-        let exe =
-            setup::mosquitto().context("mosquitto not found; `cargo xtask setup` installs it")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("find a free port")?
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 message_size_limit 0\nlog_dest file {}\n",
-                dir.join("mosquitto.log").display()
-            ),
-        )
-        .context("write mosquitto.conf")?;
-        let child = Command::new(exe)
-            .arg("-c")
-            .arg(&conf)
-            .spawn()
-            .context("start mosquitto")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("mosquitto did not listen on port {port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self { port, child })
+impl Child {
+    fn new(c: std::process::Child) -> Self {
+        Self(c)
     }
 }
 
-impl Drop for Broker {
+impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("find a free port")?
+        .port())
+}
+
+/// A plain HTTP/1.1 GET on loopback; the body.
+fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .context("connect to the hub's metrics")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(text))
 }
 
 /// Waits until `file` contains `text`.
@@ -240,6 +290,16 @@ fn agent_command(repo: &Repo, command: &str, args: &[String]) -> Result<()> {
 }
 
 /// Builds `edge-agent` in release mode and returns the binary's path.
+/// Builds the release `hub` binary and returns its path.
+pub(crate) fn build_release_hub(repo: &Repo) -> Result<PathBuf> {
+    cmd::run(repo.cargo().args(["build", "--release", "-p", "hub"])).context("build hub")?;
+    let binary = repo.target_dir().join("release").join("hub");
+    if !cmd::is_executable(&binary) {
+        bail!("cargo built hub but {} is not there", binary.display());
+    }
+    Ok(binary)
+}
+
 pub(crate) fn build_release(repo: &Repo) -> Result<PathBuf> {
     cmd::run(
         repo.cargo()

@@ -228,6 +228,37 @@ pub struct Connect {
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
     pub will_topic: Option<String>,
+    /// Where the client id's length prefix starts and its bytes end, in the frame.
+    client_id_span: (usize, usize),
+}
+
+impl Connect {
+    /// The CONNECT with its client id replaced (everything else byte for byte). The gateway
+    /// puts each client in its principal's namespace this way, so one device cannot take over
+    /// another's session (MQTT lets a new connection with a client id evict the old one).
+    pub fn with_client_id(&self, frame: &Frame, client_id: &str) -> Bytes {
+        let (start, end) = self.client_id_span;
+        let body_len = frame.bytes.len() - frame.body_at - (end - start) + 2 + client_id.len();
+        let mut out = Vec::with_capacity(body_len + 5);
+        out.push(frame.first);
+        let mut n = body_len;
+        loop {
+            let mut b = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                b |= 0x80;
+            }
+            out.push(b);
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&frame.bytes[frame.body_at..start]);
+        out.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+        out.extend_from_slice(client_id.as_bytes());
+        out.extend_from_slice(&frame.bytes[end..]);
+        Bytes::from(out)
+    }
 }
 
 pub fn parse_connect(frame: &Frame) -> Result<Connect, FrameError> {
@@ -247,7 +278,9 @@ pub fn parse_connect(frame: &Frame) -> Result<Connect, FrameError> {
     if version == Version::V5 {
         r.skip_properties("properties")?;
     }
+    let client_id_start = frame.body_at + r.at;
     let client_id = r.string("client id")?.to_owned();
+    let client_id_span = (client_id_start, frame.body_at + r.at);
     let mut will_topic = None;
     if flags & 0x04 != 0 {
         if version == Version::V5 {
@@ -272,6 +305,7 @@ pub fn parse_connect(frame: &Frame) -> Result<Connect, FrameError> {
         username,
         password,
         will_topic,
+        client_id_span,
     })
 }
 
@@ -347,9 +381,12 @@ pub fn connack_refused(version: Version, bad_credentials: bool) -> Bytes {
     }
 }
 
-/// A server DISCONNECT with a reason (MQTT 5 only; 3.1.1 servers just close).
+/// A server DISCONNECT with a reason (MQTT 5 only; 3.1.1 servers just close). The empty
+/// property block is written out (length 0) although MQTT 5 lets it be left off after a
+/// reason code: rumqttc (the agents' client) waits for the property length and so never
+/// decodes the short form, seeing only the connection close instead of the reason.
 pub fn disconnect_v5(reason: u8) -> Bytes {
-    Bytes::from(vec![kind::DISCONNECT << 4, 1, reason])
+    Bytes::from(vec![kind::DISCONNECT << 4, 2, reason, 0])
 }
 
 /// MQTT 5 reason codes the gateway uses.
@@ -360,6 +397,7 @@ pub mod reason {
     pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
     pub const UNSPECIFIED: u8 = 0x80;
     pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
 }
 
@@ -474,6 +512,27 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_client_id_keeps_everything_else() {
+        let mut body = string("MQTT");
+        body.push(5);
+        body.push(0x80 | 0x40 | 0x02);
+        body.extend_from_slice(&[0, 30]);
+        body.push(0);
+        body.extend(string("agent-1"));
+        body.extend(string("s1"));
+        body.extend(string("secret"));
+        let f = frame_of(&packet(0x10, &body));
+        let c = parse_connect(&f).unwrap();
+        let long = "site:s1:agent-1".repeat(10); // > 127 bytes: the length grows a byte
+        let rewritten = c.with_client_id(&f, &long);
+        let again = parse_connect(&frame_of(&rewritten)).unwrap();
+        assert_eq!(again.client_id, long);
+        assert_eq!(again.username.as_deref(), Some("s1"));
+        assert_eq!(again.password.as_deref(), Some(&b"secret"[..]));
+        assert_eq!(again.version, Version::V5);
+    }
+
+    #[test]
     fn truncated_connect_names_the_field_and_byte() {
         let mut body = string("MQTT");
         body.push(4);
@@ -523,5 +582,14 @@ mod tests {
             &[0x40, 3, 1, 2, 0x99]
         );
         assert_eq!(puback(7, Version::V5, 0).as_ref(), &[0x40, 2, 0, 7]);
+    }
+
+    #[test]
+    fn disconnect_carries_its_reason_and_an_empty_property_block() {
+        let d = disconnect_v5(reason::NOT_AUTHORIZED);
+        assert_eq!(d.as_ref(), &[0xE0, 2, 0x87, 0]);
+        let mut buf = BytesMut::from(d.as_ref());
+        let f = split_frame(&mut buf, 16).unwrap().unwrap();
+        assert_eq!((f.kind(), f.body()), (kind::DISCONNECT, &[0x87, 0][..]));
     }
 }

@@ -137,10 +137,15 @@ impl Gateway {
             tokio::spawn(async move {
                 let result = match tls {
                     None => this.handle(stream, peer).await,
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => this.handle(s, peer).await,
-                        Err(source) => Err(GatewayError::Io { peer, source }),
-                    },
+                    // The handshake counts against the CONNECT timeout: a peer that opens a
+                    // connection and says nothing must not hold a connection slot.
+                    Some(acceptor) => {
+                        match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => this.handle(s, peer).await,
+                            Ok(Err(source)) => Err(GatewayError::Io { peer, source }),
+                            Err(_) => Err(GatewayError::ConnectTimeout { peer }),
+                        }
+                    }
                 };
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended");
@@ -205,7 +210,14 @@ impl Gateway {
                 })?;
         let _ = upstream.set_nodelay(true);
         let (mut ur, mut uw) = upstream.into_split();
-        uw.write_all(&first.bytes).await.map_err(io_err)?;
+        // Each client in its principal's namespace (`site:s1:edge-s1`; ids have no ':' and
+        // rumqttd refuses '/' in client ids): a device cannot evict another's session by
+        // reusing its client id (nor the hub's own link, which connects to rumqttd directly).
+        let namespaced = connect.with_client_id(
+            &first,
+            &format!("{}:{}", principal.label(), connect.client_id),
+        );
+        uw.write_all(&namespaced).await.map_err(io_err)?;
         bump(&self.metrics.connections_accepted);
         tracing::info!(%peer, who = %principal.label(), client_id = %connect.client_id, ?version, "client connected");
 
@@ -313,6 +325,21 @@ impl Gateway {
                                 .await;
                         }
                         match self.acl.topics().parse(&p.topic) {
+                            Some((_, TopicKind::Alert)) if p.qos != 1 => {
+                                // Alerts are QoS 1: acknowledged once stored. QoS 0 could be
+                                // lost silently and QoS 2's exchange is not what the store
+                                // guarantees, so both are refused rather than half-honoured.
+                                return self
+                                    .deny(
+                                        wtx,
+                                        version,
+                                        peer,
+                                        who,
+                                        &p.topic,
+                                        frame::reason::QOS_NOT_SUPPORTED,
+                                    )
+                                    .await;
+                            }
                             Some((site, TopicKind::Alert)) => {
                                 if alert_site.as_deref().is_some_and(|s| s != site) {
                                     // A service publishing for several sites in one read:

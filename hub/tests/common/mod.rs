@@ -259,3 +259,465 @@ impl Client {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gateway tests: clients of either MQTT version that never reconnect, so a refusal or a
+// disconnect by the gateway stays visible; TLS material; more credentials; status messages.
+
+/// Appends a credential (token [`token`]`(id)`) to a hub directory's credentials file; call
+/// before [`start_hub`].
+pub fn add_credential(dir: &HubDir, kind: &str, id: &str) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.dir.path().join("credentials.toml"))
+        .unwrap();
+    write!(
+        f,
+        "[[credential]]\nkind = \"{kind}\"\nid = \"{id}\"\ntoken_sha256 = \"{}\"\n",
+        sha256_hex(token(id).as_bytes())
+    )
+    .unwrap();
+}
+
+/// MQTT protocol version of a test client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    V5,
+    V311,
+}
+
+/// Where a test client's connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    Connecting,
+    Connected,
+    /// Ended before a successful CONNACK: the error (e.g. the refusal's return code).
+    Refused(String),
+    /// Ended after a successful CONNACK: the error (server DISCONNECT, I/O error, …).
+    Closed(String),
+}
+
+/// How to connect a [`Mqtt`] client.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub proto: Proto,
+    pub port: u16,
+    pub id: String,
+    pub login: Option<(String, String)>,
+    /// Last will: topic and payload, sent QoS 1 and retained.
+    pub will: Option<(String, Vec<u8>)>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Spec {
+    pub fn new(proto: Proto, port: u16, id: &str) -> Self {
+        Self {
+            proto,
+            port,
+            id: id.to_owned(),
+            login: None,
+            will: None,
+            tls: None,
+        }
+    }
+
+    pub fn login(mut self, user: &str, pass: &str) -> Self {
+        self.login = Some((user.to_owned(), pass.to_owned()));
+        self
+    }
+
+    pub fn will(mut self, topic: &str, payload: Vec<u8>) -> Self {
+        self.will = Some((topic.to_owned(), payload));
+        self
+    }
+
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Starts the client's event loop; it connects once and never reconnects.
+    pub fn start(self) -> Mqtt {
+        const MAX: usize = 2 * 1024 * 1024;
+        let transport = self
+            .tls
+            .clone()
+            .map(|c| rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(c)));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let subacks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (state_tx, state) = tokio::sync::watch::channel(ConnState::Connecting);
+        let (a, s) = (acks.clone(), subacks.clone());
+        let (handle, task) = match self.proto {
+            Proto::V5 => {
+                let mut o = MqttOptions::new(&self.id, "127.0.0.1", self.port);
+                o.set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(Some(MAX as u32));
+                if let Some((u, p)) = &self.login {
+                    o.set_credentials(u, p);
+                }
+                if let Some((topic, payload)) = &self.will {
+                    o.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                        topic,
+                        payload.clone(),
+                        QoS::AtLeastOnce,
+                        true,
+                        None,
+                    ));
+                }
+                if let Some(t) = transport {
+                    o.set_transport(t);
+                }
+                let (client, mut events) = AsyncClient::new(o, 1000);
+                let task = tokio::spawn(async move {
+                    loop {
+                        match events.poll().await {
+                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                state_tx.send_replace(ConnState::Connected);
+                            }
+                            Ok(Event::Incoming(Packet::Publish(p))) => {
+                                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                                let _ = tx.send((topic, p.payload.to_vec()));
+                            }
+                            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                                s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                end(&state_tx, e.to_string());
+                                return;
+                            }
+                        }
+                    }
+                });
+                (Handle::V5(client), task)
+            }
+            Proto::V311 => {
+                let mut o = rumqttc::MqttOptions::new(&self.id, "127.0.0.1", self.port);
+                o.set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(MAX, MAX);
+                if let Some((u, p)) = &self.login {
+                    o.set_credentials(u, p);
+                }
+                if let Some((topic, payload)) = &self.will {
+                    o.set_last_will(rumqttc::LastWill::new(
+                        topic,
+                        payload.clone(),
+                        rumqttc::QoS::AtLeastOnce,
+                        true,
+                    ));
+                }
+                if let Some(t) = transport {
+                    o.set_transport(t);
+                }
+                let (client, mut events) = rumqttc::AsyncClient::new(o, 1000);
+                let task = tokio::spawn(async move {
+                    loop {
+                        match events.poll().await {
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                                state_tx.send_replace(ConnState::Connected);
+                            }
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                                let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                            }
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                                s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                end(&state_tx, e.to_string());
+                                return;
+                            }
+                        }
+                    }
+                });
+                (Handle::V311(client), task)
+            }
+        };
+        Mqtt {
+            handle,
+            rx,
+            acks,
+            subacks,
+            state,
+            task,
+        }
+    }
+}
+
+fn end(state: &tokio::sync::watch::Sender<ConnState>, why: String) {
+    state.send_modify(|s| {
+        *s = match s {
+            ConnState::Connecting => ConnState::Refused(why),
+            _ => ConnState::Closed(why),
+        }
+    });
+}
+
+enum Handle {
+    V5(AsyncClient),
+    V311(rumqttc::AsyncClient),
+}
+
+/// A test client of either MQTT version. It never reconnects: once the gateway refuses or
+/// drops it, it stays refused or closed.
+pub struct Mqtt {
+    handle: Handle,
+    /// Incoming publishes: (topic, payload).
+    pub rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    /// PUBACKs received.
+    pub acks: Arc<std::sync::atomic::AtomicU64>,
+    /// SUBACKs received.
+    pub subacks: Arc<std::sync::atomic::AtomicU64>,
+    state: tokio::sync::watch::Receiver<ConnState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Mqtt {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits until `f` holds, at most `within`; false on timeout.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Mqtt {
+    pub fn state(&self) -> ConnState {
+        self.state.borrow().clone()
+    }
+
+    /// The connection's fate once it is decided (connected, refused or closed); `Connecting`
+    /// if still undecided after `within`.
+    pub async fn settled(&self, within: Duration) -> ConnState {
+        let mut rx = self.state.clone();
+        let _ = tokio::time::timeout(within, rx.wait_for(|s| !matches!(s, ConnState::Connecting)))
+            .await;
+        self.state()
+    }
+
+    /// Panics unless the client is connected within `within`.
+    pub async fn connected(&self, within: Duration) {
+        let s = self.settled(within).await;
+        assert_eq!(s, ConnState::Connected, "client not connected");
+    }
+
+    /// How the connection ended, if it ended (refused or closed) within `within`.
+    pub async fn ended(&self, within: Duration) -> Option<ConnState> {
+        let mut rx = self.state.clone();
+        let _ = tokio::time::timeout(
+            within,
+            rx.wait_for(|s| matches!(s, ConnState::Refused(_) | ConnState::Closed(_))),
+        )
+        .await;
+        match self.state() {
+            s @ (ConnState::Refused(_) | ConnState::Closed(_)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Queues a QoS 1 publish; false if the client's event loop has already ended.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
+        match &self.handle {
+            Handle::V5(c) => c
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .is_ok(),
+            Handle::V311(c) => c
+                .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+                .await
+                .is_ok(),
+        }
+    }
+
+    pub async fn publish_alert(&self, a: &Alert) -> bool {
+        let topic = format!("se/v1/site/{}/alert", a.site);
+        self.publish(&topic, serde_json::to_vec(a).unwrap(), false)
+            .await
+    }
+
+    /// Queues a QoS 1 subscription (the SUBACK is not awaited: see [`Self::wait_subacks`]).
+    pub async fn subscribe(&self, filter: &str) {
+        let queued = match &self.handle {
+            Handle::V5(c) => c.subscribe(filter, QoS::AtLeastOnce).await.is_ok(),
+            Handle::V311(c) => c.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.is_ok(),
+        };
+        assert!(
+            queued,
+            "subscribe {filter}: the client has ended: {:?}",
+            self.state()
+        );
+    }
+
+    async fn wait_count(
+        counter: &std::sync::atomic::AtomicU64,
+        what: &str,
+        n: u64,
+        within: Duration,
+    ) {
+        let ok = eventually(within, || {
+            counter.load(std::sync::atomic::Ordering::SeqCst) >= n
+        })
+        .await;
+        assert!(
+            ok,
+            "only {} of {n} {what} within {within:?}",
+            counter.load(std::sync::atomic::Ordering::SeqCst)
+        );
+    }
+
+    pub async fn wait_acks(&self, n: u64, within: Duration) {
+        Self::wait_count(&self.acks, "PUBACKs", n, within).await;
+    }
+
+    pub async fn wait_subacks(&self, n: u64, within: Duration) {
+        Self::wait_count(&self.subacks, "SUBACKs", n, within).await;
+    }
+
+    pub fn acks(&self) -> u64 {
+        self.acks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The next incoming publish, within `within`.
+    pub async fn next_publish(&mut self, within: Duration) -> Option<(String, Vec<u8>)> {
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Kills the client without a DISCONNECT (as a box losing power would): the event loop
+    /// and its socket are dropped, so the connection closes with no goodbye.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+}
+
+/// Test TLS material: a CA, a server certificate for 127.0.0.1 and a client certificate it
+/// signed, as PEM files.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert, rcgen::Issuer::new(params, key))
+}
+
+fn make_leaf(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    names: &[&str],
+    purpose: rcgen::ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![purpose];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+pub fn make_pki(dir: &Path) -> Pki {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let write = |name: &str, pem: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let (ca, issuer) = make_ca("hub test CA");
+    let (server_cert, server_key) = make_leaf(&issuer, &["127.0.0.1", "localhost"], ServerAuth);
+    let (client_cert, client_key) = make_leaf(&issuer, &["wd-demo-001"], ClientAuth);
+    Pki {
+        ca: write("ca.pem", &ca.pem()),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server.key", &server_key),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client.key", &client_key),
+    }
+}
+
+/// A rustls client config (ring provider) trusting `ca`, with a client certificate if given.
+pub fn client_tls(ca: &Path, client: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// A valid `online` status of `site` with health (the golden file's), stamped now.
+pub fn status_online(site: &str) -> protocol::Status {
+    let text =
+        std::fs::read_to_string(repo().join("protocol/tests/golden/status_online.json")).unwrap();
+    let mut s: protocol::Status = serde_json::from_str(&text).unwrap();
+    s.site = site.to_owned();
+    s.time = UtcMillis(now_ms());
+    s
+}
+
+/// The `offline` status an agent leaves as its last will.
+pub fn status_offline(site: &str) -> protocol::Status {
+    protocol::Status {
+        schema: protocol::SCHEMA_VERSION,
+        site: site.to_owned(),
+        state: protocol::AgentState::Offline,
+        time: UtcMillis(now_ms()),
+        health: None,
+    }
+}
