@@ -331,7 +331,10 @@ impl Dispatcher {
         mut inbound: mpsc::Receiver<Inbound>,
     ) -> Result<(), DispatchError> {
         self.recover().await?;
+        // Deadlines that passed while the hub was down are due now: they are fired here, in
+        // order, before anything new is filed. (Not counted as missed: they were owed.)
         self.fire_due().await?;
+        self.audit(true).await?;
         let mut audit = tokio::time::interval(self.p.audit_every);
         audit.tick().await;
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
@@ -360,7 +363,7 @@ impl Dispatcher {
                 Some(r) = self.requests.recv() => self.request(r).await?,
                 Some(d) = self.deliveries_rx.recv() => self.delivery(d)?,
                 _ = tokio::time::sleep(sleep_for) => self.fire_due().await?,
-                _ = audit.tick() => self.audit().await?,
+                _ = audit.tick() => self.audit(false).await?,
                 _ = sweep.tick() => self.sweep()?,
             }
         }
@@ -676,28 +679,59 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// The auditor: every open case's deadline must be in the index, and nothing in the index
-    /// may be overdue. A miss is logged as an error, counted, and fired now.
-    async fn audit(&mut self) -> Result<(), DispatchError> {
+    /// The auditor. `full` (at start): every case's deadline must be in the index — a case
+    /// whose deadline is missing would never climb. Periodically (cheap): the in-memory timer
+    /// set must match the index on disk, and nothing in it may be overdue. Every miss is logged
+    /// as an error, counted in `hub_deadlines_missed_total`, repaired and fired.
+    async fn audit(&mut self, full: bool) -> Result<(), DispatchError> {
         let now = self.now();
         let mut missed = 0u64;
-        for kv in self.p.store.work.scan_prefix(CASE) {
-            let (_, v) = kv.map_err(io("scan cases"))?;
-            let Ok(case) = Case::from_json(&v) else {
-                continue;
-            };
-            if let Some(d) = case.next_deadline()
-                && !self.deadlines.contains(&(d.0, case.id.clone()))
-            {
-                missed += 1;
-                tracing::error!(case = %case.id, deadline = %d, "auditor: deadline missing from the index; restored");
-                let mut b = sled::Batch::default();
-                self.move_deadline(&mut b, &case.id, None, Some(d));
-                self.p
-                    .store
-                    .work
-                    .apply_batch(b)
-                    .map_err(io("restore deadline"))?;
+        if full {
+            for kv in self.p.store.work.scan_prefix(CASE) {
+                let (_, v) = kv.map_err(io("scan cases"))?;
+                let Ok(case) = Case::from_json(&v) else {
+                    continue;
+                };
+                if let Some(d) = case.next_deadline()
+                    && !self.deadlines.contains(&(d.0, case.id.clone()))
+                {
+                    missed += 1;
+                    tracing::error!(case = %case.id, deadline = %d, "auditor: deadline missing from the index; restored");
+                    let mut b = sled::Batch::default();
+                    self.move_deadline(&mut b, &case.id, None, Some(d));
+                    self.p
+                        .store
+                        .work
+                        .apply_batch(b)
+                        .map_err(io("restore deadline"))?;
+                }
+            }
+        } else {
+            let mut on_disk = 0usize;
+            for k in self.p.store.work.scan_prefix(DEADLINE).keys() {
+                let k = k.map_err(io("scan deadlines"))?;
+                on_disk += 1;
+                if k.len() < DEADLINE.len() + 8 {
+                    continue;
+                }
+                let mut at = [0u8; 8];
+                at.copy_from_slice(&k[DEADLINE.len()..DEADLINE.len() + 8]);
+                let entry = (
+                    u64::from_be_bytes(at) as i64,
+                    String::from_utf8_lossy(&k[DEADLINE.len() + 8..]).into_owned(),
+                );
+                if !self.deadlines.contains(&entry) {
+                    missed += 1;
+                    tracing::error!(case = %entry.1, at = entry.0, "auditor: deadline on disk but not in the timer; restored");
+                    self.deadlines.insert(entry);
+                }
+            }
+            if on_disk < self.deadlines.len() {
+                tracing::error!(
+                    on_disk,
+                    in_memory = self.deadlines.len(),
+                    "auditor: timer holds deadlines the disk does not"
+                );
             }
         }
         let overdue = self
@@ -822,20 +856,17 @@ impl Dispatcher {
             return Ok(());
         };
         let now = self.now();
-        let before = case.deliveries.len();
-        for _ in 1..d.attempts.max(1) {
-            case.record_delivery(
-                d.target.clone(),
-                &d.channel,
-                d.step,
-                DeliveryOutcome::Failed {
-                    error: "retried".into(),
-                },
-                now,
-            );
-        }
+        let (target, channel, step, attempts) =
+            (d.target.clone(), d.channel.clone(), d.step, d.attempts);
         case.record_delivery(d.target, &d.channel, d.step, d.outcome, now);
-        let _ = before;
+        // The sender retried on its own; the report's count is the truth.
+        if let Some(entry) = case
+            .deliveries
+            .iter_mut()
+            .find(|e| e.target == target && e.channel == channel && e.step == step)
+        {
+            entry.attempts = attempts;
+        }
         let dl = case.next_deadline();
         self.save(&case, dl)
     }

@@ -85,6 +85,16 @@ enum Cmd {
         /// The username: the site, person or service id.
         id: String,
     },
+    /// Write a synthetic grid hierarchy (GeoJSON, WGS-84) of about `cells` cells around Wuding
+    /// county, for benchmarks and load tests. The same seed gives the same file.
+    GenGrid {
+        #[arg(long, default_value_t = 100_000)]
+        cells: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Make the hub's Ed25519 command-signing key; prints the public key for the agents'
     /// `[uplink.commands] public_key`.
     Keygen {
@@ -247,6 +257,15 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 "credential for {id} written to {}; the token above is shown only once",
                 file.display()
             );
+            Ok(())
+        }
+        Cmd::GenGrid { cells, seed, out } => {
+            let h = hub::grid::synthetic::Synthetic::new(cells, seed)
+                .hierarchy()
+                .map_err(|e| e.to_string())?;
+            let text = serde_json::to_string(&geojson::to_value(&h)).map_err(|e| e.to_string())?;
+            write_atomically(&out, text.as_bytes())?;
+            println!("{} cells written to {}", h.len(), out.display());
             Ok(())
         }
         Cmd::Keygen { out, force } => {
