@@ -13,6 +13,8 @@
 // Test helpers panic on a failed set-up step, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/certs.rs"]
+mod certs;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
 
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use certs::{make_ca, make_leaf};
 use edge_agent::agent::Output;
 use edge_agent::chaos::{alert_id, make_alert};
 use edge_agent::outbox::{Outbox, OutboxConfig, OutboxStats};
@@ -785,38 +788,6 @@ struct Pki {
     client_cert: PathBuf,
     client_key: PathBuf,
     other_ca: PathBuf,
-}
-
-fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert, rcgen::Issuer::new(params, key))
-}
-
-fn make_leaf(
-    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
-    names: &[&str],
-    purpose: rcgen::ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![purpose];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 fn make_pki(dir: &Path) -> Pki {

@@ -20,6 +20,10 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
+#[path = "../../../edge-agent/tests/common/certs.rs"]
+mod certs;
+use certs::{make_ca, make_leaf};
+
 pub const SITE: &str = "wd-demo-001";
 /// Inside micro-grid 532329101001-G01-M01.
 pub const DEMO_LON: f64 = 102.4040;
@@ -621,38 +625,6 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
-}
-
-fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert, rcgen::Issuer::new(params, key))
-}
-
-fn make_leaf(
-    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
-    names: &[&str],
-    purpose: rcgen::ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![purpose];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 pub fn make_pki(dir: &Path) -> Pki {
