@@ -53,6 +53,7 @@ async fn two_hubs_split_the_alerts_of_a_shared_subscription_each_stored_once() {
             .next_notification(Duration::from_secs(10))
             .await
             .unwrap_or_else(|| panic!("only {} of {N} cases notified", cases.len()));
+        assert_eq!(n.cell.code, M01, "filed in the deepest cell: {n:?}");
         cases.insert(n.case);
     }
 
