@@ -1,6 +1,7 @@
 //! The hub end to end over real MQTT through its embedded broker: an alert from a site lands
 //! in the right deepest cell and notifies that cell's on-duty person; unacknowledged, it
-//! climbs level by level on schedule; acknowledged, it stops climbing.
+//! climbs level by level on schedule; acknowledged, it stops climbing. Alerts stored but not
+//! filed before a stop are filed at the next start.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -198,5 +199,57 @@ async fn acknowledged_case_stops_climbing() {
     let case = hub.dispatch.case(&first.case).await.unwrap().unwrap();
     assert_eq!(case.current_cell().unwrap().code, M01);
     assert_eq!(case.state, CaseState::Acknowledged);
+    hub.stop().await;
+}
+
+/// Alerts stored but not yet filed when the hub stopped are filed at the next start, all in
+/// one batch: a later alert of the batch joins the case an earlier one opened (the batch's
+/// writes are visible to it before they are applied), and each is filed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_left_pending_are_filed_at_start_grouped_within_one_batch() {
+    let dir = hub_dir(EMBEDDED, "");
+    let loaded = load(&dir.config_path);
+    let first = alert(SITE, 21, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+    let mut same_track = alert(SITE, 22, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+    same_track.track = first.track;
+    let other = alert(SITE, 23, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+    {
+        std::fs::create_dir_all(&loaded.config.data_dir).unwrap();
+        let store = hub::store::Store::open(&loaded.config.data_dir.join("store")).unwrap();
+        let batch: Vec<_> = [&first, &same_track, &other]
+            .iter()
+            .map(|a| (a.id.clone(), serde_json::to_vec(a).unwrap().into()))
+            .collect();
+        assert_eq!(store.insert_alerts(&batch).unwrap(), [true, true, true]);
+        store.flush_blocking().unwrap();
+    }
+    let hub = hub::service::start(loaded, std::sync::Arc::new(hub::dispatch::SystemClock))
+        .await
+        .unwrap();
+    let case_of = |id: String| {
+        let d = hub.dispatch.clone();
+        async move {
+            for _ in 0..100 {
+                if let Some(c) = d.case_of_alert(&id).await.unwrap() {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("alert {id} not filed");
+        }
+    };
+    let opened = format!("C-{}", first.id);
+    assert_eq!(case_of(first.id.clone()).await, opened);
+    assert_eq!(case_of(same_track.id.clone()).await, opened);
+    assert_eq!(case_of(other.id.clone()).await, format!("C-{}", other.id));
+    let case = hub.dispatch.case(&opened).await.unwrap().unwrap();
+    assert_eq!(case.count, 2);
+    assert!(hub.store.pending_ids().unwrap().is_empty());
+    assert_eq!(
+        hub.metrics
+            .cases_opened
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
     hub.stop().await;
 }

@@ -1,0 +1,736 @@
+//! Sustained alert ingest through the hub's embedded broker, end to end: published by sites
+//! over MQTT 5 (QoS 1) → gateway → stored (group commit, before the PUBACK) → located in the
+//! Wuding grid → case opened → notification pushed on `se/v1/person/{id}/notify`, received by a
+//! service subscriber. Latency is push received − publish call, for the first push of each alert.
+//!
+//! `cargo bench -p hub --bench ingest [-- --alerts N --rate R --seconds S --publishers P
+//!  --snapshot-bytes B --inflight I --only paced|max --dir PATH --progress]`
+//!
+//! Two scenarios, each on a fresh hub (its own temp dir and store):
+//!
+//! - **paced**: `--rate` alerts/s (default 1,000) for `--seconds` (default 10), spread over the
+//!   publishers; p50/p90/p99/max latency and loss.
+//! - **max**: `--alerts` (default 40,000) split over `--publishers` (default 4), each publishing
+//!   as fast as its window allows (`--inflight`, default 500 unacknowledged publishes);
+//!   throughput in alerts stored (PUBACKed) and fully processed (pushed) per second, over the
+//!   whole run and over its middle 80 % (no ramp-up, no drain), and latency under that load.
+//!
+//! Every alert has its own id and track, so each opens its own case and yields a push to each
+//! person on duty at micro-grid M01 (the alerts carry a position inside it). Payloads are made
+//! from a per-site template with the id and track patched in, so the publishers spend little of
+//! the two cores the hub needs. The machine's load average is printed with every figure.
+//!
+//! Under each scenario's line, `hub:` gives the process's CPU time (hub and bench clients
+//! together) and bytes written to storage (`/proc/self`), per alert, and the hub's counters.
+//!
+//! A plain `main` rather than a harness: the figures wanted are a throughput and a latency
+//! distribution, printed once per scenario.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hub::gateway::auth::sha256_hex;
+use hub::service::RunningHub;
+use protocol::Severity;
+use protocol::alert::Snapshot;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tempfile::TempDir;
+
+/// Alert `i` of a run has number `N0 + i`: always 16 digits, so the id (`01KAQ5X3MV{n:016}`),
+/// the incident and the track can be patched into a template in place.
+const N0: u64 = 1_000_000_000_000_000;
+const ID_PREFIX: &str = "01KAQ5X3MV";
+
+#[derive(Debug, Clone)]
+struct Args {
+    alerts: usize,
+    rate: u64,
+    seconds: f64,
+    publishers: usize,
+    snapshot_bytes: usize,
+    inflight: u16,
+    paced: bool,
+    max: bool,
+    dir: Option<PathBuf>,
+    progress: bool,
+    /// Give up waiting for the last pushes after this long without progress.
+    settle: Duration,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        alerts: 40_000,
+        rate: 1_000,
+        seconds: 10.0,
+        publishers: 4,
+        snapshot_bytes: 0,
+        inflight: 500,
+        paced: true,
+        max: true,
+        dir: None,
+        progress: false,
+        settle: Duration::from_secs(10),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        // `cargo bench` adds `--bench`; ignore what we do not know.
+        let mut value = || it.next().unwrap_or_default();
+        match arg.as_str() {
+            "--alerts" => a.alerts = value().parse().unwrap_or(a.alerts),
+            "--rate" => a.rate = value().parse().unwrap_or(a.rate).max(1),
+            "--seconds" => a.seconds = value().parse().unwrap_or(a.seconds),
+            "--publishers" => a.publishers = value().parse().unwrap_or(a.publishers).max(1),
+            "--snapshot-bytes" => a.snapshot_bytes = value().parse().unwrap_or(a.snapshot_bytes),
+            "--inflight" => a.inflight = value().parse().unwrap_or(a.inflight).max(1),
+            "--settle" => {
+                a.settle =
+                    Duration::from_secs_f64(value().parse().unwrap_or(a.settle.as_secs_f64()))
+            }
+            "--dir" => a.dir = Some(PathBuf::from(value())),
+            "--progress" => a.progress = true,
+            "--only" => match value().as_str() {
+                "paced" => a.max = false,
+                "max" => a.paced = false,
+                other => {
+                    eprintln!("--only paced|max, not {other:?}");
+                    std::process::exit(2);
+                }
+            },
+            _ => {}
+        }
+    }
+    a
+}
+
+fn main() {
+    let args = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!(
+        "ingest benchmark: {} publishers (QoS 1, inflight {}), snapshot {} bytes, {} cores, load {}",
+        args.publishers,
+        args.inflight,
+        args.snapshot_bytes,
+        std::thread::available_parallelism().map_or(1, usize::from),
+        loadavg()
+    );
+    rt.block_on(async {
+        if args.paced {
+            let n = (args.rate as f64 * args.seconds).round().max(1.0) as usize;
+            let r = run(&args, n, Some(args.rate)).await;
+            println!(
+                "paced {}/s: n={} p50={} p90={} p99={} max={} lost={} | ack p50={} p99={} | \
+                 published={} acked={} stored={} pushed={} (pushes={}) achieved={:.0}/s | load {}",
+                args.rate,
+                r.published,
+                ms(r.push.p50),
+                ms(r.push.p90),
+                ms(r.push.p99),
+                ms(r.push.max),
+                r.published.saturating_sub(r.pushed),
+                ms(r.ack.p50),
+                ms(r.ack.p99),
+                r.published,
+                r.acked,
+                r.stored,
+                r.pushed,
+                r.pushes,
+                r.publish_rate,
+                r.load
+            );
+            r.hub_counters();
+        }
+        if args.max {
+            let r = run(&args, args.alerts, None).await;
+            println!(
+                "max: alerts={} stored={:.0}/s pushed={:.0}/s (middle 80%: stored={:.0}/s \
+                 pushed={:.0}/s) p50={} p99={} max={} lost={} | ack p50={} p99={} | \
+                 acked={} stored={} pushed={} (pushes={}) in {:.2} s | load {}",
+                r.published,
+                r.stored_rate,
+                r.pushed_rate,
+                r.stored_rate_mid,
+                r.pushed_rate_mid,
+                ms(r.push.p50),
+                ms(r.push.p99),
+                ms(r.push.max),
+                r.published.saturating_sub(r.pushed),
+                ms(r.ack.p50),
+                ms(r.ack.p99),
+                r.acked,
+                r.stored,
+                r.pushed,
+                r.pushes,
+                r.elapsed.as_secs_f64(),
+                r.load
+            );
+            r.hub_counters();
+        }
+    });
+    // rumqttd's threads and sled's flusher do not stop on their own.
+    std::process::exit(0);
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// This process's CPU time (user + system, all threads) and bytes it has caused to be written
+/// to storage, from `/proc/self`; zeros where unavailable.
+fn usage() -> (Duration, u64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`: state is field 3, utime 14, stime 15, in clock ticks
+            // (100 per second on Linux).
+            let rest = s.get(s.rfind(')')? + 2..)?.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(Duration::from_millis(ticks * 10))
+        })
+        .unwrap_or_default();
+    let written = std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (cpu, written)
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.1}ms", ns as f64 / 1e6)
+}
+
+/// When each alert was published, acknowledged and first pushed: nanoseconds since `base`,
+/// plus one (0 = not yet).
+struct Timeline {
+    base: Instant,
+    published: Vec<AtomicU64>,
+    acked: Vec<AtomicU64>,
+    pushed: Vec<AtomicU64>,
+    /// Alerts with at least one push, and pushes in all.
+    first_pushes: AtomicU64,
+    pushes: AtomicU64,
+    /// Pushes for cases this run did not publish.
+    strays: AtomicU64,
+    acks: AtomicU64,
+}
+
+impl Timeline {
+    fn new(n: usize) -> Self {
+        let v = || (0..n).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            base: Instant::now(),
+            published: v(),
+            acked: v(),
+            pushed: v(),
+            first_pushes: AtomicU64::new(0),
+            pushes: AtomicU64::new(0),
+            strays: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
+    }
+}
+
+/// A temp hub directory like the tests' (`common::hub_dir`), with one site credential per
+/// publisher, each site registered at micro-grid M01.
+fn hub_dir(sites: &[String], parent: Option<&Path>) -> (TempDir, PathBuf) {
+    let dir = match parent {
+        Some(p) => tempfile::tempdir_in(p),
+        None => tempfile::tempdir(),
+    }
+    .expect("temp dir");
+    let mut creds = String::new();
+    let mut site_tables = String::new();
+    let kinds = sites
+        .iter()
+        .map(|s| ("site", s.as_str()))
+        .chain([("service", "svc")]);
+    for (kind, id) in kinds {
+        creds.push_str(&format!(
+            "[[credential]]\nkind = \"{kind}\"\nid = \"{id}\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(common::token(id).as_bytes())
+        ));
+        if kind == "site" {
+            site_tables.push_str(&format!("[sites.{id}]\ncell = \"{}\"\n", common::M01));
+        }
+    }
+    std::fs::write(dir.path().join("credentials.toml"), creds).unwrap();
+    let key = protocol::SigningKey::from_bytes(&[7u8; 32]);
+    std::fs::write(
+        dir.path().join("signing.key"),
+        protocol::command::encode_signing_key(&key),
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+data_dir = "state"
+[grid]
+file = "{}"
+[roster]
+dir = "{}"
+[broker]
+{}
+credentials = "credentials.toml"
+{site_tables}
+[commands]
+signing_key_file = "signing.key"
+"#,
+        common::repo().join("configs/hub/wuding.geojson").display(),
+        common::repo().join("configs/hub/roster").display(),
+        common::EMBEDDED,
+    );
+    let path = dir.path().join("hub.toml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+/// A site's alert JSON with `N0` as its number, and where that number's 16 digits sit (id,
+/// incident, track).
+struct Template {
+    json: Vec<u8>,
+    at: Vec<usize>,
+}
+
+impl Template {
+    fn new(site: &str, snapshot_bytes: usize) -> Self {
+        let mut a = common::alert(
+            site,
+            N0,
+            Severity::Major,
+            Some((common::DEMO_LON, common::DEMO_LAT)),
+        );
+        if snapshot_bytes > 0 {
+            // SOI then zeros: valid as far as the hub checks, and its base64 has no digits.
+            let mut jpeg = vec![0u8; snapshot_bytes.max(2)];
+            jpeg[..2].copy_from_slice(&[0xff, 0xd8]);
+            a.snapshot = Some(Snapshot {
+                camera: "cam-1".into(),
+                time: a.time,
+                width: 1920,
+                height: 1080,
+                jpeg,
+            });
+        }
+        let json = serde_json::to_vec(&a).unwrap();
+        let marker = N0.to_string();
+        let at: Vec<usize> = json
+            .windows(marker.len())
+            .enumerate()
+            .filter(|(_, w)| *w == marker.as_bytes())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 3, "the number appears in id, incident and track");
+        Self { json, at }
+    }
+
+    fn payload(&self, i: usize) -> Vec<u8> {
+        let digits = format!("{:016}", N0 + i as u64);
+        let mut p = self.json.clone();
+        for &at in &self.at {
+            p[at..at + 16].copy_from_slice(digits.as_bytes());
+        }
+        p
+    }
+}
+
+/// A site's MQTT 5 client. Its event loop stamps each PUBACK on the alert it answers: the
+/// gateway answers a connection's publishes in order, so the k-th PUBACK is for the k-th
+/// publish.
+struct Publisher {
+    client: AsyncClient,
+    topic: String,
+    template: Template,
+    order: Arc<Mutex<VecDeque<usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Publisher {
+    async fn connect(port: u16, site: &str, args: &Args, tl: Arc<Timeline>) -> Self {
+        let mut o = MqttOptions::new(format!("bench-{site}"), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_credentials(site, common::token(site))
+            .set_max_packet_size(Some(2 * 1024 * 1024))
+            .set_outgoing_inflight_upper_limit(args.inflight);
+        // A short request queue: a publish call waits for the window rather than queueing
+        // out of sight, so its time stamp is close to when it goes on the wire.
+        let (client, mut events) = AsyncClient::new(o, 16);
+        let order: Arc<Mutex<VecDeque<usize>>> = Arc::default();
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+        let acks = order.clone();
+        let site_name = site.to_owned();
+        let task = tokio::spawn(async move {
+            let mut connected = Some(connected_tx);
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        let now = tl.now();
+                        if let Some(i) = acks.lock().unwrap().pop_front() {
+                            tl.acked[i].store(now, Relaxed);
+                        }
+                        tl.acks.fetch_add(1, Relaxed);
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = connected.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("publisher {site_name}: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), connected_rx)
+            .await
+            .expect("publisher connected within 10 s")
+            .unwrap();
+        Self {
+            client,
+            topic: format!("se/v1/site/{site}/alert"),
+            template: Template::new(site, args.snapshot_bytes),
+            order,
+            task,
+        }
+    }
+
+    async fn publish(&self, i: usize, tl: &Timeline) {
+        let payload = self.template.payload(i);
+        self.order.lock().unwrap().push_back(i);
+        tl.published[i].store(tl.now(), Relaxed);
+        self.client
+            .publish(self.topic.as_str(), QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish queued");
+    }
+}
+
+/// The service subscriber on every person's notify topic.
+struct Subscriber {
+    _client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Subscriber {
+    async fn connect(port: u16, tl: Arc<Timeline>) -> Self {
+        let mut o = MqttOptions::new("bench-watcher", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_credentials("svc", common::token("svc"))
+            .set_max_packet_size(Some(2 * 1024 * 1024));
+        let (client, mut events) = AsyncClient::new(o, 64);
+        client
+            .subscribe("se/v1/person/+/notify", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let pattern = format!("\"case\":\"C-{ID_PREFIX}").into_bytes();
+        let task = tokio::spawn(async move {
+            let mut subscribed = Some(subscribed_tx);
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let now = tl.now();
+                        tl.pushes.fetch_add(1, Relaxed);
+                        match alert_index(&p.payload, &pattern) {
+                            Some(i) if i < tl.pushed.len() => {
+                                if tl.pushed[i]
+                                    .compare_exchange(0, now, Relaxed, Relaxed)
+                                    .is_ok()
+                                {
+                                    tl.first_pushes.fetch_add(1, Relaxed);
+                                }
+                            }
+                            _ => {
+                                tl.strays.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("subscriber: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .expect("subscribed within 10 s")
+            .unwrap();
+        Self {
+            _client: client,
+            task,
+        }
+    }
+}
+
+/// The alert number in a notification's case id (`C-{alert id}`), without parsing the JSON.
+fn alert_index(payload: &[u8], pattern: &[u8]) -> Option<usize> {
+    let at = payload.windows(pattern.len()).position(|w| w == pattern)? + pattern.len();
+    let digits = std::str::from_utf8(payload.get(at..at + 16)?).ok()?;
+    let n: u64 = digits.parse().ok()?;
+    n.checked_sub(N0).map(|i| i as usize)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Quantiles {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    max: u64,
+}
+
+fn quantiles(mut v: Vec<u64>) -> Quantiles {
+    if v.is_empty() {
+        return Quantiles::default();
+    }
+    v.sort_unstable();
+    let q = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    Quantiles {
+        p50: q(0.50),
+        p90: q(0.90),
+        p99: q(0.99),
+        max: v[v.len() - 1],
+    }
+}
+
+struct Report {
+    published: usize,
+    acked: usize,
+    stored: usize,
+    pushed: usize,
+    pushes: u64,
+    push: Quantiles,
+    ack: Quantiles,
+    publish_rate: f64,
+    stored_rate: f64,
+    pushed_rate: f64,
+    stored_rate_mid: f64,
+    pushed_rate_mid: f64,
+    elapsed: Duration,
+    load: String,
+    counters: String,
+}
+
+impl Report {
+    fn hub_counters(&self) {
+        println!("    hub: {}", self.counters);
+    }
+}
+
+/// Rate over the whole run (first publish to last completion) and over the middle 80 % of
+/// completions.
+fn rates(start: u64, mut done: Vec<u64>) -> (f64, f64) {
+    if done.len() < 2 {
+        return (0.0, 0.0);
+    }
+    done.sort_unstable();
+    let n = done.len();
+    let whole = n as f64 / ((done[n - 1] - start) as f64 / 1e9);
+    let (a, b) = (n / 10, n - 1 - n / 10);
+    let mid = if b > a && done[b] > done[a] {
+        (b - a) as f64 / ((done[b] - done[a]) as f64 / 1e9)
+    } else {
+        whole
+    };
+    (whole, mid)
+}
+
+/// One scenario on a fresh hub: `n` alerts, paced at `rate` per second or as fast as possible.
+async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
+    let sites: Vec<String> = (0..args.publishers)
+        .map(|i| format!("wd-bench-{i:03}"))
+        .collect();
+    let (dir, config) = hub_dir(&sites, args.dir.as_deref());
+    let hub: RunningHub = common::start_hub(&config).await;
+    let port = hub.mqtt[0].port();
+    let tl = Arc::new(Timeline::new(n));
+    let _watcher = Subscriber::connect(port, tl.clone()).await;
+    let mut publishers = Vec::new();
+    for s in &sites {
+        publishers.push(Arc::new(
+            Publisher::connect(port, s, args, tl.clone()).await,
+        ));
+    }
+    let metrics = hub.metrics.clone();
+    let progress = args.progress.then(|| {
+        let (tl, metrics) = (tl.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!(
+                    "  {:5.1}s acked={} stored={} filed={} sent={} pushed={} load {}",
+                    tl.base.elapsed().as_secs_f64(),
+                    tl.acks.load(Relaxed),
+                    metrics.alerts_stored.load(Relaxed),
+                    metrics.alerts_filed.load(Relaxed),
+                    metrics.notifications_sent.load(Relaxed),
+                    tl.first_pushes.load(Relaxed),
+                    loadavg()
+                );
+            }
+        })
+    });
+
+    let usage_before = usage();
+    let start = tl.now();
+    let begin = Instant::now();
+    match rate {
+        Some(rate) => {
+            // One pacer over all the publishers: alert i is due at i / rate.
+            let period = Duration::from_secs_f64(1.0 / rate as f64);
+            for i in 0..n {
+                tokio::time::sleep_until((begin + period * i as u32).into()).await;
+                publishers[i % publishers.len()].publish(i, &tl).await;
+            }
+        }
+        None => {
+            let p = publishers.len();
+            let tasks: Vec<_> = publishers
+                .iter()
+                .enumerate()
+                .map(|(k, publisher)| {
+                    let (publisher, tl) = (publisher.clone(), tl.clone());
+                    tokio::spawn(async move {
+                        for i in (k..n).step_by(p) {
+                            publisher.publish(i, &tl).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    }
+    let publish_secs = begin.elapsed().as_secs_f64();
+
+    // Wait for every push (and PUBACK), giving up after `settle` without progress.
+    let mut last = (0, 0);
+    let mut since = Instant::now();
+    loop {
+        let now = (
+            tl.first_pushes.load(Relaxed) as usize,
+            tl.acks.load(Relaxed) as usize,
+        );
+        if now.0 >= n && now.1 >= n {
+            break;
+        }
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() > args.settle {
+            eprintln!(
+                "gave up after {:?} without progress: {} of {n} alerts pushed, {} acked",
+                args.settle, now.0, now.1
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = begin.elapsed();
+    let usage_after = usage();
+    let load = loadavg();
+    if let Some(p) = progress {
+        p.abort();
+    }
+
+    let get = |v: &[AtomicU64]| v.iter().map(|a| a.load(Relaxed)).collect::<Vec<u64>>();
+    let (published, acked, pushed) = (get(&tl.published), get(&tl.acked), get(&tl.pushed));
+    let lat = |done: &[u64]| {
+        published
+            .iter()
+            .zip(done)
+            .filter(|(p, d)| **p > 0 && **d > 0)
+            .map(|(p, d)| d.saturating_sub(*p))
+            .collect::<Vec<u64>>()
+    };
+    let done = |v: &[u64]| v.iter().copied().filter(|&t| t > 0).collect::<Vec<u64>>();
+    let (stored_rate, stored_rate_mid) = rates(start, done(&acked));
+    let (pushed_rate, pushed_rate_mid) = rates(start, done(&pushed));
+    let m = &hub.metrics;
+    let cpu = usage_after.0.saturating_sub(usage_before.0);
+    let written = usage_after.1.saturating_sub(usage_before.1);
+    let counters = format!(
+        "process cpu={:.2}s ({:.0}% of one core, {:.0}us/alert) disk written={:.1}MB ({:.1}KB/alert) \
+         stored={} duplicate={} rejected={} filed={} cases={} notifications sent={} failed={} \
+         dropped={} stray pushes={}",
+        cpu.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n as f64,
+        written as f64 / 1e6,
+        written as f64 / 1e3 / n as f64,
+        m.alerts_stored.load(Relaxed),
+        m.alerts_duplicate.load(Relaxed),
+        m.rejected_total(),
+        m.alerts_filed.load(Relaxed),
+        m.cases_opened.load(Relaxed),
+        m.notifications_sent.load(Relaxed),
+        m.notifications_failed.load(Relaxed),
+        m.notifications_dropped.load(Relaxed),
+        tl.strays.load(Relaxed),
+    );
+    let report = Report {
+        published: published.iter().filter(|&&t| t > 0).count(),
+        acked: tl.acks.load(Relaxed) as usize,
+        stored: hub.store.alert_count(),
+        pushed: tl.first_pushes.load(Relaxed) as usize,
+        pushes: tl.pushes.load(Relaxed),
+        push: quantiles(lat(&pushed)),
+        ack: quantiles(lat(&acked)),
+        publish_rate: n as f64 / publish_secs,
+        stored_rate,
+        pushed_rate,
+        stored_rate_mid,
+        pushed_rate_mid,
+        elapsed,
+        load,
+        counters,
+    };
+    drop(publishers);
+    hub.stop().await;
+    drop(dir);
+    report
+}
