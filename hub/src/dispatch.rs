@@ -355,11 +355,8 @@ impl Dispatcher {
                     }
                     self.file_batch(batch).await?;
                 }
-                m = inbound.recv() => {
-                    if let Some(m) = m {
-                        self.inbound(m).await?;
-                    }
-                }
+                // A closed channel disables its branch (the pattern fails) instead of spinning.
+                Some(m) = inbound.recv() => self.inbound(m).await?,
                 Some(r) = self.requests.recv() => self.request(r).await?,
                 Some(d) = self.deliveries_rx.recv() => self.delivery(d)?,
                 _ = tokio::time::sleep(sleep_for) => self.fire_due().await?,
