@@ -213,6 +213,11 @@ async fn send_read(port: u16) {
 }
 
 async fn metrics(port: u16) -> HashMap<String, f64> {
+    // In a workspace build the hub's webhooks turn on reqwest's rustls feature, and then any
+    // client needs a process-wide crypto provider, even for plain http.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap()
