@@ -23,7 +23,6 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
 
 use crate::ingest::Ingest;
-use crate::metrics::HubMetrics;
 
 /// A message from a site other than an alert.
 #[derive(Debug, Clone)]
@@ -68,7 +67,6 @@ impl Link {
         topics: Topics,
         inbound: mpsc::Sender<Inbound>,
         ingest: Option<Ingest>,
-        metrics: Arc<HubMetrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let mut o = MqttOptions::new(&opts.client_id, &opts.host, opts.port);
         o.set_keep_alive(Duration::from_secs(30))
@@ -103,7 +101,6 @@ impl Link {
                 alert_rx,
                 ingest,
                 topics.clone(),
-                metrics,
             ));
         }
         let sub_client = client.clone();
@@ -124,8 +121,7 @@ impl Link {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let topic = String::from_utf8_lossy(&p.topic).into_owned();
                         match topics.parse(&topic) {
-                            Some((site, TopicKind::Alert)) => {
-                                let _ = site;
+                            Some((_, TopicKind::Alert)) => {
                                 if alert_tx.send(p).await.is_err() {
                                     return;
                                 }
@@ -186,7 +182,6 @@ async fn alert_acker(
     mut rx: mpsc::Receiver<Publish>,
     ingest: Ingest,
     topics: Topics,
-    _metrics: Arc<HubMetrics>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];

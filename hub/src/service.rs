@@ -237,14 +237,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
             tls,
             max_packet: MAX_PACKET,
         };
-        Link::start(
-            opts,
-            topics.clone(),
-            inbound_tx,
-            Some(ingest.clone()),
-            metrics.clone(),
-        )
-        .0
+        Link::start(opts, topics.clone(), inbound_tx, Some(ingest.clone())).0
     } else {
         // The hub's own client authenticates to rumqttd like anyone else, with a token made
         // fresh at every start and never written down.
@@ -318,7 +311,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
             tls: None,
             max_packet: MAX_PACKET,
         };
-        Link::start(opts, topics.clone(), inbound_tx, None, metrics.clone()).0
+        Link::start(opts, topics.clone(), inbound_tx, None).0
     };
 
     let pusher = Pusher::new(

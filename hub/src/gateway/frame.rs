@@ -7,7 +7,7 @@
 //! understand; a boundary parser plus three field readers is smaller than a decode/re-encode
 //! round trip and cannot change what it forwards.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// MQTT control packet types (the high nibble of the first byte).
 pub mod kind {
@@ -399,11 +399,6 @@ pub mod reason {
     pub const PROTOCOL_ERROR: u8 = 0x82;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
-}
-
-/// Bytes left in `buf` that have not formed a frame yet; for diagnostics.
-pub fn pending(buf: &BytesMut) -> usize {
-    buf.remaining()
 }
 
 #[cfg(test)]
