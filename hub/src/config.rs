@@ -32,6 +32,36 @@ pub struct HubConfig {
     pub push: PushSection,
     pub commands: CommandsSection,
     pub metrics: Option<MetricsSection>,
+    /// The dashboard and its API; absent: no HTTP listener.
+    pub http: Option<HttpSection>,
+}
+
+/// The dashboard and the HTTP API (`/api/v1`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: SocketAddr,
+    /// Dashboard users: logins, roles, cells and argon2 password hashes (`hub user add`).
+    pub users: PathBuf,
+    /// How long a login lasts (browser session or app token), hours.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+    /// Mark the session cookie `Secure` (set when the hub is served over HTTPS by a proxy).
+    #[serde(default)]
+    pub secure_cookie: bool,
+    /// An XYZ raster tile server on the local network (`http://tiles.lan/{z}/{x}/{y}.png`);
+    /// without one the map is drawn from the grid's own outlines only.
+    pub tile_url: Option<String>,
+    /// The dashboard's title.
+    #[serde(default = "default_title")]
+    pub title: String,
+}
+
+fn default_session_hours() -> u64 {
+    12
+}
+fn default_title() -> String {
+    "综治中心 · 雪亮工程".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +169,8 @@ pub struct SiteSection {
     /// A display name.
     #[serde(default)]
     pub name: String,
+    /// Where the site is (WGS-84), for the map and tag trajectories.
+    pub location: Option<protocol::alert::Location>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,7 +247,7 @@ impl HubConfig {
             vec![format!("TOML syntax: {}", e.to_string().trim_end())]
         })?;
         let mut errors = Vec::new();
-        const KNOWN: [&str; 11] = [
+        const KNOWN: [&str; 12] = [
             "data_dir",
             "topic_prefix",
             "grid",
@@ -227,6 +259,7 @@ impl HubConfig {
             "push",
             "commands",
             "metrics",
+            "http",
         ];
         for key in table.keys() {
             if !KNOWN.contains(&key.as_str()) {
@@ -253,6 +286,19 @@ impl HubConfig {
         let push = opt::<PushSection>("push", take("push"), &mut errors).unwrap_or_default();
         let commands = req::<CommandsSection>("commands", take("commands"), &mut errors);
         let metrics = opt::<MetricsSection>("metrics", take("metrics"), &mut errors);
+        let mut http = opt::<HttpSection>("http", take("http"), &mut errors);
+        if let Some(h) = &http {
+            if h.session_hours == 0 {
+                errors.push("http.session_hours: must be at least 1".into());
+            }
+            if let Some(t) = &h.tile_url
+                && !(t.contains("{z}") && t.contains("{x}") && t.contains("{y}"))
+            {
+                errors.push(format!(
+                    "http.tile_url: {t:?} must contain {{z}}, {{x}} and {{y}}"
+                ));
+            }
+        }
 
         if let Err(e) = protocol::Topics::new(&topic_prefix) {
             errors.push(format!("topic_prefix: {e}"));
@@ -322,6 +368,9 @@ impl HubConfig {
         r(&mut roster.dir);
         r(&mut broker.credentials);
         r(&mut commands.signing_key_file);
+        if let Some(h) = &mut http {
+            r(&mut h.users);
+        }
         if let Some(t) = &mut broker.tls {
             r(&mut t.cert_file);
             r(&mut t.key_file);
@@ -347,6 +396,7 @@ impl HubConfig {
             push,
             commands,
             metrics,
+            http,
         })
     }
 

@@ -29,6 +29,7 @@ use protocol::{Alert, SigningKey, Topics, UtcMillis};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::book::CaseBook;
 use crate::case::{
     Case, CellRef, DeliveryOutcome, DeliveryTarget, Duty, Effect, GroupKey, Policy, Silence,
     Transition, TransitionError, groups_with, inhibited, silenced_by,
@@ -223,6 +224,8 @@ pub struct DispatcherParts {
     pub clock: Arc<dyn Clock>,
     /// How often the auditor checks that no deadline was missed.
     pub audit_every: Duration,
+    /// The API's read side: every case written is handed to it after the write.
+    pub book: Arc<CaseBook>,
 }
 
 /// Owner of cases and everything that changes them.
@@ -236,6 +239,8 @@ pub struct Dispatcher {
     deliveries_tx: mpsc::Sender<DeliveryReport>,
     deliveries_rx: mpsc::Receiver<DeliveryReport>,
     requests: mpsc::Receiver<Request>,
+    /// Cases staged for the next write, handed to the book once it is applied.
+    touched: Vec<Case>,
 }
 
 const CASE: &[u8] = b"c/";
@@ -291,6 +296,18 @@ impl Dispatcher {
                 registry.restore(s);
             }
         }
+        let mut cases = Vec::new();
+        for kv in p.store.work.scan_prefix(CASE) {
+            let (k, v) = kv.map_err(io("scan cases"))?;
+            match Case::from_json(&v) {
+                Ok(c) => cases.push(c),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable case left out of the API's book")
+                }
+            }
+        }
+        p.book.load(&cases);
+        drop(cases);
         let last_seq = p
             .store
             .meta_get("cmd_seq")?
@@ -315,6 +332,7 @@ impl Dispatcher {
                 deliveries_tx,
                 deliveries_rx,
                 requests,
+                touched: Vec::new(),
             },
             DispatchHandle { tx },
         ))
@@ -480,7 +498,10 @@ impl Dispatcher {
             staged.remove(pending_key(&alert.id));
             return Ok(None);
         }
-        self.registry.on_activity(&alert.site, now);
+        // A patrol report comes from a person through the API, not from a site.
+        if !matches!(alert.source, protocol::AlertSource::Person(_)) {
+            self.registry.on_activity(&alert.site, now);
+        }
         let muted = if inhibited(alert, self.registry.is_online(&alert.site)) {
             bump(&self.p.metrics.inhibited);
             Some("inhibited: the site is offline".to_owned())
@@ -521,6 +542,7 @@ impl Dispatcher {
             }
         };
         staged.insert(key(CASE, &case.id), &case_json(&case)?);
+        self.touched.push(case.clone());
         staged.insert(key(FILED, &alert.id), case.id.as_bytes());
         staged.remove(pending_key(&alert.id));
         if case.is_open() {
@@ -586,6 +608,7 @@ impl Dispatcher {
         old_deadline: Option<UtcMillis>,
     ) -> Result<(), DispatchError> {
         staged.insert(key(CASE, &case.id), &case_json(case)?);
+        self.touched.push(case.clone());
         if !case.is_open() {
             // Closed: the group key may open a new case. Only drop the key if it still
             // points at this case.
@@ -604,15 +627,34 @@ impl Dispatcher {
     /// Applies staged writes to `work` as one atomic batch. A single write (typically a case
     /// recording its pushes) goes in as it is, atomic by itself, without the two log-buffer
     /// writes a sled batch costs.
-    fn apply(&self, staged: Staged, op: &'static str) -> Result<(), DispatchError> {
+    fn apply(&mut self, staged: Staged, op: &'static str) -> Result<(), DispatchError> {
         let work = &self.p.store.work;
         if staged.view.len() > 1 {
-            return work.apply_batch(staged.batch).map_err(io(op));
+            work.apply_batch(staged.batch).map_err(io(op))?;
+        } else {
+            match staged.view.into_iter().next() {
+                None => {}
+                Some((k, Some(v))) => work.insert(k, v).map(drop).map_err(io(op))?,
+                Some((k, None)) => work.remove(k).map(drop).map_err(io(op))?,
+            }
         }
-        match staged.view.into_iter().next() {
-            None => Ok(()),
-            Some((k, Some(v))) => work.insert(k, v).map(drop).map_err(io(op)),
-            Some((k, None)) => work.remove(k).map(drop).map_err(io(op)),
+        self.publish();
+        Ok(())
+    }
+
+    /// Hands the cases just written to the book, once each (the last version of a case a
+    /// batch touched several times).
+    fn publish(&mut self) {
+        let now = self.now();
+        let touched = std::mem::take(&mut self.touched);
+        let mut seen = BTreeSet::new();
+        let last: Vec<&Case> = touched
+            .iter()
+            .rev()
+            .filter(|c| seen.insert(c.id.as_str()))
+            .collect();
+        for c in last.into_iter().rev() {
+            self.p.book.put(c, now);
         }
     }
 
@@ -988,14 +1030,7 @@ impl Dispatcher {
     }
 
     fn watchlist(&self) -> Result<Vec<WatchEntry>, DispatchError> {
-        let mut out = Vec::new();
-        for kv in self.p.store.work.scan_prefix(WATCH) {
-            let (_, v) = kv.map_err(io("scan watchlist"))?;
-            if let Ok(e) = serde_json::from_slice(&v) {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        watchlist(&self.p.store)
     }
 
     async fn request(&mut self, r: Request) -> Result<(), DispatchError> {
@@ -1183,6 +1218,63 @@ fn sighting_key(s: &SightingRecord) -> Vec<u8> {
     k.push(b'/');
     k.extend_from_slice(s.reader.as_bytes());
     k
+}
+
+/// Writes cases as the dispatcher files them (case, group key while open, alert index,
+/// deadline index), in one batch. For benchmarks that need a big store fast and for
+/// migrations; the hub must not be running on this store.
+pub fn import_cases(store: &Store, cases: &[Case]) -> Result<(), DispatchError> {
+    let mut b = sled::Batch::default();
+    for case in cases {
+        b.insert(key(CASE, &case.id), case_json(case)?);
+        for a in &case.alert_ids {
+            b.insert(key(FILED, a), case.id.as_bytes());
+        }
+        if case.is_open() {
+            b.insert(key(KEY, &case.key), case.id.as_bytes());
+        }
+        if let Some(d) = case.next_deadline() {
+            b.insert(deadline_key(d.0, &case.id), &[]);
+        }
+    }
+    store.work.apply_batch(b).map_err(io("import cases"))?;
+    store.flush_blocking()?;
+    Ok(())
+}
+
+/// A stored case, read straight from the store (reads never wait behind the dispatcher).
+pub fn load_case(store: &Store, id: &str) -> Result<Option<Case>, DispatchError> {
+    match store.work.get(key(CASE, id)).map_err(io("read case"))? {
+        None => Ok(None),
+        Some(v) => Case::from_json(&v)
+            .map(Some)
+            .map_err(|e| DispatchError::Corrupt {
+                id: id.to_owned(),
+                why: e.to_string(),
+            }),
+    }
+}
+
+/// The case an alert was filed into (`None`: not filed, or muted).
+pub fn case_of_alert(store: &Store, alert: &str) -> Result<Option<String>, DispatchError> {
+    Ok(store
+        .work
+        .get(key(FILED, alert))
+        .map_err(io("read filed"))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .filter(|v| v.starts_with("C-")))
+}
+
+/// The watchlist as stored.
+pub fn watchlist(store: &Store) -> Result<Vec<WatchEntry>, DispatchError> {
+    let mut out = Vec::new();
+    for kv in store.work.scan_prefix(WATCH) {
+        let (_, v) = kv.map_err(io("scan watchlist"))?;
+        if let Ok(e) = serde_json::from_slice(&v) {
+            out.push(e);
+        }
+    }
+    Ok(out)
 }
 
 /// A tag's trajectory: its sightings in time order (which readers, when), within `[from, to)`.

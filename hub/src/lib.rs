@@ -11,6 +11,8 @@
 //! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
 //! - [`metrics`]: counters of everything received, refused and dropped.
 
+pub mod api;
+pub mod book;
 pub mod broker;
 pub mod case;
 pub mod config;
@@ -27,4 +29,5 @@ pub mod roster;
 pub mod service;
 pub mod store;
 pub mod tail;
+pub mod users;
 pub mod webhook;

@@ -32,6 +32,14 @@ enum Cmd {
         /// Serve `/metrics` here instead of the config's `metrics.listen`.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
+        /// Serve the dashboard and API here instead of the config's `http.listen`.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+    },
+    /// Dashboard users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
     },
     /// Print every notification the hub pushes (and with --alerts every alert), with the
     /// cell path and the person's name from the roster.
@@ -106,6 +114,35 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Add a dashboard user (or replace the one with the same login). The password is read
+    /// from standard input (first line) or from the environment variable --password-env names;
+    /// only its argon2id hash is written.
+    Add {
+        /// The hub config; the user goes into its `http.users` file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        login: String,
+        /// admin, operator or member.
+        #[arg(long)]
+        role: String,
+        /// A cell the user answers for (repeatable); operators see everything under it.
+        #[arg(long = "cell")]
+        cells: Vec<String>,
+        /// The roster person this user is.
+        #[arg(long)]
+        person: Option<String>,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the password from this environment variable instead of standard input.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -132,11 +169,24 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             config,
             listen,
             metrics,
+            http,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?
-            .block_on(hub::service::run(&config, listen, metrics)),
+            .block_on(hub::service::run(&config, listen, metrics, http)),
+        Cmd::User {
+            cmd:
+                UserCmd::Add {
+                    config,
+                    login,
+                    role,
+                    cells,
+                    person,
+                    name,
+                    password_env,
+                },
+        } => user_add(&config, login, &role, cells, person, name, password_env),
         Cmd::Tail {
             config,
             broker,
@@ -302,6 +352,102 @@ fn load_grid(config: &HubConfig) -> Result<hub::grid::GridIndex, String> {
     geojson::import_reader(std::io::BufReader::new(f), crs)
         .map(hub::grid::GridIndex::new)
         .map_err(|e| format!("{}: {e}", file.display()))
+}
+
+fn user_add(
+    config_path: &Path,
+    login: String,
+    role: &str,
+    cells: Vec<String>,
+    person: Option<String>,
+    name: String,
+    password_env: Option<String>,
+) -> Result<(), String> {
+    use hub::users::{User, UserRole, add_user, hash_password};
+    let config = HubConfig::load(config_path).map_err(|e| e.to_string())?;
+    let http = config
+        .http
+        .as_ref()
+        .ok_or("the config has no [http] section (it names the users file)")?;
+    let mut problems = Vec::new();
+    let role = match role {
+        "admin" => Some(UserRole::Admin),
+        "operator" => Some(UserRole::Operator),
+        "member" => Some(UserRole::Member),
+        other => {
+            problems.push(format!(
+                "--role: {other:?} is not admin, operator or member"
+            ));
+            None
+        }
+    };
+    if let Err(e) = hub::roster::check_id(&login) {
+        problems.push(format!("--login: {e}"));
+    }
+    // The grid and roster to check against; not the users file, which may not exist yet.
+    let mut without_users = config.clone();
+    without_users.http = None;
+    let loaded = Loaded::load(without_users);
+    if let Err(errors) = &loaded {
+        problems.extend(errors.iter().map(|e| format!("config: {e}")));
+    }
+    if let Ok(l) = &loaded {
+        for c in &cells {
+            if l.grid.find(c).is_none() {
+                problems.push(format!("--cell: {c:?} is not a cell of the grid"));
+            }
+        }
+        if let Some(p) = &person
+            && l.roster.person(p).is_none()
+        {
+            problems.push(format!("--person: {p:?} is not on the roster"));
+        }
+    }
+    if role.is_some_and(|r| r != UserRole::Admin) && cells.is_empty() {
+        problems.push("--cell: operators and members need at least one cell".into());
+    }
+    let password = match &password_env {
+        Some(var) => std::env::var(var).map_err(|_| format!("--password-env: {var} is not set"))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let hash = match hash_password(&password) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return Err(format!(
+            "{} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        ));
+    }
+    let (Some(role), Some(password)) = (role, hash) else {
+        return Err("unreachable: problems were listed".into());
+    };
+    let user = User {
+        login: login.clone(),
+        name,
+        role,
+        cells,
+        person,
+        password,
+    };
+    add_user(&http.users, user).map_err(|e| e.to_string())?;
+    println!(
+        "user {login} ({}) written to {}",
+        role.as_str(),
+        http.users.display()
+    );
+    Ok(())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {

@@ -166,7 +166,7 @@ impl Pusher {
             url: self
                 .dashboard_url
                 .as_ref()
-                .map(|u| format!("{}/cases/{}", u.trim_end_matches('/'), case.id)),
+                .map(|u| format!("{}/m#case={}", u.trim_end_matches('/'), case.id)),
         }
     }
 

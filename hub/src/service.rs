@@ -17,6 +17,8 @@ use protocol::{SigningKey, Topics};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::api::{ApiMetrics, ApiState, Limiter, Sessions};
+use crate::book::CaseBook;
 use crate::config::HubConfig;
 use crate::dispatch::{Clock, DispatchHandle, Dispatcher, DispatcherParts, SystemClock};
 use crate::gateway::auth::{Acl, CredentialKind, Credentials};
@@ -28,6 +30,7 @@ use crate::metrics::HubMetrics;
 use crate::push::Pusher;
 use crate::roster::Roster;
 use crate::store::Store;
+use crate::users::Users;
 
 /// Largest MQTT packet accepted: the largest alert plus headroom for topic and properties.
 pub const MAX_PACKET: usize = protocol::MAX_ALERT_BYTES + 4096;
@@ -40,6 +43,8 @@ pub struct Loaded {
     pub roster: Roster,
     pub credentials: Credentials,
     pub signing_key: SigningKey,
+    /// Dashboard users (with `[http]`).
+    pub users: Option<Users>,
 }
 
 impl Loaded {
@@ -94,6 +99,20 @@ impl Loaded {
                 }
             }
         }
+        let users = match (&config.http, &grid, &roster) {
+            (Some(h), Some(g), Some(r)) => {
+                let known_cell = |c: &str| g.find(c).is_some();
+                let known_person = |p: &str| r.person(p).is_some();
+                match Users::load(&h.users, &known_cell, &known_person) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        errors.push(format!("http.users: {e}"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let credentials = match Credentials::load(&config.broker.credentials) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -118,6 +137,7 @@ impl Loaded {
                     roster,
                     credentials,
                     signing_key,
+                    users,
                 })
             }
             _ => Err(errors),
@@ -165,18 +185,46 @@ pub struct RunningHub {
     pub metrics: Arc<HubMetrics>,
     pub store: Store,
     pub link: Link,
+    /// The dashboard and API as bound (with `[http]`).
+    pub http_addr: Option<SocketAddr>,
+    /// The API's read side of the cases.
+    pub book: Arc<CaseBook>,
     shutdown: watch::Sender<bool>,
     dispatcher: tokio::task::JoinHandle<Result<(), crate::dispatch::DispatchError>>,
     ingest: tokio::task::JoinHandle<Result<(), crate::ingest::IngestError>>,
+    /// Servers that end on `shutdown` (HTTP, metrics).
+    servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningHub {
-    /// Stops accepting, disconnects the link. Alerts already stored stay stored.
+    /// Stops accepting, disconnects the link. Alerts already stored stay stored. Returns once
+    /// every task that held the store has ended, so the same data directory can be opened
+    /// again at once (sled locks it while any handle lives).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         self.link.disconnect().await;
-        self.dispatcher.abort();
-        self.ingest.abort();
+        // An aborted task's future is dropped by the runtime later; waiting makes it now. A
+        // finished task (its result maybe taken by `failed`) holds nothing and must not be
+        // polled again.
+        if !self.dispatcher.is_finished() {
+            self.dispatcher.abort();
+            let _ = self.dispatcher.await;
+        }
+        if !self.ingest.is_finished() {
+            self.ingest.abort();
+            let _ = self.ingest.await;
+        }
+        for mut server in self.servers {
+            // Graceful shutdown drains open requests; one that hangs does not hold the hub.
+            if tokio::time::timeout(Duration::from_secs(5), &mut server)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a server did not drain within 5 s; aborted");
+                server.abort();
+                let _ = server.await;
+            }
+        }
         let _ = self.store.flush().await;
     }
 
@@ -197,7 +245,11 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         roster,
         mut credentials,
         signing_key,
+        users,
     } = loaded;
+    let grid = Arc::new(grid);
+    let roster = Arc::new(roster);
+    let book = Arc::new(CaseBook::default());
     let topics =
         Topics::new(&config.topic_prefix).map_err(|e| ServiceError::Setup(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)
@@ -207,6 +259,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
     let (alerts_tx, alerts_rx) = mpsc::channel(8192);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let (ingest, ingest_task) = Ingest::start(store.clone(), alerts_tx, metrics.clone());
+    let api_ingest = ingest.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut mqtt = Vec::new();
     let mut mqtts = Vec::new();
@@ -324,8 +377,8 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
     .map_err(ServiceError::Setup)?;
     let (dispatcher, handle) = Dispatcher::new(DispatcherParts {
         store: store.clone(),
-        grid: Arc::new(grid),
-        roster: Arc::new(roster),
+        grid: grid.clone(),
+        roster: roster.clone(),
         policy: config.escalation.clone(),
         sites: config.sites.clone(),
         offline_after_ms: (config.registry.offline_after_s * 1000) as i64,
@@ -333,11 +386,51 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         pusher,
         signing_key,
         metrics: metrics.clone(),
-        clock,
+        clock: clock.clone(),
         audit_every: Duration::from_secs(30),
+        book: book.clone(),
     })?;
     let dispatcher = tokio::spawn(dispatcher.run(alerts_rx, inbound_rx));
 
+    let api_metrics = Arc::new(ApiMetrics::default());
+    let mut servers = Vec::new();
+    let http_addr = match (&config.http, users) {
+        (Some(h), Some(users)) => {
+            let state = Arc::new(ApiState {
+                book: book.clone(),
+                dispatch: handle.clone(),
+                store: store.clone(),
+                grid: grid.clone(),
+                roster: roster.clone(),
+                users: Arc::new(users),
+                sites: config.sites.clone(),
+                ingest: api_ingest,
+                sessions: Sessions::new(store.clone(), h.session_hours),
+                limiter: Limiter::default(),
+                clock: clock.clone(),
+                http: h.clone(),
+                metrics: metrics.clone(),
+                api_metrics: api_metrics.clone(),
+                grid_geojson: crate::api::grid_geojson(grid.hierarchy()),
+                ids: protocol::alert::IdGenerator::with_salt({
+                    let b = crate::random::bytes32();
+                    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+                }),
+                stop: shutdown_rx.clone(),
+            });
+            let (addr, task) =
+                crate::api::serve(state)
+                    .await
+                    .map_err(|source| ServiceError::Listen {
+                        addr: h.listen,
+                        source,
+                    })?;
+            servers.push(task);
+            Some(addr)
+        }
+        (Some(_), None) => return Err(ServiceError::Setup("http.users: not loaded".into())),
+        _ => None,
+    };
     let metrics_addr = match &config.metrics {
         Some(m) => {
             let l = TcpListener::bind(m.listen)
@@ -348,26 +441,27 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                 })?;
             let addr = l.local_addr().ok();
             let metrics = metrics.clone();
+            let api = api_metrics.clone();
             let app = axum::Router::new().route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let m = metrics.clone();
-                    async move { m.render() }
+                    let (m, a) = (metrics.clone(), api.clone());
+                    async move { m.render() + &a.render() }
                 }),
             );
             let mut stop = shutdown_rx.clone();
-            tokio::spawn(async move {
+            servers.push(tokio::spawn(async move {
                 let _ = axum::serve(l, app)
                     .with_graceful_shutdown(async move {
-                        let _ = stop.changed().await;
+                        let _ = stop.wait_for(|s| *s).await;
                     })
                     .await;
-            });
+            }));
             addr
         }
         None => None,
     };
-    tracing::info!(mqtt = ?mqtt, mqtts = ?mqtts, metrics = ?metrics_addr, mode = %config.broker.mode, "hub running");
+    tracing::info!(mqtt = ?mqtt, mqtts = ?mqtts, metrics = ?metrics_addr, http = ?http_addr, mode = %config.broker.mode, "hub running");
     Ok(RunningHub {
         dispatch: handle,
         mqtt,
@@ -376,9 +470,12 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         metrics,
         store,
         link,
+        http_addr,
+        book,
         shutdown,
         dispatcher,
         ingest: ingest_task,
+        servers,
     })
 }
 
@@ -408,8 +505,15 @@ pub async fn run(
     config_path: &Path,
     listen: Vec<SocketAddr>,
     metrics: Option<SocketAddr>,
+    http: Option<SocketAddr>,
 ) -> Result<(), String> {
     let mut config = HubConfig::load(config_path).map_err(|e| e.to_string())?;
+    if let Some(addr) = http {
+        match &mut config.http {
+            Some(h) => h.listen = addr,
+            None => return Err("--http: the config has no [http] section (users file)".into()),
+        }
+    }
     if !listen.is_empty() {
         config.broker.listen = listen;
     }

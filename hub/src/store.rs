@@ -8,6 +8,9 @@
 //!   index and deadline keys (see `dispatch`).
 //! - `sites`: site id → the registry's record (last status, last heartbeat).
 //! - `sightings`: `{tag}/{time ms BE}/{site}/{reader}` → one tag sighting, for trajectories.
+//! - `sessions`: SHA-256 of a dashboard session or app token → who and until when.
+//! - `photos`: `j/{id}` → a JPEG people attached (resolution, patrol report), `m/{id}` → its
+//!   case, author and time.
 //! - `meta`: schema version.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +54,10 @@ pub struct Store {
     pub work: sled::Tree,
     pub sites: sled::Tree,
     pub sightings: sled::Tree,
+    /// Dashboard sessions and app tokens: SHA-256 of the token → the session's JSON.
+    pub sessions: sled::Tree,
+    /// Photos people attach (resolutions, patrol reports): `j/{id}` JPEG, `m/{id}` about it.
+    pub photos: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -84,6 +91,8 @@ impl Store {
             work: tree("work")?,
             sites: tree("sites")?,
             sightings: tree("sightings")?,
+            sessions: tree("sessions")?,
+            photos: tree("photos")?,
             meta: tree("meta")?,
             db,
             path,

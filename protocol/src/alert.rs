@@ -49,6 +49,8 @@ pub enum AlertKind {
     Watchlist,
     /// An armed bike was heard without its owner's key tag.
     PossibleTheft,
+    /// Reported by a grid member on patrol (巡查上报) through the hub, never by an agent.
+    Patrol,
 }
 
 /// Where an alert is in its incident.
@@ -69,6 +71,8 @@ pub enum AlertSource {
     Camera(String),
     /// A tag reader, by its id.
     Reader(String),
+    /// A person (patrol reports), by their roster id.
+    Person(String),
 }
 
 /// A WGS-84 position.

@@ -226,6 +226,7 @@ fn kind_name(kind: AlertKind) -> &'static str {
         AlertKind::CameraOffline => "camera_offline",
         AlertKind::Watchlist => "watchlist",
         AlertKind::PossibleTheft => "possible_theft",
+        AlertKind::Patrol => "patrol",
     }
 }
 
@@ -245,7 +246,7 @@ impl Alert {
         match &self.source {
             AlertSource::Camera(id) => {
                 p.id("source.camera", id);
-                if tag_kind {
+                if tag_kind || self.kind == AlertKind::Patrol {
                     p.add("source", format!("a {kind} alert comes from a reader"));
                 }
             }
@@ -255,6 +256,18 @@ impl Alert {
                     p.add("source", format!("a {kind} alert comes from a camera"));
                 }
             }
+            AlertSource::Person(id) => {
+                p.id("source.person", id);
+                if self.kind != AlertKind::Patrol {
+                    p.add(
+                        "source",
+                        format!("a {kind} alert does not come from a person"),
+                    );
+                }
+            }
+        }
+        if self.kind == AlertKind::Patrol && !matches!(self.source, AlertSource::Person(_)) {
+            p.add("source", "a patrol report comes from a person");
         }
         p.non_empty("rule", &self.rule);
         if self.time < self.started_at {

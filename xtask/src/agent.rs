@@ -22,8 +22,17 @@ const DEMO_START: &str = "2026-11-22T08:00:00+08:00";
 /// and notifies the people on duty. `hub tail` prints each notification as a grid member's
 /// phone receives it. Checks the hub stored every alert, and leaves the alerts (JSON lines),
 /// snapshots and logs in `.cache/demo/`.
+///
+/// The dashboard is up from the start (its URL and demo logins are printed before the replay,
+/// so the live feed can be watched), the stolen e-bike is registered on the hub's watchlist
+/// through the API, and the hub keeps running after the replay until Ctrl-C (`--no-wait`:
+/// stop after the checks).
 pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
-    crate::no_args("demo", args)?;
+    let no_wait = match args {
+        [] => false,
+        [a] if a == "--no-wait" => true,
+        other => bail!("demo: unexpected arguments {other:?} (only --no-wait)"),
+    };
     let assets = setup::run(repo)?;
     let agent = build_release(repo)?;
     let hub = build_release_hub(repo)?;
@@ -62,6 +71,12 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     // The hub on free loopback ports (so a broker already on 1883 does not get in the way).
     let port = free_port()?;
     let metrics_port = free_port()?;
+    // The dashboard on the config's 8080 when it is free (the notifications' links point there).
+    let http_port = if std::net::TcpListener::bind(("127.0.0.1", DASHBOARD_PORT)).is_ok() {
+        DASHBOARD_PORT
+    } else {
+        free_port()?
+    };
     let hub_log = out_dir.join("hub.log");
     let hub_proc = Child::new(
         Command::new(&hub)
@@ -71,6 +86,8 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--metrics")
             .arg(format!("127.0.0.1:{metrics_port}"))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{http_port}"))
             .stdout(fs::File::create(out_dir.join("hub.out")).context("create hub.out")?)
             .stderr(fs::File::create(&hub_log).context("create hub.log")?)
             .current_dir(repo.root())
@@ -82,6 +99,26 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     println!(
         "hub: 127.0.0.1:{port} (embedded broker), metrics http://127.0.0.1:{metrics_port}/metrics"
     );
+    let dashboard = dashboard_banner(http_port);
+    println!("{dashboard}");
+    // The stolen e-bike of the tag reads, reported to the hub as an operator would: the hub
+    // keeps it on its watchlist and sends the signed command to the site.
+    let token = demo_token(http_port).context("log in to the dashboard API")?;
+    let (status, body) = http_json(
+        http_port,
+        "POST",
+        "/api/v1/watchlist",
+        Some(&token),
+        &serde_json::json!({
+            "tag": DEMO_STOLEN_TAG,
+            "case_ref": "WD-2026-1187",
+            "note": "红色雅迪电动车，11月20日于狮山镇被盗",
+        }),
+    )?;
+    if status != 201 {
+        bail!("watchlisting the demo bike failed: HTTP {status}: {body}");
+    }
+    println!("watchlist: e-bike tag {DEMO_STOLEN_TAG} reported stolen (case WD-2026-1187)");
 
     // What the grid members' phones receive, printed as it happens.
     let tail_out = out_dir.join("notifications.txt");
@@ -134,7 +171,6 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
         println!("  {line}");
     }
     let metrics = http_get(metrics_port, "/metrics")?;
-    drop(hub_proc);
     let counter = |name: &str| {
         metrics
             .lines()
@@ -163,7 +199,87 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
         repo.rel(&tail_out),
         repo.rel(&hub_log)
     );
+    println!();
+    println!("{dashboard}");
+    if no_wait {
+        return Ok(());
+    }
+    println!("the hub keeps running for the dashboard; Ctrl-C stops it");
+    let mut hub_proc = hub_proc;
+    let status = hub_proc.0.wait().context("wait for the hub")?;
+    if !status.success() {
+        bail!("the hub stopped: {status}; see {}", repo.rel(&hub_log));
+    }
     Ok(())
+}
+
+const DASHBOARD_PORT: u16 = 8080;
+/// The watchlisted bike of `configs/vtest-tags.jsonl` (also in the agent's own watchlist).
+const DEMO_STOLEN_TAG: &str = "E2801160600002084A5B3C1D";
+
+fn dashboard_banner(port: u16) -> String {
+    format!(
+        "dashboard: http://127.0.0.1:{port}/   (grid member's phone page: http://127.0.0.1:{port}/m)\n\
+         demo logins (DEMO ONLY, configs/hub/users.toml):\n\
+         \x20 operator, county:       op-county / demo-county\n\
+         \x20 operator, 狮山镇:        op-shishan / demo-shishan\n\
+         \x20 grid member, M01:       m-zhou / demo-member\n\
+         \x20 admin:                  admin / demo-admin"
+    )
+}
+
+/// An app token for the demo operator.
+fn demo_token(port: u16) -> Result<String> {
+    let (status, body) = http_json(
+        port,
+        "POST",
+        "/api/v1/auth/tokens",
+        None,
+        &serde_json::json!({"username": "op-county", "password": "demo-county", "label": "xtask demo"}),
+    )?;
+    if status != 201 {
+        bail!("HTTP {status}: {body}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("token response")?;
+    v["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no token in the response")
+}
+
+/// A plain HTTP/1.1 request with a JSON body on loopback; the status and body.
+fn http_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .context("connect to the hub's dashboard")?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status in the response")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// A child process killed when dropped.

@@ -56,6 +56,7 @@ pub fn run(repo: &Repo) -> Result<Assets> {
     let clip = clip(repo, &mut apt).context("set up the sample clip")?;
     println!("sample {CLIP_FILE}: ok ({})", repo.rel(&clip));
     debian_packages(&mut apt).context("set up Debian packages")?;
+    e2e_packages(repo).context("set up the browser tests' npm packages")?;
     let frames = bench_frames(repo, &clip).context("set up the benchmark frames")?;
     println!("bench frames: ok ({})", repo.rel(&frames));
     Ok(Assets { ort_lib, clip })
@@ -288,6 +289,18 @@ fn debian_packages(apt: &mut Apt) -> Result<()> {
     if mosquitto().is_none() {
         missing.push("mosquitto");
     }
+    // The dashboard's end-to-end tests (hub/tests/dashboard_e2e.rs) drive Debian's Chromium
+    // with Playwright; a CJK font so the Chinese UI renders in their screenshots.
+    if !cmd::is_executable(Path::new(CHROMIUM)) {
+        missing.push("chromium");
+    }
+    if !Path::new(CJK_FONT).is_file() {
+        missing.push("fonts-wqy-microhei");
+    }
+    // Node.js comes with the machine; a bare Debian gets Debian's.
+    if cmd::which("npm").is_none() {
+        missing.push("npm");
+    }
     if !missing.is_empty() {
         eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
         apt.install(&missing)?;
@@ -299,6 +312,36 @@ fn debian_packages(apt: &mut Apt) -> Result<()> {
     println!("ffmpeg: ok ({}, {})", ffmpeg.display(), ffprobe.display());
     let mosquitto = mosquitto().context("mosquitto still not found")?;
     println!("mosquitto: ok ({})", mosquitto.display());
+    if !cmd::is_executable(Path::new(CHROMIUM)) {
+        bail!("{CHROMIUM} still not found after installing the chromium package");
+    }
+    println!("chromium: ok ({CHROMIUM})");
+    Ok(())
+}
+
+/// Where Debian's `chromium` package puts the browser the end-to-end tests launch.
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// A file of Debian's `fonts-wqy-microhei`.
+const CJK_FONT: &str = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc";
+
+/// `hub/e2e/node_modules`: Playwright (`playwright-core` only, which downloads no browser), as
+/// pinned by `hub/e2e/package-lock.json`.
+fn e2e_packages(repo: &Repo) -> Result<()> {
+    let dir = repo.root().join("hub/e2e");
+    let installed = dir.join("node_modules/playwright-core/package.json");
+    if !installed.is_file() {
+        eprintln!("xtask: installing the browser tests' npm packages (npm ci in hub/e2e)");
+        let npm = cmd::which("npm").context(
+            "npm not found on PATH (the machine's Node.js and npm run the browser tests)",
+        )?;
+        let mut ci = Command::new(npm);
+        ci.args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir);
+        cmd::run(&mut ci).context("npm ci in hub/e2e")?;
+    }
+    println!(
+        "e2e npm packages: ok ({})",
+        repo.rel(&dir.join("node_modules"))
+    );
     Ok(())
 }
 

@@ -111,6 +111,7 @@ impl Case {
                 Some((_, why)) => format!("{opened}; {why}"),
                 None => opened,
             }),
+            photo: None,
         });
         let mut effects = Vec::new();
         match record {
@@ -130,6 +131,7 @@ impl Case {
                     from: CaseState::New,
                     note: None,
                     detail: case.current_cell().map(|c| format!("dispatched to {c}")),
+                    photo: None,
                 };
                 case.dispatch(round, entry, policy, duty, &mut effects);
                 effects.push(Effect::StateChanged {
@@ -197,6 +199,7 @@ impl Case {
                         "{missed} by {} at {from}, the top: nowhere higher to climb; timer stopped",
                         due.at
                     )),
+                    photo: None,
                 });
                 effects.push(Effect::OverdueAtTop {
                     cell: from,
@@ -219,6 +222,7 @@ impl Case {
                     "{missed} by {} at {from}: climbed to {to} (step {})",
                     due.at, self.step
                 )),
+                photo: None,
             });
             effects.push(Effect::Escalated {
                 from,
@@ -290,6 +294,7 @@ impl Case {
                     from: self.state,
                     note: None,
                     detail: Some(format!("nobody on duty at {cell}, climbed to {to}")),
+                    photo: None,
                 });
                 effects.push(Effect::Escalated {
                     from: cell,
@@ -310,6 +315,7 @@ impl Case {
                         "nobody on duty at {cell}, the top: nobody notified (step {})",
                         self.step
                     )),
+                    photo: None,
                 });
                 effects.push(Effect::NobodyToNotify {
                     cell,
@@ -354,6 +360,7 @@ impl Case {
                 persons.join(", "),
                 serde_name(&round.reason)
             )),
+            photo: None,
         });
         effects.push(Effect::Notify {
             persons,
@@ -377,6 +384,7 @@ pub(crate) fn source_name(source: &protocol::AlertSource) -> String {
     match source {
         protocol::AlertSource::Camera(c) => format!("camera {c}"),
         protocol::AlertSource::Reader(r) => format!("reader {r}"),
+        protocol::AlertSource::Person(p) => format!("patrol report by {p}"),
     }
 }
 

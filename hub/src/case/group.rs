@@ -33,6 +33,8 @@ impl GroupKey {
             (None, Some(track), AlertSource::Reader(r)) => format!("reader:{r}/track:{track}"),
             (None, None, AlertSource::Camera(c)) => format!("camera:{c}"),
             (None, None, AlertSource::Reader(r)) => format!("reader:{r}"),
+            // Every patrol report is its own case: two things one member found are two jobs.
+            (None, _, AlertSource::Person(p)) => format!("person:{p}/report:{}", alert.incident),
         };
         format!("{}/{}/{what}", alert.site, escape(&alert.rule))
     }

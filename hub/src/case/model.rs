@@ -242,6 +242,9 @@ pub struct AuditRecord {
     /// What the hub did, in words (`nobody on duty at grid … , climbed to village …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A photo attached by the actor (resolution evidence), by its id in the photo store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo: Option<String>,
 }
 
 /// Where a notification went.
@@ -390,6 +393,7 @@ pub(crate) struct Entry {
     pub from: CaseState,
     pub note: Option<String>,
     pub detail: Option<String>,
+    pub photo: Option<String>,
 }
 
 impl Case {
@@ -429,6 +433,7 @@ impl Case {
             cell: cell.map(|c| c.code.clone()),
             note: e.note,
             detail: e.detail,
+            photo: e.photo,
         };
         self.audit.push(record);
     }

@@ -37,7 +37,7 @@ impl Silence {
             && match (&self.camera, &alert.source) {
                 (None, _) => true,
                 (Some(c), AlertSource::Camera(a)) => c == a,
-                (Some(_), AlertSource::Reader(_)) => false,
+                (Some(_), AlertSource::Reader(_) | AlertSource::Person(_)) => false,
             }
     }
 

@@ -89,6 +89,9 @@ pub struct Transition {
     /// The resolution note, reason or comment (required by some actions; see the module doc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// A photo taken on site (its id in the hub's photo store), kept on the audit record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo: Option<String>,
     /// When (hub time of the request).
     pub at: UtcMillis,
 }
@@ -100,6 +103,7 @@ impl Transition {
             action,
             actor: Actor::person(actor),
             note: None,
+            photo: None,
             at,
         }
     }
@@ -278,6 +282,7 @@ impl Case {
             action,
             actor,
             note,
+            photo,
             at,
         } = t;
         let mut entry = Entry {
@@ -288,6 +293,7 @@ impl Case {
             from,
             note,
             detail: None,
+            photo,
         };
         match action {
             Action::Acknowledge => {

@@ -60,6 +60,7 @@ pub fn hub_dir(broker: &str, extra: &str) -> HubDir {
         ));
     }
     std::fs::write(dir.path().join("credentials.toml"), creds).unwrap();
+    std::fs::write(dir.path().join("users.toml"), users_toml()).unwrap();
     let key = protocol::SigningKey::from_bytes(&[7u8; 32]);
     std::fs::write(
         dir.path().join("signing.key"),
@@ -84,6 +85,9 @@ cell = "{M01}"
 cell = "532329102001-G01"
 [commands]
 signing_key_file = "signing.key"
+[http]
+listen = "127.0.0.1:0"
+users = "users.toml"
 {extra}
 "#,
         grid.display(),
@@ -92,6 +96,53 @@ signing_key_file = "signing.key"
     let config_path = dir.path().join("hub.toml");
     std::fs::write(&config_path, config).unwrap();
     HubDir { dir, config_path }
+}
+
+/// Dashboard users of the test hub: (login, role, cells, roster person). Each one's password
+/// is [`password`]`(login)`.
+pub const USERS: &[(&str, &str, &[&str], Option<&str>)] = &[
+    ("admin", "admin", &[], None),
+    // County governance centre: sees everything in the county.
+    ("op-county", "operator", &["532329"], Some("p-huangtao")),
+    // 狮山镇 (township of M01) and 高桥镇 (another township).
+    (
+        "op-shishan",
+        "operator",
+        &["532329101"],
+        Some("p-luozhengyu"),
+    ),
+    ("op-other", "operator", &["532329102"], Some("p-yangjie")),
+    // Grid members: micro-grid M01 (on duty there 17:00-21:00) and a grid of the other township.
+    ("m-m01", "member", &[M01], Some("p-zhouguiying")),
+    (
+        "m-other",
+        "member",
+        &["532329102001-G01"],
+        Some("p-lixiaomei"),
+    ),
+];
+
+pub fn password(login: &str) -> String {
+    format!("pw-{login}-2026")
+}
+
+/// The users file, hashed once per test binary (argon2 is slow on purpose).
+pub fn users_toml() -> String {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut out = String::new();
+        for (login, role, cells, person) in USERS {
+            let cells: Vec<String> = cells.iter().map(|c| format!("{c:?}")).collect();
+            out.push_str(&format!(
+                "[[user]]\nlogin = {login:?}\nname = {login:?}\nrole = {role:?}\ncells = [{}]\n{}password = {:?}\n\n",
+                cells.join(", "),
+                person.map(|p| format!("person = {p:?}\n")).unwrap_or_default(),
+                hub::users::hash_password(&password(login)).unwrap(),
+            ));
+        }
+        out
+    })
+    .clone()
 }
 
 pub const EMBEDDED: &str = "mode = \"embedded\"\nlisten = [\"127.0.0.1:0\"]";
@@ -692,4 +743,152 @@ pub fn status_offline(site: &str) -> protocol::Status {
         time: UtcMillis(now_ms()),
         health: None,
     }
+}
+
+/// A dashboard client: logs in for a session cookie and sends the CSRF token, or uses a bearer
+/// token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub cookie: Option<String>,
+    pub csrf: Option<String>,
+    pub bearer: Option<String>,
+}
+
+/// A response: status, headers and the body as JSON (`Null` when it is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+    pub json: serde_json::Value,
+}
+
+impl Api {
+    pub fn anonymous(hub: &RunningHub) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            base: format!(
+                "http://{}",
+                hub.http_addr.expect("the test hub serves HTTP")
+            ),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            cookie: None,
+            csrf: None,
+            bearer: None,
+        }
+    }
+
+    /// Logged in as a test user (see [`USERS`]) with a session cookie.
+    pub async fn login(hub: &RunningHub, login: &str) -> Self {
+        let mut api = Self::anonymous(hub);
+        let r = api
+            .post(
+                "/api/v1/auth/login",
+                &serde_json::json!({"username": login, "password": password(login)}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "login {login}: {:?}", r.json);
+        let set = r
+            .headers
+            .get("set-cookie")
+            .expect("login sets the session cookie")
+            .to_str()
+            .unwrap();
+        api.cookie = Some(set.split(';').next().unwrap().to_owned());
+        api.csrf = Some(r.json["csrf"].as_str().unwrap().to_owned());
+        api
+    }
+
+    /// Logged in as a test user with an app (bearer) token.
+    pub async fn bearer(hub: &RunningHub, login: &str) -> Self {
+        let mut api = Self::anonymous(hub);
+        let r = api
+            .post(
+                "/api/v1/auth/tokens",
+                &serde_json::json!({"username": login, "password": password(login), "label": "test"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "token {login}: {:?}", r.json);
+        api.bearer = Some(r.json["token"].as_str().unwrap().to_owned());
+        api
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            rb = rb.header("cookie", c);
+        }
+        if let Some(t) = &self.csrf {
+            rb = rb.header("x-csrf-token", t);
+        }
+        if let Some(b) = &self.bearer {
+            rb = rb.header("authorization", format!("Bearer {b}"));
+        }
+        rb
+    }
+
+    pub async fn send(rb: reqwest::RequestBuilder) -> Reply {
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.unwrap().to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Reply {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Self::send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Reply {
+        Self::send(
+            self.request(reqwest::Method::POST, path)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        Self::send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// Polls `GET path` until `ok` holds for the JSON, for up to `within`.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        within: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = std::time::Instant::now() + within;
+        loop {
+            let r = self.get(path).await;
+            if r.status == 200 && ok(&r.json) {
+                return r.json;
+            }
+            if std::time::Instant::now() > end {
+                panic!(
+                    "GET {path}: condition not met within {within:?}; last: {:?}",
+                    r.json
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A real JPEG from the shared sample frames, with the size it declares.
+pub fn sample_jpeg() -> Vec<u8> {
+    let path = repo().join("../shared/samples/frames/000000001000.jpg");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

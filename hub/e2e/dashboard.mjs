@@ -1,0 +1,241 @@
+// End-to-end scenario of the hub's web front end in real headless Chromium, driven by
+// hub/tests/dashboard_e2e.rs, which starts the hub and publishes alerts over MQTT for it.
+//
+// Line protocol with the Rust side: this script prints `STEP publish <what>` on stdout and
+// waits for `published <case-id> <epoch-ms>` on stdin (epoch-ms: just before the publish).
+// `<what>` is `snapshot` (a non-critical alert with a JPEG snapshot and detections) or
+// `escalate` (a critical alert nobody acknowledges; the test config gives it 2 s per level).
+//
+// Env: HUB_URL, SHOT_DIR, OP_USER, OP_PASS, MEMBER_USER, MEMBER_PASS, CHROMIUM (default
+// /usr/bin/chromium), MAX_VISIBLE_MS (default 1000).
+
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+const env = (k, d) => {
+  const v = process.env[k] ?? d;
+  if (v == null) throw new Error(`environment variable ${k} is not set`);
+  return v;
+};
+const HUB = env("HUB_URL").replace(/\/$/, "");
+const SHOTS = env("SHOT_DIR", "target/e2e-shots");
+const OP = [env("OP_USER"), env("OP_PASS")];
+const MEMBER = [env("MEMBER_USER"), env("MEMBER_PASS")];
+const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
+const MAX_VISIBLE_MS = Number(env("MAX_VISIBLE_MS", "1000"));
+
+mkdirSync(SHOTS, { recursive: true });
+const log = (...a) => console.log("e2e:", ...a);
+
+// --- stdin lines from the Rust side ---------------------------------------------------------
+const lines = [];
+const waiters = [];
+createInterface({ input: process.stdin }).on("line", (l) => {
+  const w = waiters.shift();
+  if (w) w(l);
+  else lines.push(l);
+});
+const nextLine = (ms = 30000) =>
+  new Promise((resolve, reject) => {
+    if (lines.length) return resolve(lines.shift());
+    const timer = setTimeout(() => reject(new Error(`no answer on stdin within ${ms} ms`)), ms);
+    waiters.push((l) => {
+      clearTimeout(timer);
+      resolve(l);
+    });
+  });
+
+async function publish(what) {
+  console.log(`STEP publish ${what}`);
+  const line = (await nextLine()).trim();
+  const m = /^published (\S+) (\d+)$/.exec(line);
+  if (!m) throw new Error(`unexpected answer to STEP publish ${what}: ${line}`);
+  return { id: m[1], at: Number(m[2]) };
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+// --- browser --------------------------------------------------------------------------------
+// Playwright gives every launch a fresh temporary profile (user-data-dir) of its own and
+// removes it on close; it refuses an explicit --user-data-dir in `launch`.
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+
+const pageErrors = [];
+function watch(page, name) {
+  page.on("pageerror", (e) => {
+    pageErrors.push(`${name}: ${e.message}`);
+    console.log(`e2e: [${name}] page error: ${e.message}`);
+  });
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") console.log(`e2e: [${name}] console.${m.type()}: ${m.text()}`);
+  });
+}
+
+let current = null; // for the failure screenshot
+const shot = async (page, name) => {
+  const path = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: false });
+  log(`screenshot ${path}`);
+};
+
+async function loginOn(page, path, [user, pass]) {
+  await page.goto(`${HUB}${path}`);
+  await page.getByTestId("login-username").fill(user);
+  await page.getByTestId("login-password").fill(pass);
+  await page.getByTestId("login-submit").click();
+  await page.locator("#app").waitFor({ state: "visible", timeout: 10000 });
+}
+
+try {
+  // 1. The operator logs in; the map and the live feed come up.
+  const opCtx = await browser.newContext({ viewport: { width: 1440, height: 900 }, locale: "zh-CN" });
+  const op = await opCtx.newPage();
+  current = op;
+  watch(op, "operator");
+  await loginOn(op, "/", OP);
+  await op.locator("[data-testid=cell]").first().waitFor({ state: "attached", timeout: 10000 });
+  await op.locator("[data-testid=live-state][data-state=open]").waitFor({ timeout: 10000 });
+  const cellCount = await op.locator("[data-testid=cell]").count();
+  log(`operator logged in; map has ${cellCount} cells; live feed connected`);
+  assert(cellCount > 0, "the map draws the grid cells");
+  assert((await op.getByTestId("tab-feed").innerText()).includes("实时告警"), "Chinese by default");
+
+  // Record when each case's row and pin first appear, and prove later that no reload happened.
+  await op.evaluate(() => {
+    window.__e2eNoReload = true;
+    window.__seen = {};
+    const note = (el) => {
+      const id = el.getAttribute && el.getAttribute("data-case-id");
+      const kind = el.getAttribute && el.getAttribute("data-testid");
+      if (!id || (kind !== "feed-row" && kind !== "pin")) return;
+      const s = (window.__seen[id] ||= {});
+      if (!s[kind]) s[kind] = { at: Date.now(), level: el.getAttribute("data-level") };
+    };
+    new MutationObserver((muts) => {
+      for (const m of muts) {
+        if (m.type === "attributes") note(m.target);
+        for (const n of m.addedNodes) if (n.nodeType === 1) note(n);
+      }
+    }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ["data-case-id"] });
+  });
+
+  // 2. An alert published over MQTT shows in the feed and on the map within 1 s.
+  const first = await publish("snapshot");
+  const row = op.locator(`[data-testid=feed-row][data-case-id="${first.id}"]`);
+  const pin = op.locator(`[data-testid=pin][data-case-id="${first.id}"]`);
+  await row.waitFor({ state: "visible", timeout: 10000 });
+  await pin.waitFor({ state: "visible", timeout: 10000 });
+  const seen = await op.evaluate((id) => window.__seen[id], first.id);
+  const visibleAt = Math.max(seen["feed-row"].at, seen.pin.at);
+  const latency = visibleAt - first.at;
+  log(`publish→visible: ${latency} ms (row ${seen["feed-row"].at - first.at} ms, pin ${seen.pin.at - first.at} ms)`);
+  console.log(`METRIC publish_to_visible_ms ${latency}`);
+  assert(latency <= MAX_VISIBLE_MS, `case visible ${latency} ms after publish (limit ${MAX_VISIBLE_MS} ms)`);
+  assert(["on_time", "near", "overdue", "none"].includes(await pin.getAttribute("data-deadline-state")), "pin has a deadline state");
+  const rowText = await row.innerText();
+  assert(!/NaN|undefined/.test(rowText), `row text is well formed: ${rowText}`);
+  await shot(op, "01-operator-feed");
+
+  // 3. Open it: the snapshot loads and the detection boxes are drawn over it.
+  await row.click();
+  const detail = op.getByTestId("detail");
+  await detail.locator(`[data-testid=f-id]`).filter({ hasText: first.id }).waitFor({ timeout: 10000 });
+  const img = detail.getByTestId("snapshot");
+  await img.waitFor({ state: "visible", timeout: 10000 });
+  await op.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle(), { timeout: 10000 });
+  const natural = await img.evaluate((el) => [el.naturalWidth, el.naturalHeight]);
+  const boxes = await detail.locator("[data-testid=det-box]").count();
+  const box = await detail.locator("[data-testid=det-box] rect").first().boundingBox();
+  const imgBox = await img.boundingBox();
+  log(`snapshot ${natural[0]}×${natural[1]} shown at ${Math.round(imgBox.width)}×${Math.round(imgBox.height)}, ${boxes} box(es)`);
+  assert(natural[0] > 0, "snapshot image loaded (naturalWidth > 0)");
+  assert(boxes > 0, "detection boxes drawn");
+  assert(box && box.width > 2 && box.height > 2, "the box has a size on screen");
+  assert(box.x >= imgBox.x - 1 && box.x + box.width <= imgBox.x + imgBox.width + 1, "the box lies over the image");
+  assert((await detail.getByTestId("timeline").locator("li").count()) > 0, "timeline shown");
+  await shot(op, "02-case-detail");
+
+  // 4. The cell's grid member, on a phone, acknowledges with one tap.
+  const phoneCtx = await browser.newContext({
+    viewport: { width: 375, height: 812 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+    locale: "zh-CN",
+  });
+  const phone = await phoneCtx.newPage();
+  watch(phone, "phone");
+  current = phone;
+  await loginOn(phone, "/m", MEMBER);
+  const card = phone.locator(`[data-testid=m-case][data-case-id="${first.id}"]`);
+  await card.waitFor({ state: "visible", timeout: 10000 });
+  await shot(phone, "03-phone");
+  await card.getByTestId("m-acknowledge").tap();
+  await phone.locator(`[data-testid=m-case][data-case-id="${first.id}"][data-state=acknowledged]`).waitFor({ timeout: 10000 });
+  await shot(phone, "04-phone-after-ack");
+  log("member acknowledged on the phone");
+
+  // 5. The operator's view follows live, without a reload.
+  current = op;
+  const tAck = Date.now();
+  await op.locator(`[data-testid=feed-row][data-case-id="${first.id}"][data-state=acknowledged]`).waitFor({ timeout: 5000 });
+  assert(await op.evaluate(() => window.__e2eNoReload === true), "operator page was not reloaded");
+  assert((await op.getByTestId("detail-state").innerText()).includes("已签收"), "detail panel shows 已签收");
+  log(`operator row acknowledged ${Date.now() - tAck} ms after the tap returned`);
+  await shot(op, "05-operator-after-ack");
+
+  // 6. A critical case nobody acknowledges climbs from the micro-grid to the grid.
+  const second = await publish("escalate");
+  const row2 = op.locator(`[data-testid=feed-row][data-case-id="${second.id}"]`);
+  const pin2 = op.locator(`[data-testid=pin][data-case-id="${second.id}"]`);
+  await row2.waitFor({ state: "visible", timeout: 10000 });
+  await pin2.waitFor({ state: "visible", timeout: 10000 });
+  const firstLevel = (await op.evaluate((id) => window.__seen[id], second.id))["feed-row"].level;
+  log(`escalation case ${second.id} first shown at level ${firstLevel}`);
+  assert(firstLevel === "micro_grid", `the new case starts at micro_grid (got ${firstLevel})`);
+  await op.locator(`[data-testid=feed-row][data-case-id="${second.id}"][data-level=grid]`).waitFor({ timeout: 8000 });
+  await op.locator(`[data-testid=pin][data-case-id="${second.id}"][data-level=grid]`).waitFor({ state: "attached", timeout: 2000 });
+  const climbedAt = Date.now() - second.at;
+  log(`row and pin moved micro_grid → grid ${climbedAt} ms after publish`);
+  assert(await op.evaluate(() => window.__e2eNoReload === true), "operator page was not reloaded");
+  assert((await row2.getByTestId("row-level").innerText()).trim() === "网格", "row shows the level 网格");
+  await row2.click();
+  await op.getByTestId("detail").locator(`[data-testid=f-level]`).filter({ hasText: /^网格$/ }).waitFor({ timeout: 5000 });
+  await shot(op, "06-after-escalation");
+
+  // 7. English: the toggle changes visible labels and is remembered.
+  await op.getByTestId("lang-toggle").click();
+  await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 2000 });
+  assert((await op.getByTestId("lang-toggle").innerText()).trim() === "中文", "toggle offers 中文 back");
+  await op.reload();
+  await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 10000 });
+  await op.locator(`[data-testid=feed-row][data-case-id="${second.id}"]`).waitFor({ timeout: 10000 });
+  log("English toggle works and is remembered across a reload (session kept via /me)");
+  await shot(op, "07-english");
+
+  assert(pageErrors.length === 0, `no uncaught page errors (got: ${pageErrors.join("; ")})`);
+  await browser.close();
+  log("all steps passed");
+  process.exit(0);
+} catch (e) {
+  console.log(`e2e: FAILED: ${e.stack || e}`);
+  if (current) await shot(current, "failure").catch(() => {});
+  await browser.close().catch(() => {});
+  process.exit(1);
+}

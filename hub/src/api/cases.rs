@@ -1,0 +1,721 @@
+//! Cases: the list (from the in-memory book), detail (from the store), actions (through the
+//! dispatcher), snapshots, photos and patrol reports.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use protocol::{
+    Alert, AlertKind, AlertPhase, AlertSource, Severity, UtcMillis, alert::Location, validate_id,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::book::{CaseSummary, DeadlineState, Row};
+use crate::case::{Action, Actor, Case, CaseState, CellRef, Transition};
+use crate::grid::Level;
+use crate::users::UserRole;
+
+/// Largest photo people attach (decoded).
+pub const MAX_PHOTO_BYTES: usize = 2 * 1024 * 1024;
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+/// The pseudo-site patrol reports are filed under.
+pub const PATROL_SITE: &str = "patrol";
+
+/// A summary as the API shows it: with its deadline state at this moment.
+pub fn summary_json(s: &CaseSummary, now: UtcMillis) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    v["deadline_state"] = json!(s.deadline_state(now));
+    v
+}
+
+fn list_of<T: std::str::FromStr>(field: &str, raw: &str) -> Result<Vec<T>, ApiError> {
+    raw.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<T>()
+                .map_err(|_| ApiError::invalid(field, format!("{s:?} is not a valid {field}")))
+        })
+        .collect()
+}
+
+fn snake<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, ()> {
+    serde_json::from_value(Value::String(s.to_owned())).map_err(|_| ())
+}
+
+struct Wrap<T>(T);
+
+impl<T: for<'de> Deserialize<'de>> std::str::FromStr for Wrap<T> {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        snake(s).map(Wrap)
+    }
+}
+
+/// A time parameter: milliseconds since 1970, or RFC 3339 as the API writes times.
+pub fn ms(field: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .or_else(|| protocol::time::parse_rfc3339_ms(raw))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!("{raw:?} is neither milliseconds since 1970 nor an RFC 3339 time"),
+            )
+        })
+}
+
+/// The list's filters, parsed with every parameter named in its error.
+#[derive(Debug, Default)]
+struct Filter {
+    states: Option<BTreeSet<CaseState>>,
+    open_only: bool,
+    severities: Option<Vec<Severity>>,
+    levels: Option<Vec<Level>>,
+    kinds: Option<Vec<AlertKind>>,
+    cell: Option<u32>,
+    site: Option<u32>,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+impl Filter {
+    fn keep(&self, s: &Row) -> bool {
+        if self.open_only && !s.is_open() {
+            return false;
+        }
+        if let Some(st) = &self.states
+            && !st.contains(&s.state)
+        {
+            return false;
+        }
+        if let Some(v) = &self.severities
+            && !v.contains(&s.severity)
+        {
+            return false;
+        }
+        if let Some(v) = &self.levels
+            && !s.level.is_some_and(|l| v.contains(&l))
+        {
+            return false;
+        }
+        if let Some(v) = &self.kinds
+            && !v.contains(&s.kind)
+        {
+            return false;
+        }
+        if let Some(c) = self.cell
+            && !s.under(c)
+        {
+            return false;
+        }
+        if let Some(site) = self.site
+            && s.site != site
+        {
+            return false;
+        }
+        if self.from.is_some_and(|f| s.opened_at < f) || self.to.is_some_and(|t| s.opened_at >= t) {
+            return false;
+        }
+        true
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut f = Filter::default();
+    let mut limit = DEFAULT_LIMIT;
+    let mut cursor = None;
+    for (k, v) in &q {
+        match k.as_str() {
+            "state" => {
+                let mut set = BTreeSet::new();
+                for s in v.split(',').filter(|s| !s.is_empty()) {
+                    if s == "open" {
+                        f.open_only = true;
+                    } else {
+                        set.insert(snake::<CaseState>(s).map_err(|_| {
+                            ApiError::invalid("state", format!("{s:?} is not a case state or open"))
+                        })?);
+                    }
+                }
+                if !set.is_empty() {
+                    f.states = Some(set);
+                }
+            }
+            "severity" => {
+                f.severities = Some(
+                    list_of::<Wrap<Severity>>("severity", v)?
+                        .into_iter()
+                        .map(|w| w.0)
+                        .collect(),
+                )
+            }
+            "level" => {
+                f.levels = Some(
+                    list_of::<Wrap<Level>>("level", v)?
+                        .into_iter()
+                        .map(|w| w.0)
+                        .collect(),
+                )
+            }
+            "kind" => {
+                f.kinds = Some(
+                    list_of::<Wrap<AlertKind>>("kind", v)?
+                        .into_iter()
+                        .map(|w| w.0)
+                        .collect(),
+                )
+            }
+            "cell" => {
+                let g = state.grid.hierarchy();
+                let Some(id) = g.find(v) else {
+                    return Err(ApiError::invalid("cell", format!("{v:?} is not a cell")));
+                };
+                let path: Vec<CellRef> = CellRef::path_to(g, id);
+                if !caller.sees_path(&path) {
+                    return Err(ApiError::forbidden(format!(
+                        "cell {v} is outside your cells"
+                    )));
+                }
+                f.cell = Some(state.book.interned(v));
+            }
+            "site" => f.site = Some(state.book.interned(v)),
+            "from" => f.from = Some(ms("from", v)?),
+            "to" => f.to = Some(ms("to", v)?),
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit", format!("{v:?} is not 1..={MAX_LIMIT}"))
+                    })?
+            }
+            "cursor" => {
+                let bad = || ApiError::invalid("cursor", "not a cursor this API gave out");
+                let (at, id) = v.split_once(':').ok_or_else(bad)?;
+                cursor = Some((at.parse::<i64>().map_err(|_| bad())?, id.to_owned()));
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!("unknown parameter {other:?}"),
+                ));
+            }
+        }
+    }
+    let scope = caller.scope(&state.book);
+    let page = state
+        .book
+        .page(|r| scope.sees(r) && f.keep(r), cursor, limit);
+    let now = state.clock.now();
+    let cases: Vec<SummaryOut<'_>> = page
+        .cases
+        .iter()
+        .map(|s| SummaryOut {
+            deadline_state: s.deadline_state(now),
+            s,
+        })
+        .collect();
+    Ok(Json(CaseList {
+        cases,
+        total: page.total,
+        next_cursor: page.next.map(|(at, id)| format!("{at}:{id}")),
+    })
+    .into_response())
+}
+
+/// A summary with its deadline state now, serialised straight into the response.
+#[derive(Serialize)]
+struct SummaryOut<'a> {
+    #[serde(flatten)]
+    s: &'a CaseSummary,
+    deadline_state: DeadlineState,
+}
+
+#[derive(Serialize)]
+struct CaseList<'a> {
+    cases: Vec<SummaryOut<'a>>,
+    total: usize,
+    next_cursor: Option<String>,
+}
+
+/// The case if the caller may see it: 404 if there is none, 403 if it is not theirs.
+fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Arc<CaseSummary>, ApiError> {
+    let s = state
+        .book
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("case {id} not found")))?;
+    if !caller.sees(&s) {
+        return Err(ApiError::forbidden(format!(
+            "case {id} is outside your cells"
+        )));
+    }
+    Ok(s)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PhotoMeta {
+    case: String,
+    by: String,
+    at: UtcMillis,
+}
+
+fn detail_json(state: &ApiState, case: &Case) -> Result<Value, ApiError> {
+    let now = state.clock.now();
+    let mut alerts = Vec::new();
+    let mut snapshot = Value::Null;
+    for id in case.alert_ids.iter() {
+        let Some(raw) = state.store.alert(id)? else {
+            continue;
+        };
+        let Ok(a) = serde_json::from_slice::<Alert>(&raw) else {
+            continue;
+        };
+        if let Some(s) = &a.snapshot {
+            // The latest snapshot is the one shown.
+            snapshot = json!({
+                "alert": a.id,
+                "camera": s.camera,
+                "time": s.time,
+                "width": s.width,
+                "height": s.height,
+                "url": format!("/api/v1/alerts/{}/snapshot", a.id),
+                "detections": a.detections,
+            });
+        }
+        alerts.push(json!({
+            "id": a.id,
+            "time": a.time,
+            "phase": a.phase,
+            "rule": a.rule,
+            "label": a.label,
+            "score": a.score,
+            "detail": a.detail,
+            "has_snapshot": a.snapshot.is_some(),
+        }));
+    }
+    let mut photos = Vec::new();
+    for r in &case.audit {
+        if let Some(p) = &r.photo {
+            photos.push(json!({
+                "id": p, "url": format!("/api/v1/photos/{p}"), "at": r.at, "by": r.actor.id,
+            }));
+        }
+    }
+    // A patrol report's photo belongs to the case from its first alert.
+    if case.kind == AlertKind::Patrol
+        && let Some(v) = state
+            .store
+            .photos
+            .get(format!("m/{}", case.first_alert))
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        && let Ok(m) = serde_json::from_slice::<PhotoMeta>(&v)
+    {
+        photos.insert(
+            0,
+            json!({"id": case.first_alert, "url": format!("/api/v1/photos/{}", case.first_alert), "at": m.at, "by": m.by}),
+        );
+    }
+    Ok(json!({
+        "case": summary_json(&CaseSummary::of(case), now),
+        "audit": case.audit,
+        "deliveries": case.deliveries,
+        "alerts": alerts,
+        "snapshot": snapshot,
+        "photos": photos,
+    }))
+}
+
+pub async fn detail(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    visible(&state, &caller, &id)?;
+    let case = crate::dispatch::load_case(&state.store, &id)?
+        .ok_or_else(|| ApiError::not_found(format!("case {id} not found")))?;
+    let st = state.clone();
+    // Decoding up to 100 alerts with their snapshots is CPU work.
+    let v = tokio::task::spawn_blocking(move || detail_json(&st, &case))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(v))
+}
+
+fn jpeg(bytes: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+pub async fn snapshot(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let case = crate::dispatch::case_of_alert(&state.store, &id)?
+        .ok_or_else(|| ApiError::not_found(format!("alert {id} is not filed in a case")))?;
+    visible(&state, &caller, &case)?;
+    let raw = state
+        .store
+        .alert(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("alert {id} not found")))?;
+    let a: Alert =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::internal(format!("alert {id}: {e}")))?;
+    let s = a
+        .snapshot
+        .ok_or_else(|| ApiError::not_found(format!("alert {id} has no snapshot")))?;
+    Ok(jpeg(s.jpeg))
+}
+
+pub async fn photo(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let nf = || ApiError::not_found(format!("photo {id} not found"));
+    let io = |e: sled::Error| ApiError::internal(e.to_string());
+    let meta = state
+        .store
+        .photos
+        .get(format!("m/{id}"))
+        .map_err(io)?
+        .ok_or_else(nf)?;
+    let meta: PhotoMeta =
+        serde_json::from_slice(&meta).map_err(|e| ApiError::internal(e.to_string()))?;
+    visible(&state, &caller, &meta.case)?;
+    let bytes = state
+        .store
+        .photos
+        .get(format!("j/{id}"))
+        .map_err(io)?
+        .ok_or_else(nf)?;
+    Ok(jpeg(bytes.to_vec()))
+}
+
+/// Decodes and checks a base64 JPEG from a request body.
+fn decode_photo(b64: &str) -> Result<Vec<u8>, ApiError> {
+    let b64 = b64
+        .split_once("base64,")
+        .map_or(b64, |(_, data)| data)
+        .trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| ApiError::invalid("photo", format!("not base64: {e}")))?;
+    if bytes.len() > MAX_PHOTO_BYTES {
+        return Err(ApiError::invalid(
+            "photo",
+            format!("{} bytes; at most {MAX_PHOTO_BYTES}", bytes.len()),
+        ));
+    }
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Err(ApiError::invalid(
+            "photo",
+            "not a JPEG (it must start with FF D8 FF)",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn store_photo(state: &ApiState, id: &str, bytes: &[u8], meta: &PhotoMeta) -> Result<(), ApiError> {
+    let mut b = sled::Batch::default();
+    b.insert(format!("j/{id}").as_bytes(), bytes);
+    b.insert(
+        format!("m/{id}").as_bytes(),
+        serde_json::to_vec(meta).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    state
+        .store
+        .photos
+        .apply_batch(b)
+        .map_err(|e| ApiError::internal(format!("store photo: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    action: String,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    photo: Option<String>,
+    /// Milliseconds since 1970 or an RFC 3339 time.
+    #[serde(default)]
+    until: Option<Value>,
+    #[serde(default)]
+    cell: Option<String>,
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::invalid("body", e.body_text()))
+}
+
+pub async fn act(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_body(body)?;
+    let summary = visible(&state, &caller, &id)?;
+    let action = match body.action.as_str() {
+        "acknowledge" => Action::Acknowledge,
+        "start_handling" => Action::StartHandling,
+        "resolve" => Action::Resolve,
+        "close" => Action::Close,
+        "reopen" => Action::Reopen,
+        "comment" => Action::Comment,
+        "extend" => {
+            let until = match &body.until {
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .ok_or_else(|| ApiError::invalid("until", "not a whole number of ms"))?,
+                Some(Value::String(s)) => ms("until", s)?,
+                _ => return Err(ApiError::invalid("until", "extend needs until (a time)")),
+            };
+            Action::Extend {
+                until: UtcMillis(until),
+            }
+        }
+        "return" => {
+            let code = body
+                .cell
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("cell", "return needs the cell to send it to"))?;
+            let g = state.grid.hierarchy();
+            let cell = g
+                .find(code)
+                .ok_or_else(|| ApiError::invalid("cell", format!("{code:?} is not a cell")))?;
+            Action::Return {
+                path: CellRef::path_to(g, cell),
+            }
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "action",
+                format!(
+                    "{other:?} is not one of acknowledge, start_handling, resolve, close, reopen, return, extend, comment"
+                ),
+            ));
+        }
+    };
+    let member_may = matches!(
+        action,
+        Action::Acknowledge
+            | Action::StartHandling
+            | Action::Resolve
+            | Action::Return { .. }
+            | Action::Comment
+    );
+    if caller.role() == UserRole::Member && !member_may {
+        return Err(ApiError::forbidden(format!(
+            "a grid member may not {}; an operator does",
+            action.verb()
+        )));
+    }
+    let now = state.clock.now();
+    let photo = match &body.photo {
+        Some(b64) => {
+            let bytes = decode_photo(b64)?;
+            let pid = state.ids.make(
+                now.0,
+                &[&id, caller.user.actor_id(), &bytes.len().to_string()],
+            );
+            store_photo(
+                &state,
+                &pid,
+                &bytes,
+                &PhotoMeta {
+                    case: id.clone(),
+                    by: caller.user.actor_id().to_owned(),
+                    at: now,
+                },
+            )?;
+            Some(pid)
+        }
+        None => None,
+    };
+    let mut actor = Actor::person(caller.user.actor_id()).with_role(caller.role().as_str());
+    if let Some(cell) = caller.acting_cell(&summary.path) {
+        actor = actor.for_cell(cell);
+    }
+    let t = Transition {
+        action,
+        actor,
+        note: body.note.filter(|n| !n.trim().is_empty()),
+        photo,
+        at: now,
+    };
+    tracing::info!(case = %id, login = %caller.user.login, action = t.action.verb(), "case action");
+    let case = state.dispatch.transition(&id, t).await?;
+    let st = state.clone();
+    let v = tokio::task::spawn_blocking(move || detail_json(&st, &case))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    #[serde(default)]
+    kind: Option<String>,
+    category: String,
+    #[serde(default)]
+    note: String,
+    location: Location,
+    #[serde(default)]
+    photo: Option<String>,
+}
+
+const CATEGORIES: &[&str] = &[
+    "fire_hazard",
+    "road_damage",
+    "dispute",
+    "illegal_parking",
+    "suspicious",
+    "other",
+];
+
+/// A patrol report: filed like an alert (stored, located by its position, dispatched, with
+/// deadlines and escalation), from the member as its source.
+pub async fn report(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    body: Result<Json<ReportBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(body)?;
+    caller.require(
+        &[UserRole::Member, UserRole::Operator, UserRole::Admin],
+        "report",
+    )?;
+    if body.kind.as_deref().is_some_and(|k| k != "patrol") {
+        return Err(ApiError::invalid("kind", "only \"patrol\" reports exist"));
+    }
+    if !CATEGORIES.contains(&body.category.as_str()) {
+        return Err(ApiError::invalid(
+            "category",
+            format!(
+                "{:?} is not one of {}",
+                body.category,
+                CATEGORIES.join(", ")
+            ),
+        ));
+    }
+    let Location { lon, lat } = body.location;
+    if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
+        return Err(ApiError::invalid("location", "lon/lat out of range"));
+    }
+    // A member reports within their cells.
+    if caller.role() != UserRole::Admin {
+        let g = state.grid.hierarchy();
+        let inside = state
+            .grid
+            .locate(lon, lat)
+            .is_some_and(|c| caller.sees_path(&CellRef::path_to(g, c)));
+        if !inside {
+            return Err(ApiError::forbidden(
+                "the location is outside your cells".to_owned(),
+            ));
+        }
+    }
+    let person = caller.user.actor_id().to_owned();
+    validate_id("source.person", &person)
+        .map_err(|e| ApiError::invalid("person", e.to_string()))?;
+    let now = state.clock.now();
+    let photo = body.photo.as_deref().map(decode_photo).transpose()?;
+    let id = state.ids.make(
+        now.0,
+        &[
+            &person,
+            &body.category,
+            &body.note,
+            &lon.to_string(),
+            &lat.to_string(),
+        ],
+    );
+    let alert = Alert {
+        schema: protocol::SCHEMA_VERSION,
+        id: id.clone(),
+        incident: id.clone(),
+        phase: AlertPhase::Start,
+        site: PATROL_SITE.to_owned(),
+        source: AlertSource::Person(person.clone()),
+        kind: AlertKind::Patrol,
+        severity: Severity::Major,
+        rule: body.category.clone(),
+        time: now,
+        started_at: now,
+        ended_at: None,
+        location: Some(body.location),
+        track: None,
+        label: None,
+        score: None,
+        direction: None,
+        count: None,
+        detections: Vec::new(),
+        tag: None,
+        model: None,
+        detail: (!body.note.trim().is_empty()).then(|| body.note.trim().to_owned()),
+        snapshot: None,
+    };
+    if let Some(bytes) = &photo {
+        store_photo(
+            &state,
+            &id,
+            bytes,
+            &PhotoMeta {
+                case: format!("C-{id}"),
+                by: person.clone(),
+                at: now,
+            },
+        )?;
+    }
+    let raw = serde_json::to_vec(&alert).map_err(|e| ApiError::internal(e.to_string()))?;
+    let outcome = state
+        .ingest
+        .submit(PATROL_SITE, &[Bytes::from(raw)])
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    if let Some(crate::ingest::Outcome::Rejected(why)) = outcome.first() {
+        return Err(ApiError::invalid("body", why.clone()));
+    }
+    // Stored; the dispatcher files it within milliseconds. Wait for the case (bounded).
+    let case_id = format!("C-{id}");
+    for _ in 0..100 {
+        if let Some(s) = state.book.get(&case_id) {
+            tracing::info!(case = %case_id, login = %caller.user.login, category = %body.category, "patrol report filed");
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!({"case": summary_json(&s, state.clock.now())})),
+            )
+                .into_response());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(ApiError::unavailable(format!(
+        "report {id} is stored but not yet filed; it will appear as case {case_id}"
+    )))
+}

@@ -1,0 +1,127 @@
+//! The live feed: Server-Sent Events of case changes, filtered to the caller's cells.
+//!
+//! A reconnecting browser sends `Last-Event-ID` by itself; the feed replays every logged event
+//! after it, then goes live. The subscription is taken before the replay is read, and live
+//! events at or below the replay's last number are skipped, so nothing falls in between and
+//! nothing comes twice. A client too far behind (beyond the log, or lagging the broadcast) gets
+//! `event: reset` and reloads the list; each reset is counted.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use super::ApiState;
+use super::auth::Caller;
+use super::cases::summary_json;
+use super::error::ApiError;
+use crate::book::{CaseEvent, CatchUp};
+
+fn event(e: &CaseEvent, state: &ApiState) -> Event {
+    let data = serde_json::json!({
+        "seq": e.seq,
+        "at": e.at,
+        "kind": e.kind,
+        "action": e.action,
+        "case": summary_json(&e.case, state.clock.now()),
+    });
+    Event::default()
+        .id(e.seq.to_string())
+        .event("case")
+        .data(data.to_string())
+}
+
+fn reset() -> Event {
+    Event::default().event("reset").data("{}")
+}
+
+/// Decrements the open-connections gauge when the stream is dropped.
+struct Gauge(Arc<ApiState>);
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0
+            .api_metrics
+            .feed_clients
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn events(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let since = match headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(q.get("since").map(String::as_str))
+    {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::invalid("since", format!("{v:?} is not an event id")))?,
+        ),
+    };
+    let rx = state.book.subscribe();
+    let mut first = Vec::new();
+    let mut floor = state.book.seq();
+    if let Some(since) = since {
+        match state.book.since(since) {
+            CatchUp::Events(evs) => {
+                for e in evs.iter().filter(|e| caller.sees(&e.case)) {
+                    first.push(Ok(event(e, &state)));
+                }
+                floor = evs.last().map_or(since.max(floor), |e| e.seq);
+            }
+            CatchUp::TooOld => {
+                state
+                    .api_metrics
+                    .feed_resets
+                    .fetch_add(1, Ordering::Relaxed);
+                first.push(Ok(reset()));
+            }
+        }
+    }
+    state
+        .api_metrics
+        .feed_clients
+        .fetch_add(1, Ordering::Relaxed);
+    let gauge = Arc::new(Gauge(state.clone()));
+    let st = state.clone();
+    let live = BroadcastStream::new(rx).filter_map(move |r| {
+        let _keep = gauge.clone();
+        let out = match r {
+            Ok(e) if e.seq > floor && caller.sees(&e.case) => Some(Ok(event(&e, &st))),
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                st.api_metrics.feed_resets.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(missed = n, login = %caller.user.login, "live feed client fell behind; told to reload");
+                Some(Ok(reset()))
+            }
+        };
+        futures_util::future::ready(out)
+    });
+    // The feed ends when the hub stops; otherwise the server's graceful shutdown would wait
+    // on it forever (a browser keeps it open).
+    let mut stop = state.stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let live = live.take_until(stopped);
+    Ok(Sse::new(stream::iter(first).chain(live)).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("ping"),
+    ))
+}

@@ -1,0 +1,232 @@
+//! The dashboard and its HTTP API (`/api/v1`), served by [`serve`].
+//!
+//! ```text
+//! browser / app ──HTTP──▶ router ──▶ Caller (session cookie + CSRF, or bearer) ──▶ handler
+//!                                                                   │ reads: CaseBook (memory), Store
+//!                                                                   │ writes: DispatchHandle (transitions,
+//!                                                                   │   watchlist), Ingest (patrol reports)
+//!                          /api/v1/events ◀── CaseBook's broadcast (SSE, catch-up by Last-Event-ID)
+//! ```
+//!
+//! Every route but login, token and the OpenAPI document needs a caller, and every case,
+//! cell, site and photo is checked against the caller's cells. The document is
+//! `openapi.json` beside this file; the tests validate real responses against it.
+
+mod auth;
+mod cases;
+mod error;
+mod feed;
+mod places;
+mod web;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use auth::{COOKIE, CSRF_HEADER, Limiter, Sessions};
+pub use error::ApiError;
+
+use crate::book::CaseBook;
+use crate::config::{HttpSection, SiteSection};
+use crate::dispatch::{Clock, DispatchHandle};
+use crate::grid::GridIndex;
+use crate::ingest::Ingest;
+use crate::metrics::HubMetrics;
+use crate::roster::Roster;
+use crate::store::Store;
+use crate::users::Users;
+
+/// The OpenAPI document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Largest request body: a 2 MB photo as base64 plus the rest.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Counters the API adds to `/metrics`.
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    pub requests: AtomicU64,
+    pub csrf_refused: AtomicU64,
+    pub feed_resets: AtomicU64,
+    pub feed_clients: AtomicU64,
+}
+
+impl ApiMetrics {
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP hub_api_csrf_refused_total Unsafe requests refused for a missing or wrong CSRF token.\n\
+             # TYPE hub_api_csrf_refused_total counter\nhub_api_csrf_refused_total {}\n\
+             # HELP hub_api_feed_resets_total Live-feed clients told to reload because they fell behind.\n\
+             # TYPE hub_api_feed_resets_total counter\nhub_api_feed_resets_total {}\n\
+             # HELP hub_api_feed_clients Live-feed connections open.\n\
+             # TYPE hub_api_feed_clients gauge\nhub_api_feed_clients {}\n",
+            g(&self.csrf_refused),
+            g(&self.feed_resets),
+            g(&self.feed_clients),
+        )
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    pub book: Arc<CaseBook>,
+    pub dispatch: DispatchHandle,
+    pub store: Store,
+    pub grid: Arc<GridIndex>,
+    pub roster: Arc<Roster>,
+    pub users: Arc<Users>,
+    pub sites: BTreeMap<String, SiteSection>,
+    pub ingest: Ingest,
+    pub sessions: Sessions,
+    pub limiter: Limiter,
+    pub clock: Arc<dyn Clock>,
+    pub http: HttpSection,
+    pub metrics: Arc<HubMetrics>,
+    pub api_metrics: Arc<ApiMetrics>,
+    /// The grid as GeoJSON, built once.
+    pub grid_geojson: serde_json::Value,
+    /// Ids for patrol reports.
+    pub ids: protocol::alert::IdGenerator,
+    /// Turns true when the hub stops: live feeds end so the server can drain.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The grid as the API serves it: the import format (`properties.id`, `name`, `level`,
+/// `parent`) plus `properties.code`, the name the rest of the API uses for a cell's id.
+pub fn grid_geojson(h: &crate::grid::Hierarchy) -> serde_json::Value {
+    let mut doc = crate::grid::geojson::to_value(h);
+    if let Some(features) = doc.get_mut("features").and_then(|f| f.as_array_mut()) {
+        for f in features {
+            if let Some(id) = f.pointer("/properties/id").cloned()
+                && let Some(p) = f.get_mut("properties").and_then(|p| p.as_object_mut())
+            {
+                p.insert("code".into(), id);
+            }
+        }
+    }
+    doc
+}
+
+pub(crate) fn bump_csrf(state: &ApiState) {
+    state
+        .api_metrics
+        .csrf_refused
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Every route. (The OpenAPI test checks this list against the document.)
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/auth/tokens"),
+    ("GET", "/api/v1/me"),
+    ("GET", "/api/v1/cases"),
+    ("GET", "/api/v1/cases/{id}"),
+    ("POST", "/api/v1/cases/{id}/actions"),
+    ("GET", "/api/v1/alerts/{id}/snapshot"),
+    ("GET", "/api/v1/photos/{id}"),
+    ("POST", "/api/v1/reports"),
+    ("GET", "/api/v1/grid"),
+    ("GET", "/api/v1/cells/{code}"),
+    ("GET", "/api/v1/sites"),
+    ("GET", "/api/v1/watchlist"),
+    ("POST", "/api/v1/watchlist"),
+    ("DELETE", "/api/v1/watchlist/{tag}"),
+    ("GET", "/api/v1/tags/{tag}/trajectory"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/config/ui"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let api = Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/tokens", post(auth::token))
+        .route("/me", get(auth::me))
+        .route("/cases", get(cases::list))
+        .route("/cases/{id}", get(cases::detail))
+        .route("/cases/{id}/actions", post(cases::act))
+        .route("/alerts/{id}/snapshot", get(cases::snapshot))
+        .route("/photos/{id}", get(cases::photo))
+        .route("/reports", post(cases::report))
+        .route("/grid", get(places::grid))
+        .route("/cells/{code}", get(places::cell))
+        .route("/sites", get(places::sites))
+        .route("/watchlist", get(places::watchlist).post(places::watch_add))
+        .route("/watchlist/{tag}", delete(places::watch_remove))
+        .route("/tags/{tag}/trajectory", get(places::trajectory))
+        .route("/stats", get(places::stats))
+        .route("/events", get(feed::events))
+        .route("/config/ui", get(places::ui_config))
+        .route("/openapi.json", get(web::openapi))
+        .fallback(web::api_not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/", get(web::index))
+        .route("/m", get(web::member))
+        .route("/assets/{*path}", get(web::asset))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::headers,
+        ))
+        .with_state(state)
+}
+
+/// Binds the listener and serves until `state.stop` turns true. Returns the bound address
+/// and the task serving it, which ends once open requests (and live feeds) have drained, so
+/// a caller that waits for it knows the store is no longer held.
+pub async fn serve(
+    state: Arc<ApiState>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(state.http.listen).await?;
+    let addr = listener.local_addr()?;
+    let sessions = state.sessions.clone();
+    let clock = state.clock.clone();
+    let mut stop = state.stop.clone();
+    let mut sweep_stop = state.stop.clone();
+    let app = router(state);
+    let server = async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    };
+    // Expired sessions are dropped hourly (they are refused on use anyway).
+    let sweeper = async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = sweep_stop.wait_for(|s| *s) => return,
+            }
+            let gone = sessions.sweep(clock.now());
+            if gone > 0 {
+                tracing::info!(gone, "expired sessions dropped");
+            }
+        }
+    };
+    let task = tokio::spawn(async move {
+        tokio::join!(server, sweeper);
+    });
+    tracing::info!(%addr, "http listening");
+    Ok((addr, task))
+}

@@ -1,0 +1,1011 @@
+//! The OpenAPI document (`hub/src/api/openapi.json`) against the real API: the document is
+//! well formed and lists exactly the routes the router serves, and every response of a hub
+//! filled over real MQTT (alerts with and without snapshots, tag sightings, transitions,
+//! watchlist, patrol reports, statistics, the live feed, errors) matches the schema documented
+//! for its path, method and status. At the end, every documented status was seen or is an
+//! error response.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api_util;
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api_util::*;
+use common::*;
+use serde_json::{Value, json};
+
+/// Every `$ref` in `v`, with where it is.
+fn refs(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "$ref"
+                    && let Some(s) = x.as_str()
+                {
+                    out.push((at.to_owned(), s.to_owned()));
+                }
+                refs(x, &format!("{at}/{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                refs(x, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Records a failed check instead of panicking, so one run lists every difference.
+macro_rules! soft {
+    ($oas:expr, $cond:expr $(,)?) => {
+        if !$cond {
+            $oas.violation(format!("line {}: {}", line!(), stringify!($cond)));
+        }
+    };
+    ($oas:expr, $cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            $oas.violation(format!("line {}: {}: {}", line!(), stringify!($cond), format!($($fmt)+)));
+        }
+    };
+}
+
+/// `soft!` for equality, showing both sides.
+macro_rules! soft_eq {
+    ($oas:expr, $a:expr, $b:expr $(,)?) => {
+        if !($a == $b) {
+            $oas.violation(format!(
+                "line {}: {} is {:?}, expected {:?}",
+                line!(), stringify!($a), $a, $b
+            ));
+        }
+    };
+    ($oas:expr, $a:expr, $b:expr, $($fmt:tt)+) => {
+        if !($a == $b) {
+            $oas.violation(format!(
+                "line {}: {} is {:?}, expected {:?}: {}",
+                line!(), stringify!($a), $a, $b, format!($($fmt)+)
+            ));
+        }
+    };
+}
+
+const UNSAFE: [&str; 4] = ["post", "put", "patch", "delete"];
+
+#[test]
+fn the_document_is_well_formed_and_lists_exactly_the_routes_served() {
+    let oas = Oas::load();
+    let doc = &oas.doc;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        doc["jsonSchemaDialect"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+
+    // Every reference resolves, inside the document.
+    let mut all = Vec::new();
+    refs(doc, "", &mut all);
+    assert!(all.len() > 50, "{} refs", all.len());
+    for (at, r) in &all {
+        let p = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{at}: external $ref {r}"));
+        assert!(doc.pointer(p).is_some(), "{at}: dangling $ref {r}");
+    }
+
+    // The routes: the router's list (`hub::api::ROUTES`) and the document's `/api/v1` paths
+    // are the same set.
+    let served: BTreeSet<(String, String)> = hub::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_ascii_lowercase(), (*p).to_owned()))
+        .collect();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&m.as_str())
+                && path.starts_with("/api/")
+            {
+                documented.insert((m.clone(), path.clone()));
+            }
+        }
+    }
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not documented: {undocumented:?}; documented but not served: {unserved:?}"
+    );
+    // The router's own source registers the same paths (ROUTES is a list kept by hand).
+    let src = std::fs::read_to_string(repo().join("hub/src/api/mod.rs")).unwrap();
+    for (_, p) in &served {
+        let rel = p.strip_prefix("/api/v1").unwrap();
+        assert!(
+            src.contains(&format!(".route(\"{rel}\"")),
+            "{p} is in ROUTES but the router does not register {rel:?}"
+        );
+    }
+    let registered = src.matches(".route(\"").count();
+    assert_eq!(
+        registered,
+        served.iter().map(|(_, p)| p).collect::<BTreeSet<_>>().len() + 3,
+        "the router registers a path that neither ROUTES nor the pages (/, /m, /assets) list"
+    );
+
+    // Operations: unique ids; security as the contract says; error statuses that go with it.
+    let mut ids = BTreeSet::new();
+    let public = [
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/tokens"),
+        ("get", "/api/v1/openapi.json"),
+    ];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (m, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
+            // Path parameters are declared.
+            for seg in path.split('/') {
+                if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    let declared = op["parameters"].as_array().is_some_and(|ps| {
+                        ps.iter().any(|p| {
+                            p["in"] == "path" && p["name"] == name && p["required"] == true
+                        })
+                    });
+                    assert!(declared, "{m} {path}: path parameter {name} not declared");
+                }
+            }
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let responses = op["responses"].as_object().unwrap();
+            let sec = op["security"].as_array().expect("explicit security");
+            if public.contains(&(m.as_str(), path.as_str())) {
+                assert!(sec.is_empty(), "{m} {path} is public");
+                continue;
+            }
+            assert!(
+                sec.iter().any(|s| s.get("cookieAuth").is_some())
+                    && sec.iter().any(|s| s.get("bearerAuth").is_some()),
+                "{m} {path}: cookie or bearer"
+            );
+            assert!(responses.contains_key("401"), "{m} {path}: no 401");
+            if UNSAFE.contains(&m.as_str()) {
+                assert!(
+                    sec.iter()
+                        .filter(|s| s.get("cookieAuth").is_some())
+                        .all(|s| s.get("csrfToken").is_some()),
+                    "{m} {path}: the cookie needs the CSRF token"
+                );
+                assert!(responses.contains_key("403"), "{m} {path}: no 403 (csrf)");
+            }
+            assert!(
+                responses.contains_key("default"),
+                "{m} {path}: no default (500/503)"
+            );
+        }
+    }
+
+    // Every JSON response schema compiles, and every error response is the shared Error.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (m, op) in item.as_object().unwrap() {
+            for (status, r) in op["responses"].as_object().unwrap() {
+                let r = match r.get("$ref").and_then(Value::as_str) {
+                    Some(p) => doc.pointer(p.trim_start_matches('#')).unwrap(),
+                    None => r,
+                };
+                let Some(content) = r.get("content") else {
+                    continue;
+                };
+                let is_error =
+                    status == "default" || status.starts_with('4') || status.starts_with('5');
+                if is_error && path.starts_with("/api/") {
+                    assert_eq!(
+                        content["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                        "{m} {path} {status}"
+                    );
+                }
+                if let Some(s) = content.get("application/json") {
+                    let _ = s;
+                    let (_, _) = oas
+                        .response(path, m, status.parse().unwrap_or(599))
+                        .unwrap();
+                }
+            }
+        }
+    }
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        oas.validator(&format!("/components/schemas/{name}"));
+    }
+}
+
+/// Checks the schemas reject what they should: they are strict, not decorative.
+#[test]
+fn the_schemas_are_strict() {
+    let oas = Oas::load();
+    let ok = json!({"code": "532329101001-G01-M01", "name": "x", "level": "micro_grid"});
+    oas.validate_component("CellRef", &ok, "good CellRef");
+    for bad in [
+        json!({"code": "x", "name": "x", "level": "hamlet"}),
+        json!({"code": "x", "name": "x"}),
+        json!({"code": "x", "name": "x", "level": "grid", "extra": 1}),
+    ] {
+        let v = oas.validator("/components/schemas/CellRef");
+        assert!(!v.is_valid(&bad), "CellRef accepted {bad}");
+    }
+    let err = json!({"error": {"code": "csrf", "message": "m"}});
+    oas.validate_component("Error", &err, "Error");
+    let v = oas.validator("/components/schemas/Error");
+    assert!(!v.is_valid(&json!({"error": {"code": "oops", "message": "m"}})));
+    assert!(!v.is_valid(&json!({"error": {"code": "csrf"}})));
+    // Times are integers.
+    let v = oas.validator("/components/schemas/WatchEntry");
+    let mut w = json!({"tag": "T", "case_ref": "c", "note": "n", "added_at": "2026-11-22T08:00:00.000Z", "added_by": "p"});
+    assert!(v.is_valid(&w));
+    w["added_at"] = json!(1);
+    assert!(
+        !v.is_valid(&w),
+        "times are RFC 3339 strings, not ms integers"
+    );
+    w["added_at"] = json!("2026-11-22 08:00");
+    assert!(!v.is_valid(&w), "times are RFC 3339 UTC with milliseconds");
+}
+
+/// (template, method, status) that the scenario below cannot produce without breaking the
+/// hub (or that only a broken request to a healthy hub would), with why.
+fn cannot_see() -> Vec<(&'static str, &'static str, u16)> {
+    vec![]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_matches_the_document() {
+    let oas = Arc::new(Oas::load());
+    let r = start(oas.clone(), true).await;
+    let c = fill(&r).await;
+    let api = &r.api;
+
+    // --- The document is served as it is in the tree, anonymously.
+    let served = api.get("/api/v1/openapi.json", &Auth::Anon).await;
+    served.soft(&oas, 200, None);
+    soft_eq!(
+        oas,
+        served.json(),
+        oas.doc,
+        "the served document is the file"
+    );
+
+    // --- Auth.
+    let admin = api.login(ADMIN).await;
+    let county = api.login(COUNTY_OP).await;
+    let town = api.login(TOWNSHIP_OP).await;
+    let ma = api.login(MEMBER_A).await;
+    let mb = api.login(MEMBER_B).await;
+    let bearer = Auth::Bearer(api.token(COUNTY_OP).await);
+    for (s, role) in [
+        (&admin, "admin"),
+        (&county, "operator"),
+        (&town, "operator"),
+        (&ma, "member"),
+        (&mb, "member"),
+    ] {
+        soft_eq!(oas, s.me["role"], role, "{}", s.me);
+        let me = api.get("/api/v1/me", &s.auth()).await.json();
+        soft_eq!(oas, me["csrf"], json!(s.csrf));
+    }
+    soft_eq!(oas, ma.me["cells"][0]["code"], M01);
+    let me = api.get("/api/v1/me", &bearer).await.json();
+    soft!(oas, me["csrf"].is_null());
+    api.post(
+        "/api/v1/auth/login",
+        &Auth::Anon,
+        &json!({"username": "admin"}),
+    )
+    .await
+    .soft(&oas, 400, Some("invalid"));
+    api.post(
+        "/api/v1/auth/tokens",
+        &Auth::Anon,
+        &json!({"username": ADMIN, "password": "wrong", "label": "x"}),
+    )
+    .await
+    .soft(&oas, 401, Some("unauthenticated"));
+    api.post("/api/v1/auth/tokens", &Auth::Anon, &json!({"label": "x"}))
+        .await
+        .soft(&oas, 400, Some("invalid"));
+
+    // --- Lists and filters.
+    let all = api
+        .get("/api/v1/cases?limit=500", &admin.auth())
+        .await
+        .json();
+    soft_eq!(oas, all["total"], 5, "{all}");
+    let listed: Vec<&Value> = all["cases"].as_array().unwrap().iter().collect();
+    let opened: Vec<i64> = listed.iter().map(|c| ms_of(&c["opened_at"])).collect();
+    soft!(
+        oas,
+        opened.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {opened:?}"
+    );
+    let a_sum = listed.iter().find(|x| x["id"] == c.a.as_str()).unwrap();
+    soft_eq!(oas, a_sum["cell"]["code"], M01);
+    soft_eq!(oas, a_sum["path"].as_array().unwrap().len(), 5);
+    soft_eq!(oas, a_sum["source"], json!({"camera": "cam-1"}));
+    let b_sum = listed.iter().find(|x| x["id"] == c.b.as_str()).unwrap();
+    soft_eq!(oas, b_sum["cell"]["code"], M02);
+    let w_sum = listed.iter().find(|x| x["id"] == c.w.as_str()).unwrap();
+    soft_eq!(oas, w_sum["kind"], "watchlist");
+    soft_eq!(oas, w_sum["source"], json!({"reader": "r1"}));
+    // Pages of one walk the same list.
+    let mut paged = Vec::new();
+    let mut q = "/api/v1/cases?limit=2".to_owned();
+    loop {
+        let p = api.get(&q, &admin.auth()).await.json();
+        soft!(oas, p["cases"].as_array().unwrap().len() <= 2);
+        soft_eq!(oas, p["total"], 5);
+        paged.extend(
+            p["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].clone()),
+        );
+        match p["next_cursor"].as_str() {
+            Some(cur) => q = format!("/api/v1/cases?limit=2&cursor={cur}"),
+            None => break,
+        }
+    }
+    let ids: Vec<Value> = listed.iter().map(|c| c["id"].clone()).collect();
+    soft_eq!(oas, paged, ids);
+    for (query, expect) in [
+        ("state=open", 5),
+        ("state=dispatched,acknowledged", 5),
+        ("state=closed", 0),
+        ("severity=critical", 2),
+        ("severity=critical,major", 4),
+        ("level=micro_grid", 4),
+        ("level=grid", 1),
+        ("kind=watchlist", 1),
+        ("kind=zone,line", 4),
+        (&format!("cell={M01}") as &str, 3),
+        (&format!("cell={SHISHAN}"), 4),
+        (&format!("site={OTHER_SITE}"), 1),
+        ("from=0&to=1", 0),
+        (&format!("from=0&to={}", now_ms() + 60_000), 5),
+    ] {
+        let l = api
+            .get(&format!("/api/v1/cases?{query}"), &admin.auth())
+            .await
+            .json();
+        soft_eq!(oas, l["total"], expect, "{query}: {l}");
+        soft_eq!(oas, l["cases"].as_array().unwrap().len(), expect, "{query}");
+    }
+    for (query, field) in [
+        ("state=bogus", "state"),
+        ("severity=urgent", "severity"),
+        ("level=hamlet", "level"),
+        ("kind=fire", "kind"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=x", "limit"),
+        ("from=yesterday", "from"),
+        ("to=1.5", "to"),
+        ("cursor=garbage", "cursor"),
+        ("cell=000000", "cell"),
+    ] {
+        let e = api
+            .get(&format!("/api/v1/cases?{query}"), &admin.auth())
+            .await;
+        e.soft(&oas, 400, Some("invalid"));
+        soft_eq!(oas, e.json()["error"]["field"], field, "{query}");
+    }
+    api.get(&format!("/api/v1/cases?cell={M01}"), &mb.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+
+    // --- Detail, snapshot.
+    let d = api
+        .get(&format!("/api/v1/cases/{}", c.a), &ma.auth())
+        .await
+        .json();
+    soft_eq!(oas, d["case"]["id"], c.a.as_str());
+    let snap = &d["snapshot"];
+    soft_eq!(oas, snap["alert"], c.a_alert.as_str());
+    soft_eq!(
+        oas,
+        snap["url"],
+        format!("/api/v1/alerts/{}/snapshot", c.a_alert)
+    );
+    soft_eq!(
+        oas,
+        (snap["width"].as_u64(), snap["height"].as_u64()),
+        (Some(16), Some(16))
+    );
+    soft_eq!(oas, snap["detections"][0]["label"], "person");
+    soft_eq!(oas, d["alerts"][0]["has_snapshot"], true);
+    soft!(oas, !d["audit"].as_array().unwrap().is_empty());
+    let jpg = api
+        .get(
+            &format!("/api/v1/alerts/{}/snapshot", c.a_alert),
+            &ma.auth(),
+        )
+        .await;
+    jpg.soft(&oas, 200, None);
+    soft_eq!(oas, jpg.body, jpeg());
+    let d = api
+        .get(&format!("/api/v1/cases/{}", c.b), &admin.auth())
+        .await
+        .json();
+    soft!(oas, d["snapshot"].is_null());
+    soft_eq!(oas, d["alerts"][0]["has_snapshot"], false);
+    api.get(
+        &format!("/api/v1/alerts/{}/snapshot", c.b_alert),
+        &admin.auth(),
+    )
+    .await
+    .soft(&oas, 404, Some("not_found"));
+    api.get(
+        "/api/v1/alerts/01KAQ5X3MV0000000000009999/snapshot",
+        &admin.auth(),
+    )
+    .await
+    .soft(&oas, 404, Some("not_found"));
+    api.get("/api/v1/cases/C-nope", &admin.auth())
+        .await
+        .soft(&oas, 404, Some("not_found"));
+    api.get(&format!("/api/v1/cases/{}", c.a), &mb.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+    api.get(
+        &format!("/api/v1/alerts/{}/snapshot", c.a_alert),
+        &mb.auth(),
+    )
+    .await
+    .soft(&oas, 403, Some("forbidden"));
+
+    // --- Actions through the whole life of case A.
+    let act = |case: &str, auth: &Auth, body: Value| {
+        let (case, auth) = (case.to_owned(), auth.clone());
+        async move { api.act(&case, &auth, body).await }
+    };
+    act(&c.a, &ma.auth(), json!({"action": "resolve", "note": "x"}))
+        .await
+        .soft(&oas, 409, Some("conflict"));
+    act(&c.a, &ma.auth(), json!({"action": "fly"}))
+        .await
+        .soft(&oas, 400, Some("invalid"));
+    let d = act(&c.a, &ma.auth(), json!({"action": "acknowledge"})).await;
+    d.soft(&oas, 200, None);
+    soft_eq!(oas, d.json()["case"]["state"], "acknowledged");
+    soft!(oas, d.json()["case"]["acked_at"].is_string());
+    act(&c.a, &ma.auth(), json!({"action": "acknowledge"}))
+        .await
+        .soft(&oas, 409, Some("conflict"));
+    act(&c.a, &ma.auth(), json!({"action": "start_handling"}))
+        .await
+        .soft(&oas, 200, None);
+    let e = act(&c.a, &ma.auth(), json!({"action": "resolve"})).await;
+    e.soft(&oas, 400, Some("invalid"));
+    soft_eq!(oas, e.json()["error"]["field"], "note");
+    let e = act(
+        &c.a,
+        &ma.auth(),
+        json!({"action": "comment", "note": "x", "photo": "not base64!"}),
+    )
+    .await;
+    e.soft(&oas, 400, Some("invalid"));
+    soft_eq!(oas, e.json()["error"]["field"], "photo");
+    let d = act(
+        &c.a,
+        &ma.auth(),
+        json!({"action": "comment", "note": "现场照片", "photo": JPEG_B64}),
+    )
+    .await;
+    d.soft(&oas, 200, None);
+    let photo = d.json()["photos"][0].clone();
+    let photo_id = photo["id"].as_str().unwrap_or("missing").to_owned();
+    soft_eq!(oas, photo["url"], format!("/api/v1/photos/{photo_id}"));
+    let p = api
+        .get(&format!("/api/v1/photos/{photo_id}"), &ma.auth())
+        .await;
+    p.soft(&oas, 200, None);
+    soft_eq!(oas, p.body, jpeg());
+    api.get(&format!("/api/v1/photos/{photo_id}"), &mb.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+    api.get("/api/v1/photos/nope", &ma.auth())
+        .await
+        .soft(&oas, 404, Some("not_found"));
+    let d = act(
+        &c.a,
+        &ma.auth(),
+        json!({"action": "resolve", "note": "已处理"}),
+    )
+    .await;
+    d.soft(&oas, 200, None);
+    soft!(oas, d.json()["case"]["resolved_at"].is_string());
+    act(&c.a, &ma.auth(), json!({"action": "close", "note": "ok"}))
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+    let d = act(
+        &c.a,
+        &town.auth(),
+        json!({"action": "close", "note": "核实"}),
+    )
+    .await;
+    d.soft(&oas, 200, None);
+    soft_eq!(oas, d.json()["case"]["state"], "closed");
+    act(&c.a, &town.auth(), json!({"action": "acknowledge"}))
+        .await
+        .soft(&oas, 409, Some("conflict"));
+    act(&c.a, &mb.auth(), json!({"action": "comment", "note": "x"}))
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+    act(
+        "C-nope",
+        &admin.auth(),
+        json!({"action": "comment", "note": "x"}),
+    )
+    .await
+    .soft(&oas, 404, Some("not_found"));
+    // Case A2: acknowledged, extended, returned to its micro-grid.
+    act(&c.a2, &county.auth(), json!({"action": "acknowledge"}))
+        .await
+        .soft(&oas, 200, None);
+    let d = api
+        .get(&format!("/api/v1/cases/{}", c.a2), &county.auth())
+        .await
+        .json();
+    let until = ms_of(&d["case"]["deadline"]["at"]) + 3_600_000;
+    let d = act(
+        &c.a2,
+        &county.auth(),
+        json!({"action": "extend", "until": until, "note": "等待配合"}),
+    )
+    .await;
+    d.soft(&oas, 200, None);
+    soft_eq!(
+        oas,
+        d.json()["case"]["deadline"]["at"],
+        json!(protocol::time::format_rfc3339_ms(until))
+    );
+    let e = act(
+        &c.a2,
+        &county.auth(),
+        json!({"action": "extend", "note": "x"}),
+    )
+    .await;
+    e.soft(&oas, 400, Some("invalid"));
+    soft_eq!(oas, e.json()["error"]["field"], "until");
+    let d = act(
+        &c.a2,
+        &county.auth(),
+        json!({"action": "return", "cell": M01, "note": "请网格员处理"}),
+    )
+    .await;
+    d.soft(&oas, 200, None);
+    soft_eq!(oas, d.json()["case"]["state"], "dispatched");
+    soft_eq!(oas, d.json()["case"]["cell"]["code"], M01);
+    // Case B: resolved, reopened by bearer (no CSRF), commented.
+    for (auth, body) in [
+        (mb.auth(), json!({"action": "acknowledge"})),
+        (mb.auth(), json!({"action": "start_handling"})),
+        (mb.auth(), json!({"action": "resolve", "note": "done"})),
+        (
+            bearer.clone(),
+            json!({"action": "reopen", "note": "not done"}),
+        ),
+    ] {
+        act(&c.b, &auth, body).await.soft(&oas, 200, None);
+    }
+    let d = api
+        .get(&format!("/api/v1/cases/{}", c.b), &admin.auth())
+        .await
+        .json();
+    soft_eq!(oas, d["case"]["state"], "handling");
+    let actions: Vec<&str> = d["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for a in ["open", "acknowledge", "start_handling", "resolve", "reopen"] {
+        soft!(oas, actions.contains(&a), "{a} not in {actions:?}");
+    }
+
+    // --- Patrol reports.
+    let rep = api
+        .post(
+            "/api/v1/reports",
+            &ma.auth(),
+            &json!({"kind": "patrol", "category": "fire_hazard", "note": "楼道堆放杂物",
+                    "location": {"lon": DEMO_LON, "lat": DEMO_LAT}, "photo": JPEG_B64}),
+        )
+        .await;
+    rep.soft(&oas, 201, None);
+    let rc = rep.json()["case"].clone();
+    soft_eq!(oas, rc["kind"], "patrol");
+    soft_eq!(oas, rc["cell"]["code"], M01);
+    soft!(oas, rc["source"]["person"].is_string(), "{rc}");
+    let d = api
+        .get(
+            &format!("/api/v1/cases/{}", rc["id"].as_str().unwrap()),
+            &ma.auth(),
+        )
+        .await
+        .json();
+    let pid = d["photos"][0]["id"]
+        .as_str()
+        .unwrap_or("missing")
+        .to_owned();
+    soft!(oas, pid != "missing", "the report's photo is listed: {d}");
+    api.get(&format!("/api/v1/photos/{pid}"), &ma.auth())
+        .await
+        .soft(&oas, 200, None);
+    let e = api
+        .post(
+            "/api/v1/reports",
+            &ma.auth(),
+            &json!({"kind": "patrol", "category": "alien_landing", "note": "x",
+                    "location": {"lon": DEMO_LON, "lat": DEMO_LAT}}),
+        )
+        .await;
+    e.soft(&oas, 400, Some("invalid"));
+    soft_eq!(oas, e.json()["error"]["field"], "category");
+    api.post(
+        "/api/v1/reports",
+        &ma.auth(),
+        &json!({"kind": "patrol", "category": "other", "note": "x",
+                "location": {"lon": M02_LON, "lat": M02_LAT}}),
+    )
+    .await
+    .soft(&oas, 403, Some("forbidden"));
+
+    // --- Grid, cells.
+    let g = api.get("/api/v1/grid", &ma.auth()).await;
+    g.soft(&oas, 200, None);
+    let codes: BTreeSet<String> = g.json()["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["properties"]["code"].as_str().unwrap().to_owned())
+        .collect();
+    soft!(
+        oas,
+        codes.contains(M01) && codes.contains("532329"),
+        "{codes:?}"
+    );
+    soft!(
+        oas,
+        !codes.contains(M02),
+        "a member's grid has no other micro-grid: {codes:?}"
+    );
+    let g = api.get("/api/v1/grid", &admin.auth()).await.json();
+    soft_eq!(oas, g["features"].as_array().unwrap().len(), 16);
+    let cell = api.get(&format!("/api/v1/cells/{M01}"), &ma.auth()).await;
+    cell.soft(&oas, 200, None);
+    soft_eq!(oas, cell.json()["parent"], "532329101001-G01");
+    let cell = api.get("/api/v1/cells/532329", &admin.auth()).await.json();
+    soft!(oas, cell["parent"].is_null());
+    soft_eq!(oas, cell["children"].as_array().unwrap().len(), 3);
+    soft!(oas, !cell["people"].as_array().unwrap().is_empty());
+    api.get("/api/v1/cells/000000", &admin.auth())
+        .await
+        .soft(&oas, 404, Some("not_found"));
+    api.get(&format!("/api/v1/cells/{GAOQIAO}"), &town.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+
+    // --- Sites.
+    let sites = api.get("/api/v1/sites", &admin.auth()).await.json();
+    let s = sites["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == SITE)
+        .expect("the demo site")
+        .clone();
+    soft_eq!(oas, s["online"], true, "{s}");
+    soft_eq!(oas, s["cell"]["code"], M01);
+    soft!(oas, !s["cameras"].as_array().unwrap().is_empty(), "{s}");
+    let sites = api.get("/api/v1/sites", &mb.auth()).await.json();
+    soft!(
+        oas,
+        sites["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != OTHER_SITE),
+        "{sites}"
+    );
+
+    // --- Watchlist, trajectory.
+    let wl = api.get("/api/v1/watchlist", &county.auth()).await.json();
+    soft!(oas, wl["entries"].as_array().unwrap().is_empty());
+    let add = api
+        .post(
+            "/api/v1/watchlist",
+            &county.auth(),
+            &json!({"tag": TAG, "case_ref": "JJ-2026-001", "note": "被盗电动车"}),
+        )
+        .await;
+    add.soft(&oas, 201, None);
+    soft_eq!(oas, add.json()["entry"]["tag"], TAG);
+    let wl = api.get("/api/v1/watchlist", &county.auth()).await.json();
+    soft_eq!(oas, wl["entries"][0]["case_ref"], "JJ-2026-001");
+    let e = api
+        .post(
+            "/api/v1/watchlist",
+            &county.auth(),
+            &json!({"case_ref": "x", "note": "y"}),
+        )
+        .await;
+    e.soft(&oas, 400, Some("invalid"));
+    api.delete(&format!("/api/v1/watchlist/{TAG}"), &county.auth())
+        .await
+        .soft(&oas, 200, None);
+    api.delete(&format!("/api/v1/watchlist/{TAG}"), &county.auth())
+        .await
+        .soft(&oas, 404, Some("not_found"));
+    api.post(
+        "/api/v1/watchlist",
+        &ma.auth(),
+        &json!({"tag": TAG, "case_ref": "x", "note": "y"}),
+    )
+    .await
+    .soft(&oas, 403, Some("forbidden"));
+    let t = api
+        .get(&format!("/api/v1/tags/{TAG}/trajectory"), &county.auth())
+        .await
+        .json();
+    soft_eq!(oas, t["tag"], TAG);
+    let firsts: Vec<i64> = t["sightings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| ms_of(&s["first"]))
+        .collect();
+    soft_eq!(oas, firsts.len(), 2, "{t}");
+    soft!(oas, firsts[0] < firsts[1], "time order: {firsts:?}");
+    soft_eq!(oas, t["sightings"][0]["reads"], 7);
+    let t = api
+        .get(
+            &format!("/api/v1/tags/{TAG}/trajectory?from={}", firsts[1]),
+            &county.auth(),
+        )
+        .await
+        .json();
+    soft_eq!(oas, t["sightings"].as_array().unwrap().len(), 1, "{t}");
+    let e = api
+        .get(
+            &format!("/api/v1/tags/{TAG}/trajectory?from=x"),
+            &county.auth(),
+        )
+        .await;
+    e.soft(&oas, 400, Some("invalid"));
+    soft_eq!(oas, e.json()["error"]["field"], "from");
+
+    // --- Statistics.
+    let st = api.get("/api/v1/stats", &admin.auth()).await.json();
+    soft!(oas, !st["cells"].as_array().unwrap().is_empty(), "{st}");
+    soft!(
+        oas,
+        st["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["cell"]["level"] == "grid"),
+        "default level grid: {st}"
+    );
+    let st = api
+        .get(
+            &format!(
+                "/api/v1/stats?level=township&from=0&to={}",
+                now_ms() + 60_000
+            ),
+            &county.auth(),
+        )
+        .await
+        .json();
+    let shishan = st["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cell"]["code"] == SHISHAN)
+        .cloned()
+        .unwrap_or(json!({}))
+        .clone();
+    soft!(
+        oas,
+        shishan["cases"].as_u64().unwrap_or(0) >= 5,
+        "{shishan}"
+    );
+    let e = api.get("/api/v1/stats?level=hamlet", &admin.auth()).await;
+    e.soft(&oas, 400, Some("invalid"));
+    soft_eq!(oas, e.json()["error"]["field"], "level");
+    let e = api.get("/api/v1/stats?from=x", &admin.auth()).await;
+    e.soft(&oas, 400, Some("invalid"));
+
+    // --- UI config, pages, assets.
+    let ui = api.get("/api/v1/config/ui", &ma.auth()).await.json();
+    soft!(oas, ui["title"].is_string());
+    for page in ["/", "/m"] {
+        let p = api.get(page, &Auth::Anon).await;
+        p.soft(&oas, 200, None);
+        soft!(oas, p.content_type().starts_with("text/html"), "{page}");
+    }
+    // An embedded asset: the first file of hub/web/assets.
+    let asset = std::fs::read_dir(repo().join("hub/web/assets"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned());
+    match asset {
+        Some(asset) => {
+            let a = api.get(&format!("/assets/{asset}"), &Auth::Anon).await;
+            a.soft(&oas, 200, None);
+            // Revalidated by ETag on every load (no-cache), so a new hub never serves a
+            // stale file.
+            let etag = a.header("etag").unwrap_or_default();
+            soft!(oas, !etag.is_empty(), "assets carry an ETag");
+            soft!(
+                oas,
+                a.header("cache-control").unwrap_or_default() == "no-cache",
+                "Cache-Control is {:?}",
+                a.header("cache-control")
+            );
+        }
+        None => oas.violation("hub/web/assets is empty: no asset to fetch".into()),
+    }
+    api.get("/assets/no-such-file.js", &Auth::Anon)
+        .await
+        .soft(&oas, 404, None);
+
+    // --- Live feed: replay from the start, each event's data is an Event.
+    let (status, ctype, events) = read_events(
+        api,
+        "?since=0",
+        &admin.auth(),
+        10_000,
+        Duration::from_secs(3),
+    )
+    .await;
+    soft_eq!(oas, status, 200);
+    soft!(oas, ctype.starts_with("text/event-stream"), "{ctype}");
+    soft!(oas, events.len() >= 5, "{events:?}");
+    for (name, data) in &events {
+        match name.as_str() {
+            "case" => oas.record_component(
+                "Event",
+                &serde_json::from_str(data).unwrap(),
+                "GET /api/v1/events data",
+            ),
+            "reset" => soft_eq!(oas, data, "{}"),
+            other => panic!("unexpected event {other}: {data}"),
+        }
+    }
+    // A member's feed has only its own cases.
+    let (_, _, evs) = read_events(api, "?since=0", &mb.auth(), 50, Duration::from_secs(2)).await;
+    for (name, data) in &evs {
+        if name == "case" {
+            let v: Value = serde_json::from_str(data).unwrap();
+            soft_eq!(oas, v["case"]["id"], c.b.as_str(), "{data}");
+        }
+    }
+    soft!(oas, !evs.is_empty());
+    oas.seen
+        .lock()
+        .unwrap()
+        .insert(("/api/v1/events".into(), "get".into(), 200));
+    api.get("/api/v1/events", &Auth::Anon)
+        .await
+        .soft(&oas, 401, Some("unauthenticated"));
+    let e = api.get("/api/v1/events?since=x", &admin.auth()).await;
+    e.soft(&oas, 400, Some("invalid"));
+
+    // --- Operator-only reads refuse members.
+    for p in [
+        "/api/v1/watchlist".to_owned(),
+        format!("/api/v1/tags/{TAG}/trajectory"),
+        "/api/v1/stats".to_owned(),
+    ] {
+        api.get(&p, &ma.auth())
+            .await
+            .soft(&oas, 403, Some("forbidden"));
+    }
+
+    // --- 401 and 403 csrf on every protected route.
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        ("POST", "/api/v1/auth/logout".into(), None),
+        ("GET", "/api/v1/me".into(), None),
+        ("GET", "/api/v1/cases".into(), None),
+        ("GET", format!("/api/v1/cases/{}", c.a), None),
+        (
+            "POST",
+            format!("/api/v1/cases/{}/actions", c.a2),
+            Some(json!({"action": "acknowledge"})),
+        ),
+        (
+            "GET",
+            format!("/api/v1/alerts/{}/snapshot", c.a_alert),
+            None,
+        ),
+        ("GET", format!("/api/v1/photos/{photo_id}"), None),
+        (
+            "POST",
+            "/api/v1/reports".into(),
+            Some(
+                json!({"kind": "patrol", "category": "other", "note": "x", "location": {"lon": DEMO_LON, "lat": DEMO_LAT}}),
+            ),
+        ),
+        ("GET", "/api/v1/grid".into(), None),
+        ("GET", format!("/api/v1/cells/{M01}"), None),
+        ("GET", "/api/v1/sites".into(), None),
+        ("GET", "/api/v1/watchlist".into(), None),
+        (
+            "POST",
+            "/api/v1/watchlist".into(),
+            Some(json!({"tag": TAG, "case_ref": "x", "note": "y"})),
+        ),
+        ("DELETE", format!("/api/v1/watchlist/{TAG}"), None),
+        ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
+        ("GET", "/api/v1/stats".into(), None),
+        ("GET", "/api/v1/config/ui".into(), None),
+    ];
+    for (m, p, b) in &routes {
+        api.send(m, p, &Auth::Anon, b.as_ref(), &[])
+            .await
+            .soft(&oas, 401, Some("unauthenticated"));
+        if *m != "GET" {
+            api.send(m, p, &admin.no_csrf(), b.as_ref(), &[])
+                .await
+                .soft(&oas, 403, Some("csrf"));
+        }
+    }
+
+    // --- Login rate limit (429) and logout (204).
+    for _ in 0..5 {
+        api.post(
+            "/api/v1/auth/login",
+            &Auth::Anon,
+            &json!({"username": MEMBER_B, "password": "wrong"}),
+        )
+        .await
+        .soft(&oas, 401, Some("unauthenticated"));
+    }
+    api.post(
+        "/api/v1/auth/login",
+        &Auth::Anon,
+        &json!({"username": MEMBER_B, "password": "wrong"}),
+    )
+    .await
+    .soft(&oas, 429, Some("rate_limited"));
+    api.post(
+        "/api/v1/auth/tokens",
+        &Auth::Anon,
+        &json!({"username": MEMBER_B, "password": password(MEMBER_B), "label": "x"}),
+    )
+    .await
+    .soft(&oas, 429, Some("rate_limited"));
+    api.send("POST", "/api/v1/auth/logout", &ma.auth(), None, &[])
+        .await
+        .soft(&oas, 204, None);
+
+    // --- Coverage: every documented status was seen, or is an error response that the
+    // scenario cannot provoke (5xx), and every 2xx was seen.
+    let seen = oas.seen.lock().unwrap().clone();
+    let documented = oas.documented();
+    let mut unseen = Vec::new();
+    for (t, m, s) in documented.difference(&seen) {
+        if cannot_see().contains(&(t.as_str(), m.as_str(), *s)) {
+            continue;
+        }
+        unseen.push(format!("{} {t} {s}", m.to_uppercase()));
+    }
+    for u in unseen {
+        oas.violation(format!("documented but never seen: {u}"));
+    }
+    r.hub.stop().await;
+    oas.assert_no_violations();
+}

@@ -1,0 +1,225 @@
+//! The web front end end to end in real headless Chromium: a real hub (embedded broker, HTTP
+//! API, the embedded `hub/web/` files) and `hub/e2e/dashboard.mjs` (Playwright driving
+//! Debian's Chromium). The script logs in as an operator and as a grid member on a phone and
+//! asks this test, over a line protocol, to publish alerts over MQTT as a site's agent would:
+//!
+//! - script → test (stdout): `STEP publish snapshot` or `STEP publish escalate`;
+//! - test → script (stdin): `published <case-id> <epoch-ms>`, the time taken just before the
+//!   publish, so the script can measure publish → visible.
+//!
+//! Screenshots of each step land in `$SHOT_DIR` (default `target/e2e-shots/`). Chromium and
+//! the npm packages come from `cargo xtask setup`; without them this test fails saying so.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use protocol::alert::Snapshot;
+use protocol::{Detection, Severity, UtcMillis};
+
+/// Every level gets 2 s to acknowledge a critical case, so the unacknowledged one climbs
+/// from the micro-grid to the grid while the browser watches. The first (major) case keeps
+/// the default deadlines, so it is still the micro-grid's when the member acknowledges it.
+const FAST: &str = r#"
+[escalation.critical]
+ack = { micro_grid = "2s", grid = "2s", village = "2s", township = "2s", county = "2s" }
+resolve = { micro_grid = "1h" }
+"#;
+
+/// The operator (county governance centre) and the grid member of the demo site's
+/// micro-grid, from the test users (`common::USERS`).
+const OPERATOR: &str = "op-county";
+const MEMBER: &str = "m-m01";
+
+/// The whole scenario's time limit (the script itself waits at most seconds per step).
+const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Panics, naming the set-up step, when something the browser test needs is missing.
+fn require_tools(e2e: &Path) {
+    let browser = chromium();
+    assert!(
+        browser.is_file(),
+        "Chromium not found at {}: the dashboard's browser tests need Debian's chromium \
+         package; run `cargo xtask setup` (it installs it), or set CHROMIUM to a Chromium binary",
+        browser.display()
+    );
+    assert!(
+        e2e.join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "{} is missing: run `cargo xtask setup` (it runs `npm ci` in hub/e2e)",
+        e2e.join("node_modules/playwright-core").display()
+    );
+    assert!(
+        Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "node not found on PATH: the browser tests run hub/e2e/dashboard.mjs with Node.js"
+    );
+}
+
+/// A real camera frame (the shared samples, as the edge agent's tests use) and its size.
+fn frame_jpeg() -> (Vec<u8>, u32, u32) {
+    let jpeg = sample_jpeg();
+    let (w, h) = jpeg_size(&jpeg).expect("sample frame is a baseline/progressive JPEG");
+    (jpeg, w, h)
+}
+
+/// Width and height from a JPEG's SOF marker.
+fn jpeg_size(b: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    while i + 9 < b.len() {
+        if b[i] != 0xFF {
+            return None;
+        }
+        let marker = b[i + 1];
+        let len = usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]]));
+        if matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) {
+            let h = u16::from_be_bytes([b[i + 5], b[i + 6]]);
+            let w = u16::from_be_bytes([b[i + 7], b[i + 8]]);
+            return Some((u32::from(w), u32::from(h)));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium() {
+    let e2e = repo().join("hub/e2e");
+    require_tools(&e2e);
+    let shots = std::env::var_os("SHOT_DIR").map_or_else(
+        || {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| repo().join("target"), |d| repo().join(d))
+                .join("e2e-shots")
+        },
+        PathBuf::from,
+    );
+
+    let dir = hub_dir(EMBEDDED, FAST);
+    let hub = start_hub(&dir.config_path).await;
+    let http = hub.http_addr.expect("the test config serves HTTP");
+    let port = hub.mqtt[0].port();
+    let agent = client(port, "agent", SITE, &token(SITE)).await;
+    let (jpeg, width, height) = frame_jpeg();
+
+    let mut child = Command::new("node")
+        .arg(e2e.join("dashboard.mjs"))
+        .current_dir(&e2e)
+        .env("HUB_URL", format!("http://{http}"))
+        .env("SHOT_DIR", &shots)
+        .env("CHROMIUM", chromium())
+        .env("OP_USER", OPERATOR)
+        .env("OP_PASS", password(OPERATOR))
+        .env("MEMBER_USER", MEMBER)
+        .env("MEMBER_PASS", password(MEMBER))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr_text = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let sink = stderr_text.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        sink.lock().unwrap().push_str(&s);
+    });
+
+    let mut output = Vec::new();
+    let mut latency = None;
+    let deadline = tokio::time::Instant::now() + SCENARIO_LIMIT;
+    let mut n = 0;
+    loop {
+        let line = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the browser scenario took longer than {SCENARIO_LIMIT:?}; its output:\n{}\n{}",
+                    output.join("\n"),
+                    stderr_text.lock().unwrap()
+                );
+            }
+        };
+        println!("{line}");
+        if let Some(what) = line.strip_prefix("STEP publish ") {
+            n += 1;
+            let mut a = match what.trim() {
+                "snapshot" => alert(SITE, n, Severity::Major, Some((DEMO_LON, DEMO_LAT))),
+                "escalate" => alert(SITE, n, Severity::Critical, Some((DEMO_LON, DEMO_LAT))),
+                other => panic!("unknown step `publish {other}`"),
+            };
+            if what.trim() == "snapshot" {
+                a.detections = vec![Detection {
+                    label: "person".into(),
+                    score: 0.91,
+                    box_xyxy: [
+                        width as f32 * 0.30,
+                        height as f32 * 0.20,
+                        width as f32 * 0.60,
+                        height as f32 * 0.90,
+                    ],
+                }];
+                a.snapshot = Some(Snapshot {
+                    camera: "cam-1".into(),
+                    time: a.time,
+                    width,
+                    height,
+                    jpeg: jpeg.clone(),
+                });
+            }
+            let at = now_ms();
+            a.time = UtcMillis(at);
+            a.started_at = UtcMillis(at);
+            agent.publish_alert(&a).await;
+            writeln!(stdin, "published C-{} {at}", a.id).unwrap();
+            stdin.flush().unwrap();
+        } else if let Some(ms) = line.strip_prefix("METRIC publish_to_visible_ms ") {
+            latency = ms.trim().parse::<i64>().ok();
+        }
+        output.push(line);
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let stderr = stderr_text.lock().unwrap().clone();
+    assert!(
+        status.success(),
+        "hub/e2e/dashboard.mjs failed ({status}); screenshots in {}; its output:\n{}\n{stderr}",
+        shots.display(),
+        output.join("\n"),
+    );
+    let latency = latency.expect("the script reports publish→visible");
+    println!(
+        "publish→visible: {latency} ms; screenshots in {}",
+        shots.display()
+    );
+    assert!(latency <= 1000, "publish→visible {latency} ms");
+    hub.stop().await;
+}
