@@ -196,7 +196,8 @@ try {
   const tAck = Date.now();
   await op.locator(`[data-testid=feed-row][data-case-id="${first.id}"][data-state=acknowledged]`).waitFor({ timeout: 5000 });
   assert(await op.evaluate(() => window.__e2eNoReload === true), "operator page was not reloaded");
-  assert((await op.getByTestId("detail-state").innerText()).includes("已签收"), "detail panel shows 已签收");
+  // The open detail refetches the case on the event, a moment after the row changes.
+  await op.getByTestId("detail-state").filter({ hasText: "已签收" }).waitFor({ timeout: 5000 });
   log(`operator row acknowledged ${Date.now() - tAck} ms after the tap returned`);
   await shot(op, "05-operator-after-ack");
 

@@ -7,6 +7,9 @@
 //! - test → script (stdin): `published <case-id> <epoch-ms>`, the time taken just before the
 //!   publish, so the script can measure publish → visible.
 //!
+//! The hub is configured with a tile server (`[http] tile_url`), which this test runs on
+//! loopback, and checks that the map asked it for the tiles under the demo site.
+//!
 //! Screenshots of each step land in `$SHOT_DIR` (default `target/e2e-shots/`). Chromium and
 //! the npm packages come from `cargo xtask setup`; without them this test fails saying so.
 
@@ -109,7 +112,11 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
         PathBuf::from,
     );
 
-    let dir = hub_dir(EMBEDDED, FAST);
+    let (tile_addr, tile_requests) = tile_server().await;
+    let dir = hub_dir(
+        EMBEDDED,
+        &format!("tile_url = \"http://{tile_addr}/{{z}}/{{x}}/{{y}}.svg\"\n{FAST}"),
+    );
     let hub = start_hub(&dir.config_path).await;
     let http = hub.http_addr.expect("the test config serves HTTP");
     let port = hub.mqtt[0].port();
@@ -221,5 +228,67 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
         shots.display()
     );
     assert!(latency <= 1000, "publish→visible {latency} ms");
+
+    // The map drew tiles from the configured server, at a street-level zoom, including the
+    // one under the demo site (wrong tile arithmetic would ask for somewhere else).
+    let asked = tile_requests.lock().unwrap().clone();
+    assert!(
+        !asked.is_empty(),
+        "the map asked the tile server for nothing"
+    );
+    let zooms: std::collections::BTreeSet<u32> = asked.iter().map(|t| t.0).collect();
+    assert!(
+        zooms.iter().all(|z| (10..=19).contains(z)),
+        "tile zooms {zooms:?} are not a town's"
+    );
+    assert!(
+        zooms
+            .iter()
+            .any(|&z| asked.contains(&tile_of(DEMO_LON, DEMO_LAT, z))),
+        "no tile under the demo site ({DEMO_LON}, {DEMO_LAT}) among {asked:?}"
+    );
     hub.stop().await;
+}
+
+/// The XYZ (Web Mercator) tile holding a point at zoom `z`.
+fn tile_of(lon: f64, lat: f64, z: u32) -> (u32, u32, u32) {
+    let n = f64::from(1u32 << z);
+    let x = ((lon + 180.0) / 360.0 * n).floor() as u32;
+    let a = lat.to_radians();
+    let y =
+        ((1.0 - (a.tan() + 1.0 / a.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor() as u32;
+    (z, x, y)
+}
+
+/// A tile server on loopback, as a centre's LAN one would be: each tile is a small SVG (a
+/// pale square with its border and name, so the screenshots show the tiles line up). Returns
+/// its address and the (z, x, y) asked for.
+async fn tile_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<(u32, u32, u32)>>>) {
+    use axum::extract::Path as UrlPath;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let app = axum::Router::new().route(
+        "/{z}/{x}/{file}",
+        axum::routing::get(move |UrlPath((z, x, file)): UrlPath<(u32, u32, String)>| {
+            let log = log.clone();
+            async move {
+                let Some(y) = file.strip_suffix(".svg").and_then(|y| y.parse::<u32>().ok()) else {
+                    return (axum::http::StatusCode::NOT_FOUND, [("content-type", "text/plain")], String::new());
+                };
+                log.lock().unwrap().push((z, x, y));
+                let svg = format!(
+                    "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"256\" height=\"256\">\
+                     <rect width=\"256\" height=\"256\" fill=\"#eef2e6\" stroke=\"#b9c4a8\"/>\
+                     <text x=\"8\" y=\"20\" font-size=\"12\" fill=\"#8a9579\">{z}/{x}/{y}</text></svg>"
+                );
+                (axum::http::StatusCode::OK, [("content-type", "image/svg+xml")], svg)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, asked)
 }

@@ -87,6 +87,7 @@ async function start(user) {
   api("GET", "/api/v1/config/ui")
     .then((ui) => {
       if (ui && ui.title) document.title = ui.title;
+      if (ui && ui.tile_url) state.map.setTiles(ui.tile_url);
     })
     .catch(() => {});
   try {

@@ -1,6 +1,7 @@
 // "一图式" map: the grid cells (GeoJSON, WGS-84) drawn as SVG with an equirectangular
 // projection scaled by cos(latitude), case pins, and a trajectory layer. Zoom with the wheel,
-// pan by dragging (both by changing the viewBox).
+// pan by dragging (both by changing the viewBox). With a configured tile server (on the local
+// network: the centre has no internet) its XYZ raster tiles lie under the cells.
 
 const NS = "http://www.w3.org/2000/svg";
 const K = 10000; // SVG units per degree of latitude
@@ -23,10 +24,13 @@ export class GridMap {
   constructor(svg) {
     this.svg = svg;
     this.svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+    this.tilesLayer = el("g", { class: "tiles", "data-testid": "tiles" });
     this.cellsLayer = el("g", { class: "cells" });
     this.trackLayer = el("g", { class: "track" });
     this.pinLayer = el("g", { class: "pins" });
-    svg.append(this.cellsLayer, this.trackLayer, this.pinLayer);
+    svg.append(this.tilesLayer, this.cellsLayer, this.trackLayer, this.pinLayer);
+    this.tileUrl = null;
+    this.tiles = new Map(); // "z/x/y" -> <image>
     this.cells = new Map(); // code -> {feature, centroid:[lon,lat]}
     this.pins = new Map(); // case id -> <g>
     this.onPinClick = null;
@@ -138,12 +142,85 @@ export class GridMap {
     return Math.max(this.view[2] / r.width, this.view[3] / r.height);
   }
 
-  /** Keeps pins and markers the same size on screen whatever the zoom. */
+  /** Keeps pins and markers the same size on screen whatever the zoom; redraws the tiles. */
   rescale() {
     const u = this.unit();
     this.svg.style.setProperty("--u", u);
     for (const g of this.svg.querySelectorAll("g.marker")) {
       g.setAttribute("transform", `translate(${g.dataset.x},${g.dataset.y}) scale(${u})`);
+    }
+    this.drawTiles();
+  }
+
+  /** Draws an XYZ tile server's tiles under the cells; `url` has {z}, {x} and {y}. */
+  setTiles(url) {
+    this.tileUrl = url || null;
+    this.svg.classList.toggle("has-tiles", !!this.tileUrl);
+    this.tilesLayer.replaceChildren();
+    this.tiles.clear();
+    this.drawTiles();
+  }
+
+  /**
+   * The tiles that cover what is on screen, at the zoom where a tile is about 256 screen
+   * pixels wide. Tiles are Web Mercator; the map is equirectangular, so each tile is placed
+   * by its exact corners (at city scale the stretch inside one tile is far below a pixel).
+   */
+  drawTiles() {
+    if (!this.tileUrl || !this.view || !this.bounds) return;
+    const r = this.svg.getBoundingClientRect();
+    if (!r.width || !r.height) return;
+    const s = this.unit();
+    const [vx, vy, vw, vh] = this.view;
+    // What is visible: the viewBox grown to the element's aspect ("meet").
+    const cx = vx + vw / 2, cy = vy + vh / 2;
+    const x0 = cx - (r.width * s) / 2, x1 = cx + (r.width * s) / 2;
+    const y0 = cy - (r.height * s) / 2, y1 = cy + (r.height * s) / 2;
+    const [minLon, , , maxLat] = this.bounds;
+    const lonAt = (x) => minLon + x / (this.cosLat * K);
+    const latAt = (y) => Math.max(-85, Math.min(85, maxLat - y / K));
+    const pxPerDegLon = (this.cosLat * K) / s;
+    const z = Math.max(0, Math.min(19, Math.round(Math.log2((360 * pxPerDegLon) / 256))));
+    const n = 2 ** z;
+    const tx = (lon) => Math.floor(((lon + 180) / 360) * n);
+    const ty = (lat) => {
+      const a = (lat * Math.PI) / 180;
+      return Math.floor(((1 - Math.log(Math.tan(a) + 1 / Math.cos(a)) / Math.PI) / 2) * n);
+    };
+    const clamp = (i) => Math.max(0, Math.min(n - 1, i));
+    const [ax, bx] = [clamp(tx(lonAt(x0))), clamp(tx(lonAt(x1)))];
+    const [ay, by] = [clamp(ty(latAt(y0))), clamp(ty(latAt(y1)))];
+    // A screen holds a few dozen tiles; more means a degenerate view, not a map to fetch.
+    if ((bx - ax + 1) * (by - ay + 1) > 150) return;
+    const lonOf = (x) => (x / n) * 360 - 180;
+    const latOf = (y) => (Math.atan(Math.sinh(Math.PI * (1 - (2 * y) / n))) * 180) / Math.PI;
+    const want = new Set();
+    for (let x = ax; x <= bx; x++) {
+      for (let y = ay; y <= by; y++) {
+        const key = `${z}/${x}/${y}`;
+        want.add(key);
+        if (this.tiles.has(key)) continue;
+        const [px0, py0] = this.project([lonOf(x), latOf(y)]);
+        const [px1, py1] = this.project([lonOf(x + 1), latOf(y + 1)]);
+        const href = this.tileUrl.replace("{z}", z).replace("{x}", x).replace("{y}", y);
+        const img = el("image", {
+          href,
+          x: px0.toFixed(2),
+          y: py0.toFixed(2),
+          width: (px1 - px0).toFixed(2),
+          height: (py1 - py0).toFixed(2),
+          preserveAspectRatio: "none",
+          "data-tile": key,
+        });
+        this.tilesLayer.append(img);
+        this.tiles.set(key, img);
+      }
+    }
+    for (const [key, img] of this.tiles) {
+      if (!want.has(key)) {
+        img.remove();
+        this.tiles.delete(key);
+      }
     }
   }
 
