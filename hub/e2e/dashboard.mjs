@@ -3,11 +3,13 @@
 //
 // Line protocol with the Rust side: this script prints `STEP publish <what>` on stdout and
 // waits for `published <case-id> <epoch-ms>` on stdin (epoch-ms: just before the publish).
-// `<what>` is `snapshot` (a non-critical alert with a JPEG snapshot and detections) or
-// `escalate` (a critical alert nobody acknowledges; the test config gives it 2 s per level).
+// `<what>` is `snapshot` (a non-critical alert with a JPEG snapshot and detections),
+// `escalate` (a critical alert nobody acknowledges; the test config gives it 2 s per level) or
+// `sightings <tag>` (the tag read at OTHER_SITE, then at SITE; the answer names the tag).
 //
-// Env: HUB_URL, SHOT_DIR, OP_USER, OP_PASS, MEMBER_USER, MEMBER_PASS, CHROMIUM (default
-// /usr/bin/chromium), MAX_VISIBLE_MS (default 1000).
+// Env: HUB_URL, SHOT_DIR, OP_USER, OP_PASS, MEMBER_USER, MEMBER_PASS, PHOTO, GPS, SITE,
+// OTHER_SITE, M01, M01_NAME, OTHER_CELL, TAG, CHROMIUM (default /usr/bin/chromium),
+// MAX_VISIBLE_MS (default 1000).
 
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -25,6 +27,14 @@ const OP = [env("OP_USER"), env("OP_PASS")];
 const MEMBER = [env("MEMBER_USER"), env("MEMBER_PASS")];
 const CHROMIUM = env("CHROMIUM", "/usr/bin/chromium");
 const MAX_VISIBLE_MS = Number(env("MAX_VISIBLE_MS", "1000"));
+const PHOTO = env("PHOTO"); // a real camera JPEG, attached as the members' photos
+const GPS = env("GPS").split(",").map(Number); // the phone's position: lon,lat
+const SITE = env("SITE");
+const OTHER_SITE = env("OTHER_SITE");
+const M01 = env("M01"); // the member's micro-grid, where SITE is
+const CELL_NAME_M01 = env("M01_NAME");
+const OTHER_CELL = env("OTHER_CELL"); // OTHER_SITE's cell
+const TAG = env("TAG");
 
 mkdirSync(SHOTS, { recursive: true });
 const log = (...a) => console.log("e2e:", ...a);
@@ -93,6 +103,15 @@ const shot = async (page, name) => {
   await page.screenshot({ path, fullPage: false });
   log(`screenshot ${path}`);
 };
+
+// Waits until an <img> has loaded a real image.
+// (Photo thumbnails load lazily, with no size until then: scroll them into view first.)
+async function loaded(page, img) {
+  await img.waitFor({ state: "attached", timeout: 10000 });
+  await img.evaluate((el) => el.scrollIntoView({ block: "center" }));
+  await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle(), { timeout: 10000 });
+  assert(await img.isVisible(), "the image is shown");
+}
 
 async function loginOn(page, path, [user, pass]) {
   await page.goto(`${HUB}${path}`);
@@ -178,6 +197,8 @@ try {
     isMobile: true,
     hasTouch: true,
     locale: "zh-CN",
+    geolocation: { longitude: GPS[0], latitude: GPS[1], accuracy: 8 },
+    permissions: ["geolocation"],
   });
   const phone = await phoneCtx.newPage();
   watch(phone, "phone");
@@ -220,7 +241,117 @@ try {
   await op.getByTestId("detail").locator(`[data-testid=f-level]`).filter({ hasText: /^网格$/ }).waitFor({ timeout: 5000 });
   await shot(op, "06-after-escalation");
 
-  // 7. English: the toggle changes visible labels and is remembered.
+  // 7. On patrol, the member reports a fire hazard with the phone's position and a photo; it
+  //    becomes a case of their micro-grid, on the phone and live on the operator's map.
+  current = phone;
+  await phone.getByTestId("tab-report").tap();
+  await phone.getByTestId("report-locate").tap();
+  await phone.waitForFunction(() => document.querySelector("[data-testid=report-lon]").value !== "", null, { timeout: 10000 });
+  const [lon, lat] = [Number(await phone.getByTestId("report-lon").inputValue()), Number(await phone.getByTestId("report-lat").inputValue())];
+  log(`phone position filled in from GPS: ${lon}, ${lat}`);
+  assert(Math.abs(lon - GPS[0]) < 1e-5 && Math.abs(lat - GPS[1]) < 1e-5, `the form holds the phone's position (${lon}, ${lat})`);
+  await phone.getByTestId("report-category").selectOption("fire_hazard");
+  await phone.getByTestId("report-note").fill("楼道堆放电动车电池，存在火灾隐患");
+  await phone.getByTestId("report-photo").setInputFiles(PHOTO);
+  await phone.getByTestId("report-submit").tap();
+  const okText = await phone.getByTestId("report-ok").filter({ hasText: /C-\S+/ }).innerText({ timeout: 10000 });
+  const patrolId = /C-\S+/.exec(okText)[0];
+  log(`patrol report filed as ${patrolId}`);
+  await shot(phone, "07-phone-report");
+  await phone.getByTestId("tab-mine").tap();
+  await phone.locator(`[data-testid=m-case][data-case-id="${patrolId}"]`).waitFor({ timeout: 5000 });
+  current = op;
+  const patrolRow = op.locator(`[data-testid=feed-row][data-case-id="${patrolId}"]`);
+  await patrolRow.waitFor({ state: "visible", timeout: 5000 });
+  await op.locator(`[data-testid=pin][data-case-id="${patrolId}"]`).waitFor({ state: "attached", timeout: 5000 });
+  await patrolRow.click();
+  await op.getByTestId("detail-title").filter({ hasText: "巡查上报" }).waitFor({ timeout: 5000 });
+  assert((await patrolRow.innerText()).includes("消防隐患"), "the row names the report's category");
+  // The member's photo is the case's on-scene picture.
+  await loaded(op, op.getByTestId("detail").getByTestId("snapshot"));
+  assert((await op.getByTestId("detail").innerText()).includes(CELL_NAME_M01), "the report is filed in the member's micro-grid");
+  await shot(op, "07-operator-patrol-case");
+  log("operator sees the patrol report live, in the member's micro-grid, with its photo");
+
+  // 8. The member resolves the first case with a note and a photo; the operator sees it
+  //    resolved live, checks the photo and the note, and closes it (verification).
+  current = phone;
+  const firstCard = phone.locator(`[data-testid=m-case][data-case-id="${first.id}"]`);
+  await firstCard.getByTestId("resolve-note").fill("已到场劝离，现场恢复正常");
+  await firstCard.getByTestId("resolve-photo").setInputFiles(PHOTO);
+  await firstCard.getByTestId("m-resolve").tap();
+  await firstCard.waitFor({ state: "detached", timeout: 10000 });
+  log("member resolved the first case; it left their open list");
+  current = op;
+  await op.locator(`[data-testid=feed-row][data-case-id="${first.id}"][data-state=resolved]`).waitFor({ timeout: 5000 });
+  assert((await op.locator(`[data-testid=pin][data-case-id="${first.id}"]`).count()) === 0, "a resolved case has no pin");
+  await row.click();
+  await op.getByTestId("detail-state").filter({ hasText: "已办结" }).waitFor({ timeout: 5000 });
+  await loaded(op, op.getByTestId("detail").getByTestId("photo").first());
+  assert((await op.getByTestId("timeline").innerText()).includes("已到场劝离"), "the resolution note is in the timeline");
+  assert((await op.getByTestId("detail").getByTestId("delivery").count()) > 0, "the notifications sent are listed");
+  const detailText = await op.getByTestId("detail").innerText();
+  assert(!/null|undefined|\[object /.test(detailText), "no stray text in the detail panel");
+  await shot(op, "08-operator-resolved");
+  await op.getByTestId("act-close").click();
+  await op.getByTestId("detail-state").filter({ hasText: "已结案" }).waitFor({ timeout: 5000 });
+  await op.locator(`[data-testid=feed-row][data-case-id="${first.id}"][data-state=closed]`).waitFor({ timeout: 5000 });
+  log("operator verified and closed it");
+
+  // 9. A stolen e-bike: the operator puts its tag on the watchlist (the test checks the signed
+  //    command reaches the site), readers at two sites see it, and its trajectory is drawn.
+  await op.getByTestId("tab-tags").click();
+  await op.getByTestId("watch-tag").fill(TAG);
+  await op.getByTestId("watch-case").fill("武公(刑)立字[2026]88号");
+  await op.getByTestId("watch-note").fill("被盗电动车");
+  await op.getByTestId("watch-add").click();
+  await op.locator(`[data-testid=watch-entry][data-tag="${TAG}"]`).waitFor({ timeout: 5000 });
+  const notified = await op.locator("#watch-msg").innerText();
+  assert(/: 2$/.test(notified.trim()), `both sites were sent the watchlist entry (${notified})`);
+  const seen2 = await publish(`sightings ${TAG}`);
+  assert(seen2.id === TAG, `sightings published for ${TAG}`);
+  await op.getByTestId("tag-input").fill(TAG);
+  await op.getByTestId("tag-show").click();
+  const sightings = op.getByTestId("sighting");
+  await sightings.nth(1).waitFor({ timeout: 5000 });
+  const texts = await sightings.allInnerTexts();
+  log(`trajectory: ${texts.join(" | ")}`);
+  assert(texts.length === 2, `two sightings (got ${texts.length})`);
+  assert(texts[0].includes(OTHER_SITE) && texts[1].includes(SITE), "sightings in time order: the other site first");
+  await op.getByTestId("track-line").waitFor({ state: "attached", timeout: 2000 });
+  assert((await op.getByTestId("track-point").count()) === 2, "two points on the map");
+  // Each point lies over its site's cell: the first over the other township's grid, the
+  // second over the demo site's micro-grid (and not the other way round).
+  const centre = async (loc) => {
+    const b = await loc.boundingBox();
+    return [b.x + b.width / 2, b.y + b.height / 2];
+  };
+  const within = ([x, y], b) => b && x >= b.x && x <= b.x + b.width && y >= b.y && y <= b.y + b.height;
+  const p1 = await centre(op.locator("[data-testid=track-point][data-n='1']"));
+  const p2 = await centre(op.locator("[data-testid=track-point][data-n='2']"));
+  const cellBox = (code) => op.locator(`[data-testid=cell][data-code="${code}"]`).boundingBox();
+  const [bOther, bM01] = [await cellBox(OTHER_CELL), await cellBox(M01)];
+  assert(within(p1, bOther) && !within(p1, bM01), `point 1 ${p1} over ${OTHER_CELL}`);
+  assert(within(p2, bM01) && !within(p2, bOther), `point 2 ${p2} over ${M01}`);
+  await shot(op, "09-trajectory");
+
+  // 10. Statistics per micro-grid and the 红黑榜 reflect what just happened in M01.
+  await op.getByTestId("tab-stats").click();
+  await op.getByTestId("stats-level").selectOption("micro_grid");
+  await op.locator("#stats-form button[type=submit]").click();
+  const statsRow = op.locator(`[data-testid=stats-row][data-code="${M01}"]`);
+  await statsRow.waitFor({ timeout: 5000 });
+  const tds = await statsRow.locator("td").allInnerTexts();
+  log(`stats of ${M01}: ${tds.slice(1).join(" / ")}`);
+  // Cases: the snapshot case (closed), the escalated one and the patrol report (open).
+  assert(tds[1] === "3" && tds[2] === "2", `M01 has 3 cases, 2 open (got ${tds[1]}, ${tds[2]})`);
+  assert(tds[4] !== "—" && tds[5] !== "—", `time to acknowledge and to resolve are shown (${tds[4]}, ${tds[5]})`);
+  assert((await op.getByTestId("rank-red").locator("li").count()) > 0, "the red list has cells");
+  assert((await op.getByTestId("rank-black").locator("li").count()) > 0, "the black list has cells");
+  await shot(op, "10-stats");
+  await op.getByTestId("tab-feed").click();
+
+  // 11. English: the toggle changes visible labels and is remembered.
   await op.getByTestId("lang-toggle").click();
   await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 2000 });
   assert((await op.getByTestId("lang-toggle").innerText()).trim() === "中文", "toggle offers 中文 back");
@@ -228,7 +359,7 @@ try {
   await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 10000 });
   await op.locator(`[data-testid=feed-row][data-case-id="${second.id}"]`).waitFor({ timeout: 10000 });
   log("English toggle works and is remembered across a reload (session kept via /me)");
-  await shot(op, "07-english");
+  await shot(op, "11-english");
 
   assert(pageErrors.length === 0, `no uncaught page errors (got: ${pageErrors.join("; ")})`);
   await browser.close();

@@ -41,6 +41,13 @@ resolve = { micro_grid = "1h" }
 const OPERATOR: &str = "op-county";
 const MEMBER: &str = "m-m01";
 
+/// The other site of the test hub and its cell (a grid of another township).
+const OTHER_SITE: &str = "wd-other-002";
+const OTHER_CELL: &str = "532329102001-G01";
+
+/// The stolen e-bike's tag.
+const TAG: &str = "E28011606000020849ABCDEF";
+
 /// The whole scenario's time limit (the script itself waits at most seconds per step).
 const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
 
@@ -120,8 +127,13 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
     let hub = start_hub(&dir.config_path).await;
     let http = hub.http_addr.expect("the test config serves HTTP");
     let port = hub.mqtt[0].port();
-    let agent = client(port, "agent", SITE, &token(SITE)).await;
+    let mut agent = client(port, "agent", SITE, &token(SITE)).await;
+    agent.subscribe(&format!("se/v1/site/{SITE}/cmd")).await;
+    let other = client(port, "agent2", OTHER_SITE, &token(OTHER_SITE)).await;
     let (jpeg, width, height) = frame_jpeg();
+    let photo = shots.join("e2e-photo.jpg");
+    std::fs::create_dir_all(&shots).unwrap();
+    std::fs::write(&photo, &jpeg).unwrap();
 
     let mut child = Command::new("node")
         .arg(e2e.join("dashboard.mjs"))
@@ -133,6 +145,15 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
         .env("OP_PASS", password(OPERATOR))
         .env("MEMBER_USER", MEMBER)
         .env("MEMBER_PASS", password(MEMBER))
+        .env("PHOTO", &photo)
+        // The phone stands next to the demo site, in M01.
+        .env("GPS", format!("{DEMO_LON},{DEMO_LAT}"))
+        .env("SITE", SITE)
+        .env("OTHER_SITE", OTHER_SITE)
+        .env("M01", M01)
+        .env("M01_NAME", "近城一网格第1微网格")
+        .env("OTHER_CELL", OTHER_CELL)
+        .env("TAG", TAG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -176,7 +197,20 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
             }
         };
         println!("{line}");
-        if let Some(what) = line.strip_prefix("STEP publish ") {
+        if let Some(tag) = line.strip_prefix("STEP publish sightings ") {
+            let tag = tag.trim();
+            watch_command_reached_the_site(&mut agent, tag).await;
+            let at = now_ms();
+            publish_sightings(&other, OTHER_SITE, tag, at - 20 * 60_000).await;
+            publish_sightings(&agent, SITE, tag, at - 5 * 60_000).await;
+            assert!(
+                eventually(Duration::from_secs(10), || hub.store.sightings.len() >= 2).await,
+                "the hub stored {} sighting(s), not 2",
+                hub.store.sightings.len()
+            );
+            writeln!(stdin, "published {tag} {at}").unwrap();
+            stdin.flush().unwrap();
+        } else if let Some(what) = line.strip_prefix("STEP publish ") {
             n += 1;
             let mut a = match what.trim() {
                 "snapshot" => alert(SITE, n, Severity::Major, Some((DEMO_LON, DEMO_LAT))),
@@ -248,6 +282,64 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
         "no tile under the demo site ({DEMO_LON}, {DEMO_LAT}) among {asked:?}"
     );
     hub.stop().await;
+}
+
+/// The watchlist entry the operator added in the browser reached the site's agent as a
+/// command signed with the hub's key, with what was typed (Chinese included).
+async fn watch_command_reached_the_site(agent: &mut Client, tag: &str) {
+    use protocol::command::{CommandBody, SignedCommand};
+    let (topic, payload) = tokio::time::timeout(Duration::from_secs(5), agent.rx.recv())
+        .await
+        .expect("the site got no command within 5 s of the watchlist entry")
+        .expect("the agent's client ended");
+    assert_eq!(topic, format!("se/v1/site/{SITE}/cmd"));
+    let key = protocol::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+    let cmd = SignedCommand::from_slice(&payload)
+        .unwrap()
+        .verify(&key)
+        .expect("signed with the hub's key");
+    assert_eq!(cmd.site, SITE);
+    assert_eq!(
+        cmd.body,
+        CommandBody::WatchAdd {
+            tag: tag.to_owned(),
+            case_ref: "武公(刑)立字[2026]88号".to_owned(),
+            note: "被盗电动车".to_owned(),
+        }
+    );
+}
+
+/// One reader's sighting of `tag` at `site`, five seconds from `first`, as an agent sends it.
+async fn publish_sightings(site_client: &Client, site: &str, tag: &str, first: i64) {
+    use protocol::sighting::{SightingBatch, TagKind, TagSighting};
+    let batch = SightingBatch {
+        schema: protocol::SCHEMA_VERSION,
+        id: format!("01KAQ5X3MV{:016}", first.rem_euclid(10_i64.pow(16))),
+        site: site.into(),
+        sightings: vec![TagSighting {
+            reader: "r1".into(),
+            tag: tag.into(),
+            kind: TagKind::Bike,
+            first: UtcMillis(first),
+            last: UtcMillis(first + 5_000),
+            reads: 4,
+            rssi: -61,
+        }],
+    };
+    let before = site_client.acks.load(std::sync::atomic::Ordering::SeqCst);
+    site_client
+        .client
+        .publish(
+            format!("se/v1/site/{site}/sighting"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(&batch).unwrap(),
+        )
+        .await
+        .unwrap();
+    site_client
+        .wait_acks(before + 1, Duration::from_secs(10))
+        .await;
 }
 
 /// The XYZ (Web Mercator) tile holding a point at zoom `z`.

@@ -152,11 +152,19 @@ export function h(tag, attrs, ...children) {
     else if (k === "text") el.textContent = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat(Infinity)) {
-    if (c == null || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
+  el.append(...nodes(children));
   return el;
+}
+
+/**
+ * Children as DOM nodes: nested arrays flattened, null and false left out, the rest as text.
+ * (The DOM's own append/replaceChildren would print an array or a null as text.)
+ */
+export function nodes(children) {
+  return children
+    .flat(Infinity)
+    .filter((c) => c != null && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
 }
 
 /**

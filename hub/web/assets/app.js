@@ -1,8 +1,8 @@
 // Operator dashboard: login, live feed, per-level queues, map, case detail, sites, e-bike
 // trajectories and watchlist, statistics.
 
-import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, h, normCase, toMs } from "./api.js";
-import { t, tv, applyI18n, toggleLang, fmtTime, fmtAgo, fmtDur } from "./i18n.js";
+import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, h, nodes, normCase, toMs } from "./api.js";
+import { t, tv, ruleLabel, applyI18n, toggleLang, fmtTime, fmtAgo, fmtDur } from "./i18n.js";
 import { GridMap } from "./map.js";
 
 const LEVELS = ["county", "township", "village", "grid", "micro_grid"];
@@ -202,7 +202,7 @@ function renderRow(c, testid) {
     h("div", { class: "l1" },
       h("span", { class: `badge sev-${c.severity}`, "data-testid": "row-severity" }, tv("sev.", c.severity)),
       h("b", { class: "kind" }, tv("kind.", c.kind)),
-      h("span", { class: "rule" }, c.rule || ""),
+      h("span", { class: "rule" }, ruleLabel(c)),
       c.count > 1 ? h("span", { class: "n" }, `×${c.count}`) : null,
       h("span", { class: "grow" }),
       h("time", { class: "ago", "data-at": c.last_alert_at ?? c.opened_at }, fmtAgo(c.last_alert_at ?? c.opened_at)),
@@ -258,7 +258,7 @@ function renderQueues() {
     .filter(
       (c) =>
         !f ||
-        [c.id, c.rule, c.site, c.cell?.name, c.cell?.code, c.tag, tv("kind.", c.kind)]
+        [c.id, c.rule, ruleLabel(c), c.site, c.cell?.name, c.cell?.code, c.tag, tv("kind.", c.kind)]
           .filter(Boolean)
           .some((s) => String(s).toLowerCase().includes(f)),
     )
@@ -405,7 +405,7 @@ function fieldRows(c) {
     ["f.state", tv("state.", c.state), "f-state"],
     ["f.severity", tv("sev.", c.severity)],
     ["f.kind", tv("kind.", c.kind)],
-    ["f.rule", c.rule],
+    ["f.rule", ruleLabel(c)],
     ["f.site", c.site],
     ["f.source", src],
     ["f.level", tv("level.", c.level), "f-level"],
@@ -512,10 +512,13 @@ function renderDetail(d) {
       x.error ? h("span", { class: "error small" }, ` ${x.error}`) : null);
   });
 
-  const photos = (d.photos || []).map((p) =>
+  // A patrol report's own photo (named after its alert) is the case's on-scene picture.
+  const alertIds = new Set((d.alerts || []).map((a) => a.id));
+  const reportPhoto = c.kind === "patrol" ? (d.photos || []).find((p) => alertIds.has(p.id)) : null;
+  const photos = (d.photos || []).filter((p) => p !== reportPhoto).map((p) =>
     h("a", { href: p.url, target: "_blank", rel: "noopener" }, h("img", { src: p.url, alt: p.id, loading: "lazy", "data-testid": "photo" })));
 
-  panel.replaceChildren(
+  panel.replaceChildren(...nodes([
     h("div", { class: "dhead" },
       h("span", { class: `badge sev-${c.severity}` }, tv("sev.", c.severity)),
       h("b", { "data-testid": "detail-title" }, `${tv("kind.", c.kind)} · ${c.cell?.name ?? ""}`),
@@ -523,7 +526,7 @@ function renderDetail(d) {
       h("span", { class: "grow" }),
       closeButton()),
     h("h3", {}, t("detail.snapshot")),
-    snapshotView(d.snapshot),
+    snapshotView(d.snapshot ?? (reportPhoto ? { url: reportPhoto.url } : null)),
     h("h3", {}, t("detail.actions")),
     h("div", { class: "actions" }, buttons),
     h("div", { class: "act-inputs" }, note,
@@ -536,7 +539,7 @@ function renderDetail(d) {
     h("ol", { class: "timeline", "data-testid": "timeline" }, audit),
     deliveries.length ? [h("h3", {}, t("detail.deliveries")), h("ul", { class: "deliveries" }, deliveries)] : null,
     photos.length ? [h("h3", {}, t("detail.photos")), h("div", { class: "photos" }, photos)] : null,
-  );
+  ]));
 }
 
 // ---------------------------------------------------------------------------------------------

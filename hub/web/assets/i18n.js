@@ -348,6 +348,12 @@ export function tv(prefix, value) {
   return s ?? String(value);
 }
 
+/** A case's rule as people read it: a patrol report's rule is its category. */
+export function ruleLabel(c) {
+  if (!c.rule) return "";
+  return c.kind === "patrol" ? tv("cat.", c.rule) : c.rule;
+}
+
 /** Fills `[data-i18n]` text, `[data-i18n-ph]` placeholders and `[data-i18n-title]` titles. */
 export function applyI18n(root) {
   document.documentElement.lang = getLang();

@@ -2,7 +2,7 @@
 // photo, patrol reports.
 
 import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, h, fileToJpegBase64, normCase } from "./api.js";
-import { t, tv, applyI18n, toggleLang, fmtAgo, fmtDur } from "./i18n.js";
+import { t, tv, ruleLabel, applyI18n, toggleLang, fmtAgo, fmtDur } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
 const state = { user: null, cases: new Map(), es: null, open: new Set() };
@@ -188,7 +188,7 @@ function renderCard(c) {
       h("span", { class: `state st-${c.state}`, "data-testid": "card-state" }, tv("state.", c.state))),
     h("div", { class: "l2" },
       `${cell.name ?? ""} · ${tv("level.", c.level)} · ${fmtAgo(c.opened_at)}`,
-      c.rule ? ` · ${c.rule}` : ""),
+      c.rule ? ` · ${ruleLabel(c)}` : ""),
     h("div", { class: `dl dl-${deadlineState(c)}`, "data-testid": "card-deadline" }, deadlineText(c)),
     c.kind !== "patrol" && c.has_snapshot !== false ? h("button", { type: "button", class: "link small", onclick: (e) => showSnapshot(c.id, e.target) }, t("detail.snapshot")) : null,
     h("div", { class: "mbtns" }, buttons),

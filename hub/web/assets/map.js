@@ -28,7 +28,8 @@ export class GridMap {
     this.cellsLayer = el("g", { class: "cells" });
     this.trackLayer = el("g", { class: "track" });
     this.pinLayer = el("g", { class: "pins" });
-    svg.append(this.tilesLayer, this.cellsLayer, this.trackLayer, this.pinLayer);
+    // A trajectory is only drawn while the operator looks at it: on top of the pins.
+    svg.append(this.tilesLayer, this.cellsLayer, this.pinLayer, this.trackLayer);
     this.tileUrl = null;
     this.tiles = new Map(); // "z/x/y" -> <image>
     this.cells = new Map(); // code -> {feature, centroid:[lon,lat]}
@@ -356,7 +357,8 @@ export class GridMap {
     let b = [Infinity, Infinity, -Infinity, -Infinity];
     for (const [lon, lat] of pts)
       b = [Math.min(b[0], lon), Math.min(b[1], lat), Math.max(b[2], lon), Math.max(b[3], lat)];
-    const m = 0.002;
+    // A margin keeps the first and last points (and their numbers) off the map's edge.
+    const m = Math.max(0.002, 0.15 * Math.max(b[2] - b[0], b[3] - b[1]));
     this.fit([b[0] - m, b[1] - m, b[2] + m, b[3] + m]);
   }
 
