@@ -335,7 +335,17 @@ try {
   assert(within(p2, bM01) && !within(p2, bOther), `point 2 ${p2} over ${M01}`);
   await shot(op, "09-trajectory");
 
-  // 10. Statistics per micro-grid and the 红黑榜 reflect what just happened in M01.
+  // 10. The escalated case, still unacknowledged, has climbed to the county and missed the
+  //     county's deadline too: nowhere higher to go, it stays marked overdue (row and pin).
+  await op.getByTestId("tab-feed").click();
+  await op.locator(`[data-testid=feed-row][data-case-id="${second.id}"][data-level=county][data-deadline-state=overdue]`).waitFor({ timeout: 20000 });
+  await op.locator(`[data-testid=pin][data-case-id="${second.id}"][data-deadline-state=overdue]`).waitFor({ state: "attached", timeout: 2000 });
+  const topText = await row2.getByTestId("row-deadline").innerText();
+  assert(topText.includes("已超期"), `the row says it is overdue at the top (${topText})`);
+  log(`escalated case overdue at the county ${Date.now() - second.at} ms after publish: ${topText}`);
+  await shot(op, "10-overdue-at-top");
+
+  // Statistics per micro-grid and the 红黑榜 reflect what just happened in M01.
   await op.getByTestId("tab-stats").click();
   await op.getByTestId("stats-level").selectOption("micro_grid");
   await op.locator("#stats-form button[type=submit]").click();
@@ -343,8 +353,8 @@ try {
   await statsRow.waitFor({ timeout: 5000 });
   const tds = await statsRow.locator("td").allInnerTexts();
   log(`stats of ${M01}: ${tds.slice(1).join(" / ")}`);
-  // Cases: the snapshot case (closed), the escalated one and the patrol report (open).
-  assert(tds[1] === "3" && tds[2] === "2", `M01 has 3 cases, 2 open (got ${tds[1]}, ${tds[2]})`);
+  // Cases: the snapshot case (closed), the escalated one (overdue) and the patrol report.
+  assert(tds[1] === "3" && tds[2] === "2" && tds[3] === "1", `M01 has 3 cases, 2 open, 1 overdue (got ${tds[1]}, ${tds[2]}, ${tds[3]})`);
   assert(tds[4] !== "—" && tds[5] !== "—", `time to acknowledge and to resolve are shown (${tds[4]}, ${tds[5]})`);
   assert((await op.getByTestId("rank-red").locator("li").count()) > 0, "the red list has cells");
   assert((await op.getByTestId("rank-black").locator("li").count()) > 0, "the black list has cells");

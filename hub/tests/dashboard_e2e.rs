@@ -3,9 +3,14 @@
 //! Debian's Chromium). The script logs in as an operator and as a grid member on a phone and
 //! asks this test, over a line protocol, to publish alerts over MQTT as a site's agent would:
 //!
-//! - script → test (stdout): `STEP publish snapshot` or `STEP publish escalate`;
-//! - test → script (stdin): `published <case-id> <epoch-ms>`, the time taken just before the
-//!   publish, so the script can measure publish → visible.
+//! - script → test (stdout): `STEP publish snapshot`, `STEP publish escalate` or
+//!   `STEP publish sightings <tag>`;
+//! - test → script (stdin): `published <case-id> <epoch-ms>` (for sightings, the tag instead of
+//!   a case id), the time taken just before the publish, so the script can measure
+//!   publish → visible.
+//!
+//! Before it publishes the sightings, the test checks that the watchlist entry the operator
+//! added in the browser reached the site's agent as a command signed with the hub's key.
 //!
 //! The hub is configured with a tile server (`[http] tile_url`), which this test runs on
 //! loopback, and checks that the map asked it for the tiles under the demo site.

@@ -132,10 +132,13 @@ export const isOpen = (c) => c.state !== "resolved" && c.state !== "closed";
 
 /**
  * The deadline state to show: the hub's, except that a deadline that has passed since the
- * hub computed it shows as overdue right away.
+ * hub computed it shows as overdue right away. A case whose deadline passed at the top cell
+ * has no deadline left (nowhere higher to climb) but stays overdue until someone acts.
  */
+export const overdueAtTop = (c) => !c.deadline && c.deadline_state === "overdue";
+
 export function deadlineState(c, now = Date.now()) {
-  if (!c.deadline) return "none";
+  if (!c.deadline) return overdueAtTop(c) ? "overdue" : "none";
   if (now >= c.deadline.at) return "overdue";
   return c.deadline_state || "on_time";
 }

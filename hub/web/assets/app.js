@@ -1,7 +1,7 @@
 // Operator dashboard: login, live feed, per-level queues, map, case detail, sites, e-bike
 // trajectories and watchlist, statistics.
 
-import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, h, nodes, normCase, toMs } from "./api.js";
+import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, overdueAtTop, h, nodes, normCase, toMs } from "./api.js";
 import { t, tv, ruleLabel, applyI18n, toggleLang, fmtTime, fmtAgo, fmtDur } from "./i18n.js";
 import { GridMap } from "./map.js";
 
@@ -180,7 +180,7 @@ function insertSorted(list, row, c) {
 }
 
 function deadlineText(c, now = Date.now()) {
-  if (!c.deadline) return "";
+  if (!c.deadline) return overdueAtTop(c) ? t("dl.top") : "";
   const left = c.deadline.at - now;
   const kind = tv("dl.", c.deadline.kind);
   return left >= 0 ? `${kind} ${t("left")} ${fmtDur(left)}` : `${kind} ${t("over")} ${fmtDur(-left)}`;
@@ -413,7 +413,7 @@ function fieldRows(c) {
     ["f.path", (c.path || []).map((p) => p.name).join(" / ")],
     ["f.opened", fmtTime(c.opened_at)],
     ["f.updated", fmtTime(c.updated_at)],
-    ["f.deadline", c.deadline ? `${tv("dl.", c.deadline.kind)} ${fmtTime(c.deadline.at)} (${tv("dl.", deadlineState(c))})` : t("dl.none")],
+    ["f.deadline", c.deadline ? `${tv("dl.", c.deadline.kind)} ${fmtTime(c.deadline.at)} (${tv("dl.", deadlineState(c))})` : overdueAtTop(c) ? t("dl.top") : t("dl.none")],
     ["f.handler", c.handler],
     ["detail.alerts", c.count],
     ["f.label", c.label],

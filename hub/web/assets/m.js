@@ -1,7 +1,7 @@
 // Grid-member phone page: my open cases (live), one-tap acknowledge, resolve with note and
 // photo, patrol reports.
 
-import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, h, fileToJpegBase64, normCase } from "./api.js";
+import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, overdueAtTop, h, fileToJpegBase64, normCase } from "./api.js";
 import { t, tv, ruleLabel, applyI18n, toggleLang, fmtAgo, fmtDur } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -108,7 +108,7 @@ function showTab(name) {
 }
 
 function deadlineText(c, now = Date.now()) {
-  if (!c.deadline) return "";
+  if (!c.deadline) return overdueAtTop(c) ? t("dl.top") : "";
   const left = c.deadline.at - now;
   return `${tv("dl.", c.deadline.kind)} ${left >= 0 ? t("left") : t("over")} ${fmtDur(Math.abs(left))}`;
 }
