@@ -10,45 +10,14 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use hub::case::{AuditAction, Case};
 use hub::store::Store;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const ALERTS: u64 = 5_000;
-
-fn spawn_hub(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_hub"))
-        .args(["run", "-c"])
-        .arg(config)
-        .env("RUST_LOG", "info,rumqttd=off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("hub did not listen on {port}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_files_once_and_fires_owed_deadlines() {

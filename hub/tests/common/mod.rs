@@ -892,3 +892,36 @@ pub fn sample_jpeg() -> Vec<u8> {
     let path = repo().join("../shared/samples/frames/000000001000.jpg");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Starts the real `hub` binary (`hub run -c config`), its log appended to `log`. Killed when
+/// the handle drops.
+pub fn spawn_hub(config: &Path, log: &Path) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "info,rumqttd=off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
+pub async fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("hub did not listen on {port}");
+}
