@@ -4,7 +4,8 @@
 //! service subscriber. Latency is push received − publish call, for the first push of each alert.
 //!
 //! `cargo bench -p hub --bench ingest [-- --alerts N --rate R --seconds S --publishers P
-//!  --snapshot-bytes B --inflight I --only paced|max --dir PATH --progress]`
+//!  --snapshot-bytes B --inflight I --only paced|max --dir PATH --progress --sites N
+//!  --heartbeat-s H]`
 //!
 //! Two scenarios, each on a fresh hub (its own temp dir and store):
 //!
@@ -14,6 +15,12 @@
 //!   as fast as its window allows (`--inflight`, default 500 unacknowledged publishes);
 //!   throughput in alerts stored (PUBACKed) and fully processed (pushed) per second, over the
 //!   whole run and over its middle 80 % (no ramp-up, no drain), and latency under that load.
+//!
+//! With `--sites N`, N more sites (each its own credential, as in a county) connect through the
+//! gateway before the alerts start and stay connected, each publishing a QoS 1 status
+//! heartbeat every `--heartbeat-s` (default 10) seconds, staggered; a `sites:` line gives how
+//! many connected, their connect times, the heartbeats sent, acknowledged and received by the
+//! hub, and the heartbeat acknowledgement latency.
 //!
 //! Every alert has its own id and track, so each opens its own case and yields a push to each
 //! person on duty at micro-grid M01 (the alerts carry a position inside it). Payloads are made
@@ -63,6 +70,9 @@ struct Args {
     max: bool,
     dir: Option<PathBuf>,
     progress: bool,
+    /// Extra connected sites sending heartbeats during the run.
+    sites: usize,
+    heartbeat: Duration,
     /// Give up waiting for the last pushes after this long without progress.
     settle: Duration,
 }
@@ -79,6 +89,8 @@ fn args() -> Args {
         max: true,
         dir: None,
         progress: false,
+        sites: 0,
+        heartbeat: Duration::from_secs(10),
         settle: Duration::from_secs(10),
     };
     let mut it = std::env::args().skip(1);
@@ -98,6 +110,11 @@ fn args() -> Args {
             }
             "--dir" => a.dir = Some(PathBuf::from(value())),
             "--progress" => a.progress = true,
+            "--sites" => a.sites = value().parse().unwrap_or(a.sites),
+            "--heartbeat-s" => {
+                a.heartbeat =
+                    Duration::from_secs_f64(value().parse().unwrap_or(a.heartbeat.as_secs_f64()))
+            }
             "--only" => match value().as_str() {
                 "paced" => a.max = false,
                 "max" => a.paced = false,
@@ -581,7 +598,9 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
     let sites: Vec<String> = (0..args.publishers)
         .map(|i| format!("wd-bench-{i:03}"))
         .collect();
-    let (dir, config) = hub_dir(&sites, args.dir.as_deref());
+    let beating: Vec<String> = (0..args.sites).map(|i| format!("wd-hb-{i:05}")).collect();
+    let all: Vec<String> = sites.iter().chain(&beating).cloned().collect();
+    let (dir, config) = hub_dir(&all, args.dir.as_deref());
     let hub: RunningHub = common::start_hub(&config).await;
     let port = hub.mqtt[0].port();
     let tl = Arc::new(Timeline::new(n));
@@ -592,6 +611,11 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
             Publisher::connect(port, s, args, tl.clone()).await,
         ));
     }
+    let heartbeats = if beating.is_empty() {
+        None
+    } else {
+        Some(Heartbeats::start(port, &beating, args.heartbeat).await)
+    };
     let metrics = hub.metrics.clone();
     let progress = args.progress.then(|| {
         let (tl, metrics) = (tl.clone(), metrics.clone());
@@ -729,8 +753,138 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
         load,
         counters,
     };
+    if let Some(h) = heartbeats {
+        h.report(&hub.metrics).await;
+    }
     drop(publishers);
     hub.stop().await;
     drop(dir);
     report
+}
+
+/// Sites that stay connected and send a status heartbeat every period, as a county's boxes
+/// do while the alerts flow.
+struct Heartbeats {
+    sites: usize,
+    connect: Vec<u64>,
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+    ack_ns: Arc<Mutex<Vec<u64>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Heartbeats {
+    async fn start(port: u16, sites: &[String], period: Duration) -> Self {
+        let sent = Arc::new(AtomicU64::new(0));
+        let acked = Arc::new(AtomicU64::new(0));
+        let ack_ns: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let mut connect = Vec::new();
+        let mut tasks = Vec::new();
+        let begin = Instant::now();
+        // In waves of 100, as a county's boxes come back after a hub restart.
+        for (w, wave) in sites.chunks(100).enumerate() {
+            let mut joins = Vec::new();
+            for (k, site) in wave.iter().enumerate() {
+                let (sent, acked, ack_ns) = (sent.clone(), acked.clone(), ack_ns.clone());
+                let site = site.clone();
+                // Stagger the heartbeats over the period.
+                let offset =
+                    period.mul_f64(((w * 100 + k) % sites.len()) as f64 / sites.len() as f64);
+                let (tx, rx) = tokio::sync::oneshot::channel::<u64>();
+                tasks.push(tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    let mut o = MqttOptions::new(format!("edge-{site}"), "127.0.0.1", port);
+                    o.set_keep_alive(Duration::from_secs(30))
+                        .set_credentials(&site, common::token(&site));
+                    let (client, mut events) = AsyncClient::new(o, 8);
+                    let payload = serde_json::to_vec(&common::status_online(&site)).unwrap();
+                    let topic = format!("se/v1/site/{site}/status");
+                    let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+                    let p2 = pending.clone();
+                    let beat = tokio::spawn(async move {
+                        tokio::time::sleep(offset).await;
+                        let mut tick = tokio::time::interval(period);
+                        loop {
+                            tick.tick().await;
+                            p2.lock().unwrap().push_back(Instant::now());
+                            sent.fetch_add(1, Relaxed);
+                            if client
+                                .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                    let mut tx = Some(tx);
+                    loop {
+                        match events.poll().await {
+                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                if let Some(tx) = tx.take() {
+                                    let _ = tx.send(t0.elapsed().as_nanos() as u64);
+                                }
+                            }
+                            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                                if let Some(at) = pending.lock().unwrap().pop_front() {
+                                    ack_ns.lock().unwrap().push(at.elapsed().as_nanos() as u64);
+                                }
+                                acked.fetch_add(1, Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                beat.abort();
+                                return;
+                            }
+                        }
+                    }
+                }));
+                joins.push(rx);
+            }
+            for rx in joins {
+                if let Ok(Ok(ns)) = tokio::time::timeout(Duration::from_secs(10), rx).await {
+                    connect.push(ns);
+                }
+            }
+        }
+        println!(
+            "sites: {} of {} connected in {:.2} s",
+            connect.len(),
+            sites.len(),
+            begin.elapsed().as_secs_f64()
+        );
+        Self {
+            sites: sites.len(),
+            connect,
+            sent,
+            acked,
+            ack_ns,
+            tasks,
+        }
+    }
+
+    async fn report(self, metrics: &hub::metrics::HubMetrics) {
+        // Only these sites publish status in a run.
+        let received = metrics.status_received.load(Relaxed);
+        let c = quantiles(self.connect.clone());
+        let a = quantiles(self.ack_ns.lock().unwrap().clone());
+        println!(
+            "sites: connected={}/{} connect p50={} p99={} max={} | heartbeats sent={} acked={} \
+             received_by_hub={} ack p50={} p99={} max={}",
+            self.connect.len(),
+            self.sites,
+            ms(c.p50),
+            ms(c.p99),
+            ms(c.max),
+            self.sent.load(Relaxed),
+            self.acked.load(Relaxed),
+            received,
+            ms(a.p50),
+            ms(a.p99),
+            ms(a.max),
+        );
+        for t in self.tasks {
+            t.abort();
+        }
+    }
 }

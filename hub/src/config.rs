@@ -113,6 +113,13 @@ pub struct BrokerSection {
     /// Most simultaneous client connections; the gateway stops accepting beyond it.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections still waiting to authenticate, in all. When full, the oldest pending one
+    /// makes room for a new one (see `gateway::admission`).
+    #[serde(default = "default_preauth_pool")]
+    pub preauth_pool: usize,
+    /// Connections waiting to authenticate from one source address.
+    #[serde(default = "default_preauth_per_address")]
+    pub preauth_per_address: usize,
     /// External broker (external mode).
     pub external: Option<ExternalBroker>,
 }
@@ -125,6 +132,14 @@ fn default_listen() -> Vec<SocketAddr> {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_preauth_pool() -> usize {
+    1024
+}
+// Sites behind one carrier NAT share an address; a few dozen reconnecting at once must not
+// push each other out.
+fn default_preauth_per_address() -> usize {
+    32
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -335,6 +350,15 @@ impl HubConfig {
             }
             if b.max_connections == 0 {
                 errors.push("broker.max_connections: must be at least 1".into());
+            }
+            if b.preauth_pool == 0 {
+                errors.push("broker.preauth_pool: must be at least 1".into());
+            }
+            if b.preauth_per_address == 0 || b.preauth_per_address > b.preauth_pool {
+                errors.push(
+                    "broker.preauth_per_address: must be at least 1 and at most broker.preauth_pool"
+                        .into(),
+                );
             }
         }
         for id in sites.keys() {

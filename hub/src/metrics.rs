@@ -21,6 +21,14 @@ pub struct HubMetrics {
     pub connections_refused_auth: AtomicU64,
     pub acl_denied: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Unauthenticated connections that sent no CONNECT within the deadline.
+    pub preauth_timeouts: AtomicU64,
+    /// Unauthenticated connections ended to make room for newer ones.
+    pub preauth_evicted: AtomicU64,
+    /// Authenticated connections refused because `broker.max_connections` were open.
+    pub connections_over_capacity: AtomicU64,
+    /// Failed-login log lines left out by the rate limit.
+    pub login_logs_suppressed: AtomicU64,
     pub status_received: AtomicU64,
     pub sightings_stored: AtomicU64,
     pub silenced: AtomicU64,
@@ -52,7 +60,7 @@ impl HubMetrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 21] = [
             (
                 "hub_alerts_stored_total",
                 "Alerts stored for the first time.",
@@ -112,6 +120,26 @@ impl HubMetrics {
                 "hub_protocol_errors_total",
                 "Connections closed for malformed MQTT.",
                 &self.protocol_errors,
+            ),
+            (
+                "hub_gateway_preauth_timeouts_total",
+                "Connections closed for sending no CONNECT in time (TLS handshake included).",
+                &self.preauth_timeouts,
+            ),
+            (
+                "hub_gateway_preauth_evicted_total",
+                "Unauthenticated connections ended to make room for newer ones.",
+                &self.preauth_evicted,
+            ),
+            (
+                "hub_gateway_over_capacity_total",
+                "Authenticated connections refused at broker.max_connections.",
+                &self.connections_over_capacity,
+            ),
+            (
+                "hub_gateway_login_logs_suppressed_total",
+                "Failed-login log lines left out by the rate limit.",
+                &self.login_logs_suppressed,
             ),
             (
                 "hub_status_received_total",

@@ -21,8 +21,9 @@ use crate::api::{ApiMetrics, ApiState, Limiter, Sessions};
 use crate::book::CaseBook;
 use crate::config::HubConfig;
 use crate::dispatch::{Clock, DispatchHandle, Dispatcher, DispatcherParts, SystemClock};
+use crate::gateway::admission::Limits;
 use crate::gateway::auth::{Acl, CredentialKind, Credentials};
-use crate::gateway::{Gateway, tls_acceptor};
+use crate::gateway::{Gateway, GatewayLimits, tls_acceptor};
 use crate::grid::{GridIndex, geojson};
 use crate::ingest::Ingest;
 use crate::link::{Link, LinkOptions};
@@ -309,10 +310,15 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
             Acl::new(topics.clone()),
             ingest.clone(),
             metrics.clone(),
-            embedded.v4,
-            embedded.v5,
-            MAX_PACKET,
-            config.broker.max_connections,
+            (embedded.v4, embedded.v5),
+            GatewayLimits {
+                max_packet: MAX_PACKET,
+                max_connections: config.broker.max_connections,
+                preauth: Limits {
+                    pool: config.broker.preauth_pool,
+                    per_address: config.broker.preauth_per_address,
+                },
+            },
         );
         for addr in &config.broker.listen {
             let l = TcpListener::bind(addr)

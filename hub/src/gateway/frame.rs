@@ -1,13 +1,11 @@
-//! Just enough MQTT framing for the gateway: packet boundaries in both directions, and the
-//! fields of CONNECT, PUBLISH and SUBSCRIBE it must check. Everything else passes through as
-//! the bytes the client sent, so the broker behind sees exactly what the client said.
-//!
-//! Why not a full codec (rumqttd's or rumqttc's): the gateway decides on four packet types and
-//! must forward the rest byte for byte, including MQTT 5 properties it has no reason to
-//! understand; a boundary parser plus three field readers is smaller than a decode/re-encode
-//! round trip and cannot change what it forwards.
+//! MQTT framing for the gateway: packet boundaries in both directions (a packet larger than
+//! its limit is refused from its header, before its body is buffered), and the few packets the
+//! gateway writes itself (CONNACK refusals, PUBACKs for refused alerts, DISCONNECT with a
+//! reason). Decoding what is inside a client's packet is [`super::codec`]'s.
 
 use bytes::{Bytes, BytesMut};
+
+pub use super::codec::Version;
 
 /// MQTT control packet types (the high nibble of the first byte).
 pub mod kind {
@@ -29,20 +27,8 @@ pub enum FrameError {
         len: usize,
         max: usize,
     },
-    #[error("{packet}: truncated at byte {at} reading {field}")]
-    Truncated {
-        packet: &'static str,
-        field: &'static str,
-        at: usize,
-    },
-    #[error("{packet}: {field} at byte {at} is not UTF-8")]
-    NotUtf8 {
-        packet: &'static str,
-        field: &'static str,
-        at: usize,
-    },
-    #[error("CONNECT: protocol {name:?} level {level} is not MQTT 3.1.1 (4) or 5")]
-    UnsupportedProtocol { name: String, level: u8 },
+    #[error("remaining length is not in its shortest form")]
+    LengthNotMinimal,
     #[error("the first packet is type {0}, not CONNECT")]
     NotConnect(u8),
 }
@@ -82,6 +68,11 @@ pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Fram
         len |= usize::from(b & 0x7f) << shift;
         i += 1;
         if b & 0x80 == 0 {
+            // MQTT 5 §1.5.5 (and 3.1.1 §2.2.3 by its algorithm): the shortest encoding only;
+            // a padded length is one more way for two parsers to disagree.
+            if i > 2 && b == 0 {
+                return Err(FrameError::LengthNotMinimal);
+            }
             break;
         }
         shift += 7;
@@ -130,230 +121,12 @@ pub fn kind_name(kind: u8) -> &'static str {
     }
 }
 
-/// A cursor over a packet body that reports where it failed.
-struct Reader<'a> {
-    packet: &'static str,
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(packet: &'static str, buf: &'a [u8]) -> Self {
-        Self { packet, buf, at: 0 }
-    }
-
-    fn truncated(&self, field: &'static str) -> FrameError {
-        FrameError::Truncated {
-            packet: self.packet,
-            field,
-            at: self.at,
-        }
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, FrameError> {
-        let b = *self.buf.get(self.at).ok_or_else(|| self.truncated(field))?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    fn u16(&mut self, field: &'static str) -> Result<u16, FrameError> {
-        let hi = self.u8(field)?;
-        let lo = self.u8(field)?;
-        Ok(u16::from_be_bytes([hi, lo]))
-    }
-
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], FrameError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .ok_or_else(|| self.truncated(field))?;
-        let s = self
-            .buf
-            .get(self.at..end)
-            .ok_or_else(|| self.truncated(field))?;
-        self.at = end;
-        Ok(s)
-    }
-
-    fn binary(&mut self, field: &'static str) -> Result<&'a [u8], FrameError> {
-        let n = self.u16(field)?;
-        self.take(usize::from(n), field)
-    }
-
-    fn string(&mut self, field: &'static str) -> Result<&'a str, FrameError> {
-        let start = self.at;
-        let b = self.binary(field)?;
-        std::str::from_utf8(b).map_err(|_| FrameError::NotUtf8 {
-            packet: self.packet,
-            field,
-            at: start,
-        })
-    }
-
-    fn varint(&mut self, field: &'static str) -> Result<usize, FrameError> {
-        let mut v = 0usize;
-        for i in 0..4 {
-            let b = self.u8(field)?;
-            v |= usize::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(FrameError::LengthTooLong { at: self.at })
-    }
-
-    /// Skips an MQTT 5 property block.
-    fn skip_properties(&mut self, field: &'static str) -> Result<(), FrameError> {
-        let n = self.varint(field)?;
-        self.take(n, field).map(|_| ())
-    }
-
-    fn rest(&self) -> &'a [u8] {
-        &self.buf[self.at.min(self.buf.len())..]
-    }
-}
-
-/// MQTT protocol level: 4 = 3.1.1, 5 = 5.0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    V311,
-    V5,
-}
-
-/// The fields of a CONNECT the gateway decides on.
-#[derive(Debug, Clone)]
-pub struct Connect {
-    pub version: Version,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<Vec<u8>>,
-    pub will_topic: Option<String>,
-    /// Where the client id's length prefix starts and its bytes end, in the frame.
-    client_id_span: (usize, usize),
-}
-
-impl Connect {
-    /// The CONNECT with its client id replaced (everything else byte for byte). The gateway
-    /// puts each client in its principal's namespace this way, so one device cannot take over
-    /// another's session (MQTT lets a new connection with a client id evict the old one).
-    pub fn with_client_id(&self, frame: &Frame, client_id: &str) -> Bytes {
-        let (start, end) = self.client_id_span;
-        let body_len = frame.bytes.len() - frame.body_at - (end - start) + 2 + client_id.len();
-        let mut out = Vec::with_capacity(body_len + 5);
-        out.push(frame.first);
-        let mut n = body_len;
-        loop {
-            let mut b = (n % 128) as u8;
-            n /= 128;
-            if n > 0 {
-                b |= 0x80;
-            }
-            out.push(b);
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&frame.bytes[frame.body_at..start]);
-        out.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-        out.extend_from_slice(client_id.as_bytes());
-        out.extend_from_slice(&frame.bytes[end..]);
-        Bytes::from(out)
-    }
-}
-
-pub fn parse_connect(frame: &Frame) -> Result<Connect, FrameError> {
-    if frame.kind() != kind::CONNECT {
-        return Err(FrameError::NotConnect(frame.kind()));
-    }
-    let mut r = Reader::new("CONNECT", frame.body());
-    let name = r.string("protocol name")?.to_owned();
-    let level = r.u8("protocol level")?;
-    let version = match (name.as_str(), level) {
-        ("MQTT", 4) => Version::V311,
-        ("MQTT", 5) => Version::V5,
-        _ => return Err(FrameError::UnsupportedProtocol { name, level }),
-    };
-    let flags = r.u8("connect flags")?;
-    r.u16("keep alive")?;
-    if version == Version::V5 {
-        r.skip_properties("properties")?;
-    }
-    let client_id_start = frame.body_at + r.at;
-    let client_id = r.string("client id")?.to_owned();
-    let client_id_span = (client_id_start, frame.body_at + r.at);
-    let mut will_topic = None;
-    if flags & 0x04 != 0 {
-        if version == Version::V5 {
-            r.skip_properties("will properties")?;
-        }
-        will_topic = Some(r.string("will topic")?.to_owned());
-        r.binary("will payload")?;
-    }
-    let username = if flags & 0x80 != 0 {
-        Some(r.string("username")?.to_owned())
-    } else {
-        None
-    };
-    let password = if flags & 0x40 != 0 {
-        Some(r.binary("password")?.to_vec())
-    } else {
-        None
-    };
-    Ok(Connect {
-        version,
-        client_id,
-        username,
-        password,
-        will_topic,
-        client_id_span,
-    })
-}
-
-/// The fields of a PUBLISH the gateway decides on; the payload shares the frame's buffer.
-#[derive(Debug, Clone)]
-pub struct Publish {
-    pub topic: String,
-    pub qos: u8,
-    pub pkid: Option<u16>,
-    pub payload: Bytes,
-}
-
-pub fn parse_publish(frame: &Frame, version: Version) -> Result<Publish, FrameError> {
-    let qos = (frame.first >> 1) & 0x03;
-    let mut r = Reader::new("PUBLISH", frame.body());
-    let topic = r.string("topic")?.to_owned();
-    let pkid = if qos > 0 {
-        Some(r.u16("packet id")?)
-    } else {
-        None
-    };
-    if version == Version::V5 {
-        r.skip_properties("properties")?;
-    }
-    let start = frame.body_at + r.at;
-    let payload = frame.bytes.slice(start.min(frame.bytes.len())..);
-    debug_assert_eq!(payload.len(), r.rest().len());
-    Ok(Publish {
-        topic,
-        qos,
-        pkid,
-        payload,
-    })
-}
-
-/// The topic filters of a SUBSCRIBE.
-pub fn parse_subscribe(frame: &Frame, version: Version) -> Result<Vec<String>, FrameError> {
-    let mut r = Reader::new("SUBSCRIBE", frame.body());
-    r.u16("packet id")?;
-    if version == Version::V5 {
-        r.skip_properties("properties")?;
-    }
-    let mut filters = Vec::new();
-    while !r.rest().is_empty() {
-        filters.push(r.string("topic filter")?.to_owned());
-        r.u8("subscription options")?;
-    }
-    Ok(filters)
+/// The protocol level of a CONNECT frame, read without decoding the rest (to answer a
+/// malformed CONNECT in its own protocol version).
+pub fn connect_level(frame: &Frame) -> Option<u8> {
+    let body = frame.body();
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
 }
 
 /// PUBACK for `pkid`; under MQTT 5 with a reason code when it is not success.
@@ -370,14 +143,27 @@ pub fn puback(pkid: u16, version: Version, reason: u8) -> Bytes {
 /// (v4 rc 5 / v5 0x87).
 pub fn connack_refused(version: Version, bad_credentials: bool) -> Bytes {
     match version {
-        Version::V311 => Bytes::from(vec![0x20, 2, 0, if bad_credentials { 4 } else { 5 }]),
-        Version::V5 => Bytes::from(vec![
-            0x20,
-            3,
-            0,
-            if bad_credentials { 0x86 } else { 0x87 },
-            0,
-        ]),
+        Version::V311 => connack_refused_v311(if bad_credentials { 4 } else { 5 }),
+        Version::V5 => connack_refused_v5(if bad_credentials { 0x86 } else { 0x87 }),
+    }
+}
+
+/// CONNACK with a 3.1.1 return code (1 protocol version, 2 identifier rejected, 3 server
+/// unavailable, 4 bad credentials, 5 not authorised).
+pub fn connack_refused_v311(code: u8) -> Bytes {
+    Bytes::from(vec![0x20, 2, 0, code])
+}
+
+/// CONNACK with an MQTT 5 reason code and an empty property block.
+pub fn connack_refused_v5(reason: u8) -> Bytes {
+    Bytes::from(vec![0x20, 3, 0, reason, 0])
+}
+
+/// CONNACK saying the server is full (v4 rc 3 server unavailable / v5 0x89 server busy).
+pub fn connack_busy(version: Version) -> Bytes {
+    match version {
+        Version::V311 => connack_refused_v311(3),
+        Version::V5 => connack_refused_v5(0x89),
     }
 }
 
@@ -438,6 +224,24 @@ mod tests {
     }
 
     #[test]
+    fn a_padded_remaining_length_is_refused() {
+        let mut buf = BytesMut::from(&[0xC0u8, 0x80, 0x00][..]);
+        assert_eq!(
+            split_frame(&mut buf, 100).unwrap_err(),
+            FrameError::LengthNotMinimal
+        );
+    }
+
+    #[test]
+    fn the_level_of_a_connect_is_read_without_decoding_it() {
+        let mut body = string("MQTT");
+        body.push(5);
+        body.push(0xff); // nonsense flags: the level is still known
+        assert_eq!(connect_level(&frame_of(&packet(0x10, &body))), Some(5));
+        assert_eq!(connect_level(&frame_of(&packet(0x10, &[0, 9]))), None);
+    }
+
+    #[test]
     fn frames_split_at_their_boundaries_and_wait_for_the_rest() {
         let a = packet(0xC0, &[]); // PINGREQ
         let b = packet(0x32, &[0, 1, b't', 0, 7, b'x']);
@@ -467,103 +271,6 @@ mod tests {
                 max: 1000
             }
         );
-    }
-
-    #[test]
-    fn v5_publish_skips_properties_to_the_payload() {
-        let mut body = string("se/v1/site/s1/alert");
-        body.extend_from_slice(&[0x12, 0x34]); // pkid
-        body.extend_from_slice(&[2, 0x01, 0x01]); // properties: payload format indicator
-        body.extend_from_slice(b"{\"a\":1}");
-        let f = frame_of(&packet(0x32, &body));
-        let p = parse_publish(&f, Version::V5).unwrap();
-        assert_eq!(p.topic, "se/v1/site/s1/alert");
-        assert_eq!((p.qos, p.pkid), (1, Some(0x1234)));
-        assert_eq!(p.payload.as_ref(), b"{\"a\":1}");
-        // The same bytes read as 3.1.1 take the properties as payload: the version matters.
-        let p4 = parse_publish(&f, Version::V311).unwrap();
-        assert_eq!(&p4.payload[..3], &[2, 1, 1]);
-    }
-
-    #[test]
-    fn connect_yields_credentials_and_will_topic() {
-        let mut body = string("MQTT");
-        body.push(5);
-        body.push(0x80 | 0x40 | 0x04 | 0x02);
-        body.extend_from_slice(&[0, 30]);
-        body.push(0); // no properties
-        body.extend(string("agent-1"));
-        body.push(0); // no will properties
-        body.extend(string("se/v1/site/s1/status"));
-        body.extend(string("offline"));
-        body.extend(string("s1"));
-        body.extend(string("secret"));
-        let c = parse_connect(&frame_of(&packet(0x10, &body))).unwrap();
-        assert_eq!(c.version, Version::V5);
-        assert_eq!(c.client_id, "agent-1");
-        assert_eq!(c.username.as_deref(), Some("s1"));
-        assert_eq!(c.password.as_deref(), Some(&b"secret"[..]));
-        assert_eq!(c.will_topic.as_deref(), Some("se/v1/site/s1/status"));
-    }
-
-    #[test]
-    fn a_rewritten_client_id_keeps_everything_else() {
-        let mut body = string("MQTT");
-        body.push(5);
-        body.push(0x80 | 0x40 | 0x02);
-        body.extend_from_slice(&[0, 30]);
-        body.push(0);
-        body.extend(string("agent-1"));
-        body.extend(string("s1"));
-        body.extend(string("secret"));
-        let f = frame_of(&packet(0x10, &body));
-        let c = parse_connect(&f).unwrap();
-        let long = "site:s1:agent-1".repeat(10); // > 127 bytes: the length grows a byte
-        let rewritten = c.with_client_id(&f, &long);
-        let again = parse_connect(&frame_of(&rewritten)).unwrap();
-        assert_eq!(again.client_id, long);
-        assert_eq!(again.username.as_deref(), Some("s1"));
-        assert_eq!(again.password.as_deref(), Some(&b"secret"[..]));
-        assert_eq!(again.version, Version::V5);
-    }
-
-    #[test]
-    fn truncated_connect_names_the_field_and_byte() {
-        let mut body = string("MQTT");
-        body.push(4);
-        body.push(0x80);
-        body.extend_from_slice(&[0, 30]);
-        body.extend(string("c"));
-        body.extend_from_slice(&[0, 9, b'x']); // username claims 9 bytes, has 1
-        let err = parse_connect(&frame_of(&packet(0x10, &body))).unwrap_err();
-        assert_eq!(
-            err,
-            FrameError::Truncated {
-                packet: "CONNECT",
-                field: "username",
-                at: 15
-            }
-        );
-    }
-
-    #[test]
-    fn mqtt_3_1_is_refused_by_name() {
-        let mut body = string("MQIsdp");
-        body.extend_from_slice(&[3, 0, 0, 30]);
-        body.extend(string("c"));
-        let err = parse_connect(&frame_of(&packet(0x10, &body))).unwrap_err();
-        assert!(err.to_string().contains("MQIsdp"), "{err}");
-    }
-
-    #[test]
-    fn subscribe_lists_every_filter() {
-        let mut body = vec![0, 5];
-        body.extend(string("a/#"));
-        body.push(1);
-        body.extend(string("b/+"));
-        body.push(0);
-        let f = frame_of(&packet(0x82, &body));
-        assert_eq!(parse_subscribe(&f, Version::V311).unwrap(), ["a/#", "b/+"]);
     }
 
     #[test]

@@ -1,30 +1,39 @@
 //! The gateway: the hub's public MQTT listeners, in front of the embedded rumqttd.
 //!
 //! rumqttd routes messages well, but it acknowledges a PUBLISH as soon as it is in its
-//! in-memory log, has no per-topic ACLs, and its TLS is its own. The issue we serve needs
-//! "an alert the agent saw acknowledged is on the hub's disk" and "a site can publish only
-//! under its own topics". So every client connects here; the gateway
+//! in-memory log, has no per-topic ACLs, and its TLS is its own. The hub needs "an alert the
+//! agent saw acknowledged is on the hub's disk" and "a site can publish only under its own
+//! topics", and a box at a street corner may be in an attacker's hands. So every client
+//! connects here; the gateway
 //!
-//! 1. reads the CONNECT, checks the username and token ([`auth::Credentials`]) and the will
-//!    topic against the ACL, answering a refusal itself;
-//! 2. opens a connection to rumqttd on loopback (its v4 or v5 listener, by the client's
-//!    protocol level) and forwards the CONNECT unchanged;
-//! 3. reads the client's packets in batches: a PUBLISH or SUBSCRIBE outside the principal's
-//!    topics closes the connection (counted); a PUBLISH on an alert topic is handed to
-//!    [`Ingest`], and only once it is durable is the PUBLISH forwarded, so rumqttd's PUBACK
-//!    reaches the agent after the hub's flush. A malformed alert is counted and dropped, and
-//!    acknowledged by the gateway itself so the agent does not resend it forever;
-//! 4. passes everything else through byte for byte, both ways.
+//! 1. admits the socket into a small pre-auth pool ([`admission`]): TLS handshake and CONNECT
+//!    within [`CONNECT_TIMEOUT`], at most [`PREAUTH_MAX_BYTES`] read before authentication;
+//! 2. decodes the CONNECT strictly ([`codec`]), checks the username and token
+//!    ([`auth::Credentials`]) and the will topic against the ACL, answering a refusal itself;
+//! 3. takes a place among the authenticated connections (`broker.max_connections`) and opens a
+//!    connection to rumqttd on loopback, sending it a CONNECT **it encodes** from the checked
+//!    fields, the client id in the principal's namespace;
+//! 4. decodes every packet the client sends; a PUBLISH or SUBSCRIBE outside the principal's
+//!    topics, or any malformed packet, closes the connection (counted, with an MQTT 5 reason);
+//!    a PUBLISH on an alert topic is handed to [`Ingest`], and only once it is durable is the
+//!    PUBLISH forwarded, so rumqttd's PUBACK reaches the agent after the hub's flush. An alert
+//!    the hub refuses is answered by the gateway itself. Everything forwarded is re-encoded
+//!    from the decoded fields with an allowlist of properties: the broker never sees a byte
+//!    the gateway did not check;
+//! 5. passes the broker's packets to the client as they are (the broker is trusted).
 //!
 //! Packets from rumqttd and the gateway's own PUBACKs share one writer task per client, so
 //! they interleave only at packet boundaries.
 
+pub mod admission;
 pub mod auth;
+pub mod codec;
 pub mod frame;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use protocol::topics::TopicKind;
@@ -34,8 +43,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::ingest::{Ingest, Outcome};
 use crate::metrics::{HubMetrics, bump};
+use admission::{Admission, Limits};
 use auth::{Acl, AuthOutcome, Credentials, Principal};
-use frame::{Frame, FrameError, Version, kind};
+use codec::{CodecError, Packet, Version};
+use frame::{Frame, FrameError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -45,12 +56,19 @@ pub enum GatewayError {
         source: FrameError,
     },
     #[error("client {peer}: {source}")]
+    Codec {
+        peer: SocketAddr,
+        source: CodecError,
+    },
+    #[error("client {peer}: {source}")]
     Io {
         peer: SocketAddr,
         source: std::io::Error,
     },
     #[error("client {peer}: no CONNECT within {0:?}", CONNECT_TIMEOUT)]
     ConnectTimeout { peer: SocketAddr },
+    #[error("client {peer}: ended before authenticating to make room for newer connections")]
+    Evicted { peer: SocketAddr },
     #[error("client {peer}: cannot reach the embedded broker at {upstream}: {source}")]
     Upstream {
         peer: SocketAddr,
@@ -61,7 +79,16 @@ pub enum GatewayError {
     Tls(String),
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// From accept to a complete CONNECT, TLS handshake included.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most bytes read from a client before it has authenticated: the CONNECT's limit.
+pub const PREAUTH_MAX_BYTES: usize = 16 * 1024;
+/// Failed logins logged per [`LOGIN_LOG_WINDOW`]; the rest are counted and summed up in the
+/// next line logged, so a flood of bad logins cannot flood the journal.
+const LOGIN_LOGS_PER_WINDOW: u64 = 10;
+const LOGIN_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Longest username quoted in a log line.
+const LOGGED_USERNAME: usize = 64;
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -74,30 +101,46 @@ pub struct Gateway {
     upstream_v5: SocketAddr,
     max_packet: usize,
     connections: Arc<Semaphore>,
+    admission: Admission,
+    login_log: LoginLog,
+}
+
+/// Gateway limits from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayLimits {
+    pub max_packet: usize,
+    /// Authenticated connections.
+    pub max_connections: usize,
+    /// The pre-auth pool.
+    pub preauth: Limits,
 }
 
 impl Gateway {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         credentials: Credentials,
         acl: Acl,
         ingest: Ingest,
         metrics: Arc<HubMetrics>,
-        upstream_v4: SocketAddr,
-        upstream_v5: SocketAddr,
-        max_packet: usize,
-        max_connections: usize,
+        upstream: (SocketAddr, SocketAddr),
+        limits: GatewayLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
             credentials,
             acl,
             ingest,
             metrics,
-            upstream_v4,
-            upstream_v5,
-            max_packet,
-            connections: Arc::new(Semaphore::new(max_connections)),
+            upstream_v4: upstream.0,
+            upstream_v5: upstream.1,
+            max_packet: limits.max_packet,
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            admission: Admission::new(limits.preauth),
+            login_log: LoginLog::default(),
         })
+    }
+
+    /// Connections waiting to authenticate now.
+    pub fn preauth_pending(&self) -> usize {
+        self.admission.pending()
     }
 
     /// Accepts connections until `shutdown` turns true. With `tls`, each connection does the
@@ -111,13 +154,7 @@ impl Gateway {
         let local = listener.local_addr().ok();
         tracing::info!(listen = ?local, tls = tls.is_some(), "gateway listening");
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.changed() => break,
-                p = self.connections.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
+            // Accepting never waits for a free place: a place is found (or made) per socket.
             let accepted = tokio::select! {
                 _ = shutdown.changed() => break,
                 a = listener.accept() => a,
@@ -135,46 +172,97 @@ impl Gateway {
             let this = self.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let result = match tls {
-                    None => this.handle(stream, peer).await,
-                    // The handshake counts against the CONNECT timeout: a peer that opens a
-                    // connection and says nothing must not hold a connection slot.
-                    Some(acceptor) => {
-                        match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => this.handle(s, peer).await,
-                            Ok(Err(source)) => Err(GatewayError::Io { peer, source }),
-                            Err(_) => Err(GatewayError::ConnectTimeout { peer }),
-                        }
+                let ticket = this.admission.admit(peer.ip());
+                let result = this.handle(stream, peer, tls, ticket).await;
+                match &result {
+                    Err(GatewayError::ConnectTimeout { .. }) => {
+                        bump(&this.metrics.preauth_timeouts)
                     }
-                };
+                    Err(GatewayError::Evicted { .. }) => bump(&this.metrics.preauth_evicted),
+                    _ => {}
+                }
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended");
                 }
-                drop(permit);
             });
         }
     }
 
-    async fn handle<S>(&self, stream: S, peer: SocketAddr) -> Result<(), GatewayError>
+    /// The pre-auth phase (TLS, CONNECT, credentials) under one deadline and the ticket's
+    /// eviction, then the session.
+    async fn handle(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        mut ticket: admission::Ticket,
+    ) -> Result<(), GatewayError> {
+        let deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(deadline);
+        match tls {
+            None => {
+                let pre = tokio::select! {
+                    r = self.preauth(stream, peer) => r?,
+                    _ = &mut deadline => return Err(GatewayError::ConnectTimeout { peer }),
+                    _ = &mut ticket.evicted => return Err(GatewayError::Evicted { peer }),
+                };
+                let Some(pre) = pre else { return Ok(()) };
+                drop(ticket);
+                self.session(pre, peer).await
+            }
+            Some(acceptor) => {
+                let pre = tokio::select! {
+                    r = async {
+                        let s = acceptor
+                            .accept(stream)
+                            .await
+                            .map_err(|source| GatewayError::Io { peer, source })?;
+                        self.preauth(s, peer).await
+                    } => r?,
+                    _ = &mut deadline => return Err(GatewayError::ConnectTimeout { peer }),
+                    _ = &mut ticket.evicted => return Err(GatewayError::Evicted { peer }),
+                };
+                let Some(pre) = pre else { return Ok(()) };
+                drop(ticket);
+                self.session(pre, peer).await
+            }
+        }
+    }
+
+    /// Reads and checks the CONNECT. `None` when the client was refused (answered) or left.
+    async fn preauth<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+    ) -> Result<Option<PreAuth<S>>, GatewayError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let io_err = |source| GatewayError::Io { peer, source };
         let (mut cr, mut cw) = tokio::io::split(stream);
-        let mut buf = BytesMut::with_capacity(16 * 1024);
-        let first = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            read_frame(&mut cr, &mut buf, self.max_packet, peer),
-        )
-        .await
-        .map_err(|_| GatewayError::ConnectTimeout { peer })??;
-        let Some(first) = first else {
-            return Ok(());
+        let mut buf = BytesMut::with_capacity(4 * 1024);
+        let Some(first) = read_frame(&mut cr, &mut buf, PREAUTH_MAX_BYTES, peer).await? else {
+            return Ok(None);
         };
-        let connect = frame::parse_connect(&first).map_err(|source| {
-            bump(&self.metrics.protocol_errors);
-            GatewayError::Frame { peer, source }
-        })?;
+        let connect = match codec::decode_connect(&first) {
+            Ok(c) => c,
+            Err(source) => {
+                bump(&self.metrics.protocol_errors);
+                // Answer with a reason where the protocol has one for it; a malformed CONNECT
+                // is just closed (MQTT-3.1.4-1).
+                let reply = match (frame::connect_level(&first), &source) {
+                    (Some(5), _) => Some(frame::connack_refused_v5(source.reason_code())),
+                    (_, CodecError::ClientId { .. }) => Some(frame::connack_refused_v311(2)),
+                    (_, CodecError::UnsupportedProtocol { .. }) => {
+                        Some(frame::connack_refused_v311(1))
+                    }
+                    _ => None,
+                };
+                if let Some(reply) = reply {
+                    let _ = cw.write_all(&reply).await;
+                }
+                return Err(GatewayError::Codec { peer, source });
+            }
+        };
         let version = connect.version;
         let principal = match self
             .credentials
@@ -183,19 +271,48 @@ impl Gateway {
             AuthOutcome::Accepted(p) => p,
             AuthOutcome::BadCredentials => {
                 bump(&self.metrics.connections_refused_auth);
-                tracing::warn!(%peer, username = ?connect.username, client_id = %connect.client_id, "connection refused: bad credentials");
+                self.login_log
+                    .refused(peer, connect.username.as_deref(), &self.metrics);
                 let _ = cw.write_all(&frame::connack_refused(version, true)).await;
-                return Ok(());
+                return Ok(None);
             }
         };
-        if let Some(will) = &connect.will_topic
-            && !self.acl.may_publish(&principal, will)
+        if let Some(will) = &connect.will
+            && !self.acl.may_publish(&principal, &will.topic)
         {
             bump(&self.metrics.acl_denied);
-            tracing::warn!(%peer, who = %principal.label(), will, "connection refused: will topic outside its ACL");
+            tracing::warn!(%peer, who = %principal.label(), will = %will.topic, "connection refused: will topic outside its ACL");
             let _ = cw.write_all(&frame::connack_refused(version, false)).await;
-            return Ok(());
+            return Ok(None);
         }
+        Ok(Some(PreAuth {
+            cr,
+            cw,
+            buf,
+            connect,
+            principal,
+        }))
+    }
+
+    async fn session<S>(&self, pre: PreAuth<S>, peer: SocketAddr) -> Result<(), GatewayError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let PreAuth {
+            mut cr,
+            mut cw,
+            buf,
+            mut connect,
+            principal,
+        } = pre;
+        let version = connect.version;
+        let io_err = |source| GatewayError::Io { peer, source };
+        let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
+            bump(&self.metrics.connections_over_capacity);
+            tracing::warn!(%peer, who = %principal.label(), "connection refused: broker.max_connections reached");
+            let _ = cw.write_all(&frame::connack_busy(version)).await;
+            return Ok(());
+        };
         let upstream_addr = match version {
             Version::V311 => self.upstream_v4,
             Version::V5 => self.upstream_v5,
@@ -210,16 +327,16 @@ impl Gateway {
                 })?;
         let _ = upstream.set_nodelay(true);
         let (mut ur, mut uw) = upstream.into_split();
-        // Each client in its principal's namespace (`site:s1:edge-s1`; ids have no ':' and
-        // rumqttd refuses '/' in client ids): a device cannot evict another's session by
-        // reusing its client id (nor the hub's own link, which connects to rumqttd directly).
-        let namespaced = connect.with_client_id(
-            &first,
-            &format!("{}:{}", principal.label(), connect.client_id),
-        );
-        uw.write_all(&namespaced).await.map_err(io_err)?;
+        // Each client in its principal's namespace (`site:s1:edge-s1`; client ids are
+        // `[A-Za-z0-9_.-]`, so the ':' cannot be forged, and the hub's own link, which connects
+        // to rumqttd directly, has none): a device cannot evict another's session.
+        let client_id = std::mem::take(&mut connect.client_id);
+        connect.client_id = format!("{}:{client_id}", principal.label());
+        let mut out = BytesMut::new();
+        codec::encode(&Packet::Connect(Box::new(connect)), version, &mut out);
+        uw.write_all(&out).await.map_err(io_err)?;
         bump(&self.metrics.connections_accepted);
-        tracing::info!(%peer, who = %principal.label(), client_id = %connect.client_id, ?version, "client connected");
+        tracing::info!(%peer, who = %principal.label(), client_id, ?version, "client connected");
 
         // One writer to the client: rumqttd's packets and the gateway's own PUBACKs.
         let (wtx, mut wrx) = mpsc::channel::<Bytes>(512);
@@ -278,16 +395,16 @@ impl Gateway {
         let io_err = |source| GatewayError::Io { peer, source };
         let mut frames: Vec<Frame> = Vec::new();
         loop {
-            if cr.read_buf(&mut buf).await.map_err(io_err)? == 0 {
-                return Ok(());
-            }
             frames.clear();
             while let Some(f) = frame::split_frame(&mut buf, self.max_packet)
-                .map_err(|source| self.protocol_error(peer, source))?
+                .map_err(|source| self.frame_error(peer, source))?
             {
                 frames.push(f);
             }
             if frames.is_empty() {
+                if cr.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                    return Ok(());
+                }
                 continue;
             }
             // Decide on each packet; alerts are collected for one ingest batch.
@@ -295,23 +412,12 @@ impl Gateway {
             let mut alert_site: Option<String> = None;
             let mut plan: Vec<Step> = Vec::with_capacity(frames.len());
             for f in &frames {
-                match f.kind() {
-                    kind::PUBLISH => {
-                        let p = frame::parse_publish(f, version)
-                            .map_err(|source| self.protocol_error(peer, source))?;
-                        if p.topic.is_empty() {
-                            // A topic alias: the gateway cannot check what it cannot see.
-                            return self
-                                .deny(
-                                    wtx,
-                                    version,
-                                    peer,
-                                    who,
-                                    "topic alias",
-                                    frame::reason::TOPIC_ALIAS_INVALID,
-                                )
-                                .await;
-                        }
+                let packet = match codec::decode(f, version) {
+                    Ok(p) => p,
+                    Err(source) => return self.malformed(wtx, version, peer, who, source).await,
+                };
+                match &packet {
+                    Packet::Publish(p) => {
                         if !self.acl.may_publish(who, &p.topic) {
                             return self
                                 .deny(
@@ -358,32 +464,34 @@ impl Gateway {
                                 alert_site = Some(site);
                                 plan.push(Step::Alert {
                                     index: alert_payloads.len(),
-                                    frame: f.bytes.clone(),
+                                    packet: encoded(&packet, version),
                                     pkid: p.pkid,
                                 });
-                                alert_payloads.push(p.payload);
+                                alert_payloads.push(p.payload.clone());
+                                continue;
                             }
-                            _ => plan.push(Step::Forward(f.bytes.clone())),
+                            _ => {}
                         }
                     }
-                    kind::SUBSCRIBE => {
-                        let filters = frame::parse_subscribe(f, version)
-                            .map_err(|source| self.protocol_error(peer, source))?;
-                        if let Some(bad) = filters.iter().find(|t| !self.acl.may_subscribe(who, t))
+                    Packet::Subscribe(s) => {
+                        if let Some((bad, _)) = s
+                            .filters
+                            .iter()
+                            .find(|(t, _)| !self.acl.may_subscribe(who, t))
                         {
                             return self
                                 .deny(wtx, version, peer, who, bad, frame::reason::NOT_AUTHORIZED)
                                 .await;
                         }
-                        plan.push(Step::Forward(f.bytes.clone()));
                     }
-                    kind::CONNECT => {
-                        return Err(
-                            self.protocol_error(peer, FrameError::NotConnect(kind::CONNECT))
-                        );
+                    Packet::Connect(_) => {
+                        return self
+                            .malformed(wtx, version, peer, who, CodecError::SecondConnect)
+                            .await;
                     }
-                    _ => plan.push(Step::Forward(f.bytes.clone())),
+                    _ => {}
                 }
+                plan.push(Step::Forward(encoded(&packet, version)));
             }
             self.settle(
                 &mut plan,
@@ -398,8 +506,8 @@ impl Gateway {
         }
     }
 
-    /// Stores the planned alerts, then forwards the planned packets in order; a rejected
-    /// alert is acknowledged by the gateway instead of forwarded.
+    /// Stores the planned alerts, then forwards the planned packets in order; an alert the hub
+    /// refused is answered by the gateway instead of forwarded.
     #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
@@ -427,7 +535,11 @@ impl Gateway {
         for step in plan.drain(..) {
             match step {
                 Step::Forward(b) => out.extend_from_slice(&b),
-                Step::Alert { index, frame, pkid } => match outcomes.get(index) {
+                Step::Alert {
+                    index,
+                    packet,
+                    pkid,
+                } => match outcomes.get(index) {
                     Some(Outcome::Rejected(_)) => {
                         if let Some(pkid) = pkid {
                             // Success code: the agent must not keep a payload that can never
@@ -435,7 +547,7 @@ impl Gateway {
                             let _ = wtx.send(frame::puback(pkid, version, 0)).await;
                         }
                     }
-                    _ => out.extend_from_slice(&frame),
+                    _ => out.extend_from_slice(&packet),
                 },
             }
         }
@@ -448,9 +560,27 @@ impl Gateway {
         Ok(())
     }
 
-    fn protocol_error(&self, peer: SocketAddr, source: FrameError) -> GatewayError {
+    fn frame_error(&self, peer: SocketAddr, source: FrameError) -> GatewayError {
         bump(&self.metrics.protocol_errors);
         GatewayError::Frame { peer, source }
+    }
+
+    /// A malformed packet after CONNECT: counted, answered with its MQTT 5 reason, closed.
+    async fn malformed(
+        &self,
+        wtx: &mpsc::Sender<Bytes>,
+        version: Version,
+        peer: SocketAddr,
+        who: &Principal,
+        source: CodecError,
+    ) -> Result<(), GatewayError> {
+        bump(&self.metrics.protocol_errors);
+        tracing::warn!(%peer, who = %who.label(), error = %source, "malformed packet; disconnecting");
+        if version == Version::V5 {
+            let _ = wtx.send(frame::disconnect_v5(source.reason_code())).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(GatewayError::Codec { peer, source })
     }
 
     async fn deny(
@@ -473,13 +603,70 @@ impl Gateway {
     }
 }
 
+fn encoded(packet: &Packet, version: Version) -> Bytes {
+    let mut out = BytesMut::new();
+    codec::encode(packet, version, &mut out);
+    out.freeze()
+}
+
+/// An authenticated client between its CONNECT and its session upstream.
+struct PreAuth<S> {
+    cr: tokio::io::ReadHalf<S>,
+    cw: tokio::io::WriteHalf<S>,
+    buf: BytesMut,
+    connect: codec::Connect,
+    principal: Principal,
+}
+
 enum Step {
     Forward(Bytes),
     Alert {
         index: usize,
-        frame: Bytes,
+        packet: Bytes,
         pkid: Option<u16>,
     },
+}
+
+/// Rate-limited logging of refused logins.
+#[derive(Debug)]
+struct LoginLog {
+    window: std::sync::Mutex<(Instant, u64)>,
+    suppressed: AtomicU64,
+}
+
+impl Default for LoginLog {
+    fn default() -> Self {
+        Self {
+            window: std::sync::Mutex::new((Instant::now(), 0)),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LoginLog {
+    fn refused(&self, peer: SocketAddr, username: Option<&str>, metrics: &HubMetrics) {
+        let allowed = {
+            let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            if w.0.elapsed() >= LOGIN_LOG_WINDOW {
+                *w = (Instant::now(), 0);
+            }
+            w.1 += 1;
+            w.1 <= LOGIN_LOGS_PER_WINDOW
+        };
+        if !allowed {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            bump(&metrics.login_logs_suppressed);
+            return;
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        // Quoted and cut: a username is whatever the client sent.
+        let username = username.map(|u| {
+            let cut: String = u.chars().take(LOGGED_USERNAME).collect();
+            let more = u.chars().count() > LOGGED_USERNAME;
+            format!("{}{}", cut.escape_debug(), if more { "…" } else { "" })
+        });
+        tracing::warn!(%peer, username = ?username, suppressed_since_last = suppressed, "connection refused: bad credentials");
+    }
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(
