@@ -603,15 +603,15 @@ mod tests {
         m
     }
 
-    /// Markdown (or HTML) that could act as markup in a rendered body.
-    fn assert_no_markup(s: &str, allowed_head: &str) {
-        let body = s.strip_prefix(allowed_head).unwrap_or(s);
+    /// Markdown (or HTML) from the hostile values that could act as markup in a rendered
+    /// body. (The hub's own `[查看案件](url)` is counted by the callers.)
+    fn assert_no_markup(s: &str) {
         for bad in [
-            "](", "[点", "**急", "<img", "<at", "`c`", "~~", "![", "_x_", "\u{7}",
+            "[点", "**急", "<img", "<at", "`c`", "~~", "![", "_x_", "\u{7}",
         ] {
-            assert!(!body.contains(bad), "{bad:?} survived in {s}");
+            assert!(!s.contains(bad), "{bad:?} survived in {s}");
         }
-        for line in body.lines() {
+        for line in s.lines() {
             assert!(
                 !line.contains("伪造")
                     || !(line.starts_with('#') || line.starts_with("> 网格：伪造")),
@@ -625,7 +625,7 @@ mod tests {
         let cfg = WebhookConfig::new("w", WebhookKind::WeCom, "https://q/send?key=K");
         let r = render(&cfg, &hostile(), NOW_MS);
         let content = r.body["markdown"]["content"].as_str().unwrap();
-        assert_no_markup(content, "");
+        assert_no_markup(content);
         assert!(
             content.contains("［点此处理］（https://evil.example/x）"),
             "{content}"
@@ -652,7 +652,7 @@ mod tests {
         let cfg = WebhookConfig::new("d", WebhookKind::DingTalk, "http://h/robot");
         let r = render(&cfg, &hostile(), NOW_MS);
         let text = r.body["markdown"]["text"].as_str().unwrap();
-        assert_no_markup(text, "");
+        assert_no_markup(text);
         assert!(text.starts_with("#### 【紧急】［点此处理］"), "{text}");
         assert_eq!(text.matches("](").count(), 1, "{text}");
         assert!(text.contains("- 网格：城关镇 ＞ 网格：伪造"), "{text}");
