@@ -38,8 +38,9 @@ pub const PATROL_SITE: &str = "patrol";
 pub const MAX_RULE_CHARS: usize = 64;
 /// Longest `label` and detection label, in characters.
 pub const MAX_LABEL_CHARS: usize = 64;
-/// Longest `detail` (a camera's last error, a patrol note), in characters.
-pub const MAX_DETAIL_CHARS: usize = 1024;
+/// Longest `detail` (a camera's last error, a patrol note), in characters. Generous: a
+/// camera-offline alert refused for a long error text would be worse than a long message.
+pub const MAX_DETAIL_CHARS: usize = 4096;
 /// Longest other short free-text field (`model.id`, `tag.case_ref`), in characters.
 pub const MAX_SHORT_CHARS: usize = 128;
 
@@ -207,7 +208,7 @@ pub fn check_text(alert: &Alert) -> Result<(), String> {
         }
         if let Some(c) = value
             .chars()
-            .find(|&c| forbidden(c) && !(newlines && c == '\n'))
+            .find(|&c| forbidden(c) && !(newlines && matches!(c, '\n' | '\t')))
         {
             problems.push(format!("{name}: contains the control character {c:?}"));
         }
@@ -216,7 +217,7 @@ pub fn check_text(alert: &Alert) -> Result<(), String> {
     if let Some(l) = &alert.label {
         field("label".into(), l, MAX_LABEL_CHARS, false);
     }
-    // A camera's last error may span lines; the renderers escape each line.
+    // A camera's last error may span lines (and hold tabs); the renderers escape each line.
     if let Some(d) = &alert.detail {
         field("detail".into(), d, MAX_DETAIL_CHARS, true);
     }
@@ -400,7 +401,7 @@ mod tests {
             assert!(r.reason.contains("rule:"), "{}", r.reason);
         }
         let mut a = alert("located");
-        a.detail = Some("line one\nline two".into());
+        a.detail = Some("line one\n\tline two".into());
         assert_eq!(p.check_site_alert("located", &a), Ok(()));
         a.detail = Some("x".repeat(MAX_DETAIL_CHARS + 1));
         a.label = Some("a\tb".into());
