@@ -34,7 +34,36 @@ pub struct HubConfig {
     pub metrics: Option<MetricsSection>,
     /// The dashboard and its API; absent: no HTTP listener.
     pub http: Option<HttpSection>,
+    /// What a site's alerts are trusted with.
+    pub ingest: IngestSection,
 }
+
+/// What the hub trusts in a site's alerts (see [`crate::trust`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// An alert's position farther than this (metres) from its site's registered location
+    /// (or, for a site without one, from its cell's bounds) is not trusted: the alert is filed
+    /// in the site's cell and the case is flagged. `[sites.<id>] max_distance_m` overrides it.
+    #[serde(default = "default_max_site_distance")]
+    pub max_site_distance_m: f64,
+}
+
+fn default_max_site_distance() -> f64 {
+    2000.0
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self {
+            max_site_distance_m: default_max_site_distance(),
+        }
+    }
+}
+
+/// Bounds of a position radius: below 10 m a GPS fix's own error trips it; above 100 km a
+/// site could file in the next county.
+pub const SITE_DISTANCE_RANGE_M: std::ops::RangeInclusive<f64> = 10.0..=100_000.0;
 
 /// The dashboard and the HTTP API (`/api/v1`).
 #[derive(Debug, Clone, Deserialize)]
@@ -184,8 +213,11 @@ pub struct SiteSection {
     /// A display name.
     #[serde(default)]
     pub name: String,
-    /// Where the site is (WGS-84), for the map and tag trajectories.
+    /// Where the site is (WGS-84), for the map, tag trajectories and the check of its
+    /// alerts' positions.
     pub location: Option<protocol::alert::Location>,
+    /// This site's own position radius, metres (default `[ingest] max_site_distance_m`).
+    pub max_distance_m: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,7 +294,7 @@ impl HubConfig {
             vec![format!("TOML syntax: {}", e.to_string().trim_end())]
         })?;
         let mut errors = Vec::new();
-        const KNOWN: [&str; 12] = [
+        const KNOWN: [&str; 13] = [
             "data_dir",
             "topic_prefix",
             "grid",
@@ -275,6 +307,7 @@ impl HubConfig {
             "commands",
             "metrics",
             "http",
+            "ingest",
         ];
         for key in table.keys() {
             if !KNOWN.contains(&key.as_str()) {
@@ -302,6 +335,17 @@ impl HubConfig {
         let commands = req::<CommandsSection>("commands", take("commands"), &mut errors);
         let metrics = opt::<MetricsSection>("metrics", take("metrics"), &mut errors);
         let mut http = opt::<HttpSection>("http", take("http"), &mut errors);
+        let ingest =
+            opt::<IngestSection>("ingest", take("ingest"), &mut errors).unwrap_or_default();
+        let range = |v: f64| SITE_DISTANCE_RANGE_M.contains(&v);
+        if !range(ingest.max_site_distance_m) {
+            errors.push(format!(
+                "ingest.max_site_distance_m: {} is outside {}..={}",
+                ingest.max_site_distance_m,
+                SITE_DISTANCE_RANGE_M.start(),
+                SITE_DISTANCE_RANGE_M.end()
+            ));
+        }
         if let Some(h) = &http {
             if h.session_hours == 0 {
                 errors.push("http.session_hours: must be at least 1".into());
@@ -361,9 +405,30 @@ impl HubConfig {
                 );
             }
         }
-        for id in sites.keys() {
+        for (id, site) in &sites {
             if let Err(e) = protocol::validate_id("site", id) {
                 errors.push(format!("sites.{id}: {e}"));
+            }
+            // Patrol reports are filed under this pseudo-site; a real site of that name
+            // would blur which alerts came from people.
+            if id == crate::trust::PATROL_SITE {
+                errors.push(format!(
+                    "sites.{id}: the name is reserved for patrol reports"
+                ));
+            }
+            if let Some(d) = site.max_distance_m
+                && !range(d)
+            {
+                errors.push(format!(
+                    "sites.{id}.max_distance_m: {d} is outside {}..={}",
+                    SITE_DISTANCE_RANGE_M.start(),
+                    SITE_DISTANCE_RANGE_M.end()
+                ));
+            }
+            if let Some(l) = site.location
+                && !((-180.0..=180.0).contains(&l.lon) && (-90.0..=90.0).contains(&l.lat))
+            {
+                errors.push(format!("sites.{id}.location: lon/lat out of range"));
             }
         }
         if let Err(e) = escalation.validate() {
@@ -421,6 +486,7 @@ impl HubConfig {
             commands,
             metrics,
             http,
+            ingest,
         })
     }
 
@@ -543,6 +609,9 @@ mod tests {
             cell = "x"
             [escalation.critical]
             ack = { grid = "10" }
+            [ingest]
+            max_site_distance_m = 0.5
+            radius = 3
         "#;
         let errors = HubConfig::from_toml_str(text, Path::new(".")).unwrap_err();
         let all = errors.join("\n");
@@ -554,6 +623,7 @@ mod tests {
             "sites.bad site",
             "escalation",
             "commands: missing",
+            "ingest.radius",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

@@ -42,6 +42,7 @@ use crate::push::{DeliveryReport, Pusher};
 use crate::registry::{Change, Registry, SiteState};
 use crate::roster::Roster;
 use crate::store::{Store, StoreError, pending_key};
+use crate::trust::{Position, SitePolicy};
 
 /// The hub's clock, a seam so tests can run escalation on their own time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -226,6 +227,8 @@ pub struct DispatcherParts {
     pub audit_every: Duration,
     /// The API's read side: every case written is handed to it after the write.
     pub book: Arc<CaseBook>,
+    /// Which alert positions are believed (the same policy ingest applies).
+    pub trust: Arc<SitePolicy>,
 }
 
 /// Owner of cases and everything that changes them.
@@ -462,8 +465,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Where an alert belongs: its position's deepest cell; without a position its site's
-    /// registered cell; outside every cell, the top cell.
+    /// Where an alert belongs: its position's deepest cell; without a position (or with one
+    /// the site is not trusted with, which the caller has taken out) its site's registered
+    /// cell; outside every cell, the top cell.
     fn path_for(&self, alert: &Alert) -> Vec<CellRef> {
         let h = self.p.grid.hierarchy();
         let cell = match alert.location {
@@ -498,6 +502,27 @@ impl Dispatcher {
             staged.remove(pending_key(&alert.id));
             return Ok(None);
         }
+        // A position the site is not trusted with is taken out before anything else sees it
+        // (grouping, location, the case's map pin): the alert is filed as if it had none, in
+        // its site's cell, and the claim is kept on the case.
+        let untrusted = match self.p.trust.position(alert) {
+            Position::Untrusted(u) => {
+                tracing::warn!(alert = %alert.id, site = %alert.site, lon = u.claimed.lon, lat = u.claimed.lat, reason = %u.reason, "alert position not trusted; filed by its site's cell");
+                Some(u)
+            }
+            Position::Absent | Position::Trusted(_) => None,
+        };
+        let relocated;
+        let alert = match &untrusted {
+            Some(_) => {
+                relocated = Alert {
+                    location: None,
+                    ..alert.clone()
+                };
+                &relocated
+            }
+            None => alert,
+        };
         // A patrol report comes from a person through the API, not from a site.
         if !matches!(alert.source, protocol::AlertSource::Person(_)) {
             self.registry.on_activity(&alert.site, now);
@@ -527,7 +552,7 @@ impl Dispatcher {
             None => None,
         };
         let duty = RosterDuty(&self.p.roster);
-        let (case, effects, old_deadline) = match open {
+        let (mut case, effects, old_deadline) = match open {
             Some(mut case) if groups_with(&case, alert, window) => {
                 let old = case.next_deadline();
                 case.absorb(alert, now);
@@ -541,6 +566,9 @@ impl Dispatcher {
                 (case, effects, None)
             }
         };
+        if case.position_untrusted.is_none() {
+            case.position_untrusted = untrusted;
+        }
         staged.insert(key(CASE, &case.id), &case_json(&case)?);
         self.touched.push(case.clone());
         staged.insert(key(FILED, &alert.id), case.id.as_bytes());

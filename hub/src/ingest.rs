@@ -6,17 +6,28 @@
 //! ```text
 //! gateway (embedded broker) ─┐                       ┌─▶ Outcome per payload (caller acks)
 //!                            ├─ submit ─▶ writer ────┤
-//! link (external broker) ────┘   decode    txn+flush └─▶ new alerts ─▶ dispatcher (bounded)
+//! link (external broker) ────┘  decode,   txn+flush  └─▶ new alerts ─▶ dispatcher (bounded)
+//! API (patrol reports) ── submit_report   │
+//! admins ── reingest / discard ───────────┴─▶ quarantine (in the same flush as the alerts)
 //! ```
+//!
+//! Whatever a site sends that the hub refuses (not an alert, or not the site's to file: see
+//! [`crate::trust`]) is kept in the quarantine ([`crate::store::Quarantine`]), written in the
+//! same flushed batch as the alerts, so a caller hears [`Outcome::Rejected`] only once the
+//! record is durable, and only then acknowledges it (under MQTT 5 with
+//! [`Rejection::mqtt_reason`]). Nothing refused is lost in silence.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use protocol::Alert;
+use protocol::{Alert, AlertKind, AlertSource, UtcMillis};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dispatch::{Clock, SystemClock};
 use crate::metrics::{HubMetrics, bump};
-use crate::store::{Store, StoreError};
+use crate::store::{NewQuarantined, QuarantineId, Store, StoreError};
+use crate::trust::{PATROL_SITE, Refusal, SitePolicy};
 
 /// What became of one submitted payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +36,71 @@ pub enum Outcome {
     Stored,
     /// Already stored (a resend); nothing changed.
     Duplicate,
-    /// Not a valid alert for this site: counted and dropped. The reason names the field.
-    Rejected(String),
+    /// Refused; from a site, quarantined (durably, before this answer).
+    Rejected(Rejection),
+}
+
+/// Why the hub refused an alert, as the MQTT 5 PUBACK reason tells the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// Not a valid alert: size, JSON, schema version, a field, a text bound.
+    Malformed,
+    /// A valid alert the site may not file: for a person, a patrol, or another site.
+    NotAuthorized,
+}
+
+impl RejectCode {
+    /// MQTT 5 PUBACK reason code: 0x99 payload format invalid, 0x87 not authorized.
+    pub fn mqtt_reason(self) -> u8 {
+        match self {
+            Self::Malformed => 0x99,
+            Self::NotAuthorized => 0x87,
+        }
+    }
+
+    /// The name in metrics, the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NotAuthorized => "not_authorized",
+        }
+    }
+}
+
+/// A refused alert: why, and where the payload was kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: RejectCode,
+    /// What is wrong, naming the field.
+    pub reason: String,
+    /// The quarantine record holding the payload (none for a patrol report, whose author is
+    /// told at once by the API).
+    pub quarantine_id: Option<QuarantineId>,
+}
+
+impl Rejection {
+    /// MQTT 5 PUBACK reason code for the sender.
+    pub fn mqtt_reason(&self) -> u8 {
+        self.code.mqtt_reason()
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.reason)
+    }
+}
+
+/// What a re-ingest of a quarantined payload came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reingested {
+    /// No such record.
+    Gone,
+    /// Valid now: stored (or found already stored) and out of the quarantine.
+    Stored { alert: String, duplicate: bool },
+    /// Still refused; the record stays, with this reason.
+    Refused(Rejection),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +111,19 @@ pub enum IngestError {
     Stopped,
 }
 
+/// One caller's share of a batch: alerts to store, refused payloads to quarantine, and a
+/// quarantine record to release once its (re-ingested) alert is stored.
 struct Job {
     alerts: Vec<(String, Bytes, Arc<Alert>)>,
-    reply: oneshot::Sender<Result<Vec<bool>, IngestError>>,
+    quarantine: Vec<NewQuarantined>,
+    release: Option<QuarantineId>,
+    reply: oneshot::Sender<Result<Done, IngestError>>,
+}
+
+/// Per job: whether each alert was new, and the ids of its quarantine records.
+struct Done {
+    fresh: Vec<bool>,
+    quarantined: Vec<QuarantineId>,
 }
 
 /// Handle to the ingest writer; clone freely.
@@ -47,12 +131,15 @@ struct Job {
 pub struct Ingest {
     tx: mpsc::Sender<Job>,
     metrics: Arc<HubMetrics>,
+    policy: Arc<SitePolicy>,
+    store: Store,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
             .field("alerts", &self.alerts.len())
+            .field("quarantine", &self.quarantine.len())
             .finish()
     }
 }
@@ -60,79 +147,224 @@ impl std::fmt::Debug for Job {
 /// Most alerts one flush covers; bounds how long one batch holds its callers.
 const MAX_BATCH: usize = 2048;
 
+fn now() -> UtcMillis {
+    SystemClock.now()
+}
+
 impl Ingest {
     /// Starts the writer. New alerts go to `out` after they are durable; when `out` is full the
     /// writer waits (back-pressure reaches the agents through unacknowledged publishes; the
     /// alerts themselves are already safe on disk, marked pending).
     pub fn start(
         store: Store,
+        policy: Arc<SitePolicy>,
         out: mpsc::Sender<Arc<Alert>>,
         metrics: Arc<HubMetrics>,
     ) -> (Self, tokio::task::JoinHandle<Result<(), IngestError>>) {
         let (tx, rx) = mpsc::channel(256);
-        let task = tokio::spawn(writer(store, rx, out, metrics.clone()));
-        (Self { tx, metrics }, task)
+        metrics.quarantine_size(store.quarantine().len(), store.quarantine().bytes());
+        let task = tokio::spawn(writer(store.clone(), rx, out, metrics.clone()));
+        (
+            Self {
+                tx,
+                metrics,
+                policy,
+                store,
+            },
+            task,
+        )
     }
 
-    /// Decodes and stores the alert payloads published under `site`'s alert topic. Answers
-    /// once every valid one is durable. An error means nothing can be acknowledged.
+    /// The site policy this ingest applies.
+    pub fn policy(&self) -> &Arc<SitePolicy> {
+        &self.policy
+    }
+
+    async fn run(
+        &self,
+        alerts: Vec<(String, Bytes, Arc<Alert>)>,
+        quarantine: Vec<NewQuarantined>,
+        release: Option<QuarantineId>,
+    ) -> Result<Done, IngestError> {
+        if alerts.is_empty() && quarantine.is_empty() && release.is_none() {
+            return Ok(Done {
+                fresh: Vec::new(),
+                quarantined: Vec::new(),
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                alerts,
+                quarantine,
+                release,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Decodes and stores the alert payloads published under `site`'s alert topic; what the
+    /// site may not file ([`SitePolicy`]) or what is not an alert goes to the quarantine.
+    /// Answers once every stored alert and every quarantine record is durable. An error
+    /// means nothing can be acknowledged.
     pub async fn submit(
         &self,
         site: &str,
         payloads: &[Bytes],
     ) -> Result<Vec<Outcome>, IngestError> {
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(payloads.len());
+        let mut outcomes: Vec<Result<(), (RejectCode, String)>> =
+            Vec::with_capacity(payloads.len());
         let mut valid = Vec::new();
+        let mut quarantine = Vec::new();
+        let at = now();
         for raw in payloads {
-            match decode_for_site(site, raw) {
+            match self.policy.decode_site_alert(site, raw) {
                 Ok(alert) => {
                     valid.push((alert.id.clone(), raw.clone(), Arc::new(alert)));
-                    outcomes.push(None);
+                    outcomes.push(Ok(()));
                 }
-                Err(why) => {
+                Err(Refusal { code, reason }) => {
                     self.metrics.reject(site, "alert");
-                    tracing::warn!(site, reason = %why, bytes = raw.len(), "alert payload rejected and dropped");
-                    outcomes.push(Some(Outcome::Rejected(why)));
+                    self.metrics.quarantined(site, code);
+                    tracing::warn!(site, code = code.as_str(), reason = %reason, bytes = raw.len(), "alert payload refused; quarantined");
+                    quarantine.push(NewQuarantined {
+                        site: site.to_owned(),
+                        at,
+                        code,
+                        reason: reason.clone(),
+                        raw: raw.clone(),
+                    });
+                    outcomes.push(Err((code, reason)));
                 }
             }
         }
-        let fresh = if valid.is_empty() {
-            Vec::new()
-        } else {
-            let (reply, rx) = oneshot::channel();
-            self.tx
-                .send(Job {
-                    alerts: valid,
-                    reply,
-                })
-                .await
-                .map_err(|_| IngestError::Stopped)?;
-            rx.await.map_err(|_| IngestError::Stopped)??
-        };
-        let mut fresh = fresh.into_iter();
+        let done = self.run(valid, quarantine, None).await?;
+        let mut fresh = done.fresh.into_iter();
+        let mut ids = done.quarantined.into_iter();
         Ok(outcomes
             .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| match fresh.next() {
+            .map(|o| match o {
+                Ok(()) => match fresh.next() {
                     Some(true) => Outcome::Stored,
                     _ => Outcome::Duplicate,
-                })
+                },
+                Err((code, reason)) => Outcome::Rejected(Rejection {
+                    code,
+                    reason,
+                    quarantine_id: ids.next(),
+                }),
             })
             .collect())
     }
+
+    /// Stores a patrol report the API built for a logged-in person (the one path a `person`
+    /// source or `patrol` kind may take). A refusal is not quarantined: the API answers the
+    /// person with it.
+    pub async fn submit_report(&self, raw: Bytes) -> Result<Outcome, IngestError> {
+        let alert = match decode_report(&raw) {
+            Ok(a) => a,
+            Err(r) => {
+                self.metrics.reject(PATROL_SITE, "alert");
+                return Ok(Outcome::Rejected(Rejection {
+                    code: r.code,
+                    reason: r.reason,
+                    quarantine_id: None,
+                }));
+            }
+        };
+        let done = self
+            .run(
+                vec![(alert.id.clone(), raw, Arc::new(alert))],
+                Vec::new(),
+                None,
+            )
+            .await?;
+        Ok(match done.fresh.first() {
+            Some(true) => Outcome::Stored,
+            _ => Outcome::Duplicate,
+        })
+    }
+
+    /// Runs a quarantined payload through today's decoding and site policy again: valid now,
+    /// it is stored and dispatched like a fresh alert and its record removed in the same
+    /// flush; still refused, the record stays with the new reason.
+    pub async fn reingest(&self, id: QuarantineId) -> Result<Reingested, IngestError> {
+        let q = self.store.quarantine();
+        let Some(rec) = q.get(id)? else {
+            return Ok(Reingested::Gone);
+        };
+        let checked = if rec.entry.truncated() {
+            Err(Refusal {
+                code: RejectCode::Malformed,
+                reason: format!(
+                    "only the first {} of its {} bytes were kept: it can never be an alert",
+                    rec.entry.kept, rec.entry.len
+                ),
+            })
+        } else {
+            self.policy.decode_site_alert(&rec.entry.site, &rec.raw)
+        };
+        match checked {
+            Ok(alert) => {
+                let alert_id = alert.id.clone();
+                let done = self
+                    .run(
+                        vec![(alert.id.clone(), rec.raw.clone(), Arc::new(alert))],
+                        Vec::new(),
+                        Some(id),
+                    )
+                    .await?;
+                tracing::info!(quarantine = %id, site = %rec.entry.site, alert = %alert_id, "quarantined alert re-ingested");
+                Ok(Reingested::Stored {
+                    alert: alert_id,
+                    duplicate: done.fresh.first() != Some(&true),
+                })
+            }
+            Err(Refusal { code, reason }) => {
+                q.refused_again(id, now(), code, &reason)?;
+                self.store.flush().await?;
+                tracing::info!(quarantine = %id, site = %rec.entry.site, code = code.as_str(), reason = %reason, "re-ingest refused; stays quarantined");
+                Ok(Reingested::Refused(Rejection {
+                    code,
+                    reason,
+                    quarantine_id: Some(id),
+                }))
+            }
+        }
+    }
+
+    /// Deletes a quarantine record for good; false if it was not there.
+    pub async fn discard(&self, id: QuarantineId) -> Result<bool, IngestError> {
+        let q = self.store.quarantine();
+        let gone = q.remove(id)?;
+        self.store.flush().await?;
+        self.metrics.quarantine_size(q.len(), q.bytes());
+        if gone {
+            tracing::info!(quarantine = %id, "quarantine record deleted");
+        }
+        Ok(gone)
+    }
 }
 
-/// A payload is an alert of this site: decoded and validated by the protocol crate (size,
-/// schema, fields), and its `site` field agrees with the topic it came on, so one site cannot
-/// file alerts under another.
-pub fn decode_for_site(site: &str, raw: &[u8]) -> Result<Alert, String> {
-    let alert = protocol::validate::decode_alert(raw).map_err(|e| e.to_string())?;
-    if alert.site != site {
-        return Err(format!(
-            "site: {:?} does not match the topic's site {site:?}",
-            alert.site
+/// A patrol report as the API builds it: a valid alert of the patrol pseudo-site, from a
+/// person, of kind patrol, within the text bounds.
+fn decode_report(raw: &[u8]) -> Result<Alert, Refusal> {
+    let malformed = |reason: String| Refusal {
+        code: RejectCode::Malformed,
+        reason,
+    };
+    let alert = protocol::validate::decode_alert(raw).map_err(|e| malformed(e.to_string()))?;
+    if alert.site != PATROL_SITE
+        || alert.kind != AlertKind::Patrol
+        || !matches!(alert.source, AlertSource::Person(_))
+    {
+        return Err(malformed(
+            "a patrol report is a person's patrol alert of the patrol site".into(),
         ));
     }
+    crate::trust::check_text(&alert).map_err(malformed)?;
     Ok(alert)
 }
 
@@ -144,11 +376,11 @@ async fn writer(
 ) -> Result<(), IngestError> {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
-        let mut n = jobs[0].alerts.len();
+        let mut n = jobs[0].alerts.len() + jobs[0].quarantine.len();
         while n < MAX_BATCH {
             match rx.try_recv() {
                 Ok(j) => {
-                    n += j.alerts.len();
+                    n += j.alerts.len() + j.quarantine.len();
                     jobs.push(j);
                 }
                 Err(_) => break,
@@ -162,13 +394,26 @@ async fn writer(
                     .map(|(id, raw, _)| (id.clone(), raw.clone()))
             })
             .collect();
-        let stored = {
+        let refused: Vec<NewQuarantined> = jobs
+            .iter()
+            .flat_map(|j| j.quarantine.iter().cloned())
+            .collect();
+        let release: Vec<QuarantineId> = jobs.iter().filter_map(|j| j.release).collect();
+        let written = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.insert_alerts(&batch))
-                .await
-                .map_err(|_| IngestError::Stopped)?
+            tokio::task::spawn_blocking(move || {
+                let fresh = store.insert_alerts(&batch)?;
+                let q = store.quarantine();
+                let inserted = q.insert(&refused)?;
+                for id in release {
+                    q.remove(id)?;
+                }
+                Ok::<_, StoreError>((fresh, inserted))
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?
         };
-        let fresh = match stored {
+        let (fresh, inserted) = match written {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, alerts = n, "cannot store alerts; none acknowledged");
@@ -185,13 +430,24 @@ async fn writer(
             }
             return Err(e.into());
         }
+        if inserted.evicted > 0 {
+            tracing::warn!(
+                evicted = inserted.evicted,
+                "quarantine full: oldest records dropped"
+            );
+        }
+        metrics.quarantine_evicted(inserted.evicted);
+        metrics.quarantine_size(store.quarantine().len(), store.quarantine().bytes());
         let mut fresh = fresh.into_iter();
+        let mut ids = inserted.ids.into_iter();
         for job in jobs {
             let flags: Vec<bool> = job
                 .alerts
                 .iter()
                 .map(|_| fresh.next().unwrap_or(false))
                 .collect();
+            let quarantined: Vec<QuarantineId> =
+                job.quarantine.iter().filter_map(|_| ids.next()).collect();
             for ((_, _, alert), &is_new) in job.alerts.iter().zip(&flags) {
                 if is_new {
                     bump(&metrics.alerts_stored);
@@ -202,7 +458,10 @@ async fn writer(
                     bump(&metrics.alerts_duplicate);
                 }
             }
-            let _ = job.reply.send(Ok(flags));
+            let _ = job.reply.send(Ok(Done {
+                fresh: flags,
+                quarantined,
+            }));
         }
     }
     Ok(())

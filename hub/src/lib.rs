@@ -6,7 +6,9 @@
 //!   broker acknowledges them.
 //! - [`broker`]: the embedded rumqttd behind the gateway.
 //! - [`link`]: the hub's own MQTT client (embedded or external broker).
-//! - [`ingest`]: decode, validate and store alerts idempotently, group-committed.
+//! - [`ingest`]: decode, validate and store alerts idempotently, group-committed; refused
+//!   payloads to the quarantine.
+//! - [`trust`]: what a site may file, and how far its positions are believed.
 //! - [`store`]: the sled database.
 //! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
 //! - [`metrics`]: counters of everything received, refused and dropped.
@@ -29,5 +31,6 @@ pub mod roster;
 pub mod service;
 pub mod store;
 pub mod tail;
+pub mod trust;
 pub mod users;
 pub mod webhook;

@@ -176,7 +176,9 @@ impl Link {
 }
 
 /// Stores alerts from the external broker in batches and acknowledges each only after its
-/// batch is durable. A storage failure acknowledges nothing: the broker redelivers.
+/// batch is durable; a refused one is acknowledged too, once its quarantine record is durable
+/// (the broker's PUBACK cannot carry our reason back to the site). A storage failure
+/// acknowledges nothing: the broker redelivers.
 async fn alert_acker(
     client: AsyncClient,
     mut rx: mpsc::Receiver<Publish>,

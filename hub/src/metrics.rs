@@ -36,6 +36,13 @@ pub struct HubMetrics {
     pub deadlines_missed: AtomicU64,
     /// Malformed payloads dropped, by (site, topic kind).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Alert payloads quarantined, by (site, reason code).
+    quarantined: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Quarantine records dropped (oldest first) because the quarantine was full.
+    pub quarantine_evicted: AtomicU64,
+    /// Quarantine records and kept bytes now (gauges).
+    quarantine_records: AtomicU64,
+    quarantine_bytes: AtomicU64,
 }
 
 impl HubMetrics {
@@ -53,6 +60,29 @@ impl HubMetrics {
             .unwrap_or(0)
     }
 
+    pub fn quarantined(&self, site: &str, code: crate::ingest::RejectCode) {
+        if let Ok(mut m) = self.quarantined.lock() {
+            *m.entry((site.to_owned(), code.as_str())).or_default() += 1;
+        }
+    }
+
+    pub fn quarantined_count(&self, site: &str, code: crate::ingest::RejectCode) -> u64 {
+        self.quarantined
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(site.to_owned(), code.as_str())).copied())
+            .unwrap_or(0)
+    }
+
+    pub fn quarantine_evicted(&self, n: u64) {
+        self.quarantine_evicted.fetch_add(n, Relaxed);
+    }
+
+    pub fn quarantine_size(&self, records: u64, bytes: u64) {
+        self.quarantine_records.store(records, Relaxed);
+        self.quarantine_bytes.store(bytes, Relaxed);
+    }
+
     pub fn rejected_total(&self) -> u64 {
         self.rejected.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
@@ -60,7 +90,7 @@ impl HubMetrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 21] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             (
                 "hub_alerts_stored_total",
                 "Alerts stored for the first time.",
@@ -166,6 +196,11 @@ impl HubMetrics {
                 "Deadlines the auditor found missed and fired late; should stay 0.",
                 &self.deadlines_missed,
             ),
+            (
+                "hub_quarantine_evicted_total",
+                "Quarantine records dropped, oldest first, because the quarantine was full.",
+                &self.quarantine_evicted,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -186,6 +221,25 @@ impl HubMetrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP hub_alerts_quarantined_total Alert payloads refused and kept in the quarantine, by site and reason code.\n# TYPE hub_alerts_quarantined_total counter"
+        );
+        if let Ok(m) = self.quarantined.lock() {
+            for ((site, code), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "hub_alerts_quarantined_total{{site=\"{site}\",code=\"{code}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hub_quarantine_records Records in the quarantine.\n# TYPE hub_quarantine_records gauge\nhub_quarantine_records {}\n\
+             # HELP hub_quarantine_bytes Payload bytes kept in the quarantine.\n# TYPE hub_quarantine_bytes gauge\nhub_quarantine_bytes {}",
+            self.quarantine_records.load(Relaxed),
+            self.quarantine_bytes.load(Relaxed),
+        );
         out
     }
 }
@@ -212,5 +266,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hub_alerts_stored_total 0"));
+    }
+
+    #[test]
+    fn quarantine_counts_by_site_and_code_and_its_size_are_rendered() {
+        use crate::ingest::RejectCode;
+        let m = HubMetrics::default();
+        m.quarantined("s1", RejectCode::NotAuthorized);
+        m.quarantined("s1", RejectCode::Malformed);
+        m.quarantined("s1", RejectCode::Malformed);
+        m.quarantine_size(3, 1200);
+        m.quarantine_evicted(2);
+        let text = m.render();
+        for line in [
+            "hub_alerts_quarantined_total{site=\"s1\",code=\"malformed\"} 2",
+            "hub_alerts_quarantined_total{site=\"s1\",code=\"not_authorized\"} 1",
+            "hub_quarantine_records 3",
+            "hub_quarantine_bytes 1200",
+            "hub_quarantine_evicted_total 2",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
     }
 }

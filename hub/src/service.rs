@@ -31,6 +31,7 @@ use crate::metrics::HubMetrics;
 use crate::push::Pusher;
 use crate::roster::Roster;
 use crate::store::Store;
+use crate::trust::SitePolicy;
 use crate::users::Users;
 
 /// Largest MQTT packet accepted: the largest alert plus headroom for topic and properties.
@@ -259,7 +260,13 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
     let metrics = Arc::new(HubMetrics::default());
     let (alerts_tx, alerts_rx) = mpsc::channel(8192);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
-    let (ingest, ingest_task) = Ingest::start(store.clone(), alerts_tx, metrics.clone());
+    let trust = Arc::new(SitePolicy::new(
+        config.sites.clone(),
+        grid.clone(),
+        &config.ingest,
+    ));
+    let (ingest, ingest_task) =
+        Ingest::start(store.clone(), trust.clone(), alerts_tx, metrics.clone());
     let api_ingest = ingest.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut mqtt = Vec::new();
@@ -395,6 +402,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         clock: clock.clone(),
         audit_every: Duration::from_secs(30),
         book: book.clone(),
+        trust,
     })?;
     let dispatcher = tokio::spawn(dispatcher.run(alerts_rx, inbound_rx));
 

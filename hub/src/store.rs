@@ -11,13 +11,21 @@
 //! - `sessions`: SHA-256 of a dashboard session or app token → who and until when.
 //! - `photos`: `j/{id}` → a JPEG people attached (resolution, patrol report), `m/{id}` → its
 //!   case, author and time.
+//! - `quarantine`: alert payloads the hub refused, owned by [`Quarantine`] (its keys and
+//!   encoding are private to it).
 //! - `meta`: schema version.
+
+mod quarantine;
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+pub use quarantine::{
+    Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,
+};
 
 /// The on-disk layout version; a store written by another version is refused, not guessed at.
 pub const STORE_SCHEMA: u32 = 1;
@@ -58,6 +66,7 @@ pub struct Store {
     pub sessions: sled::Tree,
     /// Photos people attach (resolutions, patrol reports): `j/{id}` JPEG, `m/{id}` about it.
     pub photos: sled::Tree,
+    quarantine: Quarantine,
     meta: sled::Tree,
 }
 
@@ -94,6 +103,7 @@ impl Store {
             sessions: tree("sessions")?,
             photos: tree("photos")?,
             meta: tree("meta")?,
+            quarantine: Quarantine::open(&db)?,
             db,
             path,
         };
@@ -119,6 +129,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refused alert payloads.
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.quarantine
     }
 
     /// Stores each new alert with its pending marker in one transaction; an id already stored

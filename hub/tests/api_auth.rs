@@ -60,7 +60,64 @@ fn protected_routes(c: &Cases) -> Vec<(&'static str, String, Option<serde_json::
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/events".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
+        ("GET", "/api/v1/quarantine".into(), None),
+        ("GET", "/api/v1/quarantine/1/raw".into(), None),
+        ("POST", "/api/v1/quarantine/1/reingest".into(), None),
+        ("DELETE", "/api/v1/quarantine/1".into(), None),
     ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_read_re_ingest_or_delete_the_quarantine() {
+    let r = start(oas(), true).await;
+    let _ = fill(&r).await;
+    let api = &r.api;
+    // A refused payload to guard.
+    use rumqttc::v5::mqttbytes::QoS;
+    r.site
+        .client
+        .publish(
+            format!("se/v1/site/{SITE}/alert"),
+            QoS::AtLeastOnce,
+            false,
+            b"{\"schema\": 1, broken".to_vec(),
+        )
+        .await
+        .unwrap();
+    r.site.wait_acks(7, Duration::from_secs(10)).await;
+    let admin = api.login(ADMIN).await;
+    let list = api.get("/api/v1/quarantine", &admin.auth()).await;
+    list.expect(200, None);
+    let id = list.json()["records"][0]["id"]
+        .as_str()
+        .expect("the refused payload is listed")
+        .to_owned();
+    let county = api.login(COUNTY_OP).await;
+    let member = api.login(MEMBER_A).await;
+    let bearer = Auth::Bearer(api.token(COUNTY_OP).await);
+    for who in [county.auth(), member.auth(), bearer] {
+        for (method, path) in [
+            ("GET", "/api/v1/quarantine".to_owned()),
+            ("GET", format!("/api/v1/quarantine/{id}/raw")),
+            ("POST", format!("/api/v1/quarantine/{id}/reingest")),
+            ("DELETE", format!("/api/v1/quarantine/{id}")),
+        ] {
+            let resp = api.send(method, &path, &who, None, &[]).await;
+            assert_eq!(
+                (resp.status, resp.code().as_str()),
+                (403, "forbidden"),
+                "{method} {path} as {who:?}: {}",
+                resp.text()
+            );
+        }
+    }
+    // Nothing changed: the record is still there, whole.
+    let raw = api
+        .get(&format!("/api/v1/quarantine/{id}/raw"), &admin.auth())
+        .await;
+    raw.expect(200, None);
+    assert_eq!(raw.body, b"{\"schema\": 1, broken");
+    r.hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -952,6 +952,10 @@ async fn every_response_matches_the_document() {
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
+        ("GET", "/api/v1/quarantine".into(), None),
+        ("GET", "/api/v1/quarantine/1/raw".into(), None),
+        ("POST", "/api/v1/quarantine/1/reingest".into(), None),
+        ("DELETE", "/api/v1/quarantine/1".into(), None),
     ];
     for (m, p, b) in &routes {
         api.send(m, p, &Auth::Anon, b.as_ref(), &[])
@@ -962,6 +966,132 @@ async fn every_response_matches_the_document() {
                 .await
                 .soft(&oas, 403, Some("csrf"));
         }
+    }
+
+    // --- The quarantine (admins only).
+    {
+        use rumqttc::v5::mqttbytes::QoS;
+        // A malformed payload, and a valid one of a site that the hub refuses: the hub's own
+        // policy never refuses a valid alert of a registered site, so this stands for one
+        // refused under an earlier policy (or config) and fixed since.
+        let acked = r.site.acks.load(std::sync::atomic::Ordering::SeqCst);
+        r.site
+            .client
+            .publish(
+                format!("se/v1/site/{SITE}/alert"),
+                QoS::AtLeastOnce,
+                false,
+                b"{\"schema\":1,".to_vec(),
+            )
+            .await
+            .unwrap();
+        // Another site's id in the payload: not authorized.
+        let mut not_mine = alert(SITE, 78, protocol::Severity::Major, None);
+        not_mine.site = OTHER_SITE.into();
+        r.site
+            .client
+            .publish(
+                format!("se/v1/site/{SITE}/alert"),
+                QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&not_mine).unwrap(),
+            )
+            .await
+            .unwrap();
+        r.site.wait_acks(acked + 2, Duration::from_secs(10)).await;
+        let fixed = alert(SITE, 79, protocol::Severity::Minor, None);
+        let fixed_id = r
+            .hub
+            .store
+            .quarantine()
+            .insert(&[hub::store::NewQuarantined {
+                site: SITE.into(),
+                at: protocol::UtcMillis(now_ms()),
+                code: hub::ingest::RejectCode::NotAuthorized,
+                reason: "refused by an earlier policy".into(),
+                raw: serde_json::to_vec(&fixed).unwrap().into(),
+            }])
+            .unwrap()
+            .ids[0]
+            .to_string();
+        let l = api.get("/api/v1/quarantine?limit=2", &admin.auth()).await;
+        l.soft(&oas, 200, None);
+        let l = l.json();
+        soft_eq!(oas, l["total"], 3, "{l}");
+        soft_eq!(oas, l["records"][0]["id"], fixed_id.as_str());
+        let next = l["next_before"].as_str().unwrap_or("0").to_owned();
+        let l2 = api
+            .get(&format!("/api/v1/quarantine?before={next}"), &admin.auth())
+            .await;
+        l2.soft(&oas, 200, None);
+        let l2 = l2.json();
+        soft_eq!(oas, l2["records"].as_array().map(Vec::len), Some(1), "{l2}");
+        soft_eq!(oas, l2["records"][0]["code"], "malformed");
+        let malformed = l2["records"][0]["id"].as_str().unwrap_or("0").to_owned();
+        let not_mine = l["records"][1]["id"].as_str().unwrap_or("0").to_owned();
+        soft_eq!(oas, l["records"][1]["code"], "not_authorized");
+        api.get("/api/v1/quarantine?limit=0", &admin.auth())
+            .await
+            .soft(&oas, 400, Some("invalid"));
+        api.get("/api/v1/quarantine", &county.auth())
+            .await
+            .soft(&oas, 403, Some("forbidden"));
+        let raw = api
+            .get(
+                &format!("/api/v1/quarantine/{malformed}/raw"),
+                &admin.auth(),
+            )
+            .await;
+        raw.soft(&oas, 200, None);
+        soft_eq!(oas, raw.body, b"{\"schema\":1,".to_vec());
+        api.get(&format!("/api/v1/quarantine/{malformed}/raw"), &ma.auth())
+            .await
+            .soft(&oas, 403, Some("forbidden"));
+        api.get("/api/v1/quarantine/999999999/raw", &admin.auth())
+            .await
+            .soft(&oas, 404, Some("not_found"));
+        let reingest = |id: String, auth: Auth| async move {
+            api.send(
+                "POST",
+                &format!("/api/v1/quarantine/{id}/reingest"),
+                &auth,
+                None,
+                &[],
+            )
+            .await
+        };
+        reingest(malformed.clone(), admin.auth())
+            .await
+            .soft(&oas, 422, Some("malformed"));
+        reingest(not_mine.clone(), admin.auth())
+            .await
+            .soft(&oas, 409, Some("not_authorized"));
+        reingest(fixed_id.clone(), county.auth())
+            .await
+            .soft(&oas, 403, Some("forbidden"));
+        let d = reingest(fixed_id.clone(), admin.auth()).await;
+        d.soft(&oas, 200, None);
+        soft_eq!(oas, d.json()["outcome"], "stored");
+        soft_eq!(oas, d.json()["alert"], fixed.id.as_str());
+        reingest(fixed_id.clone(), admin.auth())
+            .await
+            .soft(&oas, 404, Some("not_found"));
+        api.delete(&format!("/api/v1/quarantine/{malformed}"), &ma.auth())
+            .await
+            .soft(&oas, 403, Some("forbidden"));
+        api.delete(&format!("/api/v1/quarantine/{malformed}"), &admin.auth())
+            .await
+            .soft(&oas, 204, None);
+        api.delete(&format!("/api/v1/quarantine/{malformed}"), &admin.auth())
+            .await
+            .soft(&oas, 404, Some("not_found"));
+        // The re-ingested alert is a case now, its detail with the (absent) position flag.
+        let case = case_of(&r.hub, &fixed.id).await;
+        let d = api
+            .get(&format!("/api/v1/cases/{case}"), &admin.auth())
+            .await;
+        d.soft(&oas, 200, None);
+        soft!(oas, d.json()["position_untrusted"].is_null());
     }
 
     // --- Login rate limit (429) and logout (204).

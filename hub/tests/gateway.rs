@@ -262,8 +262,8 @@ async fn a_person_receives_notifications_on_its_own_topic_and_may_not_subscribe_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_alerts_are_acknowledged_counted_per_site_and_dropped_and_the_connection_goes_on()
-{
+async fn refused_alerts_are_quarantined_acknowledged_with_a_reason_counted_per_site_and_the_connection_goes_on()
+ {
     let (_dir, hub) = embedded_hub("").await;
     let port = hub.mqtt[0].port();
     let topic = topics().alert(SITE);
@@ -289,13 +289,16 @@ async fn malformed_alerts_are_acknowledged_counted_per_site_and_dropped_and_the_
             .unwrap();
         // Valid in itself, but it names the other site while coming on this site's topic.
         let foreign = alert(OTHER, n + 1, Severity::Major, None);
-        let bad: [(&str, Vec<u8>); 3] = [
-            ("not JSON", b"\x00this is not JSON{".to_vec()),
-            ("no rule", json(&missing_rule)),
-            ("another site's alert", json(&foreign)),
+        // (what, payload, MQTT 5 PUBACK reason: 0x99 payload format invalid, 0x87 not
+        // authorized; 3.1.1 has no reasons, every PUBACK is a plain success).
+        let bad: [(&str, Vec<u8>, u8); 3] = [
+            ("not JSON", b"\x00this is not JSON{".to_vec(), 0x99),
+            ("no rule", json(&missing_rule), 0x99),
+            ("another site's alert", json(&foreign), 0x87),
         ];
-        for (k, (what, payload)) in bad.into_iter().enumerate() {
-            c.publish(&topic, payload, false).await;
+        for (k, (what, payload, reason)) in bad.into_iter().enumerate() {
+            let quarantined = hub.store.quarantine().len();
+            c.publish(&topic, payload.clone(), false).await;
             c.wait_acks(k as u64 + 1, WAIT).await;
             assert_eq!(
                 hub.metrics.rejected(SITE, "alert"),
@@ -303,6 +306,18 @@ async fn malformed_alerts_are_acknowledged_counted_per_site_and_dropped_and_the_
                 "{what} ({proto:?})"
             );
             assert_eq!(hub.store.alert_count(), stored, "{what} ({proto:?})");
+            let expected = if proto == Proto::V5 { reason } else { 0 };
+            assert_eq!(
+                c.puback_reasons().last().copied(),
+                Some(expected),
+                "{what} ({proto:?})"
+            );
+            // Not dropped: quarantined (durably, before the PUBACK), bytes intact.
+            assert_eq!(hub.store.quarantine().len(), quarantined + 1, "{what}");
+            let newest = hub.store.quarantine().list(None, 1).unwrap().remove(0);
+            assert_eq!(newest.site, SITE, "{what}");
+            let kept = hub.store.quarantine().get(newest.id).unwrap().unwrap();
+            assert_eq!(kept.raw.as_ref(), payload.as_slice(), "{what}");
         }
         assert_eq!(hub.metrics.rejected(OTHER, "alert"), 0, "counted by topic");
         assert!(hub.store.alert(&foreign.id).unwrap().is_none());
@@ -388,7 +403,8 @@ async fn an_oversized_publish_closes_the_connection_while_a_900_kb_alert_is_stor
     assert_eq!(hub.metrics.protocol_errors.load(SeqCst), 1);
     assert_eq!(hub.store.alert_count(), 0);
 
-    // The largest snapshot allowed, and detail to bring the alert past 900 KB.
+    // The largest snapshot allowed, and JSON whitespace to bring the alert past 900 KB (the
+    // hub bounds `detail` and the other free text, so they cannot pad it).
     let mut a = alert(SITE, 500, Severity::Major, None);
     let mut jpeg = vec![0x5a; MAX_SNAPSHOT_JPEG_BYTES];
     jpeg[..2].copy_from_slice(&[0xff, 0xd8]);
@@ -399,9 +415,8 @@ async fn an_oversized_publish_closes_the_connection_while_a_900_kb_alert_is_stor
         height: 1080,
         jpeg,
     });
-    let base = json(&a).len();
-    a.detail = Some("d".repeat(910_000 - base));
-    let payload = json(&a);
+    let mut payload = json(&a);
+    payload.resize(910_000, b' ');
     assert!(
         (900_000..=MAX_ALERT_BYTES).contains(&payload.len()),
         "{}",

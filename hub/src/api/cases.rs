@@ -29,7 +29,7 @@ pub const MAX_PHOTO_BYTES: usize = 2 * 1024 * 1024;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 /// The pseudo-site patrol reports are filed under.
-pub const PATROL_SITE: &str = "patrol";
+pub use crate::trust::PATROL_SITE;
 
 /// A summary as the API shows it: with its deadline state at this moment.
 pub fn summary_json(s: &CaseSummary, now: UtcMillis) -> Value {
@@ -335,6 +335,7 @@ fn detail_json(state: &ApiState, case: &Case) -> Result<Value, ApiError> {
         "audit": case.audit,
         "deliveries": case.deliveries,
         "alerts": alerts,
+        "position_untrusted": case.position_untrusted,
         "snapshot": snapshot,
         "photos": photos,
     }))
@@ -696,11 +697,11 @@ pub async fn report(
     let raw = serde_json::to_vec(&alert).map_err(|e| ApiError::internal(e.to_string()))?;
     let outcome = state
         .ingest
-        .submit(PATROL_SITE, &[Bytes::from(raw)])
+        .submit_report(Bytes::from(raw))
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    if let Some(crate::ingest::Outcome::Rejected(why)) = outcome.first() {
-        return Err(ApiError::invalid("body", why.clone()));
+    if let crate::ingest::Outcome::Rejected(why) = outcome {
+        return Err(ApiError::invalid("body", why.reason));
     }
     // Stored; the dispatcher files it within milliseconds. Wait for the case (bounded).
     let case_id = format!("C-{id}");

@@ -77,6 +77,25 @@ impl ApiError {
     pub fn unavailable(m: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
     }
+
+    /// An alert the hub still refuses: 422 when it is malformed, 409 when it is valid but
+    /// not the site's to file (a config change may fix that); the code is the reason code.
+    pub fn refused(code: crate::ingest::RejectCode, m: impl Into<String>) -> Self {
+        let status = match code {
+            crate::ingest::RejectCode::Malformed => StatusCode::UNPROCESSABLE_ENTITY,
+            crate::ingest::RejectCode::NotAuthorized => StatusCode::CONFLICT,
+        };
+        Self::new(status, code.as_str(), m)
+    }
+}
+
+impl From<crate::ingest::IngestError> for ApiError {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        match e {
+            crate::ingest::IngestError::Stopped => Self::unavailable(e.to_string()),
+            crate::ingest::IngestError::Store(s) => s.into(),
+        }
+    }
 }
 
 impl From<DispatchError> for ApiError {

@@ -4,7 +4,8 @@
 //! browser / app ──HTTP──▶ router ──▶ Caller (session cookie + CSRF, or bearer) ──▶ handler
 //!                                                                   │ reads: CaseBook (memory), Store
 //!                                                                   │ writes: DispatchHandle (transitions,
-//!                                                                   │   watchlist), Ingest (patrol reports)
+//!                                                                   │   watchlist), Ingest (patrol reports,
+//!                                                                   │   quarantine re-ingest / delete)
 //!                          /api/v1/events ◀── CaseBook's broadcast (SSE, catch-up by Last-Event-ID)
 //! ```
 //!
@@ -17,6 +18,7 @@ mod cases;
 mod error;
 mod feed;
 mod places;
+mod quarantine;
 mod web;
 
 use std::collections::BTreeMap;
@@ -143,6 +145,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/watchlist/{tag}"),
     ("GET", "/api/v1/tags/{tag}/trajectory"),
     ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/quarantine"),
+    ("GET", "/api/v1/quarantine/{id}/raw"),
+    ("POST", "/api/v1/quarantine/{id}/reingest"),
+    ("DELETE", "/api/v1/quarantine/{id}"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/config/ui"),
     ("GET", "/api/v1/openapi.json"),
@@ -167,6 +173,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/watchlist/{tag}", delete(places::watch_remove))
         .route("/tags/{tag}/trajectory", get(places::trajectory))
         .route("/stats", get(places::stats))
+        .route("/quarantine", get(quarantine::list))
+        .route("/quarantine/{id}/raw", get(quarantine::raw))
+        .route("/quarantine/{id}/reingest", post(quarantine::reingest))
+        .route("/quarantine/{id}", delete(quarantine::remove))
         .route("/events", get(feed::events))
         .route("/config/ui", get(places::ui_config))
         .route("/openapi.json", get(web::openapi))

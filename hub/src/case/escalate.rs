@@ -75,6 +75,7 @@ impl Case {
             audit: Vec::new(),
             deliveries: Vec::new(),
             extensions: 0,
+            position_untrusted: None,
         };
         let record = if !policy.for_severity(alert.severity).dispatch {
             Some((

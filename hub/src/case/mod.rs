@@ -52,6 +52,7 @@ pub use group::{GroupKey, groups_with};
 pub use model::{
     Actor, AuditAction, AuditRecord, CASE_SCHEMA, Case, CaseDecodeError, CaseState, CellRef,
     Deadline, DeadlineKind, Delivery, DeliveryOutcome, DeliveryTarget, MAX_ALERT_IDS,
+    UntrustedPosition,
 };
 pub use policy::{LevelSpans, Policy, PolicyError, SeverityPolicy, Span, SpanError};
 pub use silence::{Silence, inhibited, silenced_by};

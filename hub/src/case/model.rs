@@ -363,6 +363,28 @@ pub struct Case {
     pub deliveries: Vec<Delivery>,
     /// How many times the deadline was extended.
     pub extensions: u32,
+    /// Set when an alert of the case claimed a position its site is not trusted with (too
+    /// far from where the site is registered): the case was located by the site's cell
+    /// instead. The first such claim is kept, for whoever investigates the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_untrusted: Option<UntrustedPosition>,
+}
+
+/// A position an alert claimed and the hub did not believe (see `crate::trust`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UntrustedPosition {
+    /// The alert that claimed it.
+    pub alert: String,
+    /// The position as the site sent it.
+    pub claimed: Location,
+    /// How far it is from the site's reference, metres (rounded); absent when the site has
+    /// no reference to measure from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_m: Option<f64>,
+    /// The site's radius, metres.
+    pub limit_m: f64,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// A stored case that cannot be read.

@@ -540,11 +540,13 @@ impl Gateway {
                     packet,
                     pkid,
                 } => match outcomes.get(index) {
-                    Some(Outcome::Rejected(_)) => {
+                    Some(Outcome::Rejected(r)) => {
                         if let Some(pkid) = pkid {
-                            // Success code: the agent must not keep a payload that can never
-                            // be valid; the hub has counted it.
-                            let _ = wtx.send(frame::puback(pkid, version, 0)).await;
+                            // Quarantined (durably) by ingest: acknowledged so the agent
+                            // stops resending; MQTT 5 says why (3.1.1 cannot).
+                            let _ = wtx
+                                .send(frame::puback(pkid, version, r.mqtt_reason()))
+                                .await;
                         }
                     }
                     _ => out.extend_from_slice(&packet),

@@ -20,6 +20,17 @@
 //!   text message shows the same everywhere, notifications included.
 //! - **Generic**: the [`Message`] fields plus `schema_version`, `webhook_id` and `sent_at`,
 //!   unformatted.
+//!
+//! Escaping: every value of a [`Message`] may come from a site or a person (a rule, a note),
+//! and a site may be in an attacker's hands. In the markdown kinds every markdown and HTML
+//! metacharacter of a value is replaced by its full-width form (`[` → `［`, `*` → `＊`, `<` →
+//! `＜`, …), not backslash-escaped: WeCom's and DingTalk's markdown dialects do not document
+//! backslash escapes, and a renderer that ignores them would still see `[text](url)` in
+//! `\[text\]\(url\)`. Full-width punctuation reads naturally in Chinese text and no renderer
+//! treats it as markup. In the plain-text kinds `<` and `>` are replaced likewise (Feishu text
+//! parses `<at user_id="all">`). In both, control characters (newlines included) within a
+//! value become spaces, so a value cannot forge a line of the message; the free text keeps
+//! its lines, each escaped.
 
 use std::fmt;
 
@@ -100,9 +111,9 @@ fn wecom(cfg: &WebhookConfig, msg: &Message, phones: &[String]) -> Rendered {
         let mut head = format!(
             "<font color=\"{label}\">{}</font> **{}**\n> 网格：{}\n> 案件：{}\n> 时间：{}（北京时间）",
             severity_label(msg.severity),
-            msg.title,
-            msg.cell_path,
-            msg.case_id,
+            markdown_value(&msg.title),
+            markdown_value(&msg.cell_path),
+            markdown_value(&msg.case_id),
             beijing_time(msg.at),
         );
         if let Some(url) = &msg.url {
@@ -110,13 +121,13 @@ fn wecom(cfg: &WebhookConfig, msg: &Message, phones: &[String]) -> Rendered {
         }
         json!({
             "msgtype": "markdown",
-            "markdown": { "content": fit(head, &msg.text, WECOM_MARKDOWN_MAX_BYTES) },
+            "markdown": { "content": fit(head, &markdown_text(&msg.text), WECOM_MARKDOWN_MAX_BYTES) },
         })
     } else {
         json!({
             "msgtype": "text",
             "text": {
-                "content": fit(plain_head(msg), &msg.text, WECOM_TEXT_MAX_BYTES),
+                "content": fit(plain_head(msg), &plain_text(&msg.text), WECOM_TEXT_MAX_BYTES),
                 "mentioned_mobile_list": phones,
             },
         })
@@ -135,8 +146,16 @@ fn dingtalk(
     secret: Option<&str>,
     now_ms: i64,
 ) -> Rendered {
-    let title = format!("{}{}", severity_label(msg.severity), msg.title);
-    let mut head = format!("#### {title}");
+    let title = format!(
+        "{}{}",
+        severity_label(msg.severity),
+        plain_value(&msg.title)
+    );
+    let mut head = format!(
+        "#### {}{}",
+        severity_label(msg.severity),
+        markdown_value(&msg.title)
+    );
     if !phones.is_empty() {
         head.push_str("\n\n");
         let mentions: Vec<String> = phones.iter().map(|p| format!("@{p}")).collect();
@@ -144,8 +163,8 @@ fn dingtalk(
     }
     head.push_str(&format!(
         "\n\n- 网格：{}\n- 案件：{}\n- 时间：{}（北京时间）",
-        msg.cell_path,
-        msg.case_id,
+        markdown_value(&msg.cell_path),
+        markdown_value(&msg.case_id),
         beijing_time(msg.at)
     ));
     if let Some(url) = &msg.url {
@@ -153,7 +172,7 @@ fn dingtalk(
     }
     let body = json!({
         "msgtype": "markdown",
-        "markdown": { "title": title, "text": fit(head, &msg.text, DINGTALK_MAX_BYTES) },
+        "markdown": { "title": title, "text": fit(head, &markdown_text(&msg.text), DINGTALK_MAX_BYTES) },
         "at": { "atMobiles": phones, "isAtAll": false },
     });
     let url = match secret {
@@ -173,7 +192,7 @@ fn dingtalk(
 fn feishu(cfg: &WebhookConfig, msg: &Message, secret: Option<&str>, now_ms: i64) -> Rendered {
     let mut body = json!({
         "msg_type": "text",
-        "content": { "text": fit(plain_head(msg), &msg.text, FEISHU_TEXT_MAX_BYTES) },
+        "content": { "text": fit(plain_head(msg), &plain_text(&msg.text), FEISHU_TEXT_MAX_BYTES) },
     });
     if let (Some(secret), Some(fields)) = (secret, body.as_object_mut()) {
         let seconds = now_ms.div_euclid(1000);
@@ -228,15 +247,70 @@ fn plain_head(msg: &Message) -> String {
     let mut head = format!(
         "{}{}\n网格：{}\n案件：{}\n时间：{}（北京时间）",
         severity_label(msg.severity),
-        msg.title,
-        msg.cell_path,
-        msg.case_id,
+        plain_value(&msg.title),
+        plain_value(&msg.cell_path),
+        plain_value(&msg.case_id),
         beijing_time(msg.at),
     );
     if let Some(url) = &msg.url {
         head.push_str(&format!("\n详情：{url}"));
     }
     head
+}
+
+/// One value for a markdown kind: markdown and HTML metacharacters as their full-width
+/// forms, control characters (newlines included) as spaces.
+pub fn markdown_value(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\\' => '＼',
+            '`' => '｀',
+            '*' => '＊',
+            '_' => '＿',
+            '[' => '［',
+            ']' => '］',
+            '(' => '（',
+            ')' => '）',
+            '#' => '＃',
+            '!' => '！',
+            '|' => '｜',
+            '~' => '～',
+            '<' => '＜',
+            '>' => '＞',
+            '&' => '＆',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// Free text for a markdown kind: its lines kept, each escaped as a value.
+fn markdown_text(s: &str) -> String {
+    s.split('\n')
+        .map(markdown_value)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One value for a plain-text kind: `<` and `>` as their full-width forms (Feishu parses
+/// `<at …>` in text), control characters (newlines included) as spaces.
+pub fn plain_value(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => '＜',
+            '>' => '＞',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// Free text for a plain-text kind: its lines kept, each escaped as a value.
+fn plain_text(s: &str) -> String {
+    s.split('\n')
+        .map(plain_value)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The label a reader scans for first.
@@ -519,6 +593,103 @@ mod tests {
         assert_eq!(fit("h".into(), "abcdefghij", 10), "h\n\nabcd…");
         let cut = fit("标题".repeat(10), "text", 10);
         assert!(cut.len() <= 10 && cut.ends_with('…'), "{cut}");
+    }
+
+    fn hostile() -> Message {
+        let mut m = message();
+        m.title = "[点此处理](https://evil.example/x) **急** <img src=x onerror=alert(1)>".into();
+        m.cell_path = "城关镇\n> 网格：伪造 # _x_ `c` ~~s~~ |t| ![i](u)".into();
+        m.text = "规则 [链接](http://evil.example)\n#### 伪造标题\n> 引用 <at user_id=\"all\">所有人</at>\u{7}".into();
+        m
+    }
+
+    /// Markdown (or HTML) from the hostile values that could act as markup in a rendered
+    /// body. (The hub's own `[查看案件](url)` is counted by the callers.)
+    fn assert_no_markup(s: &str) {
+        for bad in [
+            "[点", "**急", "<img", "<at", "`c`", "~~", "![", "_x_", "\u{7}",
+        ] {
+            assert!(!s.contains(bad), "{bad:?} survived in {s}");
+        }
+        for line in s.lines() {
+            assert!(
+                !line.contains("伪造")
+                    || !(line.starts_with('#') || line.starts_with("> 网格：伪造")),
+                "forged line {line:?} in {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_values_are_escaped_in_wecom_markdown() {
+        let cfg = WebhookConfig::new("w", WebhookKind::WeCom, "https://q/send?key=K");
+        let r = render(&cfg, &hostile(), NOW_MS);
+        let content = r.body["markdown"]["content"].as_str().unwrap();
+        assert_no_markup(content);
+        assert!(
+            content.contains("［点此处理］（https://evil.example/x）"),
+            "{content}"
+        );
+        // The hub's own markup is intact: label colour, bold title, the case link.
+        assert!(
+            content.starts_with("<font color=\"warning\">【紧急】</font> **"),
+            "{content}"
+        );
+        assert!(
+            content.contains("> [查看案件](https://hub.example/cases/"),
+            "{content}"
+        );
+        assert_eq!(content.matches("](").count(), 1, "{content}");
+        // The free text keeps its lines, but none of them is a heading or a quote now.
+        assert!(
+            content.contains("\n＃＃＃＃ 伪造标题\n＞ 引用"),
+            "{content}"
+        );
+    }
+
+    #[test]
+    fn hostile_values_are_escaped_in_dingtalk_markdown() {
+        let cfg = WebhookConfig::new("d", WebhookKind::DingTalk, "http://h/robot");
+        let r = render(&cfg, &hostile(), NOW_MS);
+        let text = r.body["markdown"]["text"].as_str().unwrap();
+        assert_no_markup(text);
+        assert!(text.starts_with("#### 【紧急】［点此处理］"), "{text}");
+        assert_eq!(text.matches("](").count(), 1, "{text}");
+        assert!(text.contains("- 网格：城关镇 ＞ 网格：伪造"), "{text}");
+        let title = r.body["markdown"]["title"].as_str().unwrap();
+        assert!(!title.contains('<') && !title.contains('\n'), "{title}");
+    }
+
+    #[test]
+    fn hostile_values_cannot_mention_everyone_or_forge_lines_in_plain_text() {
+        for kind in [WebhookKind::Feishu, WebhookKind::WeCom] {
+            let mut cfg = WebhookConfig::new("f", kind, "https://open.feishu.cn/h/H");
+            cfg.mention_phones = true;
+            let r = render(&cfg, &hostile(), NOW_MS);
+            let text = r.body["content"]["text"]
+                .as_str()
+                .or(r.body["text"]["content"].as_str())
+                .unwrap();
+            assert!(!text.contains('<') && !text.contains('>'), "{text}");
+            assert!(text.contains("＜at user_id=\"all\"＞"), "{text}");
+            assert!(!text.contains('\u{7}'), "{text}");
+            assert!(
+                !text.lines().any(|l| l.starts_with("> 网格：伪造")),
+                "forged line in {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn escaping_leaves_ordinary_text_alone() {
+        for s in [
+            "城关镇 / 东门社区 / 第三网格",
+            "AJ-20261122-0042",
+            "night-yard 3.5 m",
+        ] {
+            assert_eq!(markdown_value(s), s);
+            assert_eq!(plain_value(s), s);
+        }
     }
 
     #[test]

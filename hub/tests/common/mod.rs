@@ -402,8 +402,10 @@ impl Spec {
         let (tx, rx) = mpsc::unbounded_channel();
         let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let subacks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (state_tx, state) = tokio::sync::watch::channel(ConnState::Connecting);
         let (a, s) = (acks.clone(), subacks.clone());
+        let r = reasons.clone();
         let (handle, task) = match self.proto {
             Proto::V5 => {
                 let mut o = MqttOptions::new(&self.id, "127.0.0.1", self.port);
@@ -435,7 +437,10 @@ impl Spec {
                                 let topic = String::from_utf8_lossy(&p.topic).into_owned();
                                 let _ = tx.send((topic, p.payload.to_vec()));
                             }
-                            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                            Ok(Event::Incoming(Packet::PubAck(p))) => {
+                                r.lock()
+                                    .unwrap()
+                                    .push((p.pkid, puback_reason_code(&p.reason)));
                                 a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             }
                             Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -479,7 +484,9 @@ impl Spec {
                             Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                                 let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
                             }
-                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(p))) => {
+                                // MQTT 3.1.1 has no reason codes: every PUBACK is a success.
+                                r.lock().unwrap().push((p.pkid, 0));
                                 a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             }
                             Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
@@ -501,9 +508,26 @@ impl Spec {
             rx,
             acks,
             subacks,
+            puback_reasons: reasons,
             state,
             task,
         }
+    }
+}
+
+/// The MQTT 5 reason code of a PUBACK as on the wire.
+fn puback_reason_code(r: &rumqttc::v5::mqttbytes::v5::PubAckReason) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason as R;
+    match r {
+        R::Success => 0x00,
+        R::NoMatchingSubscribers => 0x10,
+        R::UnspecifiedError => 0x80,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::TopicNameInvalid => 0x90,
+        R::PacketIdentifierInUse => 0x91,
+        R::QuotaExceeded => 0x97,
+        R::PayloadFormatInvalid => 0x99,
     }
 }
 
@@ -531,6 +555,8 @@ pub struct Mqtt {
     pub acks: Arc<std::sync::atomic::AtomicU64>,
     /// SUBACKs received.
     pub subacks: Arc<std::sync::atomic::AtomicU64>,
+    /// (packet id, reason code) of every PUBACK received, in order (always 0 under 3.1.1).
+    pub puback_reasons: Arc<std::sync::Mutex<Vec<(u16, u8)>>>,
     state: tokio::sync::watch::Receiver<ConnState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -651,6 +677,16 @@ impl Mqtt {
         self.acks.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// The reason codes of the PUBACKs received so far, in order.
+    pub fn puback_reasons(&self) -> Vec<u8> {
+        self.puback_reasons
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| *r)
+            .collect()
+    }
+
     /// The next incoming publish, within `within`.
     pub async fn next_publish(&mut self, within: Duration) -> Option<(String, Vec<u8>)> {
         tokio::time::timeout(within, self.rx.recv())
@@ -767,12 +803,14 @@ pub struct Reply {
 
 impl Api {
     pub fn anonymous(hub: &RunningHub) -> Self {
+        Self::anonymous_at(hub.http_addr.expect("the test hub serves HTTP"))
+    }
+
+    /// An anonymous client of the API at `addr` (a hub running as its own process).
+    pub fn anonymous_at(addr: std::net::SocketAddr) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
-            base: format!(
-                "http://{}",
-                hub.http_addr.expect("the test hub serves HTTP")
-            ),
+            base: format!("http://{addr}"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -785,7 +823,12 @@ impl Api {
 
     /// Logged in as a test user (see [`USERS`]) with a session cookie.
     pub async fn login(hub: &RunningHub, login: &str) -> Self {
-        let mut api = Self::anonymous(hub);
+        Self::anonymous(hub).logged_in(login).await
+    }
+
+    /// This client, logged in as a test user with a session cookie.
+    pub async fn logged_in(self, login: &str) -> Self {
+        let mut api = self;
         let r = api
             .post(
                 "/api/v1/auth/login",
@@ -924,4 +967,75 @@ pub async fn wait_port(port: u16) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("hub did not listen on {port}");
+}
+
+/// A free TCP port on 127.0.0.1 (for a hub process whose listeners the test must know).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops a hub process with SIGTERM and waits (up to 10 s) for it to exit.
+pub async fn stop_hub(hub: &mut tokio::process::Child) {
+    let pid = hub.id().expect("the hub is running");
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), hub.wait())
+        .await
+        .expect("hub stops on SIGTERM")
+        .unwrap();
+}
+
+/// A local webhook endpoint: every JSON body POSTed to `http://{addr}/hook` is kept, and
+/// answered 200.
+pub struct HookReceiver {
+    pub addr: std::net::SocketAddr,
+    pub bodies: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+pub async fn webhook_receiver() -> HookReceiver {
+    let bodies: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let b = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let b = b.clone();
+            async move {
+                b.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)));
+                (axum::http::StatusCode::OK, "{\"errcode\":0}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    HookReceiver { addr, bodies }
+}
+
+impl HookReceiver {
+    /// Waits (up to `within`) for a body that `ok` accepts.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let end = std::time::Instant::now() + within;
+        loop {
+            if let Some(b) = self.bodies.lock().unwrap().iter().find(|b| ok(b)) {
+                return Some(b.clone());
+            }
+            if std::time::Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -43,6 +43,7 @@ async function boot() {
     e.preventDefault();
     loadStats();
   });
+  $("#q-more").addEventListener("click", () => loadQuarantine(true));
   $("#map-fit").addEventListener("click", () => state.map && (state.map.clearTrack(), state.map.fit()));
   state.map = new GridMap($("#map"));
   state.map.onPinClick = (id) => openCase(id);
@@ -298,6 +299,7 @@ function rerenderAll() {
   if (pane === "sites") loadSites();
   if (pane === "stats") loadStats();
   if (pane === "tags") loadWatchlist();
+  if (pane === "quarantine") loadQuarantine();
 }
 
 function showTab(name) {
@@ -306,6 +308,7 @@ function showTab(name) {
   if (name === "sites") loadSites();
   if (name === "stats") loadStats();
   if (name === "tags") loadWatchlist();
+  if (name === "quarantine") loadQuarantine();
   if (name !== "tags") state.map.clearTrack();
 }
 
@@ -424,6 +427,20 @@ function fieldRows(c) {
     rows.filter(([, v]) => v != null && v !== "").map(([k, v, id]) => [h("dt", {}, t(k)), h("dd", id ? { "data-testid": id } : {}, String(v))]));
 }
 
+/** The flag of a case whose site claimed a position it is not trusted with (text only). */
+function untrustedView(u) {
+  if (!u) return null;
+  const pos = `${Number(u.claimed.lon).toFixed(5)}, ${Number(u.claimed.lat).toFixed(5)}`;
+  const dist = u.distance_m != null ? `${Math.round(u.distance_m)} m` : "?";
+  const text = t("f.untrustedText")
+    .replace("{pos}", pos)
+    .replace("{dist}", dist)
+    .replace("{limit}", String(Math.round(u.limit_m)))
+    .replace("{reason}", u.reason ?? "");
+  return h("div", { class: "flag", "data-testid": "position-untrusted" },
+    h("b", {}, t("f.untrusted")), " ", text);
+}
+
 /** Which actions make sense in a state, for a role (the hub has the last word). */
 function actionsFor(c, role) {
   const member = role === "member";
@@ -533,6 +550,7 @@ function renderDetail(d) {
       c.state === "resolved" || c.state === "closed" ? null : h("label", { class: "small" }, t("detail.until"), " ", until),
       c.state === "resolved" || c.state === "closed" ? null : retCell, cellList),
     err, ok,
+    untrustedView(d.position_untrusted),
     h("h3", {}, t("detail.fields")),
     fieldRows(c),
     h("h3", {}, t("detail.timeline")),
@@ -647,6 +665,74 @@ async function onWatchRemove(tag) {
     msg.textContent = ex.message;
     msg.className = "msg error";
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quarantine (admins): refused alerts, re-ingest and delete. Everything a site sent is shown
+// as text nodes only (the preview is already printable; it is still never parsed as HTML).
+
+const quarantine = { before: null };
+
+async function loadQuarantine(more = false) {
+  const ol = $("#quarantine");
+  const moreBtn = $("#q-more");
+  if (!more) quarantine.before = null;
+  try {
+    const q = quarantine.before ? `?before=${encodeURIComponent(quarantine.before)}` : "";
+    const r = await api("GET", `/api/v1/quarantine${q}`);
+    const rows = (r.records || []).map(quarantineRow);
+    if (more) ol.append(...rows);
+    else ol.replaceChildren(...(rows.length ? rows : [h("li", { class: "muted" }, t("q.empty"))]));
+    quarantine.before = r.next_before;
+    moreBtn.hidden = !r.next_before;
+  } catch (ex) {
+    ol.replaceChildren(h("li", { class: "error" }, ex.message));
+  }
+}
+
+function quarantineRow(x) {
+  const msg = $("#q-msg");
+  const say = (text, cls) => {
+    msg.textContent = text;
+    msg.className = `msg ${cls}`;
+  };
+  const reingest = async (btn) => {
+    btn.disabled = true;
+    try {
+      const r = await api("POST", `/api/v1/quarantine/${encodeURIComponent(x.id)}/reingest`);
+      say(`${t("q.stored")} ${r.case}`, "ok");
+      loadQuarantine();
+    } catch (ex) {
+      say(ex.message, "error");
+      loadQuarantine();
+    } finally {
+      btn.disabled = false;
+    }
+  };
+  const remove = async (btn) => {
+    if (!window.confirm(t("q.confirmDelete"))) return;
+    btn.disabled = true;
+    try {
+      await api("DELETE", `/api/v1/quarantine/${encodeURIComponent(x.id)}`);
+      say(t("q.deleted"), "ok");
+      loadQuarantine();
+    } catch (ex) {
+      say(ex.message, "error");
+      btn.disabled = false;
+    }
+  };
+  return h("li", { "data-testid": "quarantine-row", "data-id": x.id, "data-code": x.code },
+    h("div", { class: "l1" },
+      h("b", {}, x.site), " · ",
+      h("span", { class: `badge q-${x.code}` }, tv("q.code.", x.code)), " · ",
+      h("time", {}, fmtTime(x.at)), " · ",
+      `${x.bytes} ${t("q.bytes")}`, x.truncated ? ` ${t("q.truncated")}` : ""),
+    h("div", { class: "small" }, x.reason),
+    h("div", { class: "preview muted" }, x.preview),
+    h("div", { class: "actions" },
+      h("button", { type: "button", "data-testid": "q-reingest", onclick: (e) => reingest(e.currentTarget) }, t("q.reingest")),
+      h("button", { type: "button", "data-testid": "q-delete", onclick: (e) => remove(e.currentTarget) }, t("q.delete")),
+      h("a", { href: `/api/v1/quarantine/${encodeURIComponent(x.id)}/raw`, download: `quarantine-${x.id}.bin` }, t("q.raw"))));
 }
 
 // ---------------------------------------------------------------------------------------------
