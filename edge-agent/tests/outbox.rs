@@ -419,13 +419,8 @@ fn invalid_config_is_refused_with_every_problem() {
 /// The raw value of `seq` in the store's tree `tree` (the store must be closed).
 fn raw(path: &Path, tree: &str, seq: u64) -> Option<Vec<u8>> {
     let db = sled::open(path).unwrap();
-    let v = db
-        .open_tree(tree)
-        .unwrap()
-        .get(seq.to_be_bytes())
-        .unwrap()
-        .map(|v| v.to_vec());
-    v
+    let tree = db.open_tree(tree).unwrap();
+    tree.get(seq.to_be_bytes()).unwrap().map(|v| v.to_vec())
 }
 
 #[test]

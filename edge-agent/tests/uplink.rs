@@ -1236,8 +1236,7 @@ async fn an_alert_the_hub_refuses_for_good_is_quarantined_not_resent_listed_and_
     let last = broker
         .publishes()
         .into_iter()
-        .filter(|p| p.topic == alert_topic(site))
-        .last()
+        .rfind(|p| p.topic == alert_topic(site))
         .unwrap();
     assert_eq!(id_of(&last.payload), bad);
     assert_eq!(last.reason, 0);
