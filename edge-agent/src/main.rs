@@ -101,12 +101,18 @@ enum Command {
         ramp_secs: f64,
     },
     /// Inspect an alert outbox (a sled directory) without changing it: schema version, count,
-    /// bytes, per-severity counts, oldest and newest, corrupt records. Exits 1 if any record
+    /// bytes, per-severity counts, oldest and newest, corrupt records, and the quarantined
+    /// alerts (refused by the hub for good) with their reason and time. Exits 1 if any record
     /// is corrupt or the store cannot be read.
     Check {
         /// The outbox directory.
         #[arg(long, value_name = "DIR")]
         outbox: PathBuf,
+        /// First move every quarantined alert back into the sending queue (after an upgrade
+        /// fixed why the hub refused them). Changes the store: only with the agent stopped
+        /// (a running agent holds the store's lock, and this then fails).
+        #[arg(long)]
+        requeue_quarantined: bool,
     },
     /// Check a config file (and the model manifest it names); exits non-zero listing every
     /// problem. The systemd unit runs it before starting the agent.
@@ -204,7 +210,10 @@ fn main() -> ExitCode {
             sessions,
         } => run_bench(&model, frames, seconds, sessions),
         Command::Validate { config } => validate(&config),
-        Command::Check { outbox } => check_outbox(&outbox),
+        Command::Check {
+            outbox,
+            requeue_quarantined,
+        } => check_outbox(&outbox, requeue_quarantined),
         Command::Soak {
             config,
             cameras,
@@ -285,7 +294,27 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_outbox(path: &Path) -> anyhow::Result<ExitCode> {
+fn check_outbox(path: &Path, requeue_quarantined: bool) -> anyhow::Result<ExitCode> {
+    if requeue_quarantined {
+        use edge_agent::outbox::{Outbox, OutboxConfig, OutboxError};
+        // Opening for writing would create a store; requeueing needs one.
+        if !path.join("db").is_file() {
+            return Err(OutboxError::NotFound {
+                path: path.to_path_buf(),
+            }
+            .into());
+        }
+        // The bounds do not matter here: requeueing neither evicts nor expires.
+        let mut outbox = Outbox::open(path, OutboxConfig::default()).with_context(|| {
+            format!(
+                "opening {} to requeue (is the agent still running? stop it first)",
+                path.display()
+            )
+        })?;
+        let moved = outbox.requeue_quarantined()?;
+        drop(outbox);
+        println!("requeued {moved} quarantined alerts into the sending queue");
+    }
     let report = edge_agent::outbox::inspect(path)?;
     println!("{report}");
     Ok(if report.corrupt.is_empty() {

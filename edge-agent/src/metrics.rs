@@ -20,7 +20,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use crate::agent::AgentStats;
-use crate::uplink::{UplinkStats, disk_free, now_ms};
+use crate::uplink::{QUARANTINE_REASONS, UplinkStats, disk_free, now_ms};
 
 /// Serving `/metrics` failed.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +252,42 @@ pub fn render(source: &MetricsSource) -> String {
         outbox.corrupt as f64,
     );
     m.single(
+        "edge_outbox_quarantined",
+        "gauge",
+        "Alerts the hub refused for good, kept in the outbox's quarantine (never sent).",
+        outbox.quarantined as f64,
+    );
+    let name = "edge_outbox_quarantine_removed_total";
+    m.head(
+        name,
+        "counter",
+        "Quarantined alerts removed by the full-policy or the time-to-live (also in \
+         edge_outbox_evicted_total and edge_outbox_expired_total).",
+    );
+    m.sample(
+        name,
+        &[("cause", "evicted")],
+        outbox.quarantine_evicted as f64,
+    );
+    m.sample(
+        name,
+        &[("cause", "expired")],
+        outbox.quarantine_expired as f64,
+    );
+    let name = "edge_uplink_quarantined_total";
+    m.head(
+        name,
+        "counter",
+        "Alerts moved to the outbox's quarantine, by the broker's PUBACK reason.",
+    );
+    for ((_, reason), c) in QUARANTINE_REASONS.iter().zip(&u.quarantined) {
+        m.sample(
+            name,
+            &[("reason", reason)],
+            c.load(Ordering::Relaxed) as f64,
+        );
+    }
+    m.single(
         "edge_outbox_expired_total",
         "counter",
         "Alerts dropped unacknowledged after the time-to-live.",
@@ -321,7 +357,7 @@ pub fn render(source: &MetricsSource) -> String {
         ),
         (
             "edge_uplink_rejected_total",
-            "Alerts the broker refused (kept, offered again).",
+            "Alerts the broker refused for a passing reason (kept, offered again).",
             &u.rejected,
         ),
         (
@@ -425,7 +461,10 @@ mod tests {
         let mut outbox = uplink.outbox();
         outbox.depth = 3;
         outbox.evicted.add(protocol::Severity::Info, 2);
+        outbox.quarantined = 2;
+        outbox.quarantine_expired = 1;
         *uplink.outbox.lock().unwrap() = outbox;
+        uplink.quarantined[1].store(5, Ordering::Relaxed);
         let text = render(&MetricsSource {
             agent: None,
             uplink,
@@ -439,6 +478,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE edge_outbox_depth gauge\n"), "{text}");
+        assert!(text.contains("\nedge_outbox_quarantined 2\n"), "{text}");
+        assert!(
+            text.contains("edge_outbox_quarantine_removed_total{cause=\"expired\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("edge_uplink_quarantined_total{reason=\"not_authorized\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("edge_uplink_quarantined_total{reason=\"payload_format_invalid\"} 0\n"),
+            "{text}"
+        );
         assert!(text.contains("\nedge_disk_free_bytes "), "{text}");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }

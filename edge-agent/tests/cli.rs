@@ -4,8 +4,12 @@
 // Test helpers panic on a failed set-up step, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use cli::{edge_agent, text};
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
@@ -13,18 +17,6 @@ fn shared() -> PathBuf {
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn edge_agent(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run edge-agent")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A PNG signature and a valid IHDR chunk declaring `w`x`h` RGB8, and no pixel data.

@@ -415,3 +415,184 @@ fn invalid_config_is_refused_with_every_problem() {
     );
     assert!(!store(&dir).exists());
 }
+
+/// The raw value of `seq` in the store's tree `tree` (the store must be closed).
+fn raw(path: &Path, tree: &str, seq: u64) -> Option<Vec<u8>> {
+    let db = sled::open(path).unwrap();
+    let tree = db.open_tree(tree).unwrap();
+    tree.get(seq.to_be_bytes()).unwrap().map(|v| v.to_vec())
+}
+
+#[test]
+fn quarantine_moves_an_alert_out_of_the_queue_kept_whole_across_reopen_and_requeue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store(&dir);
+    let seqs: Vec<u64> = {
+        let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+        (1..=3)
+            .map(|n| o.append(&alert(n, Severity::Major), 1_000).unwrap())
+            .collect()
+    };
+    let record = raw(&path, "alerts", seqs[2]).unwrap();
+    let before_bytes;
+    {
+        let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+        before_bytes = o.bytes();
+        let q = o
+            .quarantine(seqs[2], 0x99, "not a valid alert", 5_000)
+            .unwrap()
+            .expect("the alert was in the queue");
+        assert_eq!(q.seq, seqs[2]);
+        assert_eq!(q.id, alert(3, Severity::Major).id);
+        assert_eq!(
+            (q.reason_code, q.reason.as_str()),
+            (0x99, "not a valid alert")
+        );
+        assert_eq!((q.stored_ms, q.quarantined_ms), (1_000, 5_000));
+        assert_eq!(q.unreadable, None);
+        assert!(
+            o.quarantine(seqs[2], 0x99, "again", 6_000)
+                .unwrap()
+                .is_none(),
+            "a second move finds nothing in the queue"
+        );
+        // Out of the queue and the depth, still in the bytes (plus its prefix).
+        assert_eq!(
+            o.pending(None, 10)
+                .unwrap()
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            seqs[..2]
+        );
+        let stats = o.stats();
+        assert_eq!((stats.depth, stats.quarantined), (2, 1));
+        assert_eq!(o.len(), 2);
+        let prefix = (14 + "not a valid alert".len()) as u64;
+        assert_eq!(stats.bytes, before_bytes + prefix);
+        assert_eq!(o.quarantined().unwrap(), vec![q]);
+    }
+    // On disk: only in the quarantine, holding the record byte for byte.
+    assert_eq!(raw(&path, "alerts", seqs[2]), None);
+    let value = raw(&path, "quarantine", seqs[2]).unwrap();
+    assert!(value.ends_with(&record), "the record is kept unchanged");
+    assert_eq!(&value[..4], b"OQ\x01\x99");
+
+    {
+        let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+        let stats = o.stats();
+        assert_eq!((stats.depth, stats.quarantined), (2, 1), "{stats:?}");
+        assert_eq!(stats.oldest_ms, Some(1_000));
+        assert_eq!(o.pending(None, 10).unwrap().len(), 2);
+        // The quarantined seq was the highest: a new one still goes after it.
+        let next = o.append(&alert(4, Severity::Major), 2_000).unwrap();
+        assert!(next > seqs[2], "seq {next} reused below {}", seqs[2]);
+        o.ack(next).unwrap();
+    }
+
+    let report = inspect(&path).unwrap();
+    assert_eq!(report.count, 2);
+    assert_eq!(report.quarantined.len(), 1);
+    assert_eq!(report.quarantined[0].id, alert(3, Severity::Major).id);
+    let text = report.to_string();
+    assert!(text.contains("quarantined: 1"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "seq {} id {} Major reason 0x99 (not a valid alert) quarantined_ms=5000",
+            seqs[2],
+            alert(3, Severity::Major).id
+        )),
+        "{text}"
+    );
+
+    {
+        let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+        assert_eq!(o.requeue_quarantined().unwrap(), 1);
+        assert_eq!(o.requeue_quarantined().unwrap(), 0);
+        let stats = o.stats();
+        assert_eq!((stats.depth, stats.quarantined), (3, 0));
+        assert_eq!(stats.bytes, before_bytes);
+    }
+    assert_eq!(raw(&path, "quarantine", seqs[2]), None);
+    assert_eq!(raw(&path, "alerts", seqs[2]), Some(record));
+    let mut o = Outbox::open(&path, OutboxConfig::default()).unwrap();
+    let all = o.pending(None, 10).unwrap();
+    assert_eq!(all.iter().map(|p| p.0).collect::<Vec<_>>(), seqs);
+    assert_eq!(all[2].1, alert(3, Severity::Major));
+}
+
+#[test]
+fn quarantined_alerts_count_toward_the_cap_and_are_evicted_first_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // (A critical record is 4 bytes larger: "critical" against "info" in its JSON.)
+    let one = record_size();
+    // Four records and two short quarantine prefixes (15 bytes each) fit, a fifth does not.
+    let config = OutboxConfig {
+        max_bytes: 4 * one + 100,
+        ..OutboxConfig::default()
+    };
+    let mut o = Outbox::open(store(&dir), config).unwrap();
+    let seqs: Vec<u64> = (1..=4)
+        .map(|n| o.append(&alert(n, Severity::Critical), 10).unwrap())
+        .collect();
+    let before = o.bytes();
+    o.quarantine(seqs[1], 0x87, "x", 20).unwrap().unwrap();
+    o.quarantine(seqs[0], 0x99, "y", 30).unwrap().unwrap();
+    assert_eq!(o.bytes(), before + 30, "two 15-byte prefixes");
+
+    // An info alert evicts the oldest quarantined critical one, not a deliverable alert.
+    let e = o.append(&alert(5, Severity::Info), 40).unwrap();
+    let stats = o.stats();
+    assert_eq!(stats.evicted.critical, 1, "{stats:?}");
+    assert_eq!((stats.quarantine_evicted, stats.quarantined), (1, 1));
+    assert_eq!(stats.dropped.total(), 0);
+    let left: Vec<u64> = o.quarantined().unwrap().iter().map(|q| q.seq).collect();
+    assert_eq!(left, [seqs[1]], "oldest (lowest seq) first");
+    assert_eq!(
+        o.pending(None, 10)
+            .unwrap()
+            .iter()
+            .map(|p| p.0)
+            .collect::<Vec<_>>(),
+        [seqs[2], seqs[3], e]
+    );
+
+    // The next takes the last quarantined one; then the usual policy (lowest severity).
+    o.append(&alert(6, Severity::Info), 50).unwrap();
+    assert_eq!(o.stats().quarantined, 0);
+    assert_eq!(o.stats().quarantine_evicted, 2);
+    o.append(&alert(7, Severity::Info), 60).unwrap();
+    let stats = o.stats();
+    assert_eq!((stats.evicted.critical, stats.evicted.info), (2, 1));
+    assert_eq!(stats.quarantine_evicted, 2);
+    assert!(o.bytes() <= 4 * one + 100);
+}
+
+#[test]
+fn quarantined_alerts_expire_by_the_same_ttl_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = OutboxConfig {
+        ttl_ms: 60_000,
+        ..OutboxConfig::default()
+    };
+    let mut o = Outbox::open(store(&dir), config).unwrap();
+    let a = o.append(&alert(1, Severity::Critical), 0).unwrap();
+    let b = o.append(&alert(2, Severity::Critical), 50_000).unwrap();
+    o.quarantine(a, 0x99, "bad", 59_000).unwrap().unwrap();
+    o.quarantine(b, 0x99, "bad", 59_000).unwrap().unwrap();
+    // The age counts from when the alert was stored, not when it was quarantined.
+    assert_eq!(o.expire(60_000).unwrap(), 0);
+    assert_eq!(o.expire(60_001).unwrap(), 1);
+    let stats = o.stats();
+    assert_eq!((stats.expired, stats.quarantine_expired), (1, 1));
+    assert_eq!(stats.quarantined, 1);
+    assert_eq!(o.quarantined().unwrap()[0].seq, b);
+    assert!(
+        o.bytes() > SNAPSHOT_BYTES as u64,
+        "the one left still counts"
+    );
+    assert_eq!(o.expire(110_001).unwrap(), 1);
+    assert_eq!(o.stats().quarantined, 0);
+    assert_eq!(o.bytes(), 0);
+    assert!(o.is_empty());
+}

@@ -1,7 +1,9 @@
 //! The uplink ([`Uplink`]) in-process against a real mosquitto started by each test, with a
 //! real sled outbox in a temporary directory: broker outages (MQTT 5 and 3.1.1), the outbox's
 //! byte cap and full-policy while the broker is down, the retained status, TLS with client
-//! certificates made here with rcgen, and a password login.
+//! certificates made here with rcgen, and a password login. The hub's refusals: a fake MQTT 5
+//! broker (`common/fake_mqtt5.rs`) answers one chosen alert with a PUBACK failure reason, which
+//! mosquitto cannot do for one alert among others on the same topic.
 //!
 //! A test's hub is a rumqttc subscriber (QoS 1) that records every message. Where the broker is
 //! killed, the subscriber must not miss what the uplink publishes after the restart before it
@@ -15,6 +17,10 @@
 
 #[path = "common/certs.rs"]
 mod certs;
+#[path = "common/cli.rs"]
+mod cli;
+#[path = "common/fake_mqtt5.rs"]
+mod fake_mqtt5;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
 
@@ -25,13 +31,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certs::{make_ca, make_leaf};
+use cli::{edge_agent, text};
 use edge_agent::agent::Output;
 use edge_agent::chaos::{alert_id, make_alert};
+use edge_agent::metrics::{MetricsSource, render};
 use edge_agent::outbox::{Outbox, OutboxConfig, OutboxStats};
 use edge_agent::secret::Secret;
 use edge_agent::uplink::{
     HealthReporter, MqttVersion, TlsConfig, Uplink, UplinkConfig, UplinkError, UplinkStats, now_ms,
 };
+use fake_mqtt5::FakeMqtt5;
 use mosquitto::Mosquitto;
 use protocol::{AgentState, Alert, Severity, Status};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
@@ -1034,4 +1043,267 @@ async fn a_wrong_password_is_refused_and_counted_and_the_right_one_delivers_mqtt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_refused_and_counted_and_the_right_one_delivers_mqtt311() {
     login(MqttVersion::V311, "login-v311").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// f. Refusals: the hub's "never acceptable" PUBACK quarantines the alert.
+
+/// Runs `edge-agent check --outbox DIR [extra]`, retrying while sled's lock of the uplink that
+/// just stopped is still held (see [`open_outbox`]); stdout on success.
+fn check_outbox(dir: &Path, extra: &[&str]) -> String {
+    let dir = dir.to_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut args = vec!["check", "--outbox", dir];
+        args.extend_from_slice(extra);
+        let out = edge_agent(&args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        if out.status.success() {
+            return stdout;
+        }
+        if !stderr.contains("could not acquire lock") || std::time::Instant::now() > deadline {
+            panic!("edge-agent {args:?} failed: {stdout}\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The id in an alert payload.
+fn id_of(payload: &[u8]) -> String {
+    protocol::decode_alert(payload).expect("a valid alert").id
+}
+
+/// Alert 1 is answered 0x99 (payload format invalid) every time, alert 3 once with 0x97
+/// (quota exceeded, a passing refusal): alert 1 goes to the quarantine and is never sent
+/// again, also not after a reconnect; alert 3 stays and is delivered on the next connection;
+/// the others are delivered and deleted. Status, metrics and `check` show the quarantined one,
+/// and `check --requeue-quarantined` sends it on the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_the_hub_refuses_for_good_is_quarantined_not_resent_listed_and_requeued() {
+    let site = "refused";
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("outbox");
+    let broker = FakeMqtt5::start().await;
+    let bad = alert_id(BASE_MS, 1);
+    let flaky = alert_id(BASE_MS, 3);
+    let quota_once = Arc::new(AtomicU64::new(0));
+    {
+        let (bad, flaky, quota_once) = (bad.clone(), flaky.clone(), quota_once.clone());
+        let topic = alert_topic(site);
+        broker.answer_with(move |t, payload| {
+            if t != topic {
+                return 0x00;
+            }
+            let id = id_of(payload);
+            if id == bad {
+                0x99
+            } else if id == flaky && quota_once.fetch_add(1, Ordering::Relaxed) == 0 {
+                0x97
+            } else {
+                0x00
+            }
+        });
+    }
+    let max_bytes = 8 << 20;
+    let up = Running::start(
+        fast_config(broker.port(), MqttVersion::V5),
+        site,
+        &dir,
+        max_bytes,
+    );
+    for i in 0..5 {
+        up.send(alert(site, i, 1_000, Severity::Major)).await;
+    }
+    let s = up.stats.clone();
+    wait_for(
+        "three delivered, one quarantined, one refused for now",
+        WAIT,
+        || {
+            get(&s.acked) == 3
+                && get(&s.quarantined[0]) == 1
+                && get(&s.rejected) == 1
+                && s.outbox().quarantined == 1
+        },
+        || up.state(),
+    )
+    .await;
+    assert_eq!(get(&s.quarantined[1]), 0, "no 0x87 here");
+    let outbox = s.outbox();
+    assert_eq!(
+        outbox.depth, 1,
+        "only the passing refusal waits: {outbox:?}"
+    );
+
+    // A lost connection: the new one resends alert 3, never alert 1.
+    broker.drop_connections();
+    wait_for(
+        "alert 3 delivered on the next connection",
+        WAIT,
+        || get(&s.acked) == 4 && s.outbox().depth == 0 && get(&s.reconnects) >= 1,
+        || up.state(),
+    )
+    .await;
+    let alerts: Vec<_> = broker
+        .publishes()
+        .into_iter()
+        .filter(|p| p.topic == alert_topic(site))
+        .collect();
+    let sent_bad: Vec<_> = alerts.iter().filter(|p| id_of(&p.payload) == bad).collect();
+    assert_eq!(sent_bad.len(), 1, "the quarantined alert was sent again");
+    assert_eq!((sent_bad[0].conn, sent_bad[0].reason), (1, 0x99));
+    let accepted: BTreeSet<String> = alerts
+        .iter()
+        .filter(|p| p.reason == 0)
+        .map(|p| id_of(&p.payload))
+        .collect();
+    assert_eq!(accepted, ids_of(site, [0, 2, 3, 4]));
+    assert!(
+        alerts
+            .iter()
+            .any(|p| id_of(&p.payload) == flaky && p.conn == 2 && p.reason == 0),
+        "alert 3 is resent on the second connection"
+    );
+
+    // The status sent at the reconnect counts it; so do the metrics.
+    let quarantined_in_status = broker
+        .publishes()
+        .into_iter()
+        .filter(|p| p.topic == status_topic(site) && p.conn == 2)
+        .filter_map(|p| protocol::decode_status(&p.payload).unwrap().health)
+        .map(|h| h.outbox.quarantined)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        quarantined_in_status.first(),
+        Some(&1),
+        "{quarantined_in_status:?}"
+    );
+    let metrics = render(&MetricsSource {
+        agent: None,
+        uplink: s.clone(),
+        data_dir: work.path().to_path_buf(),
+        started: std::time::Instant::now(),
+    });
+    assert!(
+        metrics.contains("\nedge_outbox_quarantined 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nedge_uplink_quarantined_total{reason=\"payload_format_invalid\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nedge_uplink_rejected_total 1\n"),
+        "{metrics}"
+    );
+
+    // The stop does not wait for it (it is not deliverable); it stays on disk.
+    let left = up.finish(WAIT).await;
+    assert_eq!((left.depth, left.quarantined), (0, 1), "{left:?}");
+
+    // `check` lists it: id, reason (with the broker's reason string), time.
+    let report = check_outbox(&dir, &[]);
+    assert!(report.contains("alerts: 0 "), "{report}");
+    assert!(report.contains("quarantined: 1\n"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "id {bad} Major reason 0x99 (fake broker: reason 0x99) quarantined_ms="
+        )),
+        "{report}"
+    );
+
+    // The installer requeues it; the next start sends it, and now the hub takes it.
+    let report = check_outbox(&dir, &["--requeue-quarantined"]);
+    assert!(report.contains("requeued 1 quarantined alerts"), "{report}");
+    assert!(report.contains("alerts: 1 "), "{report}");
+    assert!(report.contains("quarantined: 0\n"), "{report}");
+    broker.answer_with(|_, _| 0x00);
+    let up = Running::start(
+        fast_config(broker.port(), MqttVersion::V5),
+        site,
+        &dir,
+        max_bytes,
+    );
+    let s = up.stats.clone();
+    wait_for(
+        "the requeued alert delivered",
+        WAIT,
+        || get(&s.acked) == 1,
+        || up.state(),
+    )
+    .await;
+    let left = up.finish(WAIT).await;
+    assert_eq!((left.depth, left.quarantined), (0, 0), "{left:?}");
+    let last = broker
+        .publishes()
+        .into_iter()
+        .rfind(|p| p.topic == alert_topic(site))
+        .unwrap();
+    assert_eq!(id_of(&last.payload), bad);
+    assert_eq!(last.reason, 0);
+    assert_eq!(
+        protocol::decode_alert(&last.payload).unwrap(),
+        alert(site, 1, 1_000, Severity::Major),
+        "requeued unchanged"
+    );
+}
+
+/// A real broker's refusal: mosquitto with an ACL that lets the site publish its status but not
+/// its alerts answers every alert PUBACK 0x87 (not authorised). Each lands in the quarantine
+/// (none lost, none resent in a loop), the hub never sees one, and the status counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_acl_refusing_the_alert_topic_quarantines_every_alert_with_0x87() {
+    let site = "acl";
+    let work = TempDir::new().unwrap();
+    let acl = work.path().join("acl");
+    std::fs::write(
+        &acl,
+        format!(
+            "topic readwrite {}\ntopic read {}\n",
+            status_topic(site),
+            alert_topic(site)
+        ),
+    )
+    .unwrap();
+    let broker = Mosquitto::start_with_config(&format!("acl_file {}\n", acl.display())).await;
+    let hub = Subscriber::start(
+        broker.port(),
+        "hub-acl",
+        false,
+        None,
+        &[alert_topic(site), status_topic(site)],
+    )
+    .await;
+    let mut config = fast_config(broker.port(), MqttVersion::V5);
+    config.heartbeat_s = 1;
+    let up = Running::start(config, site, &work.path().join("outbox"), 8 << 20);
+    for i in 0..3 {
+        up.send(alert(site, i, 1_000, Severity::Critical)).await;
+    }
+    let s = up.stats.clone();
+    wait_for(
+        "every alert quarantined",
+        WAIT,
+        || get(&s.quarantined[1]) == 3 && s.outbox().quarantined == 3,
+        || format!("{}; broker log:\n{}", up.state(), broker.log()),
+    )
+    .await;
+    wait_for(
+        "a status counting them",
+        WAIT,
+        || {
+            hub.statuses(site).iter().any(|(st, _)| {
+                st.health
+                    .as_ref()
+                    .is_some_and(|h| h.outbox.quarantined == 3 && h.outbox.depth == 0)
+            })
+        },
+        || format!("{:?}", hub.statuses(site)),
+    )
+    .await;
+    assert_eq!(get(&s.quarantined[0]), 0);
+    assert_eq!((get(&s.acked), get(&s.rejected)), (0, 0), "{}", up.state());
+    assert_eq!(get(&s.published), 3, "sent once each: {}", up.state());
+    assert!(hub.alerts(site).is_empty(), "the ACL let an alert through");
+    let left = up.finish(WAIT).await;
+    assert_eq!((left.depth, left.quarantined), (0, 3), "{left:?}");
 }

@@ -115,6 +115,17 @@ pub struct OutboxHealth {
     pub expired: u64,
     /// Records found unreadable and removed, since start.
     pub corrupt: u64,
+    /// Alerts the hub refused for good (MQTT 5 PUBACK "payload format invalid" or "not
+    /// authorised") and the agent keeps in its quarantine, never sending them again. Left out
+    /// of the JSON when zero: a hub built before this field refuses unknown fields, and keeps
+    /// accepting the status of every agent with nothing quarantined (a hub that refuses alerts
+    /// this way knows the field).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub quarantined: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A counter per [`Severity`].
@@ -190,6 +201,44 @@ mod tests {
         assert_eq!(c.total(), u64::MAX);
         c.major = 3;
         assert_eq!(c.total(), 4);
+    }
+
+    fn outbox_health(quarantined: u64) -> OutboxHealth {
+        OutboxHealth {
+            depth: 1,
+            bytes: 2,
+            max_bytes: 3,
+            oldest: None,
+            evicted: SeverityCounts::default(),
+            dropped: SeverityCounts::default(),
+            expired: 0,
+            corrupt: 0,
+            quarantined,
+        }
+    }
+
+    /// The outbox part as an agent without the quarantine sent it (and as a hub without it
+    /// expects it).
+    const OLD_OUTBOX: &str = r#"{"depth":1,"bytes":2,"max_bytes":3,"evicted":{"info":0,"minor":0,"major":0,"critical":0},"dropped":{"info":0,"minor":0,"major":0,"critical":0},"expired":0,"corrupt":0}"#;
+
+    #[test]
+    fn quarantined_is_left_out_when_zero_and_defaults_when_absent() {
+        // New agent, nothing quarantined: byte for byte what an old hub accepts.
+        assert_eq!(
+            serde_json::to_string(&outbox_health(0)).unwrap(),
+            OLD_OUTBOX
+        );
+        // Old agent, new hub: the missing field reads as zero.
+        assert_eq!(
+            serde_json::from_str::<OutboxHealth>(OLD_OUTBOX).unwrap(),
+            outbox_health(0)
+        );
+        let json = serde_json::to_string(&outbox_health(4)).unwrap();
+        assert!(json.ends_with(r#","corrupt":0,"quarantined":4}"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<OutboxHealth>(&json).unwrap(),
+            outbox_health(4)
+        );
     }
 
     #[test]

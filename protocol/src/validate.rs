@@ -580,6 +580,7 @@ mod tests {
                     dropped: SeverityCounts::default(),
                     expired: 0,
                     corrupt: 0,
+                    quarantined: 0,
                 },
                 uplink: UplinkHealth {
                     connected: true,

@@ -194,6 +194,7 @@ fn online() -> Status {
                 dropped: SeverityCounts::default(),
                 expired: 0,
                 corrupt: 0,
+                quarantined: 1,
             },
             uplink: UplinkHealth {
                 connected: true,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::record;
-use super::store::{open_trees, read_schema};
-use super::{OutboxError, SeverityCounts};
+use super::store::{Trees, open_trees, quarantined_alert, read_schema};
+use super::{OutboxError, QuarantinedAlert, SeverityCounts};
 
 /// What an outbox holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct OutboxReport {
     pub schema_version: Option<u32>,
     /// Deliverable alerts.
     pub count: usize,
-    /// Key + record bytes of every record, corrupt ones included.
+    /// Key + record bytes of every record, corrupt and quarantined ones included.
     pub bytes: u64,
     /// Deliverable alerts per severity.
     pub per_severity: SeverityCounts,
@@ -34,6 +34,9 @@ pub struct OutboxReport {
     pub last_seq: Option<u64>,
     /// Seqs of corrupt records (bad header or JSON), with what is wrong.
     pub corrupt: Vec<(u64, String)>,
+    /// Alerts the hub refused for good, oldest first (never sent; see the module doc of
+    /// [`crate::outbox`]).
+    pub quarantined: Vec<QuarantinedAlert>,
 }
 
 impl std::fmt::Display for OutboxReport {
@@ -64,6 +67,17 @@ impl std::fmt::Display for OutboxReport {
         for (seq, reason) in &self.corrupt {
             writeln!(f, "    seq {seq}: {reason}")?;
         }
+        writeln!(f, "  quarantined: {}", self.quarantined.len())?;
+        for q in &self.quarantined {
+            match &q.unreadable {
+                None => writeln!(
+                    f,
+                    "    seq {} id {} {:?} reason 0x{:02x} ({}) quarantined_ms={} stored_ms={}",
+                    q.seq, q.id, q.severity, q.reason_code, q.reason, q.quarantined_ms, q.stored_ms
+                )?,
+                Some(problem) => writeln!(f, "    seq {} unreadable: {problem}", q.seq)?,
+            }
+        }
         Ok(())
     }
 }
@@ -91,7 +105,11 @@ fn inspect_copy(copy: &Path, path: &Path) -> Result<OutboxReport, OutboxError> {
             path: path.to_path_buf(),
             source,
         })?;
-    let (meta, alerts) = open_trees(&db, path)?;
+    let Trees {
+        meta,
+        alerts,
+        quarantine,
+    } = open_trees(&db, path)?;
     let mut report = OutboxReport {
         path: path.to_path_buf(),
         schema_version: read_schema(&meta, path)?,
@@ -103,6 +121,7 @@ fn inspect_copy(copy: &Path, path: &Path) -> Result<OutboxReport, OutboxError> {
         first_seq: None,
         last_seq: None,
         corrupt: Vec::new(),
+        quarantined: Vec::new(),
     };
     for item in alerts.iter() {
         let (key, value) = item.map_err(|source| OutboxError::Storage {
@@ -126,6 +145,17 @@ fn inspect_copy(copy: &Path, path: &Path) -> Result<OutboxReport, OutboxError> {
                     Some(report.newest_ms.map_or(h.stored_ms, |n| n.max(h.stored_ms)));
             }
             Err(reason) => report.corrupt.push((seq, reason)),
+        }
+    }
+    for item in quarantine.iter() {
+        let (key, value) = item.map_err(|source| OutboxError::Storage {
+            path: path.to_path_buf(),
+            op: "reading the quarantine",
+            source,
+        })?;
+        report.bytes += (key.len() + value.len()) as u64;
+        if let Some(seq) = record::seq_of(&key) {
+            report.quarantined.push(quarantined_alert(seq, &value));
         }
     }
     Ok(report)

@@ -16,7 +16,7 @@
 //!
 //! # On-disk format (schema version [`SCHEMA_VERSION`])
 //!
-//! A `sled` database (a directory) with two trees:
+//! A `sled` database (a directory) with three trees:
 //!
 //! - `meta`: key `schema` → the store's schema version, `u32` big-endian. Written on the first
 //!   open of an empty store; a store with another version is refused with a message naming the
@@ -25,6 +25,24 @@
 //! - `alerts`: key = sequence number, `u64` big-endian (so byte order is age order); value = a
 //!   16-byte record header (magic, record version, severity, stored time, JSON length; see
 //!   `record.rs`) followed by the alert as `serde_json` of [`protocol::Alert`].
+//! - `quarantine`: alerts the hub refused for good (see below), same key; value = a prefix
+//!   (magic, version, MQTT 5 reason code, quarantined time, reason text; see `record.rs`)
+//!   followed by the alert's `alerts` record unchanged. Added in schema version 1 without a
+//!   bump: an older agent never opens this tree, so it neither sends nor misreads what is in it.
+//!
+//! # Quarantine
+//!
+//! An alert the hub answers with an MQTT 5 PUBACK reason meaning "never acceptable" (payload
+//! format invalid, not authorised) is moved by [`Outbox::quarantine`] from `alerts` to
+//! `quarantine` in one sled transaction, flushed. A quarantined alert is never sent, is not in
+//! the depth ([`OutboxStats::depth`] counts the sending queue only; [`OutboxStats::quarantined`]
+//! counts these), but its bytes count against `max_bytes` and it expires by the same TTL (age
+//! since it was first stored), counted in `expired`. When the cap needs room, quarantined
+//! alerts are evicted first, oldest first, whatever their severity or the new alert's (the hub
+//! keeps its own copy of every alert it refused, and these are not sent again without an
+//! installer), counted in `evicted` under their severity; the `quarantine_*` counters say how
+//! many of those were quarantined ones. [`Outbox::requeue_quarantined`] moves them all back
+//! under their old seqs (`edge-agent check --outbox DIR --requeue-quarantined`).
 //!
 //! # Invariants
 //!
@@ -33,8 +51,9 @@
 //! - `append` returns only after the record is flushed; `ack` and `expire` deletions are not
 //!   flushed at once (a deletion lost in a crash resends an alert, which at-least-once allows)
 //!   and are flushed when the outbox is dropped or [`Outbox::flush`] is called.
-//! - Bounds: `max_bytes` over key + record bytes and `ttl_ms` since storing
-//!   ([`OutboxConfig`]). Full-policy: evict the lowest severity first, oldest first within a
+//! - Bounds: `max_bytes` over key + record bytes (quarantine included) and `ttl_ms` since
+//!   storing ([`OutboxConfig`]). Full-policy: evict quarantined alerts first (oldest first),
+//!   then the lowest severity first, oldest first within a
 //!   severity, only alerts of the new alert's severity or lower; if that cannot make room the
 //!   new alert is dropped instead. Nothing is evicted unless the new alert then fits, and the
 //!   evictions and the insert are one atomic sled batch. Every eviction, drop and expiry is
@@ -129,18 +148,46 @@ pub enum OutboxError {
 /// A count per alert severity (the wire type, so the status carries it as is).
 pub use protocol::status::SeverityCounts;
 
+/// One alert in the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedAlert {
+    /// Its outbox sequence number (kept from the sending queue, and kept again on requeue).
+    pub seq: u64,
+    /// The alert's id (empty when unreadable).
+    pub id: String,
+    pub severity: Severity,
+    /// When it was first stored, ms since the epoch (the TTL counts from here).
+    pub stored_ms: i64,
+    /// The MQTT 5 PUBACK reason code the broker refused it with.
+    pub reason_code: u8,
+    /// The broker's reason string, or the code's name.
+    pub reason: String,
+    /// When it was quarantined, ms since the epoch.
+    pub quarantined_ms: i64,
+    /// What is wrong with the stored value when it cannot be read (then kept, never evicted,
+    /// expired or requeued).
+    pub unreadable: Option<String>,
+}
+
 /// The outbox's state for the status heartbeat. Counters run since the outbox was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxStats {
-    /// Records stored, corrupt ones included.
+    /// Records in the sending queue, corrupt ones included (not the quarantined ones).
     pub depth: usize,
-    /// Bytes of key + record stored, corrupt ones included.
+    /// Bytes of key + record stored, corrupt and quarantined ones included.
     pub bytes: u64,
-    /// Alerts evicted by the full-policy to make room for a more or equally severe one.
+    /// Alerts in the quarantine (refused by the hub for good; kept, never sent).
+    pub quarantined: usize,
+    /// Of `evicted`: quarantined alerts evicted.
+    pub quarantine_evicted: u64,
+    /// Of `expired`: quarantined alerts expired.
+    pub quarantine_expired: u64,
+    /// Alerts evicted by the full-policy to make room for a more or equally severe one, and
+    /// quarantined alerts evicted for any new one.
     pub evicted: SeverityCounts,
     /// New alerts the full-policy refused (nothing of their severity or lower left to evict).
     pub dropped: SeverityCounts,
-    /// Alerts dropped unacknowledged after `ttl_ms`.
+    /// Alerts dropped unacknowledged after `ttl_ms`, quarantined ones included.
     pub expired: u64,
     /// Corrupt records found (kept on disk, never delivered).
     pub corrupt: usize,

@@ -114,6 +114,121 @@ pub(crate) fn decode(value: &[u8]) -> Result<(Header, Alert), String> {
     Ok((header, alert))
 }
 
+/// First two bytes of every quarantined value.
+const QUARANTINE_MAGIC: [u8; 2] = *b"OQ";
+/// Version of the quarantine prefix below.
+const QUARANTINE_VERSION: u8 = 1;
+/// Bytes of the quarantine prefix before the reason text.
+const QUARANTINE_HEADER_LEN: usize = 14;
+/// Longest reason text kept: the broker's reason string is the hub's choice, bounded here so a
+/// hostile or broken hub cannot grow the store through it.
+pub(crate) const MAX_REASON_BYTES: usize = 256;
+
+/// What the quarantine prefix of a value says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QuarantineHeader {
+    /// The MQTT 5 PUBACK reason code the broker refused the alert with.
+    pub reason_code: u8,
+    /// When the alert was moved to the quarantine, ms since the epoch.
+    pub quarantined_ms: i64,
+    /// The reason's text (the broker's reason string, or the code's name).
+    pub reason: String,
+}
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`], at a character boundary.
+pub(crate) fn bound_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// The quarantine tree's value for the outbox record `record`: a prefix, then the record
+/// unchanged (so moving it back is cutting the prefix off).
+///
+/// ```text
+/// offset  size  field
+///      0     2  magic  b"OQ"
+///      2     1  quarantine prefix version (QUARANTINE_VERSION)
+///      3     1  reason code: the MQTT 5 PUBACK reason (0x99, 0x87, ...)
+///      4     8  quarantined_ms: i64 big-endian
+///     12     2  reason_len: u16 big-endian, at most MAX_REASON_BYTES
+///     14     …  reason text, UTF-8
+///      …     …  the outbox record, exactly as it was in `alerts`
+/// ```
+pub(crate) fn encode_quarantined(
+    record: &[u8],
+    reason_code: u8,
+    quarantined_ms: i64,
+    reason: &str,
+) -> Vec<u8> {
+    let reason = bound_reason(reason);
+    let mut out = Vec::with_capacity(QUARANTINE_HEADER_LEN + reason.len() + record.len());
+    out.extend_from_slice(&QUARANTINE_MAGIC);
+    out.push(QUARANTINE_VERSION);
+    out.push(reason_code);
+    out.extend_from_slice(&quarantined_ms.to_be_bytes());
+    // bound_reason keeps it far below u16::MAX.
+    out.extend_from_slice(
+        &u16::try_from(reason.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(record);
+    out
+}
+
+/// Splits a quarantine value into its prefix and the outbox record it holds (not checked:
+/// see [`decode_header`]). `Err` says what is wrong with the prefix.
+pub(crate) fn decode_quarantined(value: &[u8]) -> Result<(QuarantineHeader, &[u8]), String> {
+    if value.len() < QUARANTINE_HEADER_LEN {
+        return Err(format!(
+            "quarantine value is {} bytes, shorter than its {QUARANTINE_HEADER_LEN}-byte prefix",
+            value.len()
+        ));
+    }
+    if value[0..2] != QUARANTINE_MAGIC {
+        return Err(format!("bad quarantine magic {:02x?}", &value[0..2]));
+    }
+    if value[2] != QUARANTINE_VERSION {
+        return Err(format!(
+            "quarantine prefix version {} (this build reads {QUARANTINE_VERSION})",
+            value[2]
+        ));
+    }
+    let mut ms = [0u8; 8];
+    ms.copy_from_slice(&value[4..12]);
+    let reason_len = usize::from(u16::from_be_bytes([value[12], value[13]]));
+    if reason_len > MAX_REASON_BYTES {
+        return Err(format!(
+            "quarantine reason of {reason_len} bytes (at most {MAX_REASON_BYTES})"
+        ));
+    }
+    let rest = &value[QUARANTINE_HEADER_LEN..];
+    if rest.len() < reason_len {
+        return Err(format!(
+            "quarantine reason of {reason_len} bytes, value holds {}",
+            rest.len()
+        ));
+    }
+    let reason = std::str::from_utf8(&rest[..reason_len])
+        .map_err(|e| format!("quarantine reason is not UTF-8: {e}"))?
+        .to_string();
+    Ok((
+        QuarantineHeader {
+            reason_code: value[3],
+            quarantined_ms: i64::from_be_bytes(ms),
+            reason,
+        },
+        &rest[reason_len..],
+    ))
+}
+
 /// Big-endian key of `seq`, so sled's byte order is sequence order.
 pub(crate) fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
@@ -191,6 +306,38 @@ mod tests {
         let last = json.len() - 1;
         json[last] = b'!';
         assert!(decode(&json).unwrap_err().contains("JSON"));
+    }
+
+    #[test]
+    fn quarantined_value_round_trips_and_keeps_the_record_unchanged() {
+        let record = encode(&alert(Severity::Critical), 7).unwrap();
+        let value = encode_quarantined(&record, 0x99, 1_000, "payload format invalid");
+        let (q, inner) = decode_quarantined(&value).unwrap();
+        assert_eq!(q.reason_code, 0x99);
+        assert_eq!(q.quarantined_ms, 1_000);
+        assert_eq!(q.reason, "payload format invalid");
+        assert_eq!(inner, record.as_slice());
+        assert_eq!(decode(inner).unwrap().0.stored_ms, 7);
+    }
+
+    #[test]
+    fn quarantine_reason_is_bounded_at_a_char_boundary_and_damage_is_named() {
+        let long = "é".repeat(MAX_REASON_BYTES);
+        let value = encode_quarantined(b"rec", 0x87, 0, &long);
+        let (q, inner) = decode_quarantined(&value).unwrap();
+        assert!(q.reason.len() <= MAX_REASON_BYTES && q.reason.len() >= MAX_REASON_BYTES - 1);
+        assert_eq!(inner, b"rec");
+        assert!(
+            decode_quarantined(&value[..5])
+                .unwrap_err()
+                .contains("shorter")
+        );
+        let mut magic = value.clone();
+        magic[1] = b'X';
+        assert!(decode_quarantined(&magic).unwrap_err().contains("magic"));
+        let mut len = value.clone();
+        len[12] = 0xff;
+        assert!(decode_quarantined(&len).unwrap_err().contains("reason of"));
     }
 
     #[test]

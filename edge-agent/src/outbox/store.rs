@@ -3,16 +3,24 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use protocol::Alert;
+use protocol::{Alert, Severity};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tracing::{debug, error, info, warn};
 
 use super::record::{self, severity_from_index, severity_index};
-use super::{OutboxConfig, OutboxError, OutboxStats, SCHEMA_VERSION, SeverityCounts};
+use super::{
+    OutboxConfig, OutboxError, OutboxStats, QuarantinedAlert, SCHEMA_VERSION, SeverityCounts,
+};
 
 /// Name of the tree holding the schema version.
 pub(super) const META_TREE: &str = "meta";
 /// Name of the tree holding the alerts.
 pub(super) const ALERTS_TREE: &str = "alerts";
+/// Name of the tree holding the alerts the hub refused for good. Added without a schema bump:
+/// an older agent opens only `meta` and `alerts` and never looks at it (it neither sends nor
+/// counts the quarantined alerts, which is what this build does with them too, bar the count).
+pub(super) const QUARANTINE_TREE: &str = "quarantine";
 /// Key of the schema version in [`META_TREE`].
 pub(super) const SCHEMA_KEY: &[u8] = b"schema";
 
@@ -24,6 +32,32 @@ struct Entry {
     size: u64,
 }
 
+/// What the index keeps of a quarantined record.
+#[derive(Debug, Clone, Copy)]
+struct QEntry {
+    /// When the alert was first stored (the TTL counts from here); `None` when the record is
+    /// unreadable: then it never expires and is never evicted (kept for `check`).
+    stored_ms: Option<i64>,
+    severity: Severity,
+    /// Key + quarantine value bytes.
+    size: u64,
+}
+
+/// The outbox's trees.
+pub(super) struct Trees {
+    pub meta: sled::Tree,
+    pub alerts: sled::Tree,
+    pub quarantine: sled::Tree,
+}
+
+/// sled's error for a transaction that cannot abort (the closures here never do).
+fn tx_error(e: TransactionError<()>) -> sled::Error {
+    match e {
+        TransactionError::Storage(e) => e,
+        TransactionError::Abort(()) => sled::Error::Unsupported("transaction aborted".into()),
+    }
+}
+
 /// The durable alert outbox (see the module doc for the format and invariants).
 ///
 /// Not shared: one owner (the uplink) appends, replays and acknowledges.
@@ -32,18 +66,23 @@ pub struct Outbox {
     config: OutboxConfig,
     db: sled::Db,
     alerts: sled::Tree,
+    quarantine: sled::Tree,
     /// Deliverable records per severity (index = [`severity_index`]), by seq: the first entry
     /// of a map is that severity's oldest.
     index: [BTreeMap<u64, Entry>; 4],
     /// Corrupt records by seq → size; kept on disk, never delivered or evicted.
     corrupt: BTreeMap<u64, u64>,
-    /// Key + record bytes of every record, corrupt ones included.
+    /// Quarantined records by seq (seq order is age order).
+    quarantined: BTreeMap<u64, QEntry>,
+    /// Key + record bytes of every record, corrupt and quarantined ones included.
     bytes: u64,
     /// Highest seq handed out or found on disk.
     last_seq: Option<u64>,
     evicted: SeverityCounts,
     dropped: SeverityCounts,
     expired: u64,
+    quarantine_evicted: u64,
+    quarantine_expired: u64,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -52,6 +91,7 @@ impl std::fmt::Debug for Outbox {
             .field("path", &self.path)
             .field("config", &self.config)
             .field("len", &self.len())
+            .field("quarantined", &self.quarantined.len())
             .field("bytes", &self.bytes)
             .finish_non_exhaustive()
     }
@@ -84,11 +124,8 @@ pub(super) fn read_schema(meta: &sled::Tree, path: &Path) -> Result<Option<u32>,
     Ok(Some(found))
 }
 
-/// Opens the `meta` and `alerts` trees of `db`.
-pub(super) fn open_trees(
-    db: &sled::Db,
-    path: &Path,
-) -> Result<(sled::Tree, sled::Tree), OutboxError> {
+/// Opens the `meta`, `alerts` and `quarantine` trees of `db`.
+pub(super) fn open_trees(db: &sled::Db, path: &Path) -> Result<Trees, OutboxError> {
     let open = |name: &str| {
         db.open_tree(name).map_err(|source| OutboxError::Storage {
             path: path.to_path_buf(),
@@ -96,7 +133,11 @@ pub(super) fn open_trees(
             source,
         })
     };
-    Ok((open(META_TREE)?, open(ALERTS_TREE)?))
+    Ok(Trees {
+        meta: open(META_TREE)?,
+        alerts: open(ALERTS_TREE)?,
+        quarantine: open(QUARANTINE_TREE)?,
+    })
 }
 
 impl Outbox {
@@ -115,12 +156,16 @@ impl Outbox {
                 path: path.clone(),
                 source,
             })?;
-        let (meta, alerts) = open_trees(&db, &path)?;
+        let Trees {
+            meta,
+            alerts,
+            quarantine,
+        } = open_trees(&db, &path)?;
         if read_schema(&meta, &path)?.is_none() {
-            if !alerts.is_empty() {
+            if !alerts.is_empty() || !quarantine.is_empty() {
                 return Err(OutboxError::MissingSchema {
                     path,
-                    count: alerts.len(),
+                    count: alerts.len() + quarantine.len(),
                 });
             }
             meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
@@ -141,19 +186,25 @@ impl Outbox {
             config,
             db,
             alerts,
+            quarantine,
             index: Default::default(),
             corrupt: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
             bytes: 0,
             last_seq: None,
             evicted: SeverityCounts::default(),
             dropped: SeverityCounts::default(),
             expired: 0,
+            quarantine_evicted: 0,
+            quarantine_expired: 0,
         };
         outbox.load_index()?;
+        outbox.load_quarantine()?;
         info!(
             message = "Outbox opened.",
             path = %outbox.path.display(),
             depth = outbox.len(),
+            quarantined = outbox.quarantined.len(),
             bytes = outbox.bytes,
             corrupt = outbox.corrupt.len(),
         );
@@ -192,6 +243,40 @@ impl Outbox {
         Ok(())
     }
 
+    /// Reads every quarantined record's prefix and header into the quarantine index.
+    fn load_quarantine(&mut self) -> Result<(), OutboxError> {
+        for item in self.quarantine.iter() {
+            let (key, value) =
+                item.map_err(|source| self.storage("reading the quarantine", source))?;
+            let Some(seq) = record::seq_of(&key) else {
+                error!(
+                    message = "Outbox quarantine holds a key that is not a sequence number; ignored.",
+                    path = %self.path.display(),
+                    key = ?key.as_ref(),
+                );
+                continue;
+            };
+            self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
+            let size = (key.len() + value.len()) as u64;
+            self.bytes += size;
+            let entry = quarantine_entry(&value, size).unwrap_or_else(|reason| {
+                error!(
+                    message = "Unreadable quarantined outbox record; kept for inspection.",
+                    path = %self.path.display(),
+                    seq,
+                    reason,
+                );
+                QEntry {
+                    stored_ms: None,
+                    severity: Severity::default(),
+                    size,
+                }
+            });
+            self.quarantined.insert(seq, entry);
+        }
+        Ok(())
+    }
+
     /// Stores `alert`, received at `now_ms` (ms since the epoch), and returns its sequence
     /// number once it is flushed to disk. Expires old alerts first, then applies the
     /// full-policy; [`OutboxError::Full`] means the new alert was the one dropped (counted).
@@ -206,17 +291,32 @@ impl Outbox {
         let sev = severity_index(alert.severity);
 
         // Plan the evictions before touching anything: if they cannot make room, nothing is
-        // evicted and the new alert is dropped instead.
+        // evicted and the new alert is dropped instead. Quarantined alerts go first, oldest
+        // first, whatever their severity: they will not be sent without an installer's
+        // requeue, and the hub keeps its own copy of every alert it refused.
         let need = (self.bytes + size).saturating_sub(self.config.max_bytes);
+        let mut q_victims: Vec<(u64, QEntry)> = Vec::new();
         let mut victims: Vec<(usize, u64, u64)> = Vec::new();
         let mut freed = 0u64;
-        'plan: for s in 0..=sev {
-            for (&seq, e) in &self.index[s] {
+        'plan: {
+            for (&seq, e) in &self.quarantined {
                 if freed >= need {
                     break 'plan;
                 }
-                victims.push((s, seq, e.size));
-                freed += e.size;
+                // An unreadable one is kept for inspection, like a corrupt alert.
+                if e.stored_ms.is_some() {
+                    q_victims.push((seq, *e));
+                    freed += e.size;
+                }
+            }
+            for s in 0..=sev {
+                for (&seq, e) in &self.index[s] {
+                    if freed >= need {
+                        break 'plan;
+                    }
+                    victims.push((s, seq, e.size));
+                    freed += e.size;
+                }
             }
         }
         if freed < need {
@@ -246,9 +346,37 @@ impl Outbox {
             batch.remove(&record::key(victim));
         }
         batch.insert(&record::key(seq), value);
-        self.alerts
-            .apply_batch(batch)
-            .map_err(|source| self.record_err(seq, "inserting", source))?;
+        if q_victims.is_empty() {
+            self.alerts
+                .apply_batch(batch)
+                .map_err(|source| self.record_err(seq, "inserting", source))?;
+        } else {
+            // Evictions from both trees and the insert: one transaction.
+            let mut q_batch = sled::Batch::default();
+            for &(victim, _) in &q_victims {
+                q_batch.remove(&record::key(victim));
+            }
+            (&self.alerts, &self.quarantine)
+                .transaction(|(a, q)| {
+                    a.apply_batch(&batch)?;
+                    q.apply_batch(&q_batch)?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| self.record_err(seq, "inserting", tx_error(e)))?;
+        }
+        for (victim, e) in q_victims {
+            self.quarantined.remove(&victim);
+            self.bytes = self.bytes.saturating_sub(e.size);
+            self.evicted.add(e.severity, 1);
+            self.quarantine_evicted += 1;
+            error!(
+                message = "Outbox full: quarantined alert evicted.",
+                path = %self.path.display(),
+                seq = victim,
+                severity = ?e.severity,
+                for_seq = seq,
+            );
+        }
         for (s, victim, vsize) in victims {
             self.index[s].remove(&victim);
             self.bytes = self.bytes.saturating_sub(vsize);
@@ -310,7 +438,16 @@ impl Outbox {
                 victims.push((s, seq, *e));
             }
         }
-        if victims.is_empty() {
+        let mut q_victims = Vec::new();
+        for (&seq, e) in &self.quarantined {
+            match e.stored_ms {
+                Some(ms) if ms >= cutoff => break,
+                Some(_) => q_victims.push((seq, *e)),
+                // Unreadable: kept for inspection, and says nothing about the ones after it.
+                None => {}
+            }
+        }
+        if victims.is_empty() && q_victims.is_empty() {
             return Ok(0);
         }
         let mut batch = sled::Batch::default();
@@ -320,6 +457,28 @@ impl Outbox {
         self.alerts
             .apply_batch(batch)
             .map_err(|source| self.storage("removing expired alerts", source))?;
+        if !q_victims.is_empty() {
+            let mut batch = sled::Batch::default();
+            for &(seq, _) in &q_victims {
+                batch.remove(&record::key(seq));
+            }
+            self.quarantine
+                .apply_batch(batch)
+                .map_err(|source| self.storage("removing expired quarantined alerts", source))?;
+        }
+        for &(seq, e) in &q_victims {
+            self.quarantined.remove(&seq);
+            self.bytes = self.bytes.saturating_sub(e.size);
+            error!(
+                message = "Quarantined alert expired.",
+                path = %self.path.display(),
+                seq,
+                severity = ?e.severity,
+                age_ms = e.stored_ms.map(|ms| now_ms.saturating_sub(ms)),
+                ttl_ms = self.config.ttl_ms,
+            );
+        }
+        self.quarantine_expired += q_victims.len() as u64;
         for &(s, seq, e) in &victims {
             self.index[s].remove(&seq);
             self.bytes = self.bytes.saturating_sub(e.size);
@@ -332,8 +491,8 @@ impl Outbox {
                 ttl_ms = self.config.ttl_ms,
             );
         }
-        self.expired += victims.len() as u64;
-        Ok(victims.len())
+        self.expired += (victims.len() + q_victims.len()) as u64;
+        Ok(victims.len() + q_victims.len())
     }
 
     /// Up to `limit` deliverable alerts with a seq after `after` (all when `None`), oldest
@@ -417,6 +576,124 @@ impl Outbox {
         Ok(true)
     }
 
+    /// Moves the alert `seq` from the sending queue to the quarantine, with the broker's
+    /// `reason_code` and `reason` (bounded to 256 bytes) and `now_ms` as the
+    /// time: one sled transaction over both trees, flushed before this returns (the alert must
+    /// not come back as deliverable after a crash and be refused again). `None` when `seq` is
+    /// not in the sending queue (acked, evicted or quarantined already).
+    ///
+    /// The move grows the stored bytes by the quarantine prefix; a store at its cap stays over
+    /// it by that much until the next append evicts.
+    pub fn quarantine(
+        &mut self,
+        seq: u64,
+        reason_code: u8,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Option<QuarantinedAlert>, OutboxError> {
+        let key = record::key(seq);
+        let reason = record::bound_reason(reason);
+        let moved = (&self.alerts, &self.quarantine)
+            .transaction(|(a, q)| {
+                let Some(old) = a.remove(&key)? else {
+                    return Ok(None);
+                };
+                let value = record::encode_quarantined(&old, reason_code, now_ms, reason);
+                q.insert(&key, value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(Some((old, value)))
+            })
+            .map_err(|e| self.record_err(seq, "quarantining", tx_error(e)))?;
+        let Some((old, value)) = moved else {
+            return Ok(None);
+        };
+        self.db
+            .flush()
+            .map_err(|source| self.record_err(seq, "flushing the quarantine", source))?;
+        for map in &mut self.index {
+            map.remove(&seq);
+        }
+        self.corrupt.remove(&seq);
+        let size = (key.len() + value.len()) as u64;
+        self.bytes = self.bytes.saturating_sub((key.len() + old.len()) as u64) + size;
+        let entry = quarantine_entry(&value, size).unwrap_or(QEntry {
+            stored_ms: None,
+            severity: Severity::default(),
+            size,
+        });
+        self.quarantined.insert(seq, entry);
+        Ok(Some(quarantined_alert(seq, &value)))
+    }
+
+    /// Moves every readable quarantined alert back into the sending queue under its old seq
+    /// (so it is sent in its age order), each move one transaction, flushed at the end; for
+    /// an installer once the cause of the refusals is fixed. Returns how many moved; an
+    /// unreadable one stays where it is.
+    pub fn requeue_quarantined(&mut self) -> Result<usize, OutboxError> {
+        let seqs: Vec<u64> = self
+            .quarantined
+            .iter()
+            .filter(|(_, e)| e.stored_ms.is_some())
+            .map(|(&seq, _)| seq)
+            .collect();
+        let mut moved = 0;
+        for seq in seqs {
+            let key = record::key(seq);
+            let back = (&self.alerts, &self.quarantine)
+                .transaction(|(a, q)| {
+                    let Some(value) = q.get(key)? else {
+                        return Ok(None);
+                    };
+                    let Ok((_, inner)) = record::decode_quarantined(&value) else {
+                        return Ok(None);
+                    };
+                    let Ok(header) = record::decode_header(inner) else {
+                        return Ok(None);
+                    };
+                    q.remove(&key)?;
+                    a.insert(&key, inner)?;
+                    Ok::<_, ConflictableTransactionError<()>>(Some((
+                        header,
+                        inner.len(),
+                        value.len(),
+                    )))
+                })
+                .map_err(|e| self.record_err(seq, "requeueing", tx_error(e)))?;
+            let Some((header, record_len, value_len)) = back else {
+                continue;
+            };
+            self.quarantined.remove(&seq);
+            let size = (key.len() + record_len) as u64;
+            self.bytes = self
+                .bytes
+                .saturating_sub((key.len() + value_len) as u64)
+                .saturating_add(size);
+            self.index[severity_index(header.severity)].insert(
+                seq,
+                Entry {
+                    stored_ms: header.stored_ms,
+                    size,
+                },
+            );
+            info!(message = "Quarantined alert requeued.", path = %self.path.display(), seq);
+            moved += 1;
+        }
+        self.flush()?;
+        Ok(moved)
+    }
+
+    /// Every quarantined alert, oldest first (an unreadable one with what is wrong).
+    pub fn quarantined(&self) -> Result<Vec<QuarantinedAlert>, OutboxError> {
+        let mut out = Vec::new();
+        for item in self.quarantine.iter() {
+            let (key, value) =
+                item.map_err(|source| self.storage("reading the quarantine", source))?;
+            if let Some(seq) = record::seq_of(&key) {
+                out.push(quarantined_alert(seq, &value));
+            }
+        }
+        Ok(out)
+    }
+
     /// Flushes pending deletions to disk (appends are flushed already). For shutdown.
     pub fn flush(&self) -> Result<(), OutboxError> {
         self.db
@@ -450,6 +727,9 @@ impl Outbox {
         OutboxStats {
             depth: self.len(),
             bytes: self.bytes,
+            quarantined: self.quarantined.len(),
+            quarantine_evicted: self.quarantine_evicted,
+            quarantine_expired: self.quarantine_expired,
             evicted: self.evicted,
             dropped: self.dropped,
             expired: self.expired,
@@ -487,6 +767,50 @@ impl Outbox {
             seq,
             op,
             source,
+        }
+    }
+}
+
+/// The index entry of a quarantine value; `Err` says what is unreadable.
+fn quarantine_entry(value: &[u8], size: u64) -> Result<QEntry, String> {
+    let (_, inner) = record::decode_quarantined(value)?;
+    let h = record::decode_header(inner)?;
+    Ok(QEntry {
+        stored_ms: Some(h.stored_ms),
+        severity: h.severity,
+        size,
+    })
+}
+
+/// What a quarantine value says, for listing. A damaged one is listed with its problem.
+pub(super) fn quarantined_alert(seq: u64, value: &[u8]) -> QuarantinedAlert {
+    let parsed = record::decode_quarantined(value).and_then(|(q, inner)| {
+        let (h, alert) = record::decode(inner)?;
+        Ok((q, h, alert))
+    });
+    match parsed {
+        Ok((q, h, alert)) => QuarantinedAlert {
+            seq,
+            id: alert.id,
+            severity: h.severity,
+            stored_ms: h.stored_ms,
+            reason_code: q.reason_code,
+            reason: q.reason,
+            quarantined_ms: q.quarantined_ms,
+            unreadable: None,
+        },
+        Err(problem) => {
+            let q = record::decode_quarantined(value).ok().map(|(q, _)| q);
+            QuarantinedAlert {
+                seq,
+                id: String::new(),
+                severity: Severity::default(),
+                stored_ms: 0,
+                reason_code: q.as_ref().map_or(0, |q| q.reason_code),
+                reason: q.as_ref().map(|q| q.reason.clone()).unwrap_or_default(),
+                quarantined_ms: q.map_or(0, |q| q.quarantined_ms),
+                unreadable: Some(problem),
+            }
         }
     }
 }

@@ -43,7 +43,7 @@ pub enum Ev {
     /// A publish left with this packet id (in the order the publishes were requested).
     Sent(u16),
     /// The broker acknowledged packet id; `Err` carries an MQTT 5 failure reason.
-    Acked(u16, Result<(), String>),
+    Acked(u16, Result<(), Refusal>),
     /// A message on a subscribed topic.
     Message {
         topic: String,
@@ -52,6 +52,35 @@ pub enum Ev {
     },
     /// Anything else (pings, suback, ...).
     Other,
+}
+
+/// An MQTT 5 PUBACK failure: the reason code and the broker's reason string (or the code's
+/// name when it sent none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u8,
+    pub text: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:02x} {}", self.code, self.text)
+    }
+}
+
+/// The wire code of a PUBACK reason (MQTT 5.0, 3.4.2.1).
+fn puback_code(r: &PubAckReason) -> u8 {
+    match r {
+        PubAckReason::Success => 0x00,
+        PubAckReason::NoMatchingSubscribers => 0x10,
+        PubAckReason::UnspecifiedError => 0x80,
+        PubAckReason::ImplementationSpecificError => 0x83,
+        PubAckReason::NotAuthorized => 0x87,
+        PubAckReason::TopicNameInvalid => 0x90,
+        PubAckReason::PacketIdentifierInUse => 0x91,
+        PubAckReason::QuotaExceeded => 0x97,
+        PubAckReason::PayloadFormatInvalid => 0x99,
+    }
 }
 
 /// The last will: set before connecting, published by the broker if the connection dies.
@@ -277,7 +306,13 @@ fn map_v5(ev: rumqttc::v5::Event) -> Ev {
             // "No matching subscribers" is still the broker taking the message.
             let result = match a.reason {
                 PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
-                other => Err(format!("{other:?}")),
+                other => Err(Refusal {
+                    code: puback_code(&other),
+                    text: a
+                        .properties
+                        .and_then(|p| p.reason_string)
+                        .unwrap_or_else(|| format!("{other:?}")),
+                }),
             };
             Ev::Acked(a.pkid, result)
         }

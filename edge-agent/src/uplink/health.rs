@@ -139,6 +139,7 @@ pub fn outbox_health(s: &OutboxStats, max_bytes: u64) -> OutboxHealth {
         dropped: s.dropped,
         expired: s.expired,
         corrupt: s.corrupt as u64,
+        quarantined: s.quarantined as u64,
     }
 }
 

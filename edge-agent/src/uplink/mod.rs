@@ -17,9 +17,27 @@
 //! possible (the hub's insert is idempotent by alert id), losses are not.
 //!
 //! At most `inflight` publishes are unacknowledged at once. Reconnects wait a jittered
-//! exponential back-off (rumqttc alone would retry in a hot loop). An MQTT 5 PUBACK with a
-//! failure reason (not authorised, quota exceeded) leaves the alert in the outbox; it is sent
-//! again after [`REJECT_RETRY`] (or the next reconnect), and counted.
+//! exponential back-off (rumqttc alone would retry in a hot loop).
+//!
+//! # Refusals
+//!
+//! An MQTT 5 PUBACK with a failure reason is one of two kinds:
+//!
+//! - For good ([`QUARANTINE_REASONS`]: 0x99 payload format invalid, 0x87 not authorised): the
+//!   hub answers these for an alert it can never accept (not valid for its schema, a source the
+//!   site may not claim) after keeping it in its own quarantine. Sending it again cannot help,
+//!   so the alert moves to the outbox's quarantine ([`Outbox::quarantine`]): kept, counted
+//!   (status `outbox.quarantined`, `/metrics`), logged at ERROR with seq, id and reason, never
+//!   sent again until an installer requeues it (`edge-agent check --requeue-quarantined`).
+//!   0x90 topic name invalid is not one of them: the alert topic is the same for every alert,
+//!   so it means the agent's prefix or site (or the broker's config) is wrong, not this alert;
+//!   quarantining would empty the whole queue into the quarantine for a config fix.
+//! - Anything else (0x80 unspecified, 0x83 implementation specific, 0x97 quota exceeded, ...)
+//!   is taken as passing: the alert stays in the outbox and is sent again after
+//!   [`REJECT_RETRY`] (or the next reconnect), counted in `rejected`.
+//!
+//! A broker ACL that denies the alert topic answers 0x87 for every alert: they all end up in
+//! the quarantine, none is lost, and a requeue after fixing the ACL sends them.
 //!
 //! # Status
 //!
@@ -82,11 +100,15 @@ use crate::tags::dedup::Sighting;
 use crate::tags::read::TagKind;
 pub use config::{CommandsConfig, MqttVersion, TlsConfig, UplinkConfig};
 pub use conn::tls_config;
-use conn::{Connection, Ev, Will};
+use conn::{Connection, Ev, Refusal, Will};
 pub use health::{HealthReporter, disk_free};
 
 /// A rejected alert (MQTT 5 PUBACK failure reason) is offered again after this long.
 pub const REJECT_RETRY: Duration = Duration::from_secs(30);
+/// MQTT 5 PUBACK reason codes that quarantine the alert, with their metric label (the index
+/// is the one of [`UplinkStats::quarantined`]). See the module doc for why these.
+pub const QUARANTINE_REASONS: [(u8, &str); 2] =
+    [(0x99, "payload_format_invalid"), (0x87, "not_authorized")];
 /// How often expired alerts are dropped from the outbox.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// How long a clean shutdown waits for the broker to take the `offline` status.
@@ -134,8 +156,10 @@ pub struct UplinkStats {
     pub published: AtomicU64,
     /// Alerts acknowledged by the broker (and deleted from the outbox).
     pub acked: AtomicU64,
-    /// Alerts the broker refused with an MQTT 5 reason code (kept, offered again).
+    /// Alerts the broker refused with a passing MQTT 5 reason code (kept, offered again).
     pub rejected: AtomicU64,
+    /// Alerts moved to the outbox's quarantine, per reason of [`QUARANTINE_REASONS`].
+    pub quarantined: [AtomicU64; QUARANTINE_REASONS.len()],
     /// Sighting batches acknowledged.
     pub sightings_sent: AtomicU64,
     /// Sighting batches dropped (queue full, or too large to send).
@@ -694,11 +718,7 @@ impl Uplink {
                             self.outbox.ack(seq)?;
                             self.stats.acked.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(reason) => {
-                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                            error!(message = "Broker refused an alert; kept, offered again later.", seq, reason = %reason);
-                            s.rewind_at.get_or_insert(Instant::now() + REJECT_RETRY);
-                        }
+                        Err(refusal) => self.on_refused(s, seq, &refusal)?,
                     }
                 }
                 Some(Pending::Sighting(b)) => match result {
@@ -727,6 +747,47 @@ impl Uplink {
             Ev::Other => {}
         }
         Ok(None)
+    }
+
+    /// The broker refused the alert `seq`: quarantine it or offer it again (module doc).
+    fn on_refused(
+        &mut self,
+        s: &mut Session,
+        seq: u64,
+        refusal: &Refusal,
+    ) -> Result<(), UplinkError> {
+        let Some(reason) = QUARANTINE_REASONS
+            .iter()
+            .position(|&(code, _)| code == refusal.code)
+        else {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            error!(message = "Broker refused an alert; kept, offered again later.", seq, reason = %refusal);
+            s.rewind_at.get_or_insert(Instant::now() + REJECT_RETRY);
+            return Ok(());
+        };
+        match self
+            .outbox
+            .quarantine(seq, refusal.code, &refusal.text, now_ms())?
+        {
+            Some(q) => {
+                self.stats.quarantined[reason].fetch_add(1, Ordering::Relaxed);
+                error!(
+                    message = "Hub refused an alert for good; moved to the outbox quarantine, not sent again.",
+                    seq,
+                    id = %q.id,
+                    severity = ?q.severity,
+                    reason = %refusal,
+                    quarantined = self.outbox.stats().quarantined,
+                );
+            }
+            // Evicted or expired while in flight: nothing left to keep.
+            None => warn!(
+                message = "Hub refused an alert no longer in the outbox.",
+                seq,
+                reason = %refusal
+            ),
+        }
+        Ok(())
     }
 
     /// A message on the command topic: check it, hand a good one to the core.
