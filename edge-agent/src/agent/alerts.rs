@@ -193,7 +193,7 @@ impl AlertFactory {
             since_ms,
         );
         alert.location = self.locations.get(camera).copied();
-        alert.detail = Some(reason.to_string());
+        alert.detail = Some(offline_detail(reason));
         self.offline.insert(
             camera.clone(),
             Open {
@@ -434,4 +434,37 @@ fn event_detections(ev: &AlertEvent) -> Vec<Detection> {
         })
         .into_iter()
         .collect()
+}
+
+/// Most characters of a camera-offline reason the hub accepts in `detail` (its limit, 4,096).
+const MAX_DETAIL_CHARS: usize = 4096;
+
+/// A camera's last error (ffmpeg's stderr tail, an HTTP error) as the hub accepts it: no
+/// control characters but newlines and tabs, at most [`MAX_DETAIL_CHARS`], the end kept since
+/// the last lines say most. Otherwise the hub would refuse the whole alert.
+fn offline_detail(reason: &str) -> String {
+    let clean: Vec<char> = reason
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' && c != '\t' { ' ' } else { c })
+        .collect();
+    if clean.len() <= MAX_DETAIL_CHARS {
+        return clean.into_iter().collect();
+    }
+    let mut out = String::from("…");
+    out.extend(&clean[clean.len() - (MAX_DETAIL_CHARS - 1)..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offline_reason_is_cut_to_the_hubs_limit_keeping_its_end_and_loses_control_characters() {
+        assert_eq!(offline_detail("a\rb\u{1b}[31mc\nd\te"), "a b [31mc\nd\te");
+        let long = format!("{}END", "x".repeat(10_000));
+        let d = offline_detail(&long);
+        assert_eq!(d.chars().count(), MAX_DETAIL_CHARS);
+        assert!(d.starts_with('…') && d.ends_with("END"));
+    }
 }
