@@ -186,6 +186,8 @@ impl MultipartParser {
 
     /// The next part, `Ok(None)` when more bytes are needed (or the stream is closed), or a
     /// fatal error after which the stream cannot be followed.
+    // Not an `Iterator`: "no part yet" is not the end, and errors are fatal.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Parsed>, MjpegError> {
         loop {
             match &mut self.state {
