@@ -18,8 +18,9 @@ use crate::alert::Severity;
 use crate::limits::MAX_COMMAND_BYTES;
 use crate::time::UtcMillis;
 
-/// Domain separation: what is signed is this, then the command's JSON bytes.
-const SIGNING_CONTEXT: &[u8] = b"se-cmd-v1\n";
+/// Domain separation: what is signed is this, then the command's JSON bytes. Public so the
+/// fuzz target (`fuzz/`) can sign arbitrary text and reach the parser behind the signature.
+pub const SIGNING_CONTEXT: &[u8] = b"se-cmd-v1\n";
 
 /// One command to one site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

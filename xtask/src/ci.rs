@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{Repo, cmd, setup};
+use crate::{Repo, cmd, fuzz, setup};
 
 /// One gate: cargo arguments and what to tell the user when it fails.
 struct Step {
@@ -42,8 +42,10 @@ const STEPS: &[Step] = &[
 pub fn test(repo: &Repo, args: &[String]) -> Result<()> {
     crate::no_args("test", args)?;
     let assets = setup::run(repo)?;
+    // The fuzz smoke runs after the cargo steps.
+    let steps = STEPS.len() + 1;
     for (i, step) in STEPS.iter().enumerate() {
-        eprintln!("xtask: [{}/{}] {}", i + 1, STEPS.len(), step.what);
+        eprintln!("xtask: [{}/{steps}] {}", i + 1, step.what);
         // The detector finds the cached library by itself too; saying it explicitly makes
         // test runs independent of that search.
         let mut cargo = repo.cargo();
@@ -54,7 +56,14 @@ pub fn test(repo: &Repo, args: &[String]) -> Result<()> {
             cmd::run(&mut cargo).context(step.on_failure)?;
         }
     }
-    Ok(())
+    eprintln!(
+        "xtask: [{steps}/{steps}] fuzz smoke ({} s per target)",
+        fuzz::SMOKE_SECONDS
+    );
+    fuzz::smoke(repo).context(
+        "a fuzz target failed; the crashing input is named above (reproduce and fix the \
+         parser, see `cargo xtask fuzz`)",
+    )
 }
 
 /// Runs `cargo test`, passing its output through, and ends with one line totalling every test

@@ -7,6 +7,7 @@ mod apt;
 mod ci;
 mod cmd;
 mod fetch;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +36,8 @@ const TASKS: &[Task] = &[
     Task {
         name: "test",
         usage: "test",
-        about: "setup, then cargo fmt --check, clippy -D warnings, cargo test (what CI runs)",
+        about: "setup, then cargo fmt --check, clippy -D warnings, cargo test, a 20 s fuzz \
+                smoke per target (what CI runs)",
         run: ci::test,
     },
     Task {
@@ -64,6 +66,14 @@ const TASKS: &[Task] = &[
                 mosquitto restarted 3 times and the agent SIGKILLed twice while 10,000 alerts \
                 flow; last line `sent=… received=… lost=… duplicated=…`",
         run: chaos,
+    },
+    Task {
+        name: "fuzz",
+        usage: "fuzz [--seconds N] [--target NAME]",
+        about: "build the cargo-fuzz targets in fuzz/ (stable toolchain is enough) and run each \
+                for N seconds (default 20); one line per target with its exec count; fails \
+                naming the target and the crashing input",
+        run: fuzz::command,
     },
     Task {
         name: "help",

@@ -136,13 +136,13 @@ pub(crate) fn describe(error: &reqwest::Error) -> String {
 /// One challenge from a `WWW-Authenticate` header: the scheme (lower case) and its parameters
 /// (names lower case, values unquoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Challenge {
+pub struct Challenge {
     pub scheme: String,
     pub params: Vec<(String, String)>,
 }
 
 impl Challenge {
-    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+    pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
@@ -152,7 +152,7 @@ impl Challenge {
 
 /// Parses a `WWW-Authenticate` value, which may hold several comma-separated challenges
 /// (`Digest realm="a", nonce="b", Basic realm="a"`). Lenient: what cannot be parsed is skipped.
-pub(crate) fn parse_challenges(value: &str) -> Vec<Challenge> {
+pub fn parse_challenges(value: &str) -> Vec<Challenge> {
     let s = value.as_bytes();
     let mut i = 0;
     let mut out: Vec<Challenge> = Vec::new();
@@ -202,7 +202,9 @@ pub(crate) fn parse_challenges(value: &str) -> Vec<Challenge> {
                     v.push(s[i]);
                     i += 1;
                 }
-                i += 1;
+                // Past the closing quote; an unterminated value ends the header, and stepping
+                // past its end would make the next slice start beyond it (a panic).
+                i = (i + 1).min(s.len());
                 String::from_utf8_lossy(&v).into_owned()
             } else {
                 let start = i;
@@ -221,7 +223,7 @@ pub(crate) fn parse_challenges(value: &str) -> Vec<Challenge> {
 
 /// A Digest hash algorithm (RFC 7616 §3.2). SHA-512-256 is not offered by cameras in practice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Algorithm {
+pub enum Algorithm {
     Md5,
     Md5Sess,
     Sha256,
@@ -275,7 +277,7 @@ fn to_hex(bytes: &[u8]) -> String {
 
 /// A Digest challenge the client can answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DigestChallenge {
+pub struct DigestChallenge {
     pub realm: String,
     pub nonce: String,
     pub opaque: Option<String>,
@@ -291,7 +293,7 @@ pub(crate) struct DigestChallenge {
 
 impl DigestChallenge {
     /// The challenge, or why it cannot be answered.
-    pub(crate) fn from_challenge(c: &Challenge) -> Result<Self, String> {
+    pub fn from_challenge(c: &Challenge) -> Result<Self, String> {
         if c.scheme != "digest" {
             return Err(format!("not a Digest challenge ({})", c.scheme));
         }
@@ -331,7 +333,7 @@ impl DigestChallenge {
 }
 
 /// The `Authorization` header value answering `ch` (RFC 7616 §3.4; RFC 2069 form without qop).
-pub(crate) fn digest_authorization(
+pub fn digest_authorization(
     ch: &DigestChallenge,
     username: &str,
     password: &str,
@@ -1092,6 +1094,18 @@ mod tests {
         assert!(parse_challenges("").is_empty());
         // Garbage never loops forever.
         let _ = parse_challenges("=,=\"\\");
+    }
+
+    #[test]
+    fn an_unterminated_quoted_value_ends_the_header_instead_of_panicking() {
+        // Found by the `digest_challenge` fuzz target: the index stepped past the end and the
+        // next parameter name was sliced out of range. A camera controls this header.
+        let cs = parse_challenges(r#"Digest nonce="abc", realm="cam, qop=auth"#);
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].param("nonce"), Some("abc"));
+        assert_eq!(cs[0].param("realm"), Some("cam, qop=auth"));
+        let cs = parse_challenges(r#"Digest nonce="n\"#);
+        assert_eq!(cs[0].param("nonce"), Some("n\\"));
     }
 
     #[test]

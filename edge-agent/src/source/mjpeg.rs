@@ -96,7 +96,7 @@ impl MjpegError {
 
 /// One complete part.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Part {
+pub struct Part {
     /// 1 for the first part of the connection.
     pub index: u64,
     pub content_type: Option<String>,
@@ -105,7 +105,7 @@ pub(crate) struct Part {
 
 /// What the parser found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Parsed {
+pub enum Parsed {
     Part(Part),
     /// A part over the limit, being skipped: `declared` is its `Content-Length`, or `None`
     /// when no boundary came within the limit.
@@ -141,7 +141,7 @@ enum State {
 /// An incremental `multipart/x-mixed-replace` parser: [`push`](Self::push) bytes as they come,
 /// then take parts with [`next`](Self::next) until it returns `Ok(None)`.
 #[derive(Debug)]
-pub(crate) struct MultipartParser {
+pub struct MultipartParser {
     /// `--boundary`; `None` until learned from the body when the header had none.
     delimiter: Option<Vec<u8>>,
     buf: Vec<u8>,
@@ -154,7 +154,7 @@ pub(crate) struct MultipartParser {
 
 impl MultipartParser {
     /// `boundary` as given in the `Content-Type` (with or without leading `--`).
-    pub(crate) fn new(boundary: Option<&str>, max_part: usize) -> Self {
+    pub fn new(boundary: Option<&str>, max_part: usize) -> Self {
         Self {
             delimiter: boundary
                 .map(|b| format!("--{}", b.trim_start_matches("--")).into_bytes())
@@ -167,7 +167,7 @@ impl MultipartParser {
         }
     }
 
-    pub(crate) fn push(&mut self, chunk: &[u8]) {
+    pub fn push(&mut self, chunk: &[u8]) {
         if self.pos > 0 {
             // Offsets in `state` are relative to `pos`, so compaction needs no fix-up.
             self.buf.drain(..self.pos);
@@ -176,7 +176,7 @@ impl MultipartParser {
         self.buf.extend_from_slice(chunk);
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
 
@@ -186,7 +186,9 @@ impl MultipartParser {
 
     /// The next part, `Ok(None)` when more bytes are needed (or the stream is closed), or a
     /// fatal error after which the stream cannot be followed.
-    pub(crate) fn next(&mut self) -> Result<Option<Parsed>, MjpegError> {
+    // Not an `Iterator`: "no part yet" is not the end, and errors are fatal.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Parsed>, MjpegError> {
         loop {
             match &mut self.state {
                 State::Closed => return Ok(None),
@@ -308,6 +310,18 @@ impl MultipartParser {
                             } else {
                                 nl
                             };
+                            if end > self.max_part {
+                                // The rest of an oversized part and its boundary came in one
+                                // read: refused as it is when the boundary comes later, so the
+                                // limit does not depend on how the network split the stream.
+                                let index = self.parts;
+                                self.pos += nl + 1;
+                                self.state = State::Seek { scanned: 0 };
+                                return Ok(Some(Parsed::Oversized {
+                                    index,
+                                    declared: None,
+                                }));
+                            }
                             let part = Part {
                                 index: self.parts,
                                 content_type: content_type.take(),
@@ -1058,6 +1072,38 @@ mod tests {
                 }),
             ]
         );
+    }
+
+    #[test]
+    fn a_part_over_the_limit_is_refused_even_when_its_boundary_arrives_in_the_same_read() {
+        // Found by the `mjpeg` fuzz target: fed in one piece, a part without Content-Length
+        // whose boundary was already buffered came out at any size. (`stream` gives part 2 no
+        // Content-Length.)
+        let bytes = stream("b", &[b"ok".to_vec(), b"0123456789abcdef".to_vec()]);
+        for size in [bytes.len(), 7, 1] {
+            let mut p = MultipartParser::new(Some("b"), 9);
+            let mut out = Vec::new();
+            for chunk in bytes.chunks(size) {
+                p.push(chunk);
+                parse_all(&mut p, &mut out);
+            }
+            assert_eq!(
+                out,
+                vec![
+                    Parsed::Part(Part {
+                        index: 1,
+                        content_type: Some("image/jpeg".into()),
+                        body: b"ok".to_vec()
+                    }),
+                    Parsed::Oversized {
+                        index: 2,
+                        declared: None
+                    },
+                ],
+                "chunks of {size}"
+            );
+            assert!(p.is_closed(), "chunks of {size}");
+        }
     }
 
     #[test]

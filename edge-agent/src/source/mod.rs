@@ -46,8 +46,11 @@ pub use dir::{AfterRead, DirError, DirSource, DirSourceConfig};
 pub use ffmpeg::{AtEnd, FfmpegSource, FfmpegSourceConfig};
 pub use health::FrameError;
 pub use http::{AuthMode, HttpError, HttpSnapshotSource, HttpSnapshotSourceConfig, Secret};
+// The pure parsers are public for the fuzz targets (`fuzz/`), which can reach only the
+// crate's public API.
+pub use http::{Algorithm, Challenge, DigestChallenge, digest_authorization, parse_challenges};
 pub use latest::{LatestFrame, LatestFrameStats};
-pub use mjpeg::{MjpegError, MjpegSource, MjpegSourceConfig};
+pub use mjpeg::{MjpegError, MjpegSource, MjpegSourceConfig, MultipartParser, Parsed, Part};
 
 /// One decoded frame from a camera, at the source's working resolution and sample rate.
 #[derive(Debug, Clone)]
