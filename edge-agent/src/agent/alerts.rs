@@ -445,7 +445,13 @@ const MAX_DETAIL_CHARS: usize = 4096;
 fn offline_detail(reason: &str) -> String {
     let clean: Vec<char> = reason
         .chars()
-        .map(|c| if c.is_control() && c != '\n' && c != '\t' { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     if clean.len() <= MAX_DETAIL_CHARS {
         return clean.into_iter().collect();
