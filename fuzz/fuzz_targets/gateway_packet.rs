@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let decoded = if frame.kind() == 1 {
         codec::decode_connect(&frame).map(|c| Packet::Connect(Box::new(c)))
     } else {
-        let version = if sel & 1 == 0 { Version::V311 } else { Version::V5 };
+        let version = if sel & 1 == 0 {
+            Version::V311
+        } else {
+            Version::V5
+        };
         codec::decode(&frame, version)
     };
     let Ok(ours) = decoded else {
@@ -54,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
         codec::decode(&f, version)
     }
     .expect("the gateway reads what it wrote");
-    assert_eq!(strip(reread), strip(ours.clone()), "encode/decode round trip");
+    assert_eq!(
+        strip(reread),
+        strip(ours.clone()),
+        "encode/decode round trip"
+    );
 });
 
 fn reference(version: Version, bytes: &[u8]) -> Result<r::Packet, r::Error> {
@@ -84,7 +92,11 @@ fn strip(mut p: Packet) -> Packet {
 /// from its own serialisation (header byte, then the packet id).
 fn publish_header(p: &r::Publish) -> (u8, bool, u16) {
     let s = p.serialize();
-    ((s[0] >> 1) & 3, s[0] & 0x08 != 0, u16::from_be_bytes([s[1], s[2]]))
+    (
+        (s[0] >> 1) & 3,
+        s[0] & 0x08 != 0,
+        u16::from_be_bytes([s[1], s[2]]),
+    )
 }
 
 fn same(ours: &Packet, theirs: &r::Packet, version: Version, forwarded: bool) {
