@@ -132,7 +132,6 @@ pub struct Ingest {
     tx: mpsc::Sender<Job>,
     metrics: Arc<HubMetrics>,
     policy: Arc<SitePolicy>,
-    store: Store,
 }
 
 impl std::fmt::Debug for Job {
@@ -165,11 +164,12 @@ impl Ingest {
         metrics.quarantine_size(store.quarantine().len(), store.quarantine().bytes());
         let task = tokio::spawn(writer(store.clone(), rx, out, metrics.clone()));
         (
+            // No store handle here: every gateway connection and the link hold an `Ingest`,
+            // and the hub's stop waits only for the tasks that own the store (sled locks it).
             Self {
                 tx,
                 metrics,
                 policy,
-                store,
             },
             task,
         )
@@ -290,8 +290,12 @@ impl Ingest {
     /// Runs a quarantined payload through today's decoding and site policy again: valid now,
     /// it is stored and dispatched like a fresh alert and its record removed in the same
     /// flush; still refused, the record stays with the new reason.
-    pub async fn reingest(&self, id: QuarantineId) -> Result<Reingested, IngestError> {
-        let q = self.store.quarantine();
+    pub async fn reingest(
+        &self,
+        store: &Store,
+        id: QuarantineId,
+    ) -> Result<Reingested, IngestError> {
+        let q = store.quarantine();
         let Some(rec) = q.get(id)? else {
             return Ok(Reingested::Gone);
         };
@@ -324,7 +328,7 @@ impl Ingest {
             }
             Err(Refusal { code, reason }) => {
                 q.refused_again(id, now(), code, &reason)?;
-                self.store.flush().await?;
+                store.flush().await?;
                 tracing::info!(quarantine = %id, site = %rec.entry.site, code = code.as_str(), reason = %reason, "re-ingest refused; stays quarantined");
                 Ok(Reingested::Refused(Rejection {
                     code,
@@ -336,10 +340,10 @@ impl Ingest {
     }
 
     /// Deletes a quarantine record for good; false if it was not there.
-    pub async fn discard(&self, id: QuarantineId) -> Result<bool, IngestError> {
-        let q = self.store.quarantine();
+    pub async fn discard(&self, store: &Store, id: QuarantineId) -> Result<bool, IngestError> {
+        let q = store.quarantine();
         let gone = q.remove(id)?;
-        self.store.flush().await?;
+        store.flush().await?;
         self.metrics.quarantine_size(q.len(), q.bytes());
         if gone {
             tracing::info!(quarantine = %id, "quarantine record deleted");

@@ -155,7 +155,7 @@ pub async fn reingest(
 ) -> Result<Response, ApiError> {
     caller.require(&[UserRole::Admin], "re-ingest quarantined alerts")?;
     let id = id_of(&id)?;
-    match state.ingest.reingest(id).await? {
+    match state.ingest.reingest(&state.store, id).await? {
         Reingested::Gone => Err(ApiError::not_found(format!(
             "quarantine record {id} not found"
         ))),
@@ -183,7 +183,7 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     caller.require(&[UserRole::Admin], "delete quarantined alerts")?;
     let id = id_of(&id)?;
-    if state.ingest.discard(id).await? {
+    if state.ingest.discard(&state.store, id).await? {
         tracing::info!(quarantine = %id, login = %caller.user.login, "quarantine record deleted by an admin");
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
