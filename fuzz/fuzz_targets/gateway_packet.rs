@@ -2,7 +2,8 @@
 //! that receives what the gateway forwards.
 //!
 //! For any input the gateway accepts, (1) rumqttd reads the client's original bytes as the
-//! same packet, field by field, and (2) rumqttd reads the bytes the gateway re-encodes as the
+//! same packet, field by field (but for the short forms MQTT 5 allows and rumqttd's reader
+//! does not, see below), and (2) rumqttd reads the bytes the gateway re-encodes as the
 //! same packet too, and so does the gateway itself. The gateway may refuse more than rumqttd
 //! (it is stricter on purpose); it may never accept what rumqttd would read differently.
 
@@ -41,9 +42,32 @@ fuzz_target!(|data: &[u8]| {
         _ if sel & 1 == 0 => Version::V311,
         _ => Version::V5,
     };
-    let original = reference(version, &frame.bytes)
-        .unwrap_or_else(|e| panic!("rumqttd refuses what the gateway accepted ({e:?}): {ours:?}"));
-    same(&ours, &original, version, false);
+    // MQTT 5 lets a DISCONNECT or an acknowledgement end after its reason code, leaving out
+    // the property length; rumqttd's reader does not take that short form (the fuzzer found
+    // it at once). Harmless, as rumqttd never reads a client's bytes: the gateway's encoding,
+    // checked below, always writes the property length. Whatever else rumqttd reads, it must
+    // read as the gateway did.
+    let short_form = matches!(
+        ours,
+        Packet::Disconnect(_)
+            | Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_)
+    ) && version == Version::V5
+        && frame.body().len()
+            == if matches!(ours, Packet::Disconnect(_)) {
+                1
+            } else {
+                3
+            };
+    match reference(version, &frame.bytes) {
+        Ok(original) => same(&ours, &original, version, false),
+        Err(e) if !short_form => {
+            panic!("rumqttd refuses what the gateway accepted ({e:?}): {ours:?}")
+        }
+        Err(_) => {}
+    }
 
     let mut out = BytesMut::new();
     codec::encode(&ours, version, &mut out);
