@@ -53,58 +53,15 @@ impl Hub {
     }
 }
 
-// ---- hand-made MQTT -------------------------------------------------------------------------
+// ---- hand-made MQTT (the shared wire kit) ---------------------------------------------------
 
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![first];
-    varint(body.len(), &mut v);
-    v.extend_from_slice(body);
-    v
-}
-
-fn s(x: &[u8]) -> Vec<u8> {
-    let mut v = (x.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(x);
-    v
-}
-
-/// CONNECT v5 body up to and including the keep alive, with `flags`.
-fn connect_head(level: u8, flags: u8) -> Vec<u8> {
-    let mut b = s(b"MQTT");
-    b.push(level);
-    b.push(flags);
-    b.extend_from_slice(&[0, 30]);
-    b
-}
-
-const USER: u8 = 0x80;
-const PASS: u8 = 0x40;
-const WILL_RETAIN: u8 = 0x20;
-const WILL: u8 = 0x04;
-const CLEAN: u8 = 0x02;
+#[path = "../../edge-agent/tests/common/mqtt_wire.rs"]
+mod mqtt_wire;
+use mqtt_wire::*;
 
 /// A well-formed v5 CONNECT of `site` with its own token.
 fn site_connect(site: &str, client_id: &str) -> Vec<u8> {
-    let mut b = connect_head(5, USER | PASS | CLEAN);
-    b.push(0);
-    b.extend(s(client_id.as_bytes()));
-    b.extend(s(site.as_bytes()));
-    b.extend(s(token(site).as_bytes()));
-    packet(0x10, &b)
+    connect_v5(client_id, site, &token(site))
 }
 
 async fn open(port: u16) -> TcpStream {
@@ -112,24 +69,11 @@ async fn open(port: u16) -> TcpStream {
 }
 
 /// Reads one packet (first byte, body), or `None` when the hub closes the connection first.
-async fn read_packet(c: &mut TcpStream, within: Duration) -> Option<(u8, Vec<u8>)> {
-    tokio::time::timeout(within, async {
-        let first = c.read_u8().await.ok()?;
-        let mut len = 0usize;
-        for i in 0..4 {
-            let b = c.read_u8().await.ok()?;
-            len |= usize::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let mut body = vec![0; len];
-        c.read_exact(&mut body).await.ok()?;
-        Some((first, body))
-    })
-    .await
-    .ok()
-    .flatten()
+async fn read_within(c: &mut TcpStream, within: Duration) -> Option<(u8, Vec<u8>)> {
+    tokio::time::timeout(within, read_packet(c, 1 << 20))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Whether the hub closed the connection within `within` (EOF or reset), reading past
@@ -150,7 +94,7 @@ async fn closed(c: &mut TcpStream, within: Duration) -> bool {
 
 /// CONNACK reason (v5) or return code (3.1.1) the hub answered, or `None` if it closed.
 async fn connack(c: &mut TcpStream) -> Option<u8> {
-    let (first, body) = read_packet(c, Duration::from_secs(5)).await?;
+    let (first, body) = read_within(c, Duration::from_secs(5)).await?;
     assert_eq!(first, 0x20, "expected CONNACK, got {first:#x}");
     Some(body[1])
 }
@@ -179,25 +123,25 @@ async fn a_client_id_that_wraps_its_length_cannot_plant_a_will_on_another_sites_
     // will property length of 58), 58 bytes of user property, then the forged will and login.
     let forged_topic = format!("se/v1/site/{OTHER}/status");
     let mut id = vec![0x26];
-    id.extend(s(&[b'k'; 26]));
-    id.extend(s(&[b'v'; 27]));
+    id.extend(string([b'k'; 26]));
+    id.extend(string([b'v'; 27]));
     assert_eq!(id.len(), 58);
-    id.extend(s(forged_topic.as_bytes()));
-    id.extend(s(b"pwned"));
-    id.extend(s(SITE.as_bytes()));
-    id.extend(s(token(SITE).as_bytes()));
+    id.extend(string(forged_topic.as_bytes()));
+    id.extend(string(b"pwned"));
+    id.extend(string(SITE.as_bytes()));
+    id.extend(string(token(SITE).as_bytes()));
     id.resize(65_535, b'x');
     assert_eq!((prefix.len() + id.len()) % 65_536, prefix.len() - 1);
     // What the gateway reads after the id: an honest will on the site's own status topic.
     let own_topic = format!("se/v1/site/{SITE}/status");
     let mut b = connect_head(5, USER | PASS | WILL | WILL_RETAIN | CLEAN);
     b.push(0);
-    b.extend(s(&id));
+    b.extend(string(&id));
     b.push(0);
-    b.extend(s(own_topic.as_bytes()));
-    b.extend(s(b"offline"));
-    b.extend(s(SITE.as_bytes()));
-    b.extend(s(token(SITE).as_bytes()));
+    b.extend(string(own_topic.as_bytes()));
+    b.extend(string(b"offline"));
+    b.extend(string(SITE.as_bytes()));
+    b.extend(string(token(SITE).as_bytes()));
     let mut c = open(hub.port).await;
     c.write_all(&packet(0x10, &b)).await.unwrap();
     // Refused: larger than a CONNECT may be before login (closed from its header), and its
@@ -223,9 +167,9 @@ async fn connects_the_broker_would_read_differently_are_refused_as_malformed() {
     // Declares 1 byte; session expiry (0x11) takes 5.
     let mut b = connect_head(5, USER | PASS | CLEAN);
     b.extend_from_slice(&[1, 0x11, 0, 2, b'z', b'z']);
-    b.extend(s(b"hub-internal"));
-    b.extend(s(SITE.as_bytes()));
-    b.extend(s(tok.as_bytes()));
+    b.extend(string(b"hub-internal"));
+    b.extend(string(SITE.as_bytes()));
+    b.extend(string(tok.as_bytes()));
     cases.push(("property overrun", packet(0x10, &b)));
     let mut trailing = site_connect(SITE, "edge-1");
     trailing.extend_from_slice(&[0, 4, b'j', b'u', b'n', b'k']);
@@ -233,15 +177,15 @@ async fn connects_the_broker_would_read_differently_are_refused_as_malformed() {
     cases.push(("bytes after the password", trailing));
     let mut b = connect_head(5, USER | PASS | CLEAN);
     b.extend_from_slice(&[10, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 9]);
-    b.extend(s(b"edge-1"));
-    b.extend(s(SITE.as_bytes()));
-    b.extend(s(tok.as_bytes()));
+    b.extend(string(b"edge-1"));
+    b.extend(string(SITE.as_bytes()));
+    b.extend(string(tok.as_bytes()));
     cases.push(("duplicate property", packet(0x10, &b)));
     let mut b = connect_head(5, USER | PASS | CLEAN);
     b.push(0);
-    b.extend(s(b"edge-1"));
-    b.extend(s(&[0xff, 0xfe]));
-    b.extend(s(tok.as_bytes()));
+    b.extend(string(b"edge-1"));
+    b.extend(string([0xff, 0xfe]));
+    b.extend(string(tok.as_bytes()));
     cases.push(("username not UTF-8", packet(0x10, &b)));
     for (what, bytes) in cases {
         let mut c = open(hub.port).await;
@@ -287,9 +231,9 @@ async fn a_phone_token_cannot_take_over_the_hubs_link_or_a_sites_session() {
     ] {
         let mut b = connect_head(5, USER | PASS | CLEAN);
         b.push(0);
-        b.extend(s(id.as_bytes()));
-        b.extend(s(b"p-lina"));
-        b.extend(s(token("p-lina").as_bytes()));
+        b.extend(string(id.as_bytes()));
+        b.extend(string(b"p-lina"));
+        b.extend(string(token("p-lina").as_bytes()));
         let mut c = open(hub.port).await;
         c.write_all(&packet(0x10, &b)).await.unwrap();
         let code = connack(&mut c).await;
@@ -326,13 +270,21 @@ async fn malformed_packets_after_connect_end_the_connection_with_their_reason() 
             "topic alias",
             packet(
                 0x30,
-                &[s(topic.as_bytes()), vec![3, 0x23, 0, 1], b"{}".to_vec()].concat(),
+                &[
+                    string(topic.as_bytes()),
+                    vec![3, 0x23, 0, 1],
+                    b"{}".to_vec(),
+                ]
+                .concat(),
             ),
             0x94,
         ),
         (
             "publish property overrun",
-            packet(0x30, &[s(topic.as_bytes()), vec![1, 0x02, 0, 0]].concat()),
+            packet(
+                0x30,
+                &[string(topic.as_bytes()), vec![1, 0x02, 0, 0]].concat(),
+            ),
             0x81,
         ),
         (
@@ -341,7 +293,7 @@ async fn malformed_packets_after_connect_end_the_connection_with_their_reason() 
                 0x82,
                 &[
                     vec![0, 1, 0],
-                    s(format!("se/v1/site/{SITE}/cmd").as_bytes()),
+                    string(format!("se/v1/site/{SITE}/cmd").as_bytes()),
                     vec![0xC1],
                 ]
                 .concat(),
@@ -355,7 +307,7 @@ async fn malformed_packets_after_connect_end_the_connection_with_their_reason() 
         c.write_all(&site_connect(SITE, "edge-raw")).await.unwrap();
         assert_eq!(connack(&mut c).await, Some(0), "{what}: connected");
         c.write_all(&bytes).await.unwrap();
-        let (first, body) = read_packet(&mut c, Duration::from_secs(3))
+        let (first, body) = read_within(&mut c, Duration::from_secs(3))
             .await
             .unwrap_or_else(|| panic!("{what}: no DISCONNECT"));
         assert_eq!(
@@ -433,7 +385,7 @@ async fn before_login_a_silent_socket_is_closed_in_3_s_and_a_large_connect_at_on
     // A CONNECT header announcing 20 KiB: the hub does not wait for the body.
     let mut big = open(hub.port).await;
     let mut header = vec![0x10];
-    varint(20 * 1024, &mut header);
+    header.extend(varint(20 * 1024));
     big.write_all(&header).await.unwrap();
     let start = Instant::now();
     assert!(closed(&mut big, Duration::from_secs(2)).await);
@@ -467,9 +419,9 @@ async fn failed_login_logs_are_rate_limited_and_truncated() {
     for _ in 0..50 {
         let mut b = connect_head(5, USER | PASS | CLEAN);
         b.push(0);
-        b.extend(s(b"edge-x"));
-        b.extend(s(long.as_bytes()));
-        b.extend(s(b"wrong"));
+        b.extend(string(b"edge-x"));
+        b.extend(string(long.as_bytes()));
+        b.extend(string(b"wrong"));
         let mut c = open(hub.port).await;
         c.write_all(&packet(0x10, &b)).await.unwrap();
         assert_eq!(connack(&mut c).await, Some(0x86));

@@ -19,10 +19,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+#[path = "mqtt_wire.rs"]
+mod mqtt_wire;
+use mqtt_wire::{packet, read_varint, varint};
 
 /// Largest packet accepted (the agent's own cap is below this).
 const MAX_PACKET: usize = 8 << 20;
@@ -138,7 +142,7 @@ impl FakeMqtt5 {
 /// Serves one connection until it closes or breaks the protocol.
 async fn serve(mut stream: TcpStream, conn: u64, shared: &Mutex<Shared>) -> Option<()> {
     loop {
-        let (first, body) = read_packet(&mut stream).await?;
+        let (first, body) = mqtt_wire::read_packet(&mut stream, MAX_PACKET).await?;
         let reply = match first >> 4 {
             // CONNECT: MQTT 5 only (protocol level 5 after the "MQTT" name).
             1 => {
@@ -151,7 +155,7 @@ async fn serve(mut stream: TcpStream, conn: u64, shared: &Mutex<Shared>) -> Opti
             // SUBSCRIBE: packet id, properties, then (filter, options) pairs.
             8 => {
                 let pkid = body.get(0..2)?;
-                let (props, n) = varint(body.get(2..)?)?;
+                let (props, n) = read_varint(body.get(2..)?)?;
                 let mut rest = body.get(2 + n + props..)?;
                 let mut grants = Vec::new();
                 while !rest.is_empty() {
@@ -189,7 +193,7 @@ fn on_publish(first: u8, body: &[u8], conn: u64, shared: &Mutex<Shared>) -> Opti
     } else {
         None
     };
-    let (props, n) = varint(body.get(at..)?)?;
+    let (props, n) = read_varint(body.get(at..)?)?;
     let payload = body.get(at + n + props..)?.to_vec();
     let mut s = shared.lock().unwrap();
     let reason = match (&pkid, &s.answer) {
@@ -215,61 +219,8 @@ fn on_publish(first: u8, body: &[u8], conn: u64, shared: &Mutex<Shared>) -> Opti
         let mut props = vec![0x1F];
         props.extend_from_slice(&(text.len() as u16).to_be_bytes());
         props.extend_from_slice(text.as_bytes());
-        v.extend_from_slice(&encode_varint(props.len()));
+        v.extend_from_slice(&varint(props.len()));
         v.extend_from_slice(&props);
     }
     Some(packet(0x40, &v))
-}
-
-/// Reads one packet: its first byte and its body (after the remaining length).
-async fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let first = stream.read_u8().await.ok()?;
-    let mut len = 0usize;
-    for i in 0..4 {
-        let b = stream.read_u8().await.ok()?;
-        len |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            if len > MAX_PACKET {
-                return None;
-            }
-            let mut body = vec![0; len];
-            stream.read_exact(&mut body).await.ok()?;
-            return Some((first, body));
-        }
-    }
-    None
-}
-
-/// A variable byte integer at the start of `b`: its value and its length in bytes.
-fn varint(b: &[u8]) -> Option<(usize, usize)> {
-    let mut v = 0usize;
-    for (i, &byte) in b.iter().take(4).enumerate() {
-        v |= usize::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
-
-fn encode_varint(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return out;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![first];
-    v.extend_from_slice(&encode_varint(body.len()));
-    v.extend_from_slice(body);
-    v
 }

@@ -1142,6 +1142,7 @@ fn put_opt_u32(out: &mut BytesMut, id: u8, v: Option<u32>) {
 mod tests {
     use super::*;
     use crate::gateway::frame::split_frame;
+    use crate::gateway::mqtt_wire::{packet, string};
 
     fn frame_of(bytes: &[u8]) -> Frame {
         let mut b = BytesMut::from(bytes);
@@ -1150,36 +1151,22 @@ mod tests {
         f
     }
 
-    fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = BytesMut::new();
-        v.put_u8(first);
-        put_varint(&mut v, body.len());
-        v.extend_from_slice(body);
-        v.to_vec()
-    }
-
-    fn s(x: &str) -> Vec<u8> {
-        let mut v = (x.len() as u16).to_be_bytes().to_vec();
-        v.extend_from_slice(x.as_bytes());
-        v
-    }
-
     /// A v5 CONNECT with `props` as its property block (length included) and a will whose
     /// property block is `will_props`.
     fn connect_v5(props: &[u8], client_id: &str, will: Option<(&[u8], &str)>) -> Vec<u8> {
-        let mut b = s("MQTT");
+        let mut b = string("MQTT");
         b.push(5);
         b.push(0x80 | 0x40 | 0x02 | if will.is_some() { 0x04 | 0x20 } else { 0 });
         b.extend_from_slice(&[0, 30]);
         b.extend_from_slice(props);
-        b.extend(s(client_id));
+        b.extend(string(client_id));
         if let Some((wp, topic)) = will {
             b.extend_from_slice(wp);
-            b.extend(s(topic));
-            b.extend(s("offline"));
+            b.extend(string(topic));
+            b.extend(string("offline"));
         }
-        b.extend(s("wd-0001"));
-        b.extend(s("secret"));
+        b.extend(string("wd-0001"));
+        b.extend(string("secret"));
         packet(0x10, &b)
     }
 
@@ -1309,12 +1296,12 @@ mod tests {
             CodecError::BadFlags { .. }
         ));
         // PUBLISH QoS 3, and QoS 0 with DUP.
-        let body = [s("a/b"), vec![0, 1]].concat();
+        let body = [string("a/b"), vec![0, 1]].concat();
         for first in [0x36u8, 0x38] {
             assert!(decode(&frame_of(&packet(first, &body)), Version::V311).is_err());
         }
         // SUBSCRIBE must have flags 0b0010.
-        let sub = [vec![0, 1], s("a/#"), vec![1]].concat();
+        let sub = [vec![0, 1], string("a/#"), vec![1]].concat();
         assert!(decode(&frame_of(&packet(0x80, &sub)), Version::V311).is_err());
         assert!(decode(&frame_of(&packet(0x82, &sub)), Version::V311).is_ok());
     }
@@ -1335,7 +1322,7 @@ mod tests {
     #[test]
     fn publish_keeps_payload_and_allowed_properties_and_refuses_aliases_and_wildcards() {
         let body = [
-            s("se/v1/site/s1/alert"),
+            string("se/v1/site/s1/alert"),
             vec![0x12, 0x34],
             vec![7, 0x01, 1, 0x26, 0, 0, 0, 0],
             b"{}".to_vec(),
@@ -1357,12 +1344,12 @@ mod tests {
         expected.properties.dropped = 0;
         assert_eq!(again, Packet::Publish(expected));
 
-        let alias = [s("a/b"), vec![0, 1], vec![3, 0x23, 0, 1]].concat();
+        let alias = [string("a/b"), vec![0, 1], vec![3, 0x23, 0, 1]].concat();
         assert_eq!(
             decode(&frame_of(&packet(0x32, &alias)), Version::V5).unwrap_err(),
             CodecError::TopicAlias
         );
-        let wild = [s("a/+"), vec![0, 1]].concat();
+        let wild = [string("a/+"), vec![0, 1]].concat();
         assert_eq!(
             decode(&frame_of(&packet(0x32, &wild)), Version::V311)
                 .unwrap_err()

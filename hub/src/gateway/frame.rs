@@ -190,37 +190,11 @@ pub mod reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::mqtt_wire::{packet, string};
 
     fn frame_of(bytes: &[u8]) -> Frame {
         let mut b = BytesMut::from(bytes);
         split_frame(&mut b, 1 << 20).unwrap().unwrap()
-    }
-
-    fn encode_len(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let mut b = (n % 128) as u8;
-            n /= 128;
-            if n > 0 {
-                b |= 0x80;
-            }
-            out.push(b);
-            if n == 0 {
-                break;
-            }
-        }
-    }
-
-    fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![first];
-        encode_len(body.len(), &mut v);
-        v.extend_from_slice(body);
-        v
-    }
-
-    fn string(s: &str) -> Vec<u8> {
-        let mut v = (s.len() as u16).to_be_bytes().to_vec();
-        v.extend_from_slice(s.as_bytes());
-        v
     }
 
     #[test]

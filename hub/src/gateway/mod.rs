@@ -29,6 +29,11 @@ pub mod admission;
 pub mod auth;
 pub mod codec;
 pub mod frame;
+/// The tests' hand-made MQTT, shared with the integration tests (written apart from the codec
+/// so each checks the other).
+#[cfg(test)]
+#[path = "../../../edge-agent/tests/common/mqtt_wire.rs"]
+mod mqtt_wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
