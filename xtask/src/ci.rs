@@ -14,6 +14,9 @@ struct Step {
     on_failure: &'static str,
 }
 
+/// Pinned like every other tool; installed into `.cache/cargo-deny/` when missing.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
 const STEPS: &[Step] = &[
     Step {
         what: "formatting",
@@ -42,10 +45,16 @@ const STEPS: &[Step] = &[
 pub fn test(repo: &Repo, args: &[String]) -> Result<()> {
     crate::no_args("test", args)?;
     let assets = setup::run(repo)?;
-    // The fuzz smoke runs after the cargo steps.
-    let steps = STEPS.len() + 1;
+    // The dependency policy first (seconds, and a banned crate makes the rest moot); the fuzz
+    // smoke after the cargo steps.
+    let steps = STEPS.len() + 2;
+    eprintln!("xtask: [1/{steps}] dependency policy (deny.toml)");
+    deny(repo).context(
+        "a dependency breaks deny.toml (license, ban, duplicate or source); fix it or add an \
+         exception there with its reason",
+    )?;
     for (i, step) in STEPS.iter().enumerate() {
-        eprintln!("xtask: [{}/{steps}] {}", i + 1, step.what);
+        eprintln!("xtask: [{}/{steps}] {}", i + 2, step.what);
         // The detector finds the cached library by itself too; saying it explicitly makes
         // test runs independent of that search.
         let mut cargo = repo.cargo();
@@ -64,6 +73,29 @@ pub fn test(repo: &Repo, args: &[String]) -> Result<()> {
         "a fuzz target failed; the crashing input is named above (reproduce and fix the \
          parser, see `cargo xtask fuzz`)",
     )
+}
+
+/// cargo-deny's licenses, bans and sources checks against deny.toml, for the workspace and
+/// the fuzz crate. Advisories are not checked here: they need the advisory database from
+/// GitHub, which this gate must not depend on.
+fn deny(repo: &Repo) -> Result<()> {
+    let cargo_deny = setup::cargo_tool(repo, "cargo-deny", CARGO_DENY_VERSION)?;
+    for manifest in ["Cargo.toml", "fuzz/Cargo.toml"] {
+        cmd::run(
+            Command::new(&cargo_deny)
+                .current_dir(repo.root())
+                .args([
+                    "--manifest-path",
+                    manifest,
+                    "--workspace",
+                    "--locked",
+                    "--config",
+                ])
+                .arg(repo.root().join("deny.toml"))
+                .args(["check", "licenses", "bans", "sources"]),
+        )?;
+    }
+    Ok(())
 }
 
 /// Runs `cargo test`, passing its output through, and ends with one line totalling every test

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{Repo, cmd};
+use crate::{Repo, cmd, setup};
 
 /// Pinned like every other tool; installed into `.cache/cargo-fuzz/` when missing.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -122,35 +122,9 @@ fn run(repo: &Repo, seconds: u64, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// `.cache/cargo-fuzz/bin/cargo-fuzz` at [`CARGO_FUZZ_VERSION`], installed from crates.io
-/// when missing or another version. Not one on `PATH`: its version is not ours to pin.
+/// `.cache/cargo-fuzz/bin/cargo-fuzz` at [`CARGO_FUZZ_VERSION`].
 fn cargo_fuzz(repo: &Repo) -> Result<PathBuf> {
-    let root = repo.cache().join("cargo-fuzz");
-    let binary = root.join("bin").join("cargo-fuzz");
-    let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
-    let installed = || {
-        Command::new(&binary)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == wanted)
-    };
-    if !installed() {
-        eprintln!("xtask: installing {wanted} into {}", repo.rel(&root));
-        let mut install = repo.cargo();
-        install
-            .args(["install", "cargo-fuzz", "--locked", "--version"])
-            .arg(format!("={CARGO_FUZZ_VERSION}"))
-            .arg("--root")
-            .arg(&root);
-        cmd::run(&mut install)?;
-        if !installed() {
-            bail!("{} does not report `{wanted}`", binary.display());
-        }
-    }
-    println!("{wanted}: ok ({})", repo.rel(&binary));
-    Ok(binary)
+    setup::cargo_tool(repo, "cargo-fuzz", CARGO_FUZZ_VERSION)
 }
 
 /// `cargo fuzz ...` in the repository root, where cargo-fuzz finds `fuzz/`. Invoked as cargo

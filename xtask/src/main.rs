@@ -8,6 +8,7 @@ mod ci;
 mod cmd;
 mod fetch;
 mod fuzz;
+mod package;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,14 @@ const TASKS: &[Task] = &[
                 for N seconds (default 20); one line per target with its exec count; fails \
                 naming the target and the crashing input",
         run: fuzz::command,
+    },
+    Task {
+        name: "package",
+        usage: "package [--out DIR] [--install-test]",
+        about: "setup, build both daemons (release) and make Debian packages edge-agent and hub \
+                in target/debian/; --install-test installs them into a fresh Debian 12 root \
+                (debootstrap, as root) and checks validate, detect, upgrade, remove and purge",
+        run: package::command,
     },
     Task {
         name: "help",

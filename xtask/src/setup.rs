@@ -345,6 +345,37 @@ fn e2e_packages(repo: &Repo) -> Result<()> {
     Ok(())
 }
 
+/// `.cache/<krate>/bin/<krate>` at exactly `version`, installed from crates.io (`--locked`)
+/// when missing or another version. Not one on `PATH`: its version is not ours to pin.
+pub(crate) fn cargo_tool(repo: &Repo, krate: &str, version: &str) -> Result<PathBuf> {
+    let root = repo.cache().join(krate);
+    let binary = root.join("bin").join(krate);
+    let wanted = format!("{krate} {version}");
+    let installed = || {
+        Command::new(&binary)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == wanted)
+    };
+    if !installed() {
+        eprintln!("xtask: installing {wanted} into {}", repo.rel(&root));
+        let mut install = repo.cargo();
+        install
+            .args(["install", krate, "--locked", "--version"])
+            .arg(format!("={version}"))
+            .arg("--root")
+            .arg(&root);
+        cmd::run(&mut install)?;
+        if !installed() {
+            bail!("{} does not report `{wanted}`", binary.display());
+        }
+    }
+    println!("{wanted}: ok ({})", repo.rel(&binary));
+    Ok(binary)
+}
+
 fn ffmpeg() -> Option<(PathBuf, PathBuf)> {
     Some((cmd::which("ffmpeg")?, cmd::which("ffprobe")?))
 }

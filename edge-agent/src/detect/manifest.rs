@@ -38,9 +38,18 @@ use super::runtime::workspace_path;
 /// Where `cargo xtask setup` places model files, relative to the workspace root.
 pub const SETUP_MODEL_DIR: &str = ".cache/models";
 
-/// The manifest used when none is given: YOLOX-Nano, as shipped in `models/`.
+/// Where the `edge-agent` Debian package installs the model, its manifest and labels.
+pub const SYSTEM_MANIFEST: &str = "/usr/share/edge-agent/models/yolox_nano.toml";
+
+/// The manifest used when none is given: YOLOX-Nano as shipped in the build's `models/` when
+/// that checkout exists (a developer's machine), else the packaged one.
 pub fn default_manifest_path() -> PathBuf {
-    workspace_path("models/yolox_nano.toml")
+    let workspace = workspace_path("models/yolox_nano.toml");
+    if workspace.is_file() {
+        workspace
+    } else {
+        PathBuf::from(SYSTEM_MANIFEST)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
