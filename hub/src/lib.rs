@@ -11,6 +11,8 @@
 //! - [`trust`]: what a site may file, and how far its positions are believed.
 //! - [`store`]: the sled database.
 //! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
+//! - [`demo`]: the repository's published demo secrets, recognised by value so `hub run`
+//!   refuses them without `--demo`.
 //! - [`metrics`]: counters of everything received, refused and dropped.
 
 pub mod api;
@@ -18,6 +20,7 @@ pub mod book;
 pub mod broker;
 pub mod case;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod gateway;
 pub mod grid;

@@ -165,6 +165,13 @@ impl Credentials {
         self.by_id.is_empty()
     }
 
+    /// Every credential: its id (username), kind and token hash.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, CredentialKind, &[u8; 32])> {
+        self.by_id
+            .iter()
+            .map(|(id, (kind, hash))| (id.as_str(), *kind, hash))
+    }
+
     /// Adds or replaces one credential (tests and the hub's own internal user).
     pub fn insert(&mut self, kind: CredentialKind, id: &str, token: &[u8]) {
         self.by_id
