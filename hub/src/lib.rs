@@ -13,6 +13,8 @@
 //! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
 //! - [`demo`]: the repository's published demo secrets, recognised by value so `hub run`
 //!   refuses them without `--demo`.
+//! - [`secret_file`]: secret files written owner-only (0600); a signing key others can read
+//!   is refused.
 //! - [`metrics`]: counters of everything received, refused and dropped.
 
 pub mod api;
@@ -31,6 +33,7 @@ pub mod push;
 pub mod random;
 pub mod registry;
 pub mod roster;
+pub mod secret_file;
 pub mod service;
 pub mod store;
 pub mod tail;

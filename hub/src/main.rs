@@ -334,7 +334,14 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 ));
             }
             let key = protocol::SigningKey::from_bytes(&hub::random::bytes32());
-            write_atomically(&out, protocol::command::encode_signing_key(&key).as_bytes())?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            hub::secret_file::write_private(
+                &out,
+                protocol::command::encode_signing_key(&key).as_bytes(),
+            )
+            .map_err(|e| e.to_string())?;
             println!(
                 "{}",
                 protocol::command::encode_verifying_key(&key.verifying_key())

@@ -155,8 +155,15 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
             path.display()
         )
     })?;
-    protocol::command::signing_key_from_base64(text.trim())
-        .map_err(|e| format!("commands.signing_key_file {}: {e}", path.display()))
+    let key = protocol::command::signing_key_from_base64(text.trim())
+        .map_err(|e| format!("commands.signing_key_file {}: {e}", path.display()))?;
+    // The demo key is public anyway (and refused by `hub run` without --demo); a git checkout
+    // cannot make it 0600. Every other key must be the owner's alone.
+    if !protocol::demo::is_demo_key(&key.verifying_key()) {
+        crate::secret_file::check_private(path)
+            .map_err(|e| format!("commands.signing_key_file: {e}"))?;
+    }
+    Ok(key)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! The hub's secrets, against the real binary: the repository's published demo secrets are
 //! refused by `hub run` without `--demo` (recognised by value, each listed with its file and
-//! entry); plaintext listeners other hosts can reach are counted in `/metrics`.
+//! entry); plaintext listeners other hosts can reach are counted in `/metrics`; secret files
+//! are written 0600 whatever the umask, and a signing key others can read is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -160,4 +161,125 @@ async fn plaintext_listeners_other_hosts_can_reach_are_counted_in_metrics() {
         "{text}"
     );
     hub.stop().await;
+}
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Runs `hub ARGS` under a permissive umask (022, so a file written with the default mode
+/// would come out 0644), the password for `user add` in `$PW`.
+fn hub_with_umask_022(args: &[&OsStr]) -> std::process::Output {
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "umask 022 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_hub"),
+        ])
+        .args(args)
+        .env("PW", "a-long-password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn keygen_credential_add_and_user_add_write_files_only_their_owner_can_read() {
+    let dir = hub_dir(EMBEDDED, "");
+    let path = dir.dir.path();
+
+    let key = path.join("keys/new.key");
+    hub_with_umask_022(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]);
+    assert_eq!(mode(&key), 0o600, "hub keygen");
+
+    // A new credentials file, and an existing one that was open to everyone.
+    let creds = path.join("new-credentials.toml");
+    hub_with_umask_022(&[
+        "credential-add".as_ref(),
+        "--file".as_ref(),
+        creds.as_os_str(),
+        "--kind".as_ref(),
+        "site".as_ref(),
+        "s-1".as_ref(),
+    ]);
+    assert_eq!(mode(&creds), 0o600, "hub credential-add, new file");
+    let creds = path.join("credentials.toml");
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    hub_with_umask_022(&[
+        "credential-add".as_ref(),
+        "--file".as_ref(),
+        creds.as_os_str(),
+        "--kind".as_ref(),
+        "site".as_ref(),
+        "s-2".as_ref(),
+    ]);
+    assert_eq!(mode(&creds), 0o600, "hub credential-add, existing file");
+
+    let users = path.join("users.toml");
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    hub_with_umask_022(&[
+        "user".as_ref(),
+        "add".as_ref(),
+        "-c".as_ref(),
+        dir.config_path.as_os_str(),
+        "--login".as_ref(),
+        "op-new".as_ref(),
+        "--role".as_ref(),
+        "admin".as_ref(),
+        "--password-env".as_ref(),
+        "PW".as_ref(),
+    ]);
+    assert_eq!(mode(&users), 0o600, "hub user add");
+    let leftovers: Vec<_> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_signing_key_group_or_others_can_read_is_refused_naming_file_and_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = hub_dir(EMBEDDED, "");
+    let key = dir.dir.path().join("signing.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    for args in [
+        run_args(&dir.config_path, &[]),
+        vec![
+            "validate".as_ref(),
+            "-c".as_ref(),
+            dir.config_path.as_os_str(),
+        ],
+    ] {
+        let out = run_hub_to_exit(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{} is readable by its group (mode 0640)",
+                key.display()
+            )),
+            "{err}"
+        );
+    }
+    // Owner-only again: it starts.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run_hub_to_exit(&[
+        "validate".as_ref(),
+        "-c".as_ref(),
+        dir.config_path.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -83,6 +83,8 @@ pub enum AuthError {
         path: String,
         source: std::io::Error,
     },
+    #[error("credentials file: {0}")]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
 }
 
 /// Validated credentials, looked up by username.
@@ -238,10 +240,8 @@ pub fn add_to_file(path: &Path, kind: CredentialKind, id: &str) -> Result<String
         path: shown.clone(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(path, text).map_err(|source| AuthError::Write {
-        path: shown,
-        source,
-    })?;
+    // Owner-only and atomic: the file names every device that may connect.
+    crate::secret_file::write_private(path, text.as_bytes())?;
     Ok(token)
 }
 
