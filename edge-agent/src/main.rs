@@ -586,7 +586,7 @@ fn run_soak(
             path.display()
         );
     };
-    let video = PathBuf::from(&f.input);
+    let video = PathBuf::from(f.input.expose());
     let cfg = edge_agent::soak::SoakConfig {
         video,
         rules: first.rules.clone(),
