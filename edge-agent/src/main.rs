@@ -130,6 +130,10 @@ enum Command {
         /// Also append every alert to this file, one JSON object per line.
         #[arg(long, value_name = "FILE")]
         alerts_out: Option<PathBuf>,
+        /// Accept the demo hub's published public key (configs/hub/demo-signing.key), which is
+        /// refused otherwise: anyone can sign commands with it. Only for the demo and tests.
+        #[arg(long)]
+        demo: bool,
     },
     /// Test tool: append N synthetic alerts (20 KB snapshots by default) to the config's
     /// outbox and deliver them through its [uplink], resuming where a killed run stopped;
@@ -223,7 +227,11 @@ fn main() -> ExitCode {
             ramp,
             ramp_secs,
         } => run_soak(config, cameras, fps, minutes, sample_secs, ramp, ramp_secs),
-        Command::Run { config, alerts_out } => run_agent(&config, alerts_out.as_deref()),
+        Command::Run {
+            config,
+            alerts_out,
+            demo,
+        } => run_agent(&config, alerts_out.as_deref(), demo),
         Command::Emit {
             config,
             count,
@@ -282,6 +290,11 @@ fn validate(path: &Path) -> anyhow::Result<ExitCode> {
             c.rules.zones.len() + c.rules.lines.len() + c.rules.loiters.len() + c.rules.crowds.len()
         })
         .sum();
+    if check_demo_key(path, &config, false).is_err() {
+        println!(
+            "warning: uplink.commands.public_key is the demo hub's public key; `edge-agent run` refuses it without --demo"
+        );
+    }
     println!(
         "config {} is valid: site {}, {} camera(s), {} rule(s), {} tag reader(s), model {}",
         path.display(),
@@ -332,11 +345,43 @@ fn load_config_and_model(path: &Path) -> anyhow::Result<(AgentConfig, Arc<Model>
     Ok((config, model))
 }
 
-fn run_agent(path: &Path, alerts_out: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn run_agent(path: &Path, alerts_out: Option<&Path>, demo: bool) -> anyhow::Result<ExitCode> {
+    // Before the model: a refused config should fail at once, whatever else is missing.
+    let config = AgentConfig::load(path)?;
+    check_demo_key(path, &config, demo)?;
     let (config, model) = load_config_and_model(path)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(edge_agent::service::run(config, model, alerts_out))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses the demo hub's public key unless `demo` (anyone can sign commands with the demo
+/// key, which is in the repository); compared by value, whatever the config calls it.
+fn check_demo_key(path: &Path, config: &AgentConfig, demo: bool) -> anyhow::Result<()> {
+    let Some(c) = config.uplink.as_ref().and_then(|u| u.commands.as_ref()) else {
+        return Ok(());
+    };
+    let Ok(key) = protocol::command::parse_verifying_key(&c.public_key) else {
+        // The config's own validation reports a malformed key.
+        return Ok(());
+    };
+    if !protocol::demo::is_demo_key(&key) {
+        return Ok(());
+    }
+    if demo {
+        tracing::warn!(
+            message = "Running the demo: the demo hub's public key is trusted (--demo).",
+            config = %path.display()
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to start with a published demo secret (pass --demo to run the demo):\n  \
+         {}: uplink.commands.public_key: the demo hub's public key (configs/hub/demo-signing.key \
+         is in the repository, so anyone can sign commands this agent would obey); put your \
+         hub's key here (`hub keygen` prints it)",
+        path.display()
+    )
 }
 
 fn emit(
@@ -541,7 +586,7 @@ fn run_soak(
             path.display()
         );
     };
-    let video = PathBuf::from(&f.input);
+    let video = PathBuf::from(f.input.expose());
     let cfg = edge_agent::soak::SoakConfig {
         video,
         rules: first.rules.clone(),

@@ -159,7 +159,7 @@ fn agent_config(cfg: &SoakConfig, cameras: usize) -> AgentConfig {
                 readers: Vec::new(),
                 source: SourceConfig::Ffmpeg(FfmpegSourceConfig {
                     camera: id,
-                    input: cfg.video.display().to_string(),
+                    input: cfg.video.display().to_string().into(),
                     fps: cfg.fps,
                     width: 640,
                     realtime: true,

@@ -166,11 +166,17 @@ listen = "127.0.0.1:{metrics}"
 }
 
 fn start(b: &Box_) -> (Child, UnixDatagram) {
+    start_with(b, &[])
+}
+
+/// `edge-agent run --config … ARGS`.
+fn start_with(b: &Box_, args: &[&str]) -> (Child, UnixDatagram) {
     let _ = std::fs::remove_file(&b.notify);
     let socket = UnixDatagram::bind(&b.notify).unwrap();
     let child = Process::new(env!("CARGO_BIN_EXE_edge-agent"))
         .args(["run", "--config"])
         .arg(&b.config)
+        .args(args)
         .env("NOTIFY_SOCKET", &b.notify)
         .env("RUST_LOG", "warn,edge_agent=info")
         .stdout(Stdio::null())
@@ -418,4 +424,40 @@ async fn hub_commands_status_metrics_and_shutdown_of_a_running_agent() {
     .await;
     assert!(status.health.is_none());
     assert!(Path::new(&b.dir.path().join("data/outbox")).is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_hubs_public_key_is_refused_without_demo() {
+    // The demo key under a config of our own: recognised by value, not by the file it is in.
+    let demo = protocol::signing_key_from_base64(protocol::demo::DEMO_SIGNING_KEY.trim()).unwrap();
+    let b = write_config(free_port(), &demo);
+    let (mut agent, _notify) = start(&b);
+    let status = timeout(Duration::from_secs(30), agent.wait())
+        .await
+        .expect("the agent exits at once")
+        .unwrap();
+    assert!(!status.success());
+    // stderr is inherited (shown on failure); the message itself is checked with `output()`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["run", "--config"])
+        .arg(&b.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("agent.toml: uplink.commands.public_key: the demo hub's public key")
+            && err.contains("--demo"),
+        "{err}"
+    );
+
+    // With --demo it starts (systemd READY), and stops on SIGTERM.
+    let (mut agent, notify) = start_with(&b, &["--demo"]);
+    notified(&notify, "READY=1").await;
+    sigterm(&agent);
+    let status = timeout(Duration::from_secs(30), agent.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -300,11 +300,10 @@ fn hub_dir(sites: &[String], parent: Option<&Path>) -> (TempDir, PathBuf) {
     }
     std::fs::write(dir.path().join("credentials.toml"), creds).unwrap();
     let key = protocol::SigningKey::from_bytes(&[7u8; 32]);
-    std::fs::write(
-        dir.path().join("signing.key"),
-        protocol::command::encode_signing_key(&key),
-    )
-    .unwrap();
+    common::write_key(
+        &dir.path().join("signing.key"),
+        &protocol::command::encode_signing_key(&key),
+    );
     let config = format!(
         r#"
 data_dir = "state"

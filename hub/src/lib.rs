@@ -11,6 +11,10 @@
 //! - [`trust`]: what a site may file, and how far its positions are believed.
 //! - [`store`]: the sled database.
 //! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
+//! - [`demo`]: the repository's published demo secrets, recognised by value so `hub run`
+//!   refuses them without `--demo`.
+//! - [`secret_file`]: secret files written owner-only (0600); a signing key others can read
+//!   is refused.
 //! - [`metrics`]: counters of everything received, refused and dropped.
 
 pub mod api;
@@ -18,6 +22,7 @@ pub mod book;
 pub mod broker;
 pub mod case;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod gateway;
 pub mod grid;
@@ -28,6 +33,7 @@ pub mod push;
 pub mod random;
 pub mod registry;
 pub mod roster;
+pub mod secret_file;
 pub mod service;
 pub mod store;
 pub mod tail;

@@ -35,6 +35,10 @@ enum Cmd {
         /// Serve the dashboard and API here instead of the config's `http.listen`.
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
+        /// Accept the repository's published demo secrets (signing key, device tokens, user
+        /// passwords), which are refused otherwise. Only for `cargo xtask demo` and tests.
+        #[arg(long)]
+        demo: bool,
     },
     /// Dashboard users.
     User {
@@ -170,11 +174,12 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             listen,
             metrics,
             http,
+            demo,
         } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?
-            .block_on(hub::service::run(&config, listen, metrics, http)),
+            .block_on(hub::service::run(&config, listen, metrics, http, demo)),
         Cmd::User {
             cmd:
                 UserCmd::Add {
@@ -238,6 +243,9 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             );
             for w in loaded.roster.warnings() {
                 println!("warning: {w}");
+            }
+            for s in hub::demo::find(&loaded) {
+                println!("warning: demo secret: {s} (`hub run` refuses it without --demo)");
             }
             Ok(())
         }
@@ -326,7 +334,14 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 ));
             }
             let key = protocol::SigningKey::from_bytes(&hub::random::bytes32());
-            write_atomically(&out, protocol::command::encode_signing_key(&key).as_bytes())?;
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            hub::secret_file::write_private(
+                &out,
+                protocol::command::encode_signing_key(&key).as_bytes(),
+            )
+            .map_err(|e| e.to_string())?;
             println!(
                 "{}",
                 protocol::command::encode_verifying_key(&key.verifying_key())

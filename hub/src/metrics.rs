@@ -43,6 +43,10 @@ pub struct HubMetrics {
     /// Quarantine records and kept bytes now (gauges).
     quarantine_records: AtomicU64,
     quarantine_bytes: AtomicU64,
+    /// Plaintext listeners on a non-loopback address, set at start (gauges): MQTT without
+    /// TLS, and the dashboard's HTTP (the hub has no TLS of its own for it).
+    plaintext_mqtt: AtomicU64,
+    plaintext_http: AtomicU64,
 }
 
 impl HubMetrics {
@@ -81,6 +85,12 @@ impl HubMetrics {
     pub fn quarantine_size(&self, records: u64, bytes: u64) {
         self.quarantine_records.store(records, Relaxed);
         self.quarantine_bytes.store(bytes, Relaxed);
+    }
+
+    /// How many plaintext listeners are reachable from other hosts, by kind.
+    pub fn plaintext_listeners(&self, mqtt: u64, http: u64) {
+        self.plaintext_mqtt.store(mqtt, Relaxed);
+        self.plaintext_http.store(http, Relaxed);
     }
 
     pub fn rejected_total(&self) -> u64 {
@@ -239,6 +249,13 @@ impl HubMetrics {
              # HELP hub_quarantine_bytes Payload bytes kept in the quarantine.\n# TYPE hub_quarantine_bytes gauge\nhub_quarantine_bytes {}",
             self.quarantine_records.load(Relaxed),
             self.quarantine_bytes.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hub_plaintext_listeners Listeners without TLS on a non-loopback address (credentials and sessions cross the network in clear).\n# TYPE hub_plaintext_listeners gauge\n\
+             hub_plaintext_listeners{{kind=\"mqtt\"}} {}\nhub_plaintext_listeners{{kind=\"http\"}} {}",
+            self.plaintext_mqtt.load(Relaxed),
+            self.plaintext_http.load(Relaxed),
         );
         out
     }

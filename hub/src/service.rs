@@ -155,8 +155,15 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
             path.display()
         )
     })?;
-    protocol::command::signing_key_from_base64(text.trim())
-        .map_err(|e| format!("commands.signing_key_file {}: {e}", path.display()))
+    let key = protocol::command::signing_key_from_base64(text.trim())
+        .map_err(|e| format!("commands.signing_key_file {}: {e}", path.display()))?;
+    // The demo key is public anyway (and refused by `hub run` without --demo); a git checkout
+    // cannot make it 0600. Every other key must be the owner's alone.
+    if !protocol::demo::is_demo_key(&key.verifying_key()) {
+        crate::secret_file::check_private(path)
+            .map_err(|e| format!("commands.signing_key_file: {e}"))?;
+    }
+    Ok(key)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -475,6 +482,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         }
         None => None,
     };
+    count_plaintext_listeners(&mqtt, http_addr, &metrics);
     tracing::info!(mqtt = ?mqtt, mqtts = ?mqtts, metrics = ?metrics_addr, http = ?http_addr, mode = %config.broker.mode, "hub running");
     Ok(RunningHub {
         dispatch: handle,
@@ -491,6 +499,45 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         ingest: ingest_task,
         servers,
     })
+}
+
+/// Warns about each plaintext listener other hosts can reach (device tokens, passwords and
+/// session cookies would cross the network in clear) and shows their number in `/metrics`.
+/// Loopback is fine: a TLS proxy or tunnel on the same box is the usual front.
+fn count_plaintext_listeners(mqtt: &[SocketAddr], http: Option<SocketAddr>, metrics: &HubMetrics) {
+    let exposed = |a: &&SocketAddr| !a.ip().is_loopback();
+    let mqtt: Vec<&SocketAddr> = mqtt.iter().filter(exposed).collect();
+    let http: Vec<&SocketAddr> = http.iter().filter(exposed).collect();
+    for addr in &mqtt {
+        tracing::warn!(message = "Plaintext MQTT listener on a non-loopback address: device tokens cross the network in clear; use broker.tls_listen.", %addr);
+    }
+    for addr in &http {
+        tracing::warn!(message = "Plaintext HTTP listener on a non-loopback address: passwords and session cookies cross the network in clear; put a TLS proxy in front and listen on loopback.", %addr);
+    }
+    metrics.plaintext_listeners(mqtt.len() as u64, http.len() as u64);
+}
+
+/// Refuses the published demo secrets unless `demo`; with it, warns about each.
+fn check_demo_secrets(loaded: &Loaded, demo: bool) -> Result<(), String> {
+    if demo {
+        tracing::warn!(
+            message = "Running the demo: published demo secrets are accepted (--demo).",
+            signing_key = %loaded.config.commands.signing_key_file.display()
+        );
+        return Ok(());
+    }
+    let found = crate::demo::find(loaded);
+    if found.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
+    Err(format!(
+        "refusing to start with {} published demo secret(s); anyone who has read the \
+         repository holds them (make your own with `hub keygen`, `hub credential-add` and \
+         `hub user add`, or pass --demo to run the demo):\n  {}",
+        found.len(),
+        lines.join("\n  ")
+    ))
 }
 
 fn client_tls(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ServiceError> {
@@ -514,12 +561,15 @@ fn client_tls(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ServiceError> {
     Ok(Arc::new(config))
 }
 
-/// `hub run`: start, then wait for SIGTERM/SIGINT or a failed core task.
+/// `hub run`: start, then wait for SIGTERM/SIGINT or a failed core task. Without `demo`, a
+/// configuration holding any of the repository's published demo secrets is refused, listing
+/// each ([`crate::demo`]).
 pub async fn run(
     config_path: &Path,
     listen: Vec<SocketAddr>,
     metrics: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    demo: bool,
 ) -> Result<(), String> {
     let mut config = HubConfig::load(config_path).map_err(|e| e.to_string())?;
     if let Some(addr) = http {
@@ -536,6 +586,7 @@ pub async fn run(
     }
     let loaded = Loaded::load(config)
         .map_err(|errors| format!("{} problem(s):\n  {}", errors.len(), errors.join("\n  ")))?;
+    check_demo_secrets(&loaded, demo)?;
     let mut hub = start(loaded, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;

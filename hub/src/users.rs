@@ -33,13 +33,10 @@ pub enum UsersError {
         path: PathBuf,
         problems: Vec<String>,
     },
-    #[error("users file {path}: cannot write: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("password: {0}")]
     Password(String),
+    #[error("users file: {0}")]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
 }
 
 /// What a user may do.
@@ -254,14 +251,12 @@ pub fn add_user(path: &Path, user: User) -> Result<(), UsersError> {
         path: path.to_path_buf(),
         problems: vec![e.to_string()],
     })?;
-    let tmp = path.with_extension("toml.tmp");
     let header = "# Dashboard users (hub user add). Passwords are argon2id hashes.\n\n";
-    std::fs::write(&tmp, format!("{header}{text}"))
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| UsersError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    // Owner-only: the hashes are slow to attack, not impossible.
+    Ok(crate::secret_file::write_private(
+        path,
+        format!("{header}{text}").as_bytes(),
+    )?)
 }
 
 #[cfg(test)]

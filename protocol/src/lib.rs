@@ -14,6 +14,7 @@
 //! - [`validate`]: the checks beyond the types (every problem listed at once) and the
 //!   `decode_*` functions receivers use: size limit, schema version, JSON with the path of any
 //!   error, then validation;
+//! - [`demo`]: the published demo signing key, so the daemons can refuse it;
 //! - [`time`]: [`UtcMillis`] (RFC 3339 with milliseconds on the wire).
 //!
 //! Senders should call `validate` before publishing: what fails it is refused by the receiver
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod alert;
 pub mod command;
+pub mod demo;
 pub mod limits;
 pub mod sighting;
 pub mod status;

@@ -80,7 +80,8 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     let hub_log = out_dir.join("hub.log");
     let hub_proc = Child::new(
         Command::new(&hub)
-            .args(["run", "--config"])
+            // The demo config holds the published demo secrets, refused without --demo.
+            .args(["run", "--demo", "--config"])
             .arg(repo.rel(&hub_config))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

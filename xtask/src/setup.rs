@@ -301,6 +301,11 @@ fn debian_packages(apt: &mut Apt) -> Result<()> {
     if cmd::which("npm").is_none() {
         missing.push("npm");
     }
+    // `systemd-analyze security --offline=yes` rates the service units in the tests
+    // (xtask/tests/systemd_units.rs); a container image may lack it.
+    if cmd::which("systemd-analyze").is_none() {
+        missing.push("systemd");
+    }
     if !missing.is_empty() {
         eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
         apt.install(&missing)?;

@@ -266,8 +266,11 @@ impl SourceConfig {
     fn resolve_paths(&mut self, base: &Path) {
         match self {
             Self::Ffmpeg(c) => {
-                if c.is_file() && !c.input.starts_with("file:") {
-                    c.input = resolve(base, Path::new(&c.input)).display().to_string();
+                if c.is_file() && !c.input.expose().starts_with("file:") {
+                    c.input = resolve(base, Path::new(c.input.expose()))
+                        .display()
+                        .to_string()
+                        .into();
                 }
             }
             Self::Dir(c) => c.path = resolve(base, &c.path),
@@ -814,7 +817,7 @@ listen = "127.0.0.1:7001"
         let SourceConfig::Ffmpeg(f) = &c.cameras[0].source else {
             panic!("ffmpeg")
         };
-        assert_eq!(f.input, "/etc/edge-agent/video/vtest.avi");
+        assert_eq!(f.input.expose(), "/etc/edge-agent/video/vtest.avi");
         assert_eq!(
             f.camera, "plaza",
             "the source's camera comes from the camera id"
@@ -822,7 +825,11 @@ listen = "127.0.0.1:7001"
         let SourceConfig::Ffmpeg(g) = &c.cameras[1].source else {
             panic!("ffmpeg")
         };
-        assert_eq!(g.input, "rtsp://10.0.0.7/sub", "URLs are not paths");
+        assert_eq!(
+            g.input.expose(),
+            "rtsp://10.0.0.7/sub",
+            "URLs are not paths"
+        );
         assert_eq!(c.cameras[0].rules.zones[0].id, "cordon");
         assert_eq!(c.snapshot.max_bytes, 200_000);
         assert_eq!(c.camera_location(0).map(|l| l.lon), Some(102.404));

@@ -38,6 +38,7 @@ use tracing::{debug, info};
 use super::health::{CommonFields, Health, sleep_until_opt};
 use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
 use crate::detect::preprocess::RgbFrame;
+use crate::secret::CameraUrl;
 
 /// How many of ffmpeg's last stderr lines are kept for error messages.
 const STDERR_LINES: usize = 20;
@@ -64,8 +65,10 @@ pub struct FfmpegSourceConfig {
     pub camera: String,
     /// An `rtsp://` / `rtsps://` URL (read over TCP: interleaved RTP survives NAT and lossy
     /// links better than UDP), any other URL ffmpeg understands, or a file path. Prefer the
-    /// camera's sub-stream: decoding is the main cost and the detector does not need 4K.
-    pub input: String,
+    /// camera's sub-stream: decoding is the main cost and the detector does not need 4K. A
+    /// password in the URL (`rtsp://user:pass@host/…`) is shown redacted everywhere (logs,
+    /// errors, alerts) and handed to ffmpeg only; ffmpeg's stderr is scrubbed of it.
+    pub input: CameraUrl,
     /// Frames per second handed to the detector; ffmpeg drops the rest before scaling.
     pub fps: f64,
     /// Working width in pixels (even); the height follows the aspect ratio, rounded to even.
@@ -95,7 +98,7 @@ impl Default for FfmpegSourceConfig {
     fn default() -> Self {
         Self {
             camera: String::new(),
-            input: String::new(),
+            input: CameraUrl::default(),
             fps: 5.0,
             width: 640,
             realtime: true,
@@ -127,7 +130,7 @@ impl FfmpegSourceConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         self.common().validate(&mut errors);
-        if self.input.trim().is_empty() {
+        if self.input.expose().trim().is_empty() {
             errors.push("input: must not be empty".to_string());
         }
         if self.stall_after_ms == 0 {
@@ -141,15 +144,17 @@ impl FfmpegSourceConfig {
 
     /// Whether `input` is a local file (an end of stream is then normal, and `-re` applies).
     pub fn is_file(&self) -> bool {
-        self.input.starts_with("file:") || !self.input.contains("://")
+        let input = self.input.expose();
+        input.starts_with("file:") || !input.contains("://")
     }
 
     fn is_rtsp(&self) -> bool {
-        let lower = self.input.to_ascii_lowercase();
+        let lower = self.input.expose().to_ascii_lowercase();
         lower.starts_with("rtsp://") || lower.starts_with("rtsps://")
     }
 
-    /// The ffmpeg command line, without the program name.
+    /// The ffmpeg command line, without the program name. It holds the input's password:
+    /// never log it.
     pub fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = ["-nostdin", "-hide_banner", "-loglevel", "error"]
             .map(String::from)
@@ -160,7 +165,9 @@ impl FfmpegSourceConfig {
         if self.is_file() && self.realtime {
             args.push("-re".into());
         }
-        args.extend(["-i".into(), self.input.clone()]);
+        // The one place the password leaves the config: ffmpeg has no other way to take RTSP
+        // credentials. Other users cannot read the command line (systemd ProtectProc=invisible).
+        args.extend(["-i".into(), self.input.expose().to_owned()]);
         // Only video: no audio, subtitle or data decoding.
         args.extend(["-an", "-sn", "-dn"].map(String::from));
         args.extend([
@@ -350,6 +357,7 @@ impl FfmpegSource {
             stderr_pipe,
             stderr.clone(),
             self.camera.clone(),
+            self.config.input.clone(),
         ));
         // Capacity 1: ffmpeg gets back-pressure through its stdout pipe if we fall behind,
         // and frames are dropped downstream, in the latest-frame slot, not here.
@@ -517,7 +525,15 @@ impl FrameSource for FfmpegSource {
 }
 
 /// Drains ffmpeg's stderr into a ring of its last lines (a full pipe would block ffmpeg).
-async fn keep_stderr(pipe: ChildStderr, ring: Arc<Mutex<VecDeque<String>>>, camera: Arc<str>) {
+/// ffmpeg quotes its input URL in errors (`rtsp://user:pass@host/x: Connection refused`), so
+/// each line is scrubbed of the password before it is logged or kept: the ring becomes the
+/// source's error, and that the camera-offline alert's detail every operator reads.
+async fn keep_stderr(
+    pipe: ChildStderr,
+    ring: Arc<Mutex<VecDeque<String>>>,
+    camera: Arc<str>,
+    input: CameraUrl,
+) {
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
     loop {
@@ -526,7 +542,7 @@ async fn keep_stderr(pipe: ChildStderr, ring: Arc<Mutex<VecDeque<String>>>, came
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        let line = input.scrub(String::from_utf8_lossy(&buf).trim_end());
         if line.is_empty() {
             continue;
         }

@@ -24,7 +24,9 @@
 //!
 //! Invariants: `Frame::seq` increases by one for every frame a source emits, across restarts;
 //! `Offline` and `Online` alternate, starting with `Offline`. Camera passwords never appear in
-//! logs, errors or `Debug` output ([`Secret`]).
+//! logs, errors, alerts or `Debug` output ([`Secret`]; [`CameraUrl`] for the RTSP URLs that
+//! carry them, whose only unredacted use is ffmpeg's command line, and ffmpeg's stderr is
+//! scrubbed of them).
 
 mod dir;
 mod ffmpeg;
@@ -42,6 +44,7 @@ use tokio::sync::mpsc;
 
 use crate::detect::preprocess::RgbFrame;
 
+pub use crate::secret::CameraUrl;
 pub use dir::{AfterRead, DirError, DirSource, DirSourceConfig};
 pub use ffmpeg::{AtEnd, FfmpegSource, FfmpegSourceConfig};
 pub use health::FrameError;

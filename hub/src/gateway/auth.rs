@@ -83,6 +83,8 @@ pub enum AuthError {
         path: String,
         source: std::io::Error,
     },
+    #[error("credentials file: {0}")]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
 }
 
 /// Validated credentials, looked up by username.
@@ -165,6 +167,13 @@ impl Credentials {
         self.by_id.is_empty()
     }
 
+    /// Every credential: its id (username), kind and token hash.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, CredentialKind, &[u8; 32])> {
+        self.by_id
+            .iter()
+            .map(|(id, (kind, hash))| (id.as_str(), *kind, hash))
+    }
+
     /// Adds or replaces one credential (tests and the hub's own internal user).
     pub fn insert(&mut self, kind: CredentialKind, id: &str, token: &[u8]) {
         self.by_id
@@ -231,10 +240,8 @@ pub fn add_to_file(path: &Path, kind: CredentialKind, id: &str) -> Result<String
         path: shown.clone(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(path, text).map_err(|source| AuthError::Write {
-        path: shown,
-        source,
-    })?;
+    // Owner-only and atomic: the file names every device that may connect.
+    crate::secret_file::write_private(path, text.as_bytes())?;
     Ok(token)
 }
 

@@ -62,11 +62,10 @@ pub fn hub_dir(broker: &str, extra: &str) -> HubDir {
     std::fs::write(dir.path().join("credentials.toml"), creds).unwrap();
     std::fs::write(dir.path().join("users.toml"), users_toml()).unwrap();
     let key = protocol::SigningKey::from_bytes(&[7u8; 32]);
-    std::fs::write(
-        dir.path().join("signing.key"),
-        protocol::command::encode_signing_key(&key),
-    )
-    .unwrap();
+    write_key(
+        &dir.path().join("signing.key"),
+        &protocol::command::encode_signing_key(&key),
+    );
     let grid = repo().join("configs/hub/wuding.geojson");
     let roster = repo().join("configs/hub/roster");
     let config = format!(
@@ -96,6 +95,21 @@ users = "users.toml"
     let config_path = dir.path().join("hub.toml");
     std::fs::write(&config_path, config).unwrap();
     HubDir { dir, config_path }
+}
+
+/// Writes a signing key file as `hub keygen` does: readable by its owner only (the hub
+/// refuses a key others can read).
+pub fn write_key(path: &Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap();
 }
 
 /// Dashboard users of the test hub: (login, role, cells, roster person). Each one's password
@@ -939,6 +953,11 @@ pub fn sample_jpeg() -> Vec<u8> {
 /// Starts the real `hub` binary (`hub run -c config`), its log appended to `log`. Killed when
 /// the handle drops.
 pub fn spawn_hub(config: &Path, log: &Path) -> tokio::process::Child {
+    spawn_hub_with(config, log, &[])
+}
+
+/// [`spawn_hub`] with more arguments after the config (`--demo`, `--listen`, …).
+pub fn spawn_hub_with(config: &Path, log: &Path, args: &[&str]) -> tokio::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -947,12 +966,90 @@ pub fn spawn_hub(config: &Path, log: &Path) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"))
         .args(["run", "-c"])
         .arg(config)
+        .args(args)
         .env("RUST_LOG", "info,rumqttd=off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
         .unwrap()
+}
+
+/// Runs the real `hub` binary with `args` and waits (up to 60 s, then kills it and fails)
+/// for it to exit: for commands that must refuse, where a hub that wrongly starts would
+/// otherwise run forever.
+pub fn run_hub_to_exit(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(args)
+        .env("RUST_LOG", "warn,rumqttd=off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hub {args:?} did not exit within 60 s; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A copy of the demo hub (`configs/hub/`: its committed signing key, demo credentials and
+/// demo users) in a temporary directory, with its state there too.
+pub fn demo_hub_dir() -> HubDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = repo().join("configs/hub");
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir(dir.path().join("roster")).unwrap();
+    for entry in std::fs::read_dir(from.join("roster")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            dir.path().join("roster").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let config_path = dir.path().join("hub.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let text = text.replace(
+        "data_dir = \"../../.cache/hub-data\"",
+        "data_dir = \"state\"",
+    );
+    assert!(
+        text.contains("data_dir = \"state\""),
+        "the demo's data_dir moved"
+    );
+    std::fs::write(&config_path, text).unwrap();
+    HubDir { dir, config_path }
+}
+
+/// Waits (up to `within`) until the file at `log` contains `needle`; its text then.
+pub async fn wait_for_log(log: &Path, needle: &str, within: Duration) -> String {
+    let end = std::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{needle:?} not in {} within {within:?}:\n{text}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
