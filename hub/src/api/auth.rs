@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,13 +21,13 @@ use protocol::UtcMillis;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::ApiState;
 use super::error::ApiError;
 use crate::book::CaseSummary;
 use crate::case::CellRef;
-use crate::config::Cidr;
+use crate::config::{Cidr, MAX_TOKEN_DAYS};
 use crate::store::Store;
 use crate::users::{User, UserRole};
 
@@ -71,36 +71,75 @@ fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Sessions in the store.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A session id back to its key: exactly 64 lower-case hex digits.
+fn unhex(id: &str) -> Option<Vec<u8>> {
+    if id.len() != 64 || !id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Sessions in the store. A session's id (what admins list and revoke) is the hex SHA-256 of
+/// its token: it names the session without being able to act as it.
 #[derive(Debug, Clone)]
 pub struct Sessions {
     store: Store,
     ttl_ms: i64,
+    /// Bumped whenever a session ends before its expiry (logout, revocation), so live feeds
+    /// re-check theirs at once.
+    ended: Arc<watch::Sender<u64>>,
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 impl Sessions {
     pub fn new(store: Store, hours: u64) -> Self {
         Self {
             store,
             ttl_ms: (hours * 3_600_000) as i64,
+            ended: Arc::new(watch::Sender::new(0)),
         }
     }
 
-    /// A new session; returns its token (shown once) and the session.
+    /// The id of the session `token` opens.
+    pub fn id_of(token: &str) -> String {
+        hex(&digest(token))
+    }
+
+    /// Tells live feeds that some session ended.
+    fn bump(&self) {
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever a session ends before its expiry.
+    pub fn watch_ended(&self) -> watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+
+    /// A new session; returns its token (shown once) and the session. A browser session
+    /// lasts `http.session_hours`; an app token `days` days.
     pub fn create(
         &self,
         login: &str,
         via: Via,
         label: &str,
+        days: Option<u32>,
         now: UtcMillis,
     ) -> Result<(String, Session), ApiError> {
         let token = crate::random::token();
+        let ttl = days.map_or(self.ttl_ms, |d| i64::from(d) * DAY_MS);
         let s = Session {
             login: login.to_owned(),
             via,
             csrf: crate::random::token(),
             created: now,
-            expires: UtcMillis(now.0 + self.ttl_ms),
+            expires: UtcMillis(now.0 + ttl),
             label: label.to_owned(),
         };
         let v = serde_json::to_vec(&s).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -123,6 +162,35 @@ impl Sessions {
 
     pub fn remove(&self, token: &str) {
         let _ = self.store.sessions.remove(digest(token));
+        self.bump();
+    }
+
+    /// Live sessions and app tokens, by id, oldest first.
+    pub fn list(&self, now: UtcMillis) -> Vec<(String, Session)> {
+        let mut out: Vec<(String, Session)> = self
+            .store
+            .sessions
+            .iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((hex(&k), serde_json::from_slice::<Session>(&v).ok()?)))
+            .filter(|(_, s)| s.expires > now)
+            .collect();
+        out.sort_by_key(|(id, s)| (s.created, id.clone()));
+        out
+    }
+
+    /// Ends the session with this id; false if there is none.
+    pub fn revoke(&self, id: &str) -> Result<Option<Session>, ApiError> {
+        let Some(key) = unhex(id) else {
+            return Ok(None);
+        };
+        let gone = self
+            .store
+            .sessions
+            .remove(key)
+            .map_err(|e| ApiError::internal(format!("remove session: {e}")))?;
+        self.bump();
+        Ok(gone.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     /// Drops expired sessions (called now and then).
@@ -421,6 +489,8 @@ pub struct Caller {
     pub via: Via,
     pub csrf: Option<String>,
     pub token: String,
+    /// When the session ends by itself.
+    pub expires: UtcMillis,
 }
 
 impl Caller {
@@ -540,6 +610,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             via,
             csrf: (via == Via::Cookie).then_some(session.csrf),
             token,
+            expires: session.expires,
         })
     }
 }
@@ -551,6 +622,10 @@ pub struct LoginBody {
     pub password: String,
     #[serde(default)]
     pub label: String,
+    /// App tokens only: how long the token lasts (1..=[`MAX_TOKEN_DAYS`], default
+    /// `http.token_days`).
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
 }
 
 /// The caller as `/me` and login show them.
@@ -645,9 +720,17 @@ pub async fn login(
     body: Result<Json<LoginBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+    if body.expires_in_days.is_some() {
+        return Err(ApiError::invalid(
+            "expires_in_days",
+            "only app tokens (POST /api/v1/auth/tokens) choose their expiry",
+        ));
+    }
     let user = authenticate(&state, peer, &headers, body).await?;
     let now = state.clock.now();
-    let (token, session) = state.sessions.create(&user.login, Via::Cookie, "", now)?;
+    let (token, session) = state
+        .sessions
+        .create(&user.login, Via::Cookie, "", None, now)?;
     tracing::info!(login = %user.login, role = user.role.as_str(), "logged in");
     let secure = if state.http.secure_cookie {
         "; Secure"
@@ -677,12 +760,20 @@ pub async fn token(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
     let label = body.label.clone();
+    let days = body.expires_in_days.unwrap_or(state.http.token_days);
+    if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+        return Err(ApiError::invalid(
+            "expires_in_days",
+            format!("{days} is outside 1..={MAX_TOKEN_DAYS}"),
+        ));
+    }
     let user = authenticate(&state, peer, &headers, body).await?;
     let now = state.clock.now();
-    let (token, session) = state
-        .sessions
-        .create(&user.login, Via::Bearer, &label, now)?;
-    tracing::info!(login = %user.login, label, "app token issued");
+    let (token, session) =
+        state
+            .sessions
+            .create(&user.login, Via::Bearer, &label, Some(days), now)?;
+    tracing::info!(login = %user.login, label, days, "app token issued");
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "expires_at": session.expires})),
@@ -702,6 +793,55 @@ pub async fn logout(State(state): State<Arc<ApiState>>, caller: Caller) -> Respo
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// `GET /api/v1/sessions` (admins): every live browser session and app token.
+pub async fn sessions_list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(&[UserRole::Admin], "list sessions")?;
+    let own = Sessions::id_of(&caller.token);
+    let list: Vec<serde_json::Value> = state
+        .sessions
+        .list(state.clock.now())
+        .into_iter()
+        .map(|(id, s)| {
+            json!({
+                "current": id == own,
+                "id": id,
+                "login": s.login,
+                "via": s.via,
+                "label": s.label,
+                "created": s.created,
+                "expires": s.expires,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": list })))
+}
+
+/// `DELETE /api/v1/sessions/{id}` (admins): ends a session or app token now; its live feeds
+/// close within a second.
+pub async fn session_revoke(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&[UserRole::Admin], "revoke sessions")?;
+    if unhex(&id).is_none() {
+        return Err(ApiError::invalid(
+            "id",
+            "a session id is 64 lower-case hex digits",
+        ));
+    }
+    match state.sessions.revoke(&id)? {
+        Some(s) => {
+            tracing::info!(by = %caller.user.login, login = %s.login, via = ?s.via, "session revoked");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::not_found("no such session")),
+    }
 }
 
 pub async fn me(State(state): State<Arc<ApiState>>, caller: Caller) -> Json<serde_json::Value> {

@@ -144,6 +144,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/tokens"),
     ("GET", "/api/v1/me"),
+    ("GET", "/api/v1/sessions"),
+    ("DELETE", "/api/v1/sessions/{id}"),
     ("GET", "/api/v1/cases"),
     ("GET", "/api/v1/cases/{id}"),
     ("POST", "/api/v1/cases/{id}/actions"),
@@ -173,6 +175,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/tokens", post(auth::token))
         .route("/me", get(auth::me))
+        .route("/sessions", get(auth::sessions_list))
+        .route("/sessions/{id}", delete(auth::session_revoke))
         .route("/cases", get(cases::list))
         .route("/cases/{id}", get(cases::detail))
         .route("/cases/{id}/actions", post(cases::act))
