@@ -7,7 +7,7 @@
 //! validate, the credentials file must parse. `hub validate` prints the lot.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -84,10 +84,89 @@ pub struct HttpSection {
     /// The dashboard's title.
     #[serde(default = "default_title")]
     pub title: String,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed. From
+    /// any other peer the socket address is the client: a header anyone can set must not pick
+    /// whose login attempts are counted.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// How long an app (bearer) token lasts unless its request asks for less, days.
+    #[serde(default = "default_token_days")]
+    pub token_days: u32,
 }
+
+/// The longest an app token may be asked to last, days: a lost phone's token must die on its
+/// own eventually.
+pub const MAX_TOKEN_DAYS: u32 = 365;
 
 fn default_session_hours() -> u64 {
     12
+}
+fn default_token_days() -> u32 {
+    30
+}
+
+/// An IP network: `10.0.0.0/8`, `fd00::/8`, or one address (`192.0.2.7`, a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                bits >> (width - prefix)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n).into(), 32, self.prefix)
+                    == masked(u32::from(a).into(), 32, self.prefix)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(n.into(), 128, self.prefix) == masked(a.into(), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').map_or((s, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let addr = addr.to_canonical();
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => width,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={width}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 fn default_title() -> String {
     "综治中心 · 雪亮工程".into()
@@ -349,6 +428,12 @@ impl HubConfig {
         if let Some(h) = &http {
             if h.session_hours == 0 {
                 errors.push("http.session_hours: must be at least 1".into());
+            }
+            if !(1..=MAX_TOKEN_DAYS).contains(&h.token_days) {
+                errors.push(format!(
+                    "http.token_days: {} is outside 1..={MAX_TOKEN_DAYS}",
+                    h.token_days
+                ));
             }
             if let Some(t) = &h.tile_url
                 && !(t.contains("{z}") && t.contains("{x}") && t.contains("{y}"))
@@ -628,5 +713,47 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert!(errors.len() >= 7, "{all}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_typed_networks_and_token_days_are_bounded() {
+        let with = |http: &str| {
+            HubConfig::from_toml_str(
+                &format!("{GOOD}\n[http]\nlisten = \"127.0.0.1:0\"\nusers = \"u.toml\"\n{http}"),
+                Path::new("."),
+            )
+        };
+        let c = with(r#"trusted_proxies = ["10.1.0.0/16", "::1", "192.0.2.7"]"#).unwrap();
+        let h = c.http.unwrap();
+        assert_eq!(h.token_days, 30);
+        let [net, v6, one] = h.trusted_proxies[..] else {
+            panic!("{:?}", h.trusted_proxies)
+        };
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        // An IPv4 peer seen as IPv4-mapped IPv6 is the same peer.
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(v6.contains("::1".parse().unwrap()));
+        assert!(!v6.contains("127.0.0.1".parse().unwrap()));
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        assert!(
+            with("trusted_proxies = []")
+                .unwrap()
+                .http
+                .unwrap()
+                .trusted_proxies
+                .is_empty()
+        );
+        for (bad, needle) in [
+            (r#"trusted_proxies = ["10.0.0.0/33"]"#, "prefix length"),
+            (r#"trusted_proxies = ["proxy.lan"]"#, "not an IP address"),
+            ("trusted_proxy = []", "trusted_proxy"),
+            ("token_days = 0", "http.token_days"),
+            ("token_days = 366", "http.token_days"),
+        ] {
+            let all = with(bad).unwrap_err().join("\n");
+            assert!(all.contains(needle), "{bad}: {all}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use protocol::{SigningKey, Topics};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{ApiMetrics, ApiState, Limiter, Sessions};
+use crate::api::{ApiMetrics, ApiState, Logins, Sessions};
 use crate::book::CaseBook;
 use crate::config::HubConfig;
 use crate::dispatch::{Clock, DispatchHandle, Dispatcher, DispatcherParts, SystemClock};
@@ -427,7 +427,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                 sites: config.sites.clone(),
                 ingest: api_ingest,
                 sessions: Sessions::new(store.clone(), h.session_hours),
-                limiter: Limiter::default(),
+                logins: Logins::default(),
                 clock: clock.clone(),
                 http: h.clone(),
                 metrics: metrics.clone(),

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +86,56 @@ impl User {
     }
 
     pub fn verify(&self, password: &str) -> bool {
-        match PasswordHash::new(&self.password) {
-            Ok(h) => Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok(),
-            Err(_) => false,
-        }
+        verify_phc(password.as_bytes(), &self.password)
     }
+}
+
+thread_local! {
+    /// argon2's working memory (19 MiB with the default parameters), kept by each thread that
+    /// checks passwords. Allocated afresh per check, the allocator kept freed blocks per
+    /// thread and arena and the hub grew by hundreds of MB under a flood of logins; reused, a
+    /// checking thread holds exactly one.
+    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `password` matches the argon2 PHC string `phc`, computed in this thread's reused
+/// working memory (wiped after use). An unparseable hash matches nothing.
+fn verify_phc(password: &[u8], phc: &str) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&h.salt, &h.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(h.algorithm.as_str()) else {
+        return false;
+    };
+    let Ok(version) = h.version.map(argon2::Version::try_from).transpose() else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::try_from(&h) else {
+        return false;
+    };
+    let blocks_needed = params.block_count();
+    let argon = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    BLOCKS.with_borrow_mut(|blocks| {
+        blocks.resize(blocks_needed, argon2::Block::default());
+        let hashed = argon
+            .hash_password_into_with_memory(password, salt, &mut *out, &mut blocks[..])
+            .is_ok();
+        blocks.fill(argon2::Block::default());
+        // Constant time: the position of the first difference is not told.
+        hashed
+            && out
+                .iter()
+                .zip(expected.as_bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -216,9 +259,7 @@ impl Users {
             Some(u) if u.verify(password) => Some(u),
             Some(_) => None,
             None => {
-                if let Ok(h) = PasswordHash::new(&self.decoy) {
-                    let _ = Argon2::default().verify_password(password.as_bytes(), &h);
-                }
+                let _ = verify_phc(password.as_bytes(), &self.decoy);
                 None
             }
         }

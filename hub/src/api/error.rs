@@ -70,6 +70,17 @@ impl ApiError {
         e
     }
 
+    /// Too many password checks at once: try again shortly.
+    pub fn busy(retry_after_s: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("too many logins at once; try again in {retry_after_s} s"),
+        );
+        e.retry_after = Some(retry_after_s);
+        e
+    }
+
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }

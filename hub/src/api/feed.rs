@@ -73,6 +73,7 @@ pub async fn events(
                 .map_err(|_| ApiError::invalid("since", format!("{v:?} is not an event id")))?,
         ),
     };
+    let (token, expires) = (caller.token.clone(), caller.expires);
     let rx = state.book.subscribe();
     let mut first = Vec::new();
     let mut floor = state.book.seq();
@@ -112,11 +113,28 @@ pub async fn events(
         };
         futures_util::future::ready(out)
     });
-    // The feed ends when the hub stops; otherwise the server's graceful shutdown would wait
-    // on it forever (a browser keeps it open).
+    // The feed ends when the hub stops (otherwise the server's graceful shutdown would wait
+    // on it forever: a browser keeps it open), when its session ends (logout, revocation: it
+    // is re-checked whenever any session ends) and when the session expires.
     let mut stop = state.stop.clone();
+    let mut ended = state.sessions.watch_ended();
+    let sessions = state.sessions.clone();
+    let clock = state.clock.clone();
+    let left = Duration::from_millis(u64::try_from(expires.0 - clock.now().0).unwrap_or(0));
     let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
+        let expiry = tokio::time::sleep(left);
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = &mut expiry => return,
+                changed = ended.changed() => {
+                    if changed.is_err() || sessions.get(&token, clock.now()).is_none() {
+                        return;
+                    }
+                }
+            }
+        }
     };
     let live = live.take_until(stopped);
     Ok(Sse::new(stream::iter(first).chain(live)).keep_alive(

@@ -32,7 +32,7 @@ use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use auth::{COOKIE, CSRF_HEADER, Limiter, Sessions};
+pub use auth::{COOKIE, CSRF_HEADER, Limiter, Logins, Sessions, client_ip};
 pub use error::ApiError;
 
 use crate::book::CaseBook;
@@ -58,6 +58,10 @@ pub struct ApiMetrics {
     pub csrf_refused: AtomicU64,
     pub feed_resets: AtomicU64,
     pub feed_clients: AtomicU64,
+    pub login_rate_limited: AtomicU64,
+    pub login_busy: AtomicU64,
+    /// The limiter's evictions, read from it at render time.
+    pub login_limiter_evicted: AtomicU64,
 }
 
 impl ApiMetrics {
@@ -69,10 +73,19 @@ impl ApiMetrics {
              # HELP hub_api_feed_resets_total Live-feed clients told to reload because they fell behind.\n\
              # TYPE hub_api_feed_resets_total counter\nhub_api_feed_resets_total {}\n\
              # HELP hub_api_feed_clients Live-feed connections open.\n\
-             # TYPE hub_api_feed_clients gauge\nhub_api_feed_clients {}\n",
+             # TYPE hub_api_feed_clients gauge\nhub_api_feed_clients {}\n\
+             # HELP hub_api_login_rate_limited_total Logins refused: too many wrong passwords from that address for that login.\n\
+             # TYPE hub_api_login_rate_limited_total counter\nhub_api_login_rate_limited_total {}\n\
+             # HELP hub_api_login_busy_total Logins refused because every password-check slot stayed busy.\n\
+             # TYPE hub_api_login_busy_total counter\nhub_api_login_busy_total {}\n\
+             # HELP hub_api_login_limiter_evicted_total Login limiter entries forgotten to bound its memory.\n\
+             # TYPE hub_api_login_limiter_evicted_total counter\nhub_api_login_limiter_evicted_total {}\n",
             g(&self.csrf_refused),
             g(&self.feed_resets),
             g(&self.feed_clients),
+            g(&self.login_rate_limited),
+            g(&self.login_busy),
+            g(&self.login_limiter_evicted),
         )
     }
 }
@@ -89,7 +102,7 @@ pub struct ApiState {
     pub sites: BTreeMap<String, SiteSection>,
     pub ingest: Ingest,
     pub sessions: Sessions,
-    pub limiter: Limiter,
+    pub logins: Logins,
     pub clock: Arc<dyn Clock>,
     pub http: HttpSection,
     pub metrics: Arc<HubMetrics>,
@@ -131,6 +144,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/tokens"),
     ("GET", "/api/v1/me"),
+    ("GET", "/api/v1/sessions"),
+    ("DELETE", "/api/v1/sessions/{id}"),
     ("GET", "/api/v1/cases"),
     ("GET", "/api/v1/cases/{id}"),
     ("POST", "/api/v1/cases/{id}/actions"),
@@ -160,6 +175,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/tokens", post(auth::token))
         .route("/me", get(auth::me))
+        .route("/sessions", get(auth::sessions_list))
+        .route("/sessions/{id}", delete(auth::session_revoke))
         .route("/cases", get(cases::list))
         .route("/cases/{id}", get(cases::detail))
         .route("/cases/{id}/actions", post(cases::act))

@@ -892,3 +892,33 @@ pub fn tally<'a>(xs: impl IntoIterator<Item = &'a str>) -> BTreeMap<&'a str, usi
     }
     m
 }
+
+/// An open live feed (`GET /api/v1/events`), its body not yet read.
+pub async fn open_feed(api: &HttpApi, auth: &Auth) -> reqwest::Response {
+    let mut rb = api
+        .http
+        .get(format!("{}/api/v1/events", api.base))
+        .timeout(Duration::from_secs(60));
+    match auth {
+        Auth::Anon => {}
+        Auth::Cookie { session, .. } => rb = rb.header("cookie", format!("hub_session={session}")),
+        Auth::Bearer(t) => rb = rb.header("authorization", format!("Bearer {t}")),
+    }
+    let r = rb.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r
+}
+
+/// Whether the feed's stream ends (the server closes it) within `within`; events and pings
+/// before the end are skipped.
+pub async fn feed_ends_within(mut feed: reqwest::Response, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, feed.chunk()).await {
+            Err(_) => return false,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) | Ok(Err(_)) => return true,
+        }
+    }
+}

@@ -835,6 +835,33 @@ impl Api {
         }
     }
 
+    /// An anonymous client of the API at `addr` whose connections come from `source` (any
+    /// 127.0.0.0/8 address is this host: tests play many clients with them).
+    pub fn anonymous_from(addr: std::net::SocketAddr, source: std::net::IpAddr) -> Self {
+        let mut api = Self::anonymous_at(addr);
+        api.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(source)
+            .build()
+            .unwrap();
+        api
+    }
+
+    /// A login attempt (`POST /api/v1/auth/login`), with extra headers.
+    pub async fn try_login(&self, login: &str, password: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut rb = self
+            .request(reqwest::Method::POST, "/api/v1/auth/login")
+            .header("content-type", "application/json")
+            .body(
+                serde_json::to_vec(&serde_json::json!({"username": login, "password": password}))
+                    .unwrap(),
+            );
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Self::send(rb).await
+    }
+
     /// Logged in as a test user (see [`USERS`]) with a session cookie.
     pub async fn login(hub: &RunningHub, login: &str) -> Self {
         Self::anonymous(hub).logged_in(login).await
@@ -1050,6 +1077,30 @@ pub async fn wait_for_log(log: &Path, needle: &str, within: Duration) -> String 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Points the hub directory's HTTP listener at `listen` (a hub process whose address the test
+/// must know).
+pub fn set_http_listen(dir: &HubDir, listen: std::net::SocketAddr) {
+    let text = std::fs::read_to_string(&dir.config_path).unwrap();
+    let text = text.replacen(
+        "[http]\nlisten = \"127.0.0.1:0\"",
+        &format!("[http]\nlisten = \"{listen}\""),
+        1,
+    );
+    assert!(text.contains(&format!("listen = \"{listen}\"")));
+    std::fs::write(&dir.config_path, text).unwrap();
+}
+
+/// A process's resident set size in bytes (`VmRSS` of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
 }
 
 /// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
