@@ -748,3 +748,52 @@ async fn admins_list_and_revoke_sessions_and_app_tokens_which_expire() {
     r.api.oas.assert_no_violations();
     r.hub.stop().await;
 }
+
+/// A photo is stored only with an action the hub accepts: one the lifecycle refuses (409) or
+/// whose note is too long (400) leaves nothing in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_action_stores_no_photo_and_notes_are_bounded() {
+    let r = start(oas(), false).await;
+    let c = fill(&r).await;
+    let api = &r.api;
+    let op = api.login(TOWNSHIP_OP).await;
+    let photos = || r.hub.store.photos.len();
+    let before = photos();
+
+    // Reopening a case that is not resolved is refused by the lifecycle, after the caller's
+    // scope and role were found fine.
+    api.act(
+        &c.a,
+        &op.auth(),
+        json!({"action": "reopen", "note": "复查", "photo": JPEG_B64}),
+    )
+    .await
+    .expect(409, Some("conflict"));
+    assert_eq!(photos(), before, "a refused action left its photo behind");
+
+    let long = "长".repeat(4097);
+    api.act(
+        &c.a,
+        &op.auth(),
+        json!({"action": "comment", "note": long, "photo": JPEG_B64}),
+    )
+    .await
+    .expect(400, Some("invalid"));
+    assert_eq!(photos(), before, "an invalid note's photo was stored");
+
+    // Accepted: the photo is there, and the case names it.
+    let ok = api
+        .act(
+            &c.a,
+            &op.auth(),
+            json!({"action": "comment", "note": "长".repeat(4096), "photo": JPEG_B64}),
+        )
+        .await;
+    ok.expect(200, None);
+    assert_eq!(photos(), before + 2, "a photo is its JPEG and its metadata");
+    let pid = ok.json()["photos"][0]["id"].as_str().unwrap().to_owned();
+    api.get(&format!("/api/v1/photos/{pid}"), &op.auth())
+        .await
+        .expect(200, None);
+    r.hub.stop().await;
+}

@@ -200,26 +200,22 @@ fn keygen_credential_add_and_user_add_write_files_only_their_owner_can_read() {
     assert_eq!(mode(&key), 0o600, "hub keygen");
 
     // A new credentials file, and an existing one that was open to everyone.
+    let credential_add = |file: &Path, site: &str| {
+        hub_with_umask_022(&[
+            "credential-add".as_ref(),
+            "--file".as_ref(),
+            file.as_os_str(),
+            "--kind".as_ref(),
+            "site".as_ref(),
+            site.as_ref(),
+        ])
+    };
     let creds = path.join("new-credentials.toml");
-    hub_with_umask_022(&[
-        "credential-add".as_ref(),
-        "--file".as_ref(),
-        creds.as_os_str(),
-        "--kind".as_ref(),
-        "site".as_ref(),
-        "s-1".as_ref(),
-    ]);
+    credential_add(&creds, "s-1");
     assert_eq!(mode(&creds), 0o600, "hub credential-add, new file");
     let creds = path.join("credentials.toml");
     std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    hub_with_umask_022(&[
-        "credential-add".as_ref(),
-        "--file".as_ref(),
-        creds.as_os_str(),
-        "--kind".as_ref(),
-        "site".as_ref(),
-        "s-2".as_ref(),
-    ]);
+    credential_add(&creds, "s-2");
     assert_eq!(mode(&creds), 0o600, "hub credential-add, existing file");
 
     let users = path.join("users.toml");

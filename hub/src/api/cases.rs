@@ -26,6 +26,21 @@ use crate::users::UserRole;
 
 /// Largest photo people attach (decoded).
 pub const MAX_PHOTO_BYTES: usize = 2 * 1024 * 1024;
+/// Longest note on an action or a patrol report, in characters: a paragraph from a phone, not
+/// a document (and every operator of the cell reads it).
+pub const MAX_NOTE_CHARS: usize = 4096;
+
+/// Refuses a note over [`MAX_NOTE_CHARS`], naming the field.
+fn check_note(note: &str) -> Result<(), ApiError> {
+    let n = note.chars().count();
+    if n > MAX_NOTE_CHARS {
+        return Err(ApiError::invalid(
+            "note",
+            format!("{n} characters; at most {MAX_NOTE_CHARS}"),
+        ));
+    }
+    Ok(())
+}
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 /// The pseudo-site patrol reports are filed under.
@@ -437,6 +452,16 @@ fn decode_photo(b64: &str) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
+/// Removes a photo stored for an action the dispatcher then refused.
+fn remove_photo(state: &ApiState, id: &str) {
+    let mut b = sled::Batch::default();
+    b.remove(format!("j/{id}").as_bytes());
+    b.remove(format!("m/{id}").as_bytes());
+    if let Err(e) = state.store.photos.apply_batch(b) {
+        tracing::error!(photo = id, error = %e, "cannot remove the photo of a refused action");
+    }
+}
+
 fn store_photo(state: &ApiState, id: &str, bytes: &[u8], meta: &PhotoMeta) -> Result<(), ApiError> {
     let mut b = sled::Batch::default();
     b.insert(format!("j/{id}").as_bytes(), bytes);
@@ -536,7 +561,13 @@ pub async fn act(
             action.verb()
         )));
     }
+    if let Some(note) = &body.note {
+        check_note(note)?;
+    }
     let now = state.clock.now();
+    // The photo is checked now, written only once the caller may act on this case (above),
+    // and taken back if the dispatcher refuses the action (wrong state, stale deadline): a
+    // case never names a photo that is not stored, and a refused action leaves none behind.
     let photo = match &body.photo {
         Some(b64) => {
             let bytes = decode_photo(b64)?;
@@ -570,7 +601,16 @@ pub async fn act(
         at: now,
     };
     tracing::info!(case = %id, login = %caller.user.login, action = t.action.verb(), "case action");
-    let case = state.dispatch.transition(&id, t).await?;
+    let stored_photo = t.photo.clone();
+    let case = match state.dispatch.transition(&id, t).await {
+        Ok(case) => case,
+        Err(e) => {
+            if let Some(pid) = stored_photo {
+                remove_photo(&state, &pid);
+            }
+            return Err(e.into());
+        }
+    };
     let st = state.clone();
     let v = tokio::task::spawn_blocking(move || detail_json(&st, &case))
         .await
@@ -645,6 +685,7 @@ pub async fn report(
     let person = caller.user.actor_id().to_owned();
     validate_id("source.person", &person)
         .map_err(|e| ApiError::invalid("person", e.to_string()))?;
+    check_note(&body.note)?;
     let now = state.clock.now();
     let photo = body.photo.as_deref().map(decode_photo).transpose()?;
     let id = state.ids.make(
@@ -695,13 +736,17 @@ pub async fn report(
         )?;
     }
     let raw = serde_json::to_vec(&alert).map_err(|e| ApiError::internal(e.to_string()))?;
-    let outcome = state
-        .ingest
-        .submit_report(Bytes::from(raw))
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    if let crate::ingest::Outcome::Rejected(why) = outcome {
-        return Err(ApiError::invalid("body", why.reason));
+    // As for actions: a report the hub refuses leaves no photo behind.
+    let outcome = match state.ingest.submit_report(Bytes::from(raw)).await {
+        Ok(crate::ingest::Outcome::Rejected(why)) => Err(ApiError::invalid("body", why.reason)),
+        Ok(o) => Ok(o),
+        Err(e) => Err(ApiError::unavailable(e.to_string())),
+    };
+    if let Err(e) = outcome {
+        if photo.is_some() {
+            remove_photo(&state, &id);
+        }
+        return Err(e);
     }
     // Stored; the dispatcher files it within milliseconds. Wait for the case (bounded).
     let case_id = format!("C-{id}");
