@@ -48,6 +48,24 @@ pub fn pipe(first: &mut Command, second: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` with no input and returns its trimmed standard output; fails naming the
+/// command and quoting its stderr when it cannot start or exits unsuccessfully.
+pub fn stdout(cmd: &mut Command) -> Result<String> {
+    let line = display(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("could not start `{line}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{line}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// Quiet probe: true when `cmd` starts and exits successfully. Not echoed, output discarded,
 /// because probes are checks for what is present, not steps the user needs to see.
 pub fn succeeds(cmd: &mut Command) -> bool {

@@ -140,24 +140,10 @@ fn cargo_fuzz_command(repo: &Repo, cargo_fuzz: &Path) -> Command {
 fn list_targets(repo: &Repo, cargo_fuzz: &Path) -> Result<Vec<String>> {
     let mut list = cargo_fuzz_command(repo, cargo_fuzz);
     list.arg("list");
-    let line = cmd::display(&list);
-    let output = list
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("could not start `{line}`"))?;
-    if !output.status.success() {
-        bail!(
-            "`{line}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let targets: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let output = cmd::stdout(&mut list)?;
+    let targets: Vec<String> = output.split_whitespace().map(str::to_string).collect();
     if targets.is_empty() {
-        bail!("`{line}` listed no fuzz target");
+        bail!("`cargo fuzz list` listed no fuzz target");
     }
     Ok(targets)
 }

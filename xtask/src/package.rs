@@ -82,7 +82,7 @@ fn build(repo: &Repo, out: &Path) -> Result<Vec<PathBuf>> {
     let agent_bin = agent::build_release(repo)?;
     let hub_bin = agent::build_release_hub(repo)?;
     let version = workspace_version(repo)?;
-    let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
+    let arch = cmd::stdout(Command::new("dpkg").arg("--print-architecture"))?;
     fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let staging = repo.target_dir().join("debian-staging");
     let mut debs = Vec::new();
@@ -301,7 +301,7 @@ fn fold(text: &str) -> String {
 fn glibc_dependency(files: &[&Path]) -> Result<String> {
     let mut newest: Option<(u32, u32)> = None;
     for f in files {
-        let dump = output(Command::new("objdump").arg("-T").arg(f))
+        let dump = cmd::stdout(Command::new("objdump").arg("-T").arg(f))
             .with_context(|| format!("read the dynamic symbols of {}", f.display()))?;
         for v in dump.split("GLIBC_").skip(1) {
             let ver: String = v
@@ -336,22 +336,6 @@ fn workspace_version(repo: &Repo) -> Result<String> {
     Ok(version.to_string())
 }
 
-/// Runs `cmd`, returning its trimmed standard output.
-fn output(cmd: &mut Command) -> Result<String> {
-    let line = cmd::display(cmd);
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start `{line}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{line}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// People at or above the default score in `file`'s entry of a detect output or the reference.
 fn people(json: &str, file: &str) -> Result<usize> {
     let v: serde_json::Value = serde_json::from_str(json).context("not JSON")?;
@@ -380,7 +364,7 @@ struct Root {
 
 impl Root {
     fn run(&self, script: &str) -> Result<String> {
-        output(
+        cmd::stdout(
             Command::new("chroot")
                 .arg(&self.dir)
                 .args(["/bin/sh", "-ec", script])
