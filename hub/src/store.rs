@@ -79,16 +79,10 @@ pub fn pending_key(id: &str) -> Vec<u8> {
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.to_path_buf();
-        let db = sled::Config::new()
-            .path(dir)
-            // Writes are made durable by explicit flushes after each batch; the background
-            // flush only bounds what an unflushed batch could lose, which is nothing acked.
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let db = open_db(dir).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Open {
                 path: path.clone(),
@@ -210,6 +204,35 @@ impl Store {
     }
 }
 
+/// sled's file lock is let go by its background flusher shortly after the last handle is
+/// dropped, so reopening a store in the same process right after closing it (tests, a
+/// command run after `hub run` returned) can find it still held for a few milliseconds. The
+/// open is retried for a while; another live process holding the store still gets the
+/// error, only later.
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            // Writes are made durable by explicit flushes after each batch; the background
+            // flush only bounds what an unflushed batch could lose, which is nothing acked.
+            .flush_every_ms(Some(1000))
+            .open();
+        match opened {
+            // sled 0.34 reports the lock as an `Other` error with this text (config.rs); the
+            // version is pinned, and a changed text only makes the error come sooner.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The transaction closure never aborts; the type needs an abort type all the same.
 fn unreachable_abort() -> Result<Vec<bool>, StoreError> {
     Err(StoreError::Corrupt {
@@ -235,6 +258,14 @@ mod tests {
         assert_eq!(store.alert("01A").unwrap().unwrap(), a.1);
         assert_eq!(store.pending_ids().unwrap(), ["01A", "01B"]);
         assert_eq!(store.alert_count(), 2);
+    }
+
+    #[test]
+    fn a_store_held_by_a_live_handle_is_refused_not_waited_for_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("could not acquire lock"), "{err}");
     }
 
     #[test]
