@@ -8,7 +8,8 @@
 //!                            │ timer: earliest deadline; auditor: none missed
 //!                            ▼
 //!                  sled `work`: c/{case} case JSON, k/{group key} open case, x/{alert} case,
-//!                  d/{deadline}/{case} index, w/{tag} watchlist, s/{id} silences
+//!                  d/{deadline}/{case} index, s/{id} silences; the watchlist and its
+//!                  audit log through `store::Watchlist`
 //! ```
 //!
 //! Filing one alert: located (its position → the deepest grid cell; no position → its site's
@@ -41,8 +42,9 @@ use crate::metrics::{HubMetrics, bump};
 use crate::push::{DeliveryReport, Pusher};
 use crate::registry::{Change, Registry, SiteState};
 use crate::roster::Roster;
-use crate::store::{Store, StoreError, pending_key};
+use crate::store::{Store, StoreError, WatchAction, WatchAudit, WatchEntry, pending_key};
 use crate::trust::{Position, SitePolicy};
+use crate::watchlist::WatchBy;
 
 /// The hub's clock, a seam so tests can run escalation on their own time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -74,18 +76,17 @@ pub enum DispatchError {
     Corrupt { id: String, why: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("tag {0} is not on the watchlist")]
+    NoSuchWatch(String),
+    #[error("the watchlist entry's cell is outside the cells you may watchlist in")]
+    OutsideScope,
+    /// The tag is watchlisted in a scope the requester may not see; they are told no more.
+    #[error(
+        "tag {0} is already watchlisted outside your cells; ask the unit that added it or an admin"
+    )]
+    WatchTaken(String),
     #[error("the dispatcher has stopped")]
     Stopped,
-}
-
-/// A watchlisted tag (布控): a stolen e-bike's tag and the police case it belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WatchEntry {
-    pub tag: String,
-    pub case_ref: String,
-    pub note: String,
-    pub added_at: UtcMillis,
-    pub added_by: String,
 }
 
 /// One stored tag sighting, for a tag's trajectory.
@@ -118,11 +119,14 @@ pub enum Request {
     },
     WatchAdd {
         entry: WatchEntry,
-        reply: oneshot::Sender<Result<usize, DispatchError>>,
+        by: WatchBy,
+        reply: oneshot::Sender<Result<WatchAudit, DispatchError>>,
     },
     WatchRemove {
         tag: String,
-        reply: oneshot::Sender<Result<usize, DispatchError>>,
+        by: WatchBy,
+        reason: Option<String>,
+        reply: oneshot::Sender<Result<WatchAudit, DispatchError>>,
     },
     Silence {
         silence: Silence,
@@ -177,14 +181,30 @@ impl DispatchHandle {
         .await?
     }
 
-    /// Watchlists a tag and sends the signed command to every known site; returns how many.
-    pub async fn watch_add(&self, entry: WatchEntry) -> Result<usize, DispatchError> {
-        self.ask(|reply| Request::WatchAdd { entry, reply }).await?
+    /// Watchlists a tag (or replaces its entry) and sends the signed command to the sites of
+    /// its scope; returns the audit record written (with how many sites were told). Refused
+    /// when the tag has an entry `by` may not see ([`DispatchError::WatchTaken`]).
+    pub async fn watch_add(
+        &self,
+        entry: WatchEntry,
+        by: WatchBy,
+    ) -> Result<WatchAudit, DispatchError> {
+        self.ask(|reply| Request::WatchAdd { entry, by, reply })
+            .await?
     }
 
-    pub async fn watch_remove(&self, tag: &str) -> Result<usize, DispatchError> {
+    /// Clears a tag from the watchlist at the sites of its scope; an entry `by` may not see
+    /// is as absent ([`DispatchError::NoSuchWatch`]).
+    pub async fn watch_remove(
+        &self,
+        tag: &str,
+        by: WatchBy,
+        reason: Option<String>,
+    ) -> Result<WatchAudit, DispatchError> {
         self.ask(|reply| Request::WatchRemove {
             tag: tag.to_owned(),
+            by,
+            reason,
             reply,
         })
         .await?
@@ -250,7 +270,6 @@ const CASE: &[u8] = b"c/";
 const KEY: &[u8] = b"k/";
 const FILED: &[u8] = b"x/";
 const DEADLINE: &[u8] = b"d/";
-const WATCH: &[u8] = b"w/";
 const SILENCE: &[u8] = b"s/";
 
 fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
@@ -1040,10 +1059,15 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Sends the whole watchlist to a site that just came online (it may have missed changes).
+    /// Sends a site that just came online every entry that applies to it (it may have missed
+    /// changes).
     async fn sync_watchlist(&mut self, site: &str) -> Result<(), DispatchError> {
-        let entries = self.watchlist()?;
+        let cell = self.p.sites.get(site).map(|s| s.cell.clone());
+        let entries = self.p.store.watchlist().entries()?;
         for e in entries {
+            if !crate::watchlist::covers(self.p.grid.hierarchy(), &e.scope, cell.as_deref()) {
+                continue;
+            }
             self.send_command(
                 site,
                 CommandBody::WatchAdd {
@@ -1055,10 +1079,6 @@ impl Dispatcher {
             .await?;
         }
         Ok(())
-    }
-
-    fn watchlist(&self) -> Result<Vec<WatchEntry>, DispatchError> {
-        watchlist(&self.p.store)
     }
 
     async fn request(&mut self, r: Request) -> Result<(), DispatchError> {
@@ -1084,12 +1104,17 @@ impl Dispatcher {
                     .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()));
                 let _ = reply.send(r);
             }
-            Request::WatchAdd { entry, reply } => {
-                let r = self.watch_add(entry).await;
+            Request::WatchAdd { entry, by, reply } => {
+                let r = self.watch_add(entry, by).await;
                 let _ = reply.send(r);
             }
-            Request::WatchRemove { tag, reply } => {
-                let r = self.watch_remove(&tag).await;
+            Request::WatchRemove {
+                tag,
+                by,
+                reason,
+                reply,
+            } => {
+                let r = self.watch_remove(&tag, by, reason).await;
                 let _ = reply.send(r);
             }
             Request::Silence { silence, reply } => {
@@ -1117,17 +1142,64 @@ impl Dispatcher {
         Ok(self.load(id)?.unwrap_or(case))
     }
 
-    async fn watch_add(&mut self, entry: WatchEntry) -> Result<usize, DispatchError> {
+    /// The known sites an entry of `scope` applies to.
+    fn sites_of(&self, scope: &crate::store::WatchScope) -> BTreeSet<String> {
+        let grid = self.p.grid.hierarchy();
+        self.known_sites()
+            .into_iter()
+            .filter(|site| {
+                let cell = self.p.sites.get(site).map(|s| s.cell.as_str());
+                crate::watchlist::covers(grid, scope, cell)
+            })
+            .collect()
+    }
+
+    async fn watch_add(
+        &mut self,
+        entry: WatchEntry,
+        by: WatchBy,
+    ) -> Result<WatchAudit, DispatchError> {
         protocol::validate_id("tag", &entry.tag)
             .map_err(|e| DispatchError::Invalid(e.to_string()))?;
-        let v = serde_json::to_vec(&entry).map_err(|e| DispatchError::Invalid(e.to_string()))?;
-        self.p
-            .store
-            .work
-            .insert(key(WATCH, &entry.tag), v)
-            .map_err(io("save watch"))?;
+        let grid = self.p.grid.hierarchy();
+        if !by.authority.sees(grid, &entry.scope) {
+            return Err(DispatchError::OutsideScope);
+        }
+        let previous = self.p.store.watchlist().get(&entry.tag)?;
+        if let Some(p) = &previous
+            && !by.authority.sees(grid, &p.scope)
+        {
+            return Err(DispatchError::WatchTaken(entry.tag));
+        }
+        let sites = self.sites_of(&entry.scope);
+        // Sites of the old scope the new one leaves out stop watching.
+        let dropped: BTreeSet<String> = previous
+            .as_ref()
+            .map(|p| self.sites_of(&p.scope))
+            .unwrap_or_default()
+            .difference(&sites)
+            .cloned()
+            .collect();
+        let record = WatchAudit {
+            seq: 0,
+            at: entry.added_at,
+            action: if previous.is_some() {
+                WatchAction::Changed
+            } else {
+                WatchAction::Added
+            },
+            tag: entry.tag.clone(),
+            case_ref: entry.case_ref.clone(),
+            scope: entry.scope.clone(),
+            note: entry.note.clone(),
+            login: by.login,
+            actor: by.actor,
+            reason: None,
+            previous,
+            sites: sites.len(),
+        };
+        let record = self.p.store.watchlist().put(&entry, record)?;
         self.p.store.flush().await?;
-        let sites = self.known_sites();
         for site in &sites {
             self.send_command(
                 site,
@@ -1139,18 +1211,57 @@ impl Dispatcher {
             )
             .await?;
         }
-        tracing::info!(tag = %entry.tag, case_ref = %entry.case_ref, sites = sites.len(), "tag watchlisted");
-        Ok(sites.len())
+        for site in &dropped {
+            self.send_command(
+                site,
+                CommandBody::WatchRemove {
+                    tag: entry.tag.clone(),
+                },
+            )
+            .await?;
+        }
+        tracing::info!(
+            tag = %entry.tag,
+            case_ref = %entry.case_ref,
+            login = %record.login,
+            action = ?record.action,
+            sites = sites.len(),
+            dropped = dropped.len(),
+            "tag watchlisted"
+        );
+        Ok(record)
     }
 
-    async fn watch_remove(&mut self, tag: &str) -> Result<usize, DispatchError> {
-        self.p
+    async fn watch_remove(
+        &mut self,
+        tag: &str,
+        by: WatchBy,
+        reason: Option<String>,
+    ) -> Result<WatchAudit, DispatchError> {
+        let entry = self
+            .p
             .store
-            .work
-            .remove(key(WATCH, tag))
-            .map_err(io("remove watch"))?;
+            .watchlist()
+            .get(tag)?
+            .filter(|e| by.authority.sees(self.p.grid.hierarchy(), &e.scope))
+            .ok_or_else(|| DispatchError::NoSuchWatch(tag.to_owned()))?;
+        let sites = self.sites_of(&entry.scope);
+        let record = WatchAudit {
+            seq: 0,
+            at: self.now(),
+            action: WatchAction::Removed,
+            tag: tag.to_owned(),
+            case_ref: entry.case_ref.clone(),
+            scope: entry.scope.clone(),
+            note: entry.note.clone(),
+            login: by.login,
+            actor: by.actor,
+            reason,
+            previous: Some(entry),
+            sites: sites.len(),
+        };
+        let record = self.p.store.watchlist().remove(tag, record)?;
         self.p.store.flush().await?;
-        let sites = self.known_sites();
         for site in &sites {
             self.send_command(
                 site,
@@ -1160,7 +1271,8 @@ impl Dispatcher {
             )
             .await?;
         }
-        Ok(sites.len())
+        tracing::info!(tag, login = %record.login, sites = sites.len(), "tag cleared from the watchlist");
+        Ok(record)
     }
 
     fn add_silence(&mut self, s: Silence) -> Result<(), DispatchError> {
@@ -1291,18 +1403,6 @@ pub fn case_of_alert(store: &Store, alert: &str) -> Result<Option<String>, Dispa
         .map_err(io("read filed"))?
         .map(|v| String::from_utf8_lossy(&v).into_owned())
         .filter(|v| v.starts_with("C-")))
-}
-
-/// The watchlist as stored.
-pub fn watchlist(store: &Store) -> Result<Vec<WatchEntry>, DispatchError> {
-    let mut out = Vec::new();
-    for kv in store.work.scan_prefix(WATCH) {
-        let (_, v) = kv.map_err(io("scan watchlist"))?;
-        if let Ok(e) = serde_json::from_slice(&v) {
-            out.push(e);
-        }
-    }
-    Ok(out)
 }
 
 /// A tag's trajectory: its sightings in time order (which readers, when), within `[from, to)`.

@@ -16,6 +16,7 @@
 //! - [`secret_file`]: secret files written owner-only (0600); a signing key others can read
 //!   is refused.
 //! - [`metrics`]: counters of everything received, refused and dropped.
+//! - [`watchlist`]: who sees and changes a watchlist entry, which sites it reaches (pure).
 
 pub mod api;
 pub mod book;
@@ -39,4 +40,5 @@ pub mod store;
 pub mod tail;
 pub mod trust;
 pub mod users;
+pub mod watchlist;
 pub mod webhook;

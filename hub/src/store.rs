@@ -13,9 +13,12 @@
 //!   case, author and time.
 //! - `quarantine`: alert payloads the hub refused, owned by [`Quarantine`] (its keys and
 //!   encoding are private to it).
+//! - `watchlist`: watchlisted tags with their scope, and the audit log of their changes, owned
+//!   by [`Watchlist`].
 //! - `meta`: schema version.
 
 mod quarantine;
+mod watchlist;
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +29,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 pub use quarantine::{
     Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,
 };
+pub use watchlist::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope, Watchlist};
 
 /// The on-disk layout version; a store written by another version is refused, not guessed at.
 pub const STORE_SCHEMA: u32 = 1;
@@ -67,6 +71,7 @@ pub struct Store {
     /// Photos people attach (resolutions, patrol reports): `j/{id}` JPEG, `m/{id}` about it.
     pub photos: sled::Tree,
     quarantine: Quarantine,
+    watchlist: Watchlist,
     meta: sled::Tree,
 }
 
@@ -89,36 +94,29 @@ impl Store {
                 source,
             })
         };
-        let store = Self {
+        // The schema first: nothing of a store this hub cannot read is touched.
+        let meta = tree("meta")?;
+        check_schema(&meta, &path)?;
+        let work = tree("work")?;
+        // When entries of a pre-scope watchlist were moved (their audit record's time).
+        let migrated_at = protocol::UtcMillis(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        );
+        Ok(Self {
+            watchlist: Watchlist::open(&db, &work, migrated_at)?,
             alerts: tree("alerts")?,
-            work: tree("work")?,
+            work,
             sites: tree("sites")?,
             sightings: tree("sightings")?,
             sessions: tree("sessions")?,
             photos: tree("photos")?,
-            meta: tree("meta")?,
+            meta,
             quarantine: Quarantine::open(&db)?,
             db,
             path,
-        };
-        store.check_schema()?;
-        Ok(store)
-    }
-
-    fn check_schema(&self) -> Result<(), StoreError> {
-        match self.meta.get("schema").map_err(io("read schema"))? {
-            None => {
-                self.meta
-                    .insert("schema", STORE_SCHEMA.to_string().as_bytes())
-                    .map_err(io("write schema"))?;
-                Ok(())
-            }
-            Some(v) if v.as_ref() == STORE_SCHEMA.to_string().as_bytes() => Ok(()),
-            Some(v) => Err(StoreError::Schema {
-                path: self.path.clone(),
-                found: String::from_utf8_lossy(&v).into_owned(),
-            }),
-        }
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -128,6 +126,10 @@ impl Store {
     /// Refused alert payloads.
     pub fn quarantine(&self) -> &Quarantine {
         &self.quarantine
+    }
+
+    pub fn watchlist(&self) -> &Watchlist {
+        &self.watchlist
     }
 
     /// Stores each new alert with its pending marker in one transaction; an id already stored
@@ -201,6 +203,21 @@ impl Store {
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.meta.insert(key, value).map_err(io("write meta"))?;
         Ok(())
+    }
+}
+
+fn check_schema(meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
+    match meta.get("schema").map_err(io("read schema"))? {
+        None => {
+            meta.insert("schema", STORE_SCHEMA.to_string().as_bytes())
+                .map_err(io("write schema"))?;
+            Ok(())
+        }
+        Some(v) if v.as_ref() == STORE_SCHEMA.to_string().as_bytes() => Ok(()),
+        Some(v) => Err(StoreError::Schema {
+            path: path.to_path_buf(),
+            found: String::from_utf8_lossy(&v).into_owned(),
+        }),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Authorisation of the HTTP API, route by route: anonymous requests are refused on every
 //! route but login, tokens and the document; grid members and township operators see and touch
 //! only the cases of their own cells; members may not close, reopen, extend or change the
-//! watchlist; cookie-authenticated unsafe requests need the CSRF token (and change nothing
-//! without it) while bearer requests do not; failed logins are rate-limited; logout ends the
+//! watchlist; operators see and change only the watchlist entries of their cells, and every
+//! change is in an audit log only admins read; cookie-authenticated unsafe requests need the
+//! CSRF token (and change nothing without it) while bearer requests do not; failed logins are rate-limited; logout ends the
 //! session. Every response is also checked against the OpenAPI document.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -56,6 +57,7 @@ fn protected_routes(c: &Cases) -> Vec<(&'static str, String, Option<serde_json::
             Some(json!({"tag": "E004000011112222", "case_ref": "X", "note": "n"})),
         ),
         ("DELETE", format!("/api/v1/watchlist/{TAG}"), None),
+        ("GET", "/api/v1/watchlist/audit".into(), None),
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/events".into(), None),
@@ -795,5 +797,238 @@ async fn a_refused_action_stores_no_photo_and_notes_are_bounded() {
     api.get(&format!("/api/v1/photos/{pid}"), &op.auth())
         .await
         .expect(200, None);
+    r.hub.stop().await;
+}
+
+/// The watchlist commands a site's client got within `within`: (op, tag) pairs.
+async fn commands_for(site: &mut Client, within: Duration) -> Vec<(String, String)> {
+    use protocol::command::CommandBody;
+    let mut got = Vec::new();
+    while let Some((_, cmd)) = site.next_command(within).await {
+        got.push(match cmd.body {
+            CommandBody::WatchAdd { tag, .. } => ("add".to_owned(), tag),
+            CommandBody::WatchRemove { tag } => ("remove".to_owned(), tag),
+            other => panic!("an unexpected command {other:?}"),
+        });
+    }
+    got
+}
+
+fn tags_of(list: &serde_json::Value) -> Vec<String> {
+    list["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tag"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_and_change_only_their_cells_watchlist_and_every_change_is_audited() {
+    const T1: &str = "E0040000000000A1";
+    const T2: &str = "E0040000000000B2";
+    const T3: &str = "E0040000000000C3";
+    let mut r = start(oas(), true).await;
+    r.site.subscribe(&format!("se/v1/site/{SITE}/cmd")).await;
+    r.other
+        .subscribe(&format!("se/v1/site/{OTHER_SITE}/cmd"))
+        .await;
+    let api = &r.api;
+    let shishan = api.login(TOWNSHIP_OP).await;
+    let gaoqiao = api.login(OTHER_OP).await;
+    let county = api.login(COUNTY_OP).await;
+    let admin = api.login(ADMIN).await;
+    let wait = Duration::from_millis(1500);
+
+    // 狮山镇's operator watchlists a bike (their only cell by default): only their site is told.
+    let added = api
+        .post(
+            "/api/v1/watchlist",
+            &shishan.auth(),
+            &json!({"tag": T1, "case_ref": "狮公(刑)[2026]1号", "note": "红色电动车"}),
+        )
+        .await;
+    added.expect(201, None);
+    assert_eq!(added.json()["sites"], 1, "{}", added.text());
+    assert_eq!(added.json()["entry"]["cell"], SHISHAN);
+    assert_eq!(
+        commands_for(&mut r.site, wait).await,
+        [("add".into(), T1.into())]
+    );
+    assert_eq!(commands_for(&mut r.other, wait).await, []);
+
+    // 高桥镇's operator neither sees it nor can touch it, and learns nothing of its case.
+    assert!(tags_of(&api.get("/api/v1/watchlist", &gaoqiao.auth()).await.json()).is_empty());
+    api.delete(&format!("/api/v1/watchlist/{T1}"), &gaoqiao.auth())
+        .await
+        .expect(404, Some("not_found"));
+    let taken = api
+        .post(
+            "/api/v1/watchlist",
+            &gaoqiao.auth(),
+            &json!({"tag": T1, "case_ref": "高公[2026]9号", "cell": GAOQIAO}),
+        )
+        .await;
+    taken.expect(409, Some("conflict"));
+    assert!(!taken.text().contains("狮公"), "{}", taken.text());
+    api.post(
+        "/api/v1/watchlist",
+        &gaoqiao.auth(),
+        &json!({"tag": T2, "case_ref": "高公[2026]9号", "cell": SHISHAN}),
+    )
+    .await
+    .expect(403, Some("forbidden"));
+    api.post(
+        "/api/v1/watchlist",
+        &gaoqiao.auth(),
+        &json!({"tag": T2, "case_ref": "高公[2026]9号", "cell": "NO-SUCH-CELL"}),
+    )
+    .await
+    .expect(400, Some("invalid"));
+    // In their own township it goes to their site.
+    api.post(
+        "/api/v1/watchlist",
+        &gaoqiao.auth(),
+        &json!({"tag": T2, "case_ref": "高公[2026]9号", "cell": OTHER_CELL}),
+    )
+    .await
+    .expect(201, None);
+    assert_eq!(
+        commands_for(&mut r.other, wait).await,
+        [("add".into(), T2.into())]
+    );
+    assert_eq!(commands_for(&mut r.site, wait).await, []);
+
+    // The admin's entry without a cell is hub-wide: every site, only admins see it.
+    let everywhere = api
+        .post(
+            "/api/v1/watchlist",
+            &admin.auth(),
+            &json!({"tag": T3, "case_ref": "州公[2026]3号"}),
+        )
+        .await;
+    everywhere.expect(201, None);
+    assert_eq!(everywhere.json()["sites"], 2);
+    assert!(everywhere.json()["entry"]["cell"].is_null());
+    assert_eq!(
+        commands_for(&mut r.site, wait).await,
+        [("add".into(), T3.into())]
+    );
+    assert_eq!(
+        commands_for(&mut r.other, wait).await,
+        [("add".into(), T3.into())]
+    );
+
+    assert_eq!(
+        tags_of(&api.get("/api/v1/watchlist", &shishan.auth()).await.json()),
+        [T1]
+    );
+    assert_eq!(
+        tags_of(&api.get("/api/v1/watchlist", &gaoqiao.auth()).await.json()),
+        [T2]
+    );
+    assert_eq!(
+        tags_of(&api.get("/api/v1/watchlist", &county.auth()).await.json()),
+        [T1, T2],
+        "the county sees its townships' entries, not the hub-wide one"
+    );
+    assert_eq!(
+        tags_of(&api.get("/api/v1/watchlist", &admin.auth()).await.json()),
+        [T1, T2, T3]
+    );
+
+    // 狮山镇 narrows its entry to micro-grid B (no site registered there): its site stops
+    // watching. Then it removes the entry, saying why.
+    let changed = api
+        .post(
+            "/api/v1/watchlist",
+            &shishan.auth(),
+            &json!({"tag": T1, "case_ref": "狮公(刑)[2026]1号", "note": "红色电动车", "cell": M02}),
+        )
+        .await;
+    changed.expect(200, None);
+    assert_eq!(changed.json()["sites"], 0);
+    assert_eq!(
+        commands_for(&mut r.site, wait).await,
+        [("remove".into(), T1.into())]
+    );
+    api.delete(
+        &format!("/api/v1/watchlist/{T1}?reason=车辆已找回"),
+        &shishan.auth(),
+    )
+    .await
+    .expect(200, None);
+    // Bounded texts.
+    api.post(
+        "/api/v1/watchlist",
+        &shishan.auth(),
+        &json!({"tag": T1, "case_ref": "x".repeat(65)}),
+    )
+    .await
+    .expect(400, Some("invalid"));
+    api.delete(
+        &format!("/api/v1/watchlist/{T2}?reason={}", "x".repeat(501)),
+        &gaoqiao.auth(),
+    )
+    .await
+    .expect(400, Some("invalid"));
+
+    // The audit log: admins only; every change, newest first, with who, when, the case number;
+    // refused attempts changed nothing and left nothing.
+    for who in [&shishan, &county] {
+        api.get("/api/v1/watchlist/audit", &who.auth())
+            .await
+            .expect(403, Some("forbidden"));
+    }
+    let log = api.get("/api/v1/watchlist/audit", &admin.auth()).await;
+    log.expect(200, None);
+    let records = log.json()["records"].as_array().unwrap().clone();
+    let summary: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["tag"].as_str().unwrap().to_owned(),
+                r["login"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let row = |a: &str, t: &str, l: &str| (a.to_owned(), t.to_owned(), l.to_owned());
+    assert_eq!(
+        summary,
+        [
+            row("removed", T1, TOWNSHIP_OP),
+            row("changed", T1, TOWNSHIP_OP),
+            row("added", T3, ADMIN),
+            row("added", T2, OTHER_OP),
+            row("added", T1, TOWNSHIP_OP),
+        ]
+    );
+    assert_eq!(records[0]["case_ref"], "狮公(刑)[2026]1号");
+    assert_eq!(records[0]["reason"], "车辆已找回");
+    assert_eq!(records[1]["previous"]["cell"], SHISHAN);
+    assert_eq!(records[1]["cell"], M02);
+    assert!(records.iter().all(|r| r["at"].is_string()));
+    // Paged, and by tag.
+    let first = api
+        .get("/api/v1/watchlist/audit?limit=2", &admin.auth())
+        .await
+        .json();
+    assert_eq!(first["records"].as_array().unwrap().len(), 2);
+    let before = first["next_before"].as_str().unwrap();
+    let rest = api
+        .get(
+            &format!("/api/v1/watchlist/audit?limit=10&before={before}"),
+            &admin.auth(),
+        )
+        .await
+        .json();
+    assert_eq!(rest["records"].as_array().unwrap().len(), 3);
+    assert!(rest["next_before"].is_null());
+    let of_t2 = api
+        .get(&format!("/api/v1/watchlist/audit?tag={T2}"), &admin.auth())
+        .await
+        .json();
+    assert_eq!(of_t2["records"].as_array().unwrap().len(), 1);
     r.hub.stop().await;
 }

@@ -242,8 +242,18 @@ fn the_schemas_are_strict() {
     assert!(!v.is_valid(&json!({"error": {"code": "csrf"}})));
     // Times are integers.
     let v = oas.validator("/components/schemas/WatchEntry");
-    let mut w = json!({"tag": "T", "case_ref": "c", "note": "n", "added_at": "2026-11-22T08:00:00.000Z", "added_by": "p"});
+    let mut w = json!({"tag": "T", "case_ref": "c", "note": "n", "added_at": "2026-11-22T08:00:00.000Z", "added_by": "p",
+                       "cell": null, "scope": null});
     assert!(v.is_valid(&w));
+    let mut scoped = w.clone();
+    scoped["cell"] = json!("532329101");
+    scoped["scope"] = json!({"code": "532329101", "name": "狮山镇", "level": "township"});
+    assert!(v.is_valid(&scoped));
+    scoped["scope"] = json!({"code": "532329101", "name": "狮山镇"});
+    assert!(
+        !v.is_valid(&scoped),
+        "a scope names its level (null only for a removed cell)"
+    );
     w["added_at"] = json!(1);
     assert!(
         !v.is_valid(&w),
@@ -739,6 +749,29 @@ async fn every_response_matches_the_document() {
     soft_eq!(oas, add.json()["entry"]["tag"], TAG);
     let wl = api.get("/api/v1/watchlist", &county.auth()).await.json();
     soft_eq!(oas, wl["entries"][0]["case_ref"], "JJ-2026-001");
+    // The same tag again replaces the entry (200); another township's operator cannot take it.
+    let again = api
+        .post(
+            "/api/v1/watchlist",
+            &county.auth(),
+            &json!({"tag": TAG, "case_ref": "JJ-2026-001", "note": "被盗电动车（红色）"}),
+        )
+        .await;
+    again.soft(&oas, 200, None);
+    let other_op = api.login(OTHER_OP).await;
+    api.post(
+        "/api/v1/watchlist",
+        &other_op.auth(),
+        &json!({"tag": TAG, "case_ref": "GQ-1"}),
+    )
+    .await
+    .soft(&oas, 409, Some("conflict"));
+    api.delete(
+        &format!("/api/v1/watchlist/{TAG}?reason={}", "长".repeat(501)),
+        &county.auth(),
+    )
+    .await
+    .soft(&oas, 400, Some("invalid"));
     let e = api
         .post(
             "/api/v1/watchlist",
@@ -760,6 +793,16 @@ async fn every_response_matches_the_document() {
     )
     .await
     .soft(&oas, 403, Some("forbidden"));
+    // The audit log: admins only.
+    let log = api.get("/api/v1/watchlist/audit", &admin.auth()).await;
+    log.soft(&oas, 200, None);
+    soft_eq!(oas, log.json()["records"][0]["action"], "removed");
+    api.get("/api/v1/watchlist/audit?limit=0", &admin.auth())
+        .await
+        .soft(&oas, 400, Some("invalid"));
+    api.get("/api/v1/watchlist/audit", &county.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
     let t = api
         .get(&format!("/api/v1/tags/{TAG}/trajectory"), &county.auth())
         .await
@@ -954,6 +997,7 @@ async fn every_response_matches_the_document() {
             Some(json!({"tag": TAG, "case_ref": "x", "note": "y"})),
         ),
         ("DELETE", format!("/api/v1/watchlist/{TAG}"), None),
+        ("GET", "/api/v1/watchlist/audit".into(), None),
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),

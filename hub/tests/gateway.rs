@@ -11,10 +11,11 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::*;
-use hub::dispatch::WatchEntry;
 use hub::push::Notification;
 use hub::registry::SiteState;
 use hub::service::RunningHub;
+use hub::store::{WatchEntry, WatchScope};
+use hub::watchlist::{WatchAuthority, WatchBy};
 use protocol::alert::Snapshot;
 use protocol::command::{CommandBody, SignedCommand};
 use protocol::{
@@ -661,15 +662,24 @@ async fn a_watchlisted_tag_reaches_each_site_as_a_signed_command_with_increasing
     for tag in ["E2000017221101441890ABCD", "E2000017221101441890BEEF"] {
         let sent = hub
             .dispatch
-            .watch_add(WatchEntry {
-                tag: tag.into(),
-                case_ref: "武公(刑)立字[2026]123号".into(),
-                note: "stolen e-bike".into(),
-                added_at: UtcMillis(now_ms()),
-                added_by: "p-wangjianguo".into(),
-            })
+            .watch_add(
+                WatchEntry {
+                    tag: tag.into(),
+                    case_ref: "武公(刑)立字[2026]123号".into(),
+                    note: "stolen e-bike".into(),
+                    added_at: UtcMillis(now_ms()),
+                    added_by: "p-wangjianguo".into(),
+                    scope: WatchScope::Everywhere,
+                },
+                WatchBy {
+                    login: "admin".into(),
+                    actor: "p-wangjianguo".into(),
+                    authority: WatchAuthority::Admin,
+                },
+            )
             .await
-            .unwrap();
+            .unwrap()
+            .sites;
         assert_eq!(sent, 2, "both configured sites");
         let (topic, payload) = agent.next_publish(WAIT).await.expect("a command");
         assert_eq!(topic, t.cmd(SITE));

@@ -41,8 +41,6 @@ fn check_note(note: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
 /// The pseudo-site patrol reports are filed under.
 pub use crate::trust::PATROL_SITE;
 
@@ -151,7 +149,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let mut f = Filter::default();
-    let mut limit = DEFAULT_LIMIT;
+    let mut limit = super::DEFAULT_LIMIT;
     let mut cursor = None;
     for (k, v) in &q {
         match k.as_str() {
@@ -210,15 +208,7 @@ pub async fn list(
             "site" => f.site = Some(state.book.interned(v)),
             "from" => f.from = Some(ms("from", v)?),
             "to" => f.to = Some(ms("to", v)?),
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("{v:?} is not 1..={MAX_LIMIT}"))
-                    })?
-            }
+            "limit" => limit = super::parse_limit(v)?,
             "cursor" => {
                 let bad = || ApiError::invalid("cursor", "not a cursor this API gave out");
                 let (at, id) = v.split_once(':').ok_or_else(bad)?;

@@ -123,6 +123,9 @@ impl From<DispatchError> for ApiError {
                 }
             }
             DispatchError::Invalid(m) => Self::invalid("body", m),
+            DispatchError::NoSuchWatch(_) => Self::not_found(e.to_string()),
+            DispatchError::WatchTaken(_) => Self::conflict(e.to_string()),
+            DispatchError::OutsideScope => Self::forbidden(e.to_string()),
             DispatchError::Stopped => Self::unavailable("the dispatcher has stopped"),
             other => {
                 tracing::error!(error = %other, "API request failed");

@@ -18,9 +18,10 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::book::DeadlineState;
 use crate::case::CellRef;
-use crate::dispatch::WatchEntry;
 use crate::grid::{CellId, Level};
+use crate::store::{AuditQuery, WatchAudit, WatchEntry, WatchScope};
 use crate::users::UserRole;
+use crate::watchlist::{WatchAuthority, WatchBy};
 
 fn path_of(state: &ApiState, id: CellId) -> Vec<CellRef> {
     CellRef::path_to(state.grid.hierarchy(), id)
@@ -167,12 +168,74 @@ pub async fn sites(
     Ok(Json(json!({ "sites": out })))
 }
 
+/// Longest police case number and note on a watchlist entry, and removal reason (in
+/// characters): they are sent to the sites in signed commands and shown in alerts.
+const MAX_CASE_REF_CHARS: usize = 64;
+const MAX_WATCH_NOTE_CHARS: usize = 500;
+
+fn watch_authority(caller: &Caller) -> WatchAuthority {
+    if caller.is_admin() {
+        WatchAuthority::Admin
+    } else {
+        WatchAuthority::Cells(caller.user.cells.clone())
+    }
+}
+
+fn watch_by(caller: &Caller) -> WatchBy {
+    WatchBy {
+        login: caller.user.login.clone(),
+        actor: caller.user.actor_id().to_owned(),
+        authority: watch_authority(caller),
+    }
+}
+
+/// A scope as the API shows it: the cell's code, name and level, or null for hub-wide.
+fn scope_ref(state: &ApiState, scope: &WatchScope) -> Value {
+    match scope {
+        WatchScope::Everywhere => Value::Null,
+        WatchScope::Cell(code) => {
+            let g = state.grid.hierarchy();
+            match g.find(code).and_then(|id| cell_ref(state, id)) {
+                Some(c) => json!(c),
+                // Removed from the grid since: still shown, by its code.
+                None => json!({ "code": code, "name": code, "level": Value::Null }),
+            }
+        }
+    }
+}
+
+fn watch_json(state: &ApiState, e: &WatchEntry) -> Value {
+    let mut v = json!(e);
+    v["scope"] = scope_ref(state, &e.scope);
+    v
+}
+
+fn audit_json(state: &ApiState, r: &WatchAudit) -> Value {
+    let mut v = json!(r);
+    v["scope"] = scope_ref(state, &r.scope);
+    if let (Some(prev), Some(p)) = (&r.previous, v.get_mut("previous")) {
+        *p = watch_json(state, prev);
+    }
+    v
+}
+
+/// `GET /api/v1/watchlist`: the entries the caller may see (an operator: those of their cells
+/// and below; an admin: all).
 pub async fn watchlist(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[UserRole::Operator, UserRole::Admin], "read the watchlist")?;
-    let entries = crate::dispatch::watchlist(&state.store)?;
+    let authority = watch_authority(&caller);
+    let g = state.grid.hierarchy();
+    let entries: Vec<Value> = state
+        .store
+        .watchlist()
+        .entries()?
+        .iter()
+        .filter(|e| authority.sees(g, &e.scope))
+        .map(|e| watch_json(&state, e))
+        .collect();
     Ok(Json(json!({ "entries": entries })))
 }
 
@@ -184,8 +247,59 @@ pub struct WatchBody {
     case_ref: String,
     #[serde(default)]
     note: String,
+    /// The cell it applies in (and below). Absent: an operator's only cell; for an admin,
+    /// every site.
+    #[serde(default)]
+    cell: Option<String>,
 }
 
+/// The scope a request asks for, checked against the grid and the caller's cells.
+fn requested_scope(
+    state: &ApiState,
+    caller: &Caller,
+    cell: Option<String>,
+) -> Result<WatchScope, ApiError> {
+    let scope = match cell {
+        Some(code) => {
+            if state.grid.hierarchy().find(&code).is_none() {
+                return Err(ApiError::invalid(
+                    "cell",
+                    format!("no cell {code:?} in the grid"),
+                ));
+            }
+            WatchScope::Cell(code)
+        }
+        None if caller.is_admin() => WatchScope::Everywhere,
+        None => match caller.user.cells.as_slice() {
+            [only] => WatchScope::Cell(only.clone()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "cell",
+                    "required: which of your cells the entry applies in",
+                ));
+            }
+        },
+    };
+    if !watch_authority(caller).sees(state.grid.hierarchy(), &scope) {
+        return Err(ApiError::forbidden(
+            "the cell is outside yours; an operator watchlists in their cells and below",
+        ));
+    }
+    Ok(scope)
+}
+
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("{n} characters; at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/watchlist`: adds a tag, or replaces the entry of a tag the caller may see.
 pub async fn watch_add(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -197,46 +311,109 @@ pub async fn watch_add(
         "change the watchlist",
     )?;
     protocol::validate_id("tag", &body.tag).map_err(|e| ApiError::invalid("tag", e.to_string()))?;
-    if body.case_ref.trim().is_empty() {
+    let case_ref = body.case_ref.trim().to_owned();
+    if case_ref.is_empty() {
         return Err(ApiError::invalid(
             "case_ref",
             "the police case number (报警回执号) is required",
         ));
     }
+    bounded("case_ref", &case_ref, MAX_CASE_REF_CHARS)?;
+    bounded("note", &body.note, MAX_WATCH_NOTE_CHARS)?;
+    let scope = requested_scope(&state, &caller, body.cell)?;
     let entry = WatchEntry {
         tag: body.tag,
-        case_ref: body.case_ref,
+        case_ref,
         note: body.note,
         added_at: state.clock.now(),
         added_by: caller.user.actor_id().to_owned(),
+        scope,
     };
-    let sites = state.dispatch.watch_add(entry.clone()).await?;
-    tracing::info!(tag = %entry.tag, login = %caller.user.login, sites, "tag watchlisted");
+    let record = state
+        .dispatch
+        .watch_add(entry.clone(), watch_by(&caller))
+        .await?;
+    let status = match record.action {
+        crate::store::WatchAction::Added => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
     Ok((
-        StatusCode::CREATED,
-        Json(json!({"entry": entry, "sites": sites})),
+        status,
+        Json(json!({
+            "entry": watch_json(&state, &entry),
+            "sites": record.sites,
+            "audit": record.seq,
+        })),
     )
         .into_response())
 }
 
+/// `DELETE /api/v1/watchlist/{tag}?reason=`: an entry the caller may not see is not found.
 pub async fn watch_remove(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Path(tag): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(
         &[UserRole::Operator, UserRole::Admin],
         "change the watchlist",
     )?;
-    let known = crate::dispatch::watchlist(&state.store)?
-        .iter()
-        .any(|e| e.tag == tag);
-    if !known {
-        return Err(ApiError::not_found(format!("tag {tag} is not watchlisted")));
+    let mut reason = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "reason" => {
+                bounded("reason", &v, MAX_WATCH_NOTE_CHARS)?;
+                reason = Some(v).filter(|r| !r.trim().is_empty());
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!("unknown parameter {other:?}"),
+                ));
+            }
+        }
     }
-    let sites = state.dispatch.watch_remove(&tag).await?;
-    tracing::info!(tag, login = %caller.user.login, sites, "tag cleared from the watchlist");
-    Ok(Json(json!({ "sites": sites })))
+    let record = state
+        .dispatch
+        .watch_remove(&tag, watch_by(&caller), reason)
+        .await?;
+    Ok(Json(json!({ "sites": record.sites, "audit": record.seq })))
+}
+
+/// `GET /api/v1/watchlist/audit?tag=&limit=&before=` (admins): every change to the watchlist,
+/// newest first, with who, when and the police case number.
+pub async fn watch_audit(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[UserRole::Admin], "read the watchlist's audit log")?;
+    let page = super::Page::parse(&q, &["tag"])?;
+    let tag = q.get("tag").cloned();
+    let st = state.clone();
+    let (records, more) = tokio::task::spawn_blocking(move || {
+        let query = AuditQuery {
+            before: page.before,
+            tag: tag.as_deref(),
+            // One more than asked, to know whether there is a next page.
+            limit: page.limit + 1,
+        };
+        st.store.watchlist().audit(&query).map(|mut r| {
+            let more = r.len() > page.limit;
+            r.truncate(page.limit);
+            (r, more)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let next_before = more
+        .then(|| records.last().map(|r| r.seq.to_string()))
+        .flatten();
+    Ok(Json(json!({
+        "records": records.iter().map(|r| audit_json(&state, r)).collect::<Vec<_>>(),
+        "next_before": next_before,
+    })))
 }
 
 fn range(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(i64, i64), ApiError> {

@@ -18,8 +18,6 @@ use crate::ingest::Reingested;
 use crate::store::{QuarantineEntry, QuarantineId};
 use crate::users::UserRole;
 
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
 /// Characters of a payload shown in the list.
 const PREVIEW_CHARS: usize = 120;
 
@@ -69,33 +67,8 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[UserRole::Admin], "read the quarantine")?;
-    let mut limit = DEFAULT_LIMIT;
-    let mut before = None;
-    for (k, v) in &q {
-        match k.as_str() {
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("{v:?} is not 1..={MAX_LIMIT}"))
-                    })?
-            }
-            "before" => {
-                before = Some(
-                    v.parse()
-                        .map_err(|_| ApiError::invalid("before", "not a quarantine id"))?,
-                )
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    format!("unknown parameter {other:?}"),
-                ));
-            }
-        }
-    }
+    let page = super::Page::parse(&q, &[])?;
+    let (limit, before) = (page.limit, page.before.map(QuarantineId));
     let st = state.clone();
     let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let q = st.store.quarantine();

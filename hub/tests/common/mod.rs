@@ -312,6 +312,22 @@ impl Client {
         }
     }
 
+    /// The next signed command published to this client (subscribed to a site's `cmd`
+    /// topic), verified with the test hub's signing key (`[7; 32]`), with its topic; `None`
+    /// if none comes within `within`. Panics on a payload that is not a valid signed command.
+    pub async fn next_command(
+        &mut self,
+        within: Duration,
+    ) -> Option<(String, protocol::command::Command)> {
+        let (topic, payload) = tokio::time::timeout(within, self.rx.recv()).await.ok()??;
+        let key = protocol::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+        let cmd = protocol::command::SignedCommand::from_slice(&payload)
+            .unwrap_or_else(|e| panic!("not a signed command on {topic}: {e}"))
+            .verify(&key)
+            .unwrap_or_else(|e| panic!("a command on {topic} not signed with the hub's key: {e}"));
+        Some((topic, cmd))
+    }
+
     /// The next notification, with the person it was for.
     pub async fn next_notification(&mut self, within: Duration) -> Option<(String, Notification)> {
         let deadline = tokio::time::Instant::now() + within;

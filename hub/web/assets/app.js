@@ -628,9 +628,10 @@ async function loadWatchlist() {
     const r = await api("GET", "/api/v1/watchlist");
     const mayEdit = state.user && state.user.role !== "member";
     $("#watch-form").hidden = !mayEdit;
+    if (mayEdit) fillWatchCells();
     ul.replaceChildren(...(r.entries || []).map((w) =>
       h("li", { "data-testid": "watch-entry", "data-tag": w.tag },
-        h("code", {}, w.tag), ` ${w.case_ref ?? ""} ${w.note ?? ""} · ${fmtTime(w.added_at)} · ${w.added_by ?? ""} `,
+        h("code", {}, w.tag), ` ${w.case_ref ?? ""} ${w.note ?? ""} · ${w.scope ? w.scope.name : t("tags.everywhere")} · ${fmtTime(w.added_at)} · ${w.added_by ?? ""} `,
         mayEdit ? h("button", { type: "button", class: "link", "data-testid": "watch-remove", onclick: () => onWatchRemove(w.tag) }, t("tags.remove")) : null,
         h("button", { type: "button", class: "link", onclick: () => { $("#tag-form").tag.value = w.tag; $("#tag-form").requestSubmit(); } }, t("tags.show")))));
   } catch (ex) {
@@ -638,12 +639,25 @@ async function loadWatchlist() {
   }
 }
 
+// Where a new entry applies: one of the user's cells (the server allows those and the cells
+// under them), or, for an admin, every site.
+function fillWatchCells() {
+  const sel = $("#watch-form").cell;
+  const keep = sel.value;
+  const opts = (state.user.cells || []).map((c) => h("option", { value: c.code }, `${c.name} (${c.code})`));
+  if (state.user.role === "admin") opts.unshift(h("option", { value: "" }, t("tags.everywhere")));
+  sel.replaceChildren(...opts);
+  if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+}
+
 async function onWatchAdd(e) {
   e.preventDefault();
   const f = e.target;
   const msg = $("#watch-msg");
   try {
-    const r = await api("POST", "/api/v1/watchlist", { tag: f.tag.value.trim(), case_ref: f.case_ref.value.trim(), note: f.note.value.trim() });
+    const body = { tag: f.tag.value.trim(), case_ref: f.case_ref.value.trim(), note: f.note.value.trim() };
+    if (f.cell.value) body.cell = f.cell.value;
+    const r = await api("POST", "/api/v1/watchlist", body);
     msg.textContent = `${t("tags.sitesNotified")}: ${r.sites ?? 0}`;
     msg.className = "msg ok";
     f.reset();
