@@ -36,6 +36,24 @@ pub struct HubConfig {
     pub http: Option<HttpSection>,
     /// What a site's alerts are trusted with.
     pub ingest: IngestSection,
+    /// The data directory's limits.
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: how the hub treats its data directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Below this many MiB free on the data directory's filesystem new alerts are deferred
+    /// (see [`crate::disk`]). Default: the larger of 2 GiB and 5 % of the filesystem.
+    #[serde(default)]
+    pub min_free_mb: Option<u64>,
+}
+
+impl StorageSection {
+    pub fn min_free_bytes(&self) -> Option<u64> {
+        self.min_free_mb.map(|mb| mb.saturating_mul(1 << 20))
+    }
 }
 
 /// What the hub trusts in a site's alerts (see [`crate::trust`]).
@@ -373,7 +391,7 @@ impl HubConfig {
             vec![format!("TOML syntax: {}", e.to_string().trim_end())]
         })?;
         let mut errors = Vec::new();
-        const KNOWN: [&str; 13] = [
+        const KNOWN: [&str; 14] = [
             "data_dir",
             "topic_prefix",
             "grid",
@@ -387,6 +405,7 @@ impl HubConfig {
             "metrics",
             "http",
             "ingest",
+            "storage",
         ];
         for key in table.keys() {
             if !KNOWN.contains(&key.as_str()) {
@@ -416,6 +435,15 @@ impl HubConfig {
         let mut http = opt::<HttpSection>("http", take("http"), &mut errors);
         let ingest =
             opt::<IngestSection>("ingest", take("ingest"), &mut errors).unwrap_or_default();
+        let storage =
+            opt::<StorageSection>("storage", take("storage"), &mut errors).unwrap_or_default();
+        if storage.min_free_mb == Some(0) {
+            errors.push(
+                "storage.min_free_mb: must be at least 1 (a hub that fills its disk to the last \
+                 byte cannot reopen its store)"
+                    .into(),
+            );
+        }
         let range = |v: f64| SITE_DISTANCE_RANGE_M.contains(&v);
         if !range(ingest.max_site_distance_m) {
             errors.push(format!(
@@ -572,6 +600,7 @@ impl HubConfig {
             metrics,
             http,
             ingest,
+            storage,
         })
     }
 

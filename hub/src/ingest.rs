@@ -24,6 +24,7 @@ use protocol::{Alert, AlertKind, AlertSource, UtcMillis};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::disk::DiskGuard;
 use crate::dispatch::{Clock, SystemClock};
 use crate::metrics::{HubMetrics, bump};
 use crate::store::{NewQuarantined, QuarantineId, Store, StoreError};
@@ -38,6 +39,9 @@ pub enum Outcome {
     Duplicate,
     /// Refused; from a site, quarantined (durably, before this answer).
     Rejected(Rejection),
+    /// Not stored, nothing written: the data disk is below its threshold ([`crate::disk`]).
+    /// The sender keeps it and sends it again later.
+    Deferred,
 }
 
 /// Why the hub refused an alert, as the MQTT 5 PUBACK reason tells the sender.
@@ -109,6 +113,8 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("the ingest writer has stopped")]
     Stopped,
+    #[error("the hub's disk is nearly full; nothing is stored until space returns")]
+    DiskLow,
 }
 
 /// One caller's share of a batch: alerts to store, refused payloads to quarantine, and a
@@ -132,6 +138,7 @@ pub struct Ingest {
     tx: mpsc::Sender<Job>,
     metrics: Arc<HubMetrics>,
     policy: Arc<SitePolicy>,
+    disk: Arc<DiskGuard>,
 }
 
 impl std::fmt::Debug for Job {
@@ -159,6 +166,7 @@ impl Ingest {
         policy: Arc<SitePolicy>,
         out: mpsc::Sender<Arc<Alert>>,
         metrics: Arc<HubMetrics>,
+        disk: Arc<DiskGuard>,
     ) -> (Self, tokio::task::JoinHandle<Result<(), IngestError>>) {
         let (tx, rx) = mpsc::channel(256);
         metrics.quarantine_size(store.quarantine().len(), store.quarantine().bytes());
@@ -170,6 +178,7 @@ impl Ingest {
                 tx,
                 metrics,
                 policy,
+                disk,
             },
             task,
         )
@@ -186,6 +195,11 @@ impl Ingest {
         quarantine: Vec<NewQuarantined>,
         release: Option<QuarantineId>,
     ) -> Result<Done, IngestError> {
+        // Checked per batch, before anything is written: a disk below its threshold takes
+        // nothing new (what is stored already stays served).
+        if !self.disk.accepting() {
+            return Err(IngestError::DiskLow);
+        }
         if alerts.is_empty() && quarantine.is_empty() && release.is_none() {
             return Ok(Done {
                 fresh: Vec::new(),
@@ -214,6 +228,9 @@ impl Ingest {
         site: &str,
         payloads: &[Bytes],
     ) -> Result<Vec<Outcome>, IngestError> {
+        if !self.disk.accepting() {
+            return Ok(self.deferred(site, payloads.len()));
+        }
         let mut outcomes: Vec<Result<(), (RejectCode, String)>> =
             Vec::with_capacity(payloads.len());
         let mut valid = Vec::new();
@@ -240,7 +257,12 @@ impl Ingest {
                 }
             }
         }
-        let done = self.run(valid, quarantine, None).await?;
+        let done = match self.run(valid, quarantine, None).await {
+            Ok(done) => done,
+            // The disk crossed its threshold since the check above.
+            Err(IngestError::DiskLow) => return Ok(self.deferred(site, payloads.len())),
+            Err(e) => return Err(e),
+        };
         let mut fresh = done.fresh.into_iter();
         let mut ids = done.quarantined.into_iter();
         Ok(outcomes
@@ -257,6 +279,21 @@ impl Ingest {
                 }),
             })
             .collect())
+    }
+
+    /// `n` payloads answered [`Outcome::Deferred`], counted.
+    fn deferred(&self, site: &str, n: usize) -> Vec<Outcome> {
+        self.metrics
+            .alerts_deferred
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(site, alerts = n, "alerts deferred: the disk is nearly full");
+        vec![Outcome::Deferred; n]
+    }
+
+    fn count_deferred(&self, e: &IngestError) {
+        if matches!(e, IngestError::DiskLow) {
+            bump(&self.metrics.alerts_deferred);
+        }
     }
 
     /// Stores a patrol report the API built for a logged-in person (the one path a `person`
@@ -280,7 +317,8 @@ impl Ingest {
                 Vec::new(),
                 None,
             )
-            .await?;
+            .await
+            .inspect_err(|e| self.count_deferred(e))?;
         Ok(match done.fresh.first() {
             Some(true) => Outcome::Stored,
             _ => Outcome::Duplicate,
@@ -319,7 +357,8 @@ impl Ingest {
                         Vec::new(),
                         Some(id),
                     )
-                    .await?;
+                    .await
+                    .inspect_err(|e| self.count_deferred(e))?;
                 tracing::info!(quarantine = %id, site = %rec.entry.site, alert = %alert_id, "quarantined alert re-ingested");
                 Ok(Reingested::Stored {
                     alert: alert_id,

@@ -10,6 +10,8 @@
 //!   payloads to the quarantine.
 //! - [`trust`]: what a site may file, and how far its positions are believed.
 //! - [`store`]: the sled database.
+//! - [`disk`]: the data directory's free space; below `[storage] min_free_mb` new alerts are
+//!   deferred (the agents keep them), never written into a full disk.
 //! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
 //! - [`demo`]: the repository's published demo secrets, recognised by value so `hub run`
 //!   refuses them without `--demo`.
@@ -24,6 +26,7 @@ pub mod broker;
 pub mod case;
 pub mod config;
 pub mod demo;
+pub mod disk;
 pub mod dispatch;
 pub mod gateway;
 pub mod grid;

@@ -206,9 +206,23 @@ async fn alert_acker(
         for (site, pubs) in by_site {
             let payloads: Vec<Bytes> = pubs.iter().map(|p| p.payload.clone()).collect();
             match ingest.submit(&site, &payloads).await {
-                Ok(_) => {
-                    for p in &pubs {
-                        let _ = client.ack(p).await;
+                Ok(outcomes) => {
+                    let mut deferred = 0;
+                    for (p, o) in pubs.iter().zip(&outcomes) {
+                        if *o == crate::ingest::Outcome::Deferred {
+                            // Not acknowledged: the broker keeps it in the hub's persistent
+                            // session and delivers it again when the link reconnects.
+                            deferred += 1;
+                        } else {
+                            let _ = client.ack(p).await;
+                        }
+                    }
+                    if deferred > 0 {
+                        tracing::warn!(
+                            site,
+                            deferred,
+                            "alerts from the broker not acknowledged: the disk is nearly full"
+                        );
                     }
                 }
                 Err(e) => {

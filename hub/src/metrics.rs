@@ -47,6 +47,13 @@ pub struct HubMetrics {
     /// TLS, and the dashboard's HTTP (the hub has no TLS of its own for it).
     plaintext_mqtt: AtomicU64,
     plaintext_http: AtomicU64,
+    /// Alerts answered "deferred" (not stored, the agent keeps them) because the data disk was
+    /// below `[storage] min_free_mb`.
+    pub alerts_deferred: AtomicU64,
+    /// The data directory's free bytes, its threshold, and 1 while below it (gauges).
+    disk_free: AtomicU64,
+    disk_min_free: AtomicU64,
+    disk_low: AtomicU64,
 }
 
 impl HubMetrics {
@@ -93,6 +100,13 @@ impl HubMetrics {
         self.plaintext_http.store(http, Relaxed);
     }
 
+    /// The data directory's free space as last read.
+    pub fn disk(&self, free: u64, min_free: u64, low: bool) {
+        self.disk_free.store(free, Relaxed);
+        self.disk_min_free.store(min_free, Relaxed);
+        self.disk_low.store(u64::from(low), Relaxed);
+    }
+
     pub fn rejected_total(&self) -> u64 {
         self.rejected.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
@@ -100,7 +114,7 @@ impl HubMetrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        let counters: [(&str, &str, &AtomicU64); 23] = [
             (
                 "hub_alerts_stored_total",
                 "Alerts stored for the first time.",
@@ -207,6 +221,11 @@ impl HubMetrics {
                 &self.deadlines_missed,
             ),
             (
+                "hub_alerts_deferred_total",
+                "Alerts not stored because the data disk was below min_free (the agents keep and resend them).",
+                &self.alerts_deferred,
+            ),
+            (
                 "hub_quarantine_evicted_total",
                 "Quarantine records dropped, oldest first, because the quarantine was full.",
                 &self.quarantine_evicted,
@@ -256,6 +275,15 @@ impl HubMetrics {
              hub_plaintext_listeners{{kind=\"mqtt\"}} {}\nhub_plaintext_listeners{{kind=\"http\"}} {}",
             self.plaintext_mqtt.load(Relaxed),
             self.plaintext_http.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hub_disk_free_bytes Free bytes on the data directory's filesystem.\n# TYPE hub_disk_free_bytes gauge\nhub_disk_free_bytes {}\n\
+             # HELP hub_disk_min_free_bytes Below this, new alerts are deferred.\n# TYPE hub_disk_min_free_bytes gauge\nhub_disk_min_free_bytes {}\n\
+             # HELP hub_disk_low 1 while new alerts are deferred for lack of disk space.\n# TYPE hub_disk_low gauge\nhub_disk_low {}",
+            self.disk_free.load(Relaxed),
+            self.disk_min_free.load(Relaxed),
+            self.disk_low.load(Relaxed),
         );
         out
     }

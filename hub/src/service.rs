@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{ApiMetrics, ApiState, Logins, Sessions};
 use crate::book::CaseBook;
 use crate::config::HubConfig;
+use crate::disk::DiskGuard;
 use crate::dispatch::{Clock, DispatchHandle, Dispatcher, DispatcherParts, SystemClock};
 use crate::gateway::admission::Limits;
 use crate::gateway::auth::{Acl, CredentialKind, Credentials};
@@ -263,8 +264,10 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         Topics::new(&config.topic_prefix).map_err(|e| ServiceError::Setup(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServiceError::Setup(format!("data_dir {}: {e}", config.data_dir.display())))?;
-    let store = Store::open(&config.data_dir.join("store"))?;
     let metrics = Arc::new(HubMetrics::default());
+    // Before the store: a hub starting on a nearly full disk defers alerts from the first.
+    let disk = DiskGuard::new(&config.data_dir, config.storage.min_free_bytes(), &metrics);
+    let store = Store::open(&config.data_dir.join("store"))?;
     let (alerts_tx, alerts_rx) = mpsc::channel(8192);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let trust = Arc::new(SitePolicy::new(
@@ -272,10 +275,17 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         grid.clone(),
         &config.ingest,
     ));
-    let (ingest, ingest_task) =
-        Ingest::start(store.clone(), trust.clone(), alerts_tx, metrics.clone());
+    let (ingest, ingest_task) = Ingest::start(
+        store.clone(),
+        trust.clone(),
+        alerts_tx,
+        metrics.clone(),
+        disk.clone(),
+    );
     let api_ingest = ingest.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Ends with the hub; holds no store handle.
+    disk.spawn_monitor(metrics.clone(), shutdown_rx.clone());
     let mut mqtt = Vec::new();
     let mut mqtts = Vec::new();
 

@@ -103,7 +103,9 @@ impl ApiError {
 impl From<crate::ingest::IngestError> for ApiError {
     fn from(e: crate::ingest::IngestError) -> Self {
         match e {
-            crate::ingest::IngestError::Stopped => Self::unavailable(e.to_string()),
+            crate::ingest::IngestError::Stopped | crate::ingest::IngestError::DiskLow => {
+                Self::unavailable(e.to_string())
+            }
             crate::ingest::IngestError::Store(s) => s.into(),
         }
     }

@@ -180,6 +180,7 @@ pub mod reason {
     pub const NOT_AUTHORIZED: u8 = 0x87;
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
     pub const UNSPECIFIED: u8 = 0x80;
     pub const PROTOCOL_ERROR: u8 = 0x82;

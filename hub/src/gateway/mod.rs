@@ -82,6 +82,11 @@ pub enum GatewayError {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error(
+        "client {peer}: closed: the hub's disk is nearly full and MQTT 3.1.1 cannot refuse an \
+         alert (the agent keeps it and resends after reconnecting)"
+    )]
+    DiskLow { peer: SocketAddr },
 }
 
 /// From accept to a complete CONNECT, TLS handshake included.
@@ -537,8 +542,12 @@ impl Gateway {
             _ => Vec::new(),
         };
         let mut out = BytesMut::new();
+        // Set at the first alert a 3.1.1 client sent that was deferred: nothing after it is
+        // forwarded, so the agent's resend after reconnecting keeps its order.
+        let mut deferred_v311 = false;
         for step in plan.drain(..) {
             match step {
+                Step::Forward(_) if deferred_v311 => {}
                 Step::Forward(b) => out.extend_from_slice(&b),
                 Step::Alert {
                     index,
@@ -554,6 +563,20 @@ impl Gateway {
                                 .await;
                         }
                     }
+                    Some(Outcome::Deferred) => match (version, pkid) {
+                        // Not stored: MQTT 5 says "quota exceeded", which agents take as
+                        // "keep it, send it again later".
+                        (Version::V5, Some(pkid)) => {
+                            let _ = wtx
+                                .send(frame::puback(pkid, version, frame::reason::QUOTA_EXCEEDED))
+                                .await;
+                        }
+                        // MQTT 3.1.1 has no negative PUBACK and a missing one is only resent
+                        // after a reconnect: the connection is closed (after what was planned
+                        // before it), and the agent resends on its next.
+                        _ => deferred_v311 = true,
+                    },
+                    _ if deferred_v311 => {}
                     _ => out.extend_from_slice(&packet),
                 },
             }
@@ -563,6 +586,9 @@ impl Gateway {
             uw.write_all(&out)
                 .await
                 .map_err(|source| GatewayError::Io { peer, source })?;
+        }
+        if deferred_v311 {
+            return Err(GatewayError::DiskLow { peer });
         }
         Ok(())
     }

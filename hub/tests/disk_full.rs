@@ -1,0 +1,188 @@
+//! A full disk degrades the hub, never kills it. The data directory is a small tmpfs the test
+//! mounts (the tests run as root) and fills with a ballast file: below `[storage] min_free_mb`
+//! the hub stops storing new alerts — MQTT 5 agents are answered 0x97 quota exceeded, a 3.1.1
+//! agent's connection is closed, nothing is written — while the dashboard's API keeps
+//! answering and nothing acknowledged before is lost; once the ballast is gone the hub takes
+//! the alerts again by itself, and the ones it deferred arrive when the agents resend them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use protocol::Severity;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// The tmpfs and the threshold: a few MiB of sled files fit well above the line.
+const TMPFS_MB: u64 = 64;
+const MIN_FREE_MB: u64 = 24;
+
+/// A tmpfs mounted at a directory, unmounted when dropped (also when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size_mb: u64) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            eprintln!(
+                "cannot mount a tmpfs (not root?): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Self(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the hub's store may still have a file open while the test unwinds.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    hub::disk::probe(path).unwrap().0
+}
+
+/// Fills the filesystem of `dir` with real bytes (a sparse file would take no tmpfs pages)
+/// until `leave` bytes are free.
+fn ballast(dir: &Path, leave: u64) -> PathBuf {
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    while free_bytes(dir) > leave + chunk.len() as u64 {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    path
+}
+
+fn alert_payload(n: u64) -> (String, Vec<u8>) {
+    let a = alert(SITE, n, Severity::Major, None);
+    (a.id.clone(), serde_json::to_vec(&a).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by_itself() {
+    let dir = hub_dir(
+        EMBEDDED,
+        &format!("[storage]\nmin_free_mb = {MIN_FREE_MB}\n"),
+    );
+    let state = dir.dir.path().join("state");
+    let Some(_tmpfs) = Tmpfs::mount(&state, TMPFS_MB) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must run this test"
+        );
+        return;
+    };
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let topic = format!("se/v1/site/{SITE}/alert");
+    let agent = Spec::new(Proto::V5, port, "agent")
+        .login(SITE, &token(SITE))
+        .start();
+    agent.connected(WAIT).await;
+    let api = Api::login(&hub, "op-county").await;
+
+    // Room: stored and acknowledged.
+    let (first, payload) = alert_payload(1);
+    assert!(agent.publish(&topic, payload, false).await);
+    agent.wait_acks(1, WAIT).await;
+    assert_eq!(agent.puback_reasons(), [0]);
+    assert!(hub.store.alert(&first).unwrap().is_some());
+
+    // The disk fills past the threshold.
+    let ballast = ballast(&state, (MIN_FREE_MB - 8) << 20);
+    assert!(
+        eventually(WAIT, || !hub.metrics.render().contains("hub_disk_low 0")).await,
+        "the hub did not notice its disk filling"
+    );
+    let deferred: Vec<(String, Vec<u8>)> = (2..=21).map(alert_payload).collect();
+    for (_, p) in &deferred {
+        assert!(agent.publish(&topic, p.clone(), false).await);
+    }
+    agent.wait_acks(21, WAIT).await;
+    assert_eq!(
+        &agent.puback_reasons()[1..],
+        [0x97; 20],
+        "MQTT 5: quota exceeded, the agent keeps them"
+    );
+    for (id, _) in &deferred {
+        assert!(hub.store.alert(id).unwrap().is_none(), "{id} was stored");
+    }
+    assert!(
+        hub.metrics
+            .render()
+            .contains("hub_alerts_deferred_total 20"),
+        "{}",
+        hub.metrics.render()
+    );
+    // A 3.1.1 agent cannot be told: its connection is closed, its alert not stored.
+    let old = Spec::new(Proto::V311, port, "agent-311")
+        .login(SITE, &token(SITE))
+        .start();
+    old.connected(WAIT).await;
+    let (old_id, old_payload) = alert_payload(99);
+    assert!(old.publish(&topic, old_payload.clone(), false).await);
+    assert!(
+        matches!(old.ended(WAIT).await, Some(ConnState::Closed(_))),
+        "the 3.1.1 connection stays open: {:?}",
+        old.state()
+    );
+    assert!(hub.store.alert(&old_id).unwrap().is_none());
+    // The hub stays up and serves what it has: the dashboard's lists, the stored alert.
+    let cases = api.get("/api/v1/cases").await;
+    assert_eq!(cases.status, 200, "{}", cases.json);
+    assert!(hub.store.alert(&first).unwrap().is_some());
+    // A patrol report through the API is refused for now, saying why.
+    let report = api
+        .post(
+            "/api/v1/reports",
+            &serde_json::json!({"kind": "patrol", "category": "other", "note": "x",
+                                "location": {"lon": DEMO_LON, "lat": DEMO_LAT}}),
+        )
+        .await;
+    assert_eq!(report.status, 503, "{}", report.json);
+    assert!(
+        report.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("disk")),
+        "{}",
+        report.json
+    );
+
+    // Space returns: the hub takes alerts again by itself; the agents' resends arrive.
+    std::fs::remove_file(&ballast).unwrap();
+    assert!(
+        eventually(WAIT, || hub.metrics.render().contains("hub_disk_low 0")).await,
+        "the hub did not notice the space coming back"
+    );
+    for (_, p) in &deferred {
+        assert!(agent.publish(&topic, p.clone(), false).await);
+    }
+    agent.wait_acks(41, WAIT).await;
+    assert_eq!(&agent.puback_reasons()[21..], [0; 20]);
+    let again = Spec::new(Proto::V311, port, "agent-311b")
+        .login(SITE, &token(SITE))
+        .start();
+    again.connected(WAIT).await;
+    assert!(again.publish(&topic, old_payload, false).await);
+    again.wait_acks(1, WAIT).await;
+    for id in deferred.iter().map(|(id, _)| id).chain([&first, &old_id]) {
+        assert!(hub.store.alert(id).unwrap().is_some(), "{id} is missing");
+    }
+    assert_eq!(hub.store.alert_count(), 22);
+    hub.stop().await;
+}
