@@ -262,9 +262,15 @@ fn requested_scope(
     let scope = match cell {
         Some(code) => {
             if state.grid.hierarchy().find(&code).is_none() {
+                // Echoed only when it could be a cell code (the body may be megabytes).
+                let shown = if code.len() <= 64 {
+                    code.as_str()
+                } else {
+                    "…"
+                };
                 return Err(ApiError::invalid(
                     "cell",
-                    format!("no cell {code:?} in the grid"),
+                    format!("no cell {shown:?} in the grid"),
                 ));
             }
             WatchScope::Cell(code)
