@@ -48,11 +48,22 @@ pub struct StorageSection {
     /// (see [`crate::disk`]). Default: the larger of 2 GiB and 5 % of the filesystem.
     #[serde(default)]
     pub min_free_mb: Option<u64>,
+    /// MiB kept aside in `data_dir/reserve` and released when the disk is full, so the store
+    /// can still open and write (see [`crate::disk`]). Default 64; 0: no reserve.
+    #[serde(default)]
+    pub reserve_mb: Option<u64>,
 }
 
 impl StorageSection {
     pub fn min_free_bytes(&self) -> Option<u64> {
         self.min_free_mb.map(|mb| mb.saturating_mul(1 << 20))
+    }
+
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve_mb
+            .map_or(crate::disk::DEFAULT_RESERVE_BYTES, |mb| {
+                mb.saturating_mul(1 << 20)
+            })
     }
 }
 

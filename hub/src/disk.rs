@@ -10,6 +10,13 @@
 //! notifications and actions write small records, which the margin leaves room for). When
 //! space returns, past the threshold plus a 5 % hysteresis (so a disk hovering at the line does
 //! not flap), alerts are accepted again by themselves.
+//!
+//! Something else may still fill the disk to the last byte (logs, another program), and sled
+//! cannot even open a store then. So the guard keeps a reserve: `data_dir/reserve`, a file of
+//! `[storage] reserve_mb` real bytes, written while space is plentiful. When the free space
+//! falls under half the reserve — at start, or while running — the file is deleted, which gives
+//! the store room to open and the running hub room for its small writes; it is written again
+//! once the free space is back above the threshold plus the reserve.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +33,10 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 2 << 30;
 pub const DEFAULT_MIN_FREE_PERCENT: u64 = 5;
 /// How often the free space is read.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Default size of the reserve file: enough for sled to open and for hours of case updates.
+pub const DEFAULT_RESERVE_BYTES: u64 = 64 << 20;
+/// The reserve file, in the data directory.
+pub const RESERVE_FILE: &str = "reserve";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -69,6 +80,7 @@ pub fn probe(path: &Path) -> Result<(u64, u64), DiskError> {
 pub struct DiskGuard {
     dir: PathBuf,
     configured: Option<u64>,
+    reserve_bytes: u64,
     low: AtomicBool,
     free: AtomicU64,
     min_free: AtomicU64,
@@ -76,11 +88,17 @@ pub struct DiskGuard {
 
 impl DiskGuard {
     /// A guard for `dir`, checked once now (so a hub starting on a full disk refuses alerts
-    /// from its first connection).
-    pub fn new(dir: &Path, configured_min_free: Option<u64>, metrics: &HubMetrics) -> Arc<Self> {
+    /// from its first connection, and its reserve is released before the store opens).
+    pub fn new(
+        dir: &Path,
+        configured_min_free: Option<u64>,
+        reserve_bytes: u64,
+        metrics: &HubMetrics,
+    ) -> Arc<Self> {
         let guard = Arc::new(Self {
             dir: dir.to_path_buf(),
             configured: configured_min_free,
+            reserve_bytes,
             low: AtomicBool::new(false),
             free: AtomicU64::new(0),
             min_free: AtomicU64::new(configured_min_free.unwrap_or(DEFAULT_MIN_FREE_BYTES)),
@@ -102,12 +120,49 @@ impl DiskGuard {
         self.min_free.load(Relaxed)
     }
 
-    /// Reads the free space and updates the state, the metrics and the log. A failed read
-    /// changes nothing (and is logged): a probe error is not evidence of a full disk.
+    /// Reads the free space and updates the state, the metrics and the log, then releases or
+    /// rewrites the reserve as the space calls for. A failed read changes nothing (and is
+    /// logged): a probe error is not evidence of a full disk.
     pub fn check(&self, metrics: &HubMetrics) {
-        match probe(&self.dir) {
-            Ok((free, total)) => self.observe(free, total, metrics),
-            Err(e) => tracing::warn!(error = %e, "free space unknown; alert intake unchanged"),
+        let (free, total) = match probe(&self.dir) {
+            Ok(space) => space,
+            Err(e) => {
+                tracing::warn!(error = %e, "free space unknown; alert intake unchanged");
+                return;
+            }
+        };
+        let reserve = self.dir.join(RESERVE_FILE);
+        let held = reserve.exists();
+        if held && free < self.reserve_bytes / 2 {
+            match std::fs::remove_file(&reserve) {
+                Ok(()) => {
+                    tracing::error!(
+                        dir = %self.dir.display(),
+                        free_bytes = free,
+                        reserve_bytes = self.reserve_bytes,
+                        "the disk is full: released the reserve so the store can go on"
+                    );
+                    // Measured again: the reserve's bytes are free now (and it is gone, so
+                    // this does not come back here).
+                    return self.check(metrics);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot release the disk reserve"),
+            }
+        }
+        self.observe(free, total, metrics);
+        let min = self.min_free_bytes();
+        if !held
+            && self.reserve_bytes > 0
+            && self.accepting()
+            && free >= min.saturating_add(self.reserve_bytes)
+        {
+            match write_reserve(&reserve, self.reserve_bytes) {
+                Ok(()) => tracing::info!(bytes = self.reserve_bytes, "disk reserve written"),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&reserve);
+                    tracing::warn!(error = %e, "cannot write the disk reserve");
+                }
+            }
         }
     }
 
@@ -165,6 +220,37 @@ impl DiskGuard {
     }
 }
 
+/// Allocates `bytes` for real (a sparse file would reserve nothing) in a temporary file, synced,
+/// then renamed into place: a reserve is whole or absent. `fallocate` takes the blocks without
+/// writing them (instant, and every hub start makes one); a filesystem without it gets zeros.
+fn write_reserve(path: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    let allocated = rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, bytes);
+    let written = match allocated {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP => {
+            let chunk = vec![0u8; 1 << 20];
+            let mut left = bytes;
+            let mut result = Ok(());
+            while left > 0 && result.is_ok() {
+                let n = left.min(chunk.len() as u64) as usize;
+                result = f.write_all(&chunk[..n]);
+                left -= n as u64;
+            }
+            result
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = written.and_then(|()| f.sync_all()) {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,14 +282,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = HubMetrics::default();
         // A threshold no disk meets, then one every disk meets.
-        let huge = DiskGuard::new(dir.path(), Some(u64::MAX), &metrics);
+        let huge = DiskGuard::new(dir.path(), Some(u64::MAX), 0, &metrics);
         assert!(!huge.accepting());
         assert!(metrics.render().contains("hub_disk_low 1"));
-        let tiny = DiskGuard::new(dir.path(), Some(1), &metrics);
+        let tiny = DiskGuard::new(dir.path(), Some(1), 1 << 20, &metrics);
         assert!(tiny.accepting());
         assert!(tiny.free_bytes() > 1);
         let text = metrics.render();
         assert!(text.contains("hub_disk_low 0"), "{text}");
         assert!(text.contains("hub_disk_min_free_bytes 1\n"), "{text}");
+        let reserve = std::fs::metadata(dir.path().join(RESERVE_FILE)).unwrap();
+        assert_eq!(
+            reserve.len(),
+            1 << 20,
+            "the reserve is written when there is room"
+        );
     }
 }

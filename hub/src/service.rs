@@ -265,8 +265,14 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServiceError::Setup(format!("data_dir {}: {e}", config.data_dir.display())))?;
     let metrics = Arc::new(HubMetrics::default());
-    // Before the store: a hub starting on a nearly full disk defers alerts from the first.
-    let disk = DiskGuard::new(&config.data_dir, config.storage.min_free_bytes(), &metrics);
+    // Before the store: a hub starting on a nearly full disk defers alerts from the first, and
+    // on a full one releases its reserve so the store can open.
+    let disk = DiskGuard::new(
+        &config.data_dir,
+        config.storage.min_free_bytes(),
+        config.storage.reserve_bytes(),
+        &metrics,
+    );
     let store = Store::open(&config.data_dir.join("store"))?;
     let (alerts_tx, alerts_rx) = mpsc::channel(8192);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);

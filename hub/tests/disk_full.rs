@@ -4,6 +4,8 @@
 //! agent's connection is closed, nothing is written — while the dashboard's API keeps
 //! answering and nothing acknowledged before is lost; once the ballast is gone the hub takes
 //! the alerts again by itself, and the ones it deferred arrive when the agents resend them.
+//! A hub whose disk is full to the last byte still starts: it releases its reserve file so
+//! the store can open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,6 +67,17 @@ fn ballast(dir: &Path, leave: u64) -> PathBuf {
         f.write_all(&chunk).unwrap();
     }
     f.sync_all().unwrap();
+    path
+}
+
+/// Fills the filesystem of `dir` to the last byte (until a write fails).
+fn fill_up(dir: &Path) -> PathBuf {
+    let path = dir.join("ballast-full");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0xa5u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    while f.write_all(&[0]).is_ok() {}
+    let _ = f.sync_all();
     path
 }
 
@@ -184,5 +197,77 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
         assert!(hub.store.alert(id).unwrap().is_some(), "{id} is missing");
     }
     assert_eq!(hub.store.alert_count(), 22);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
+    let dir = hub_dir(
+        EMBEDDED,
+        &format!("[storage]\nmin_free_mb = {MIN_FREE_MB}\nreserve_mb = 8\n"),
+    );
+    let state = dir.dir.path().join("state");
+    let Some(_tmpfs) = Tmpfs::mount(&state, TMPFS_MB) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must run this test"
+        );
+        return;
+    };
+    let reserve = state.join(hub::disk::RESERVE_FILE);
+    let topic = format!("se/v1/site/{SITE}/alert");
+    let (first, payload) = alert_payload(1);
+    {
+        let hub = start_hub(&dir.config_path).await;
+        assert!(
+            eventually(WAIT, || reserve.exists()).await,
+            "the reserve is written while there is room"
+        );
+        let agent = Spec::new(Proto::V5, hub.mqtt[0].port(), "agent")
+            .login(SITE, &token(SITE))
+            .start();
+        agent.connected(WAIT).await;
+        assert!(agent.publish(&topic, payload, false).await);
+        agent.wait_acks(1, WAIT).await;
+        hub.stop().await;
+    }
+    // Something else takes every byte while the hub is down.
+    let full = fill_up(&state);
+    assert!(free_bytes(&state) < 1 << 20);
+
+    let hub = start_hub(&dir.config_path).await;
+    assert!(
+        !reserve.exists(),
+        "the reserve was released so the store could open"
+    );
+    assert!(
+        hub.store.alert(&first).unwrap().is_some(),
+        "what was stored is kept"
+    );
+    let api = Api::login(&hub, "op-county").await;
+    assert_eq!(api.get("/api/v1/cases").await.status, 200);
+    let agent = Spec::new(Proto::V5, hub.mqtt[0].port(), "agent")
+        .login(SITE, &token(SITE))
+        .start();
+    agent.connected(WAIT).await;
+    let (second, payload) = alert_payload(2);
+    assert!(agent.publish(&topic, payload.clone(), false).await);
+    agent.wait_acks(1, WAIT).await;
+    assert_eq!(agent.puback_reasons(), [0x97]);
+
+    // Space returns: alerts are taken again and the reserve is put back.
+    std::fs::remove_file(&full).unwrap();
+    assert!(
+        eventually(WAIT, || hub.metrics.render().contains("hub_disk_low 0")).await,
+        "intake did not resume"
+    );
+    assert!(agent.publish(&topic, payload, false).await);
+    agent.wait_acks(2, WAIT).await;
+    assert_eq!(agent.puback_reasons(), [0x97, 0]);
+    assert!(hub.store.alert(&second).unwrap().is_some());
+    assert!(
+        eventually(WAIT, || reserve.exists()).await,
+        "the reserve is back"
+    );
     hub.stop().await;
 }
