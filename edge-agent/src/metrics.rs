@@ -257,6 +257,19 @@ pub fn render(source: &MetricsSource) -> String {
         "Alerts the hub refused for good, kept in the outbox's quarantine (never sent).",
         outbox.quarantined as f64,
     );
+    let held = u.held();
+    m.single(
+        "edge_outbox_held",
+        "gauge",
+        "Alerts held in memory because the outbox could not store them (disk full); retried.",
+        held.len as f64,
+    );
+    m.single(
+        "edge_outbox_held_bytes",
+        "gauge",
+        "JSON bytes of the alerts held in memory.",
+        held.bytes as f64,
+    );
     let name = "edge_outbox_quarantine_removed_total";
     m.head(
         name,
@@ -313,6 +326,11 @@ pub fn render(source: &MetricsSource) -> String {
             "New alerts refused by the full-policy.",
             outbox.dropped,
         ),
+        (
+            "edge_outbox_held_dropped_total",
+            "Alerts lost because the in-memory hold (outbox appends failing) was full.",
+            held.dropped,
+        ),
     ] {
         m.head(name, "counter", help);
         for (sev, n) in [
@@ -344,6 +362,11 @@ pub fn render(source: &MetricsSource) -> String {
             "edge_uplink_append_failed_total",
             "Alerts that could not be stored.",
             &u.append_failed,
+        ),
+        (
+            "edge_uplink_append_errors_total",
+            "Outbox appends that failed for the disk, retries included (the alert is held).",
+            &u.append_errors,
         ),
         (
             "edge_uplink_published_total",

@@ -406,11 +406,16 @@ fn invalid_config_is_refused_with_every_problem() {
     let config = OutboxConfig {
         max_bytes: 1,
         ttl_ms: 0,
+        held_max_bytes: 1,
+        held_max_alerts: 0,
     };
     let err = Outbox::open(store(&dir), config).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("max_bytes:") && msg.contains("ttl_ms:"),
+        msg.contains("max_bytes:")
+            && msg.contains("ttl_ms:")
+            && msg.contains("held_max_bytes:")
+            && msg.contains("held_max_alerts:"),
         "{msg}"
     );
     assert!(!store(&dir).exists());
@@ -595,4 +600,35 @@ fn quarantined_alerts_expire_by_the_same_ttl_counted() {
     assert_eq!(o.stats().quarantined, 0);
     assert_eq!(o.bytes(), 0);
     assert!(o.is_empty());
+}
+
+#[test]
+fn reopen_rereads_the_store_and_never_reuses_a_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(store(&dir), OutboxConfig::default()).unwrap();
+    assert!(!o.needs_reopen());
+    let seqs: Vec<u64> = (0..3)
+        .map(|n| o.append(&alert(n, Severity::Minor), 1_000).unwrap())
+        .collect();
+    assert!(o.ack(seqs[2]).unwrap());
+    let before = o.stats();
+    // The in-memory sled handles are closed and the store opened again from disk (what the
+    // uplink does after a storage failure, once the disk may take writes again).
+    o.reopen().unwrap();
+    assert!(!o.needs_reopen());
+    assert_eq!(o.stats(), before, "the index re-read from disk differs");
+    let ids: Vec<String> = o
+        .pending(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, a)| a.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![alert(0, Severity::Minor).id, alert(1, Severity::Minor).id]
+    );
+    // The acked seq 2 is no longer on disk; it must still never come back for another alert.
+    let next = o.append(&alert(3, Severity::Minor), 1_000).unwrap();
+    assert!(next > seqs[2], "seq {next} reused after {seqs:?}");
+    assert_eq!(o.len(), 3);
 }

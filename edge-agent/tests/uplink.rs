@@ -3,7 +3,8 @@
 //! byte cap and full-policy while the broker is down, the retained status, TLS with client
 //! certificates made here with rcgen, and a password login. The hub's refusals: a fake MQTT 5
 //! broker (`common/fake_mqtt5.rs`) answers one chosen alert with a PUBACK failure reason, which
-//! mosquitto cannot do for one alert among others on the same topic.
+//! mosquitto cannot do for one alert among others on the same topic. A full disk: the outbox
+//! on a small tmpfs (`common/tmpfs.rs`, root only) filled by a ballast file.
 //!
 //! A test's hub is a rumqttc subscriber (QoS 1) that records every message. Where the broker is
 //! killed, the subscriber must not miss what the uplink publishes after the restart before it
@@ -23,6 +24,8 @@ mod cli;
 mod fake_mqtt5;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -1306,4 +1309,153 @@ async fn a_broker_acl_refusing_the_alert_topic_quarantines_every_alert_with_0x87
     assert!(hub.alerts(site).is_empty(), "the ACL let an alert through");
     let left = up.finish(WAIT).await;
     assert_eq!((left.depth, left.quarantined), (0, 3), "{left:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A full disk degrades, never kills: failed appends are held in memory and retried.
+
+/// Alerts raised while the outbox's filesystem is full.
+const WHILE_FULL: u64 = 50;
+/// Alerts delivered before the disk fills.
+const BEFORE_FULL: u64 = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_raised_while_the_disk_is_full_are_held_and_arrive_once_space_returns() {
+    let site = "disk-full";
+    let work = TempDir::new().unwrap();
+    let Some(disk) = tmpfs::Tmpfs::mount(&work.path().join("disk"), 8 << 20) else {
+        return;
+    };
+    let broker = Mosquitto::start().await;
+    let hub = Subscriber::start(
+        broker.port(),
+        "hub-disk-full",
+        false,
+        None,
+        &[alert_topic(site), status_topic(site)],
+    )
+    .await;
+    let mut config = fast_config(broker.port(), MqttVersion::V5);
+    config.heartbeat_s = 1;
+    // Opened before the disk fills (sled writes its files at open).
+    let up = Running::start(
+        config,
+        site,
+        &work.path().join("disk/outbox"),
+        OutboxConfig::default().max_bytes,
+    );
+    let make = |i| alert(site, i, 2_000, Severity::Major);
+    for i in 0..BEFORE_FULL {
+        up.send(make(i)).await;
+    }
+    wait_for(
+        "the alerts sent before the disk filled",
+        WAIT,
+        || hub.ids(site) == ids_of(site, 0..BEFORE_FULL) && get(&up.stats.acked) >= BEFORE_FULL,
+        || up.state(),
+    )
+    .await;
+
+    // Disk full: appends fail, the alerts are held in memory, the uplink keeps running.
+    let ballast = disk.fill("ballast");
+    let all = BEFORE_FULL + WHILE_FULL;
+    for i in BEFORE_FULL..all {
+        up.send(make(i)).await;
+    }
+    let s = up.stats.clone();
+    wait_for(
+        "every alert stored or held",
+        WAIT,
+        || get(&s.appended) + s.held().len as u64 == all,
+        || format!("held={:?}; {}", s.held(), up.state()),
+    )
+    .await;
+    let held = s.held().len as u64;
+    assert!(
+        held > 0 && get(&s.append_errors) > 0,
+        "the full disk failed no append (ballast too small?): held={held}; {}",
+        up.state()
+    );
+    assert!(s.held().bytes > held * 2_000, "{:?}", s.held());
+    wait_for(
+        "a status reporting the held alerts",
+        WAIT,
+        || {
+            hub.statuses(site).iter().any(|(st, _)| {
+                st.health.as_ref().is_some_and(|h| {
+                    h.outbox.held == held && h.outbox.held_bytes > 0 && h.outbox.append_failures > 0
+                })
+            })
+        },
+        || format!("held={held}; last status: {:?}", hub.statuses(site).last()),
+    )
+    .await;
+    let metrics = render(&MetricsSource {
+        agent: None,
+        uplink: s.clone(),
+        data_dir: work.path().to_path_buf(),
+        started: std::time::Instant::now(),
+    });
+    assert!(
+        metrics.contains(&format!("\nedge_outbox_held {held}\n")),
+        "{metrics}"
+    );
+    // Still up and connected after more retries against the full disk.
+    sleep(Duration::from_millis(1_500)).await;
+    assert!(!up.task.is_finished(), "the uplink stopped on a full disk");
+    assert!(s.connected.load(Ordering::Relaxed), "{}", up.state());
+    assert_eq!(
+        s.held().len as u64,
+        held,
+        "held alerts stored on a full disk?"
+    );
+
+    // Space returns: the held alerts reach the outbox, then the broker; nothing is lost.
+    std::fs::remove_file(&ballast).unwrap();
+    let want = ids_of(site, 0..all);
+    wait_for(
+        "every alert at the broker's subscriber",
+        Duration::from_secs(15),
+        || hub.ids(site) == want,
+        || {
+            format!(
+                "{} of {} ids; held={:?}; {}",
+                hub.ids(site).len(),
+                want.len(),
+                s.held(),
+                up.state()
+            )
+        },
+    )
+    .await;
+    wait_for(
+        "the hold and the outbox to empty",
+        WAIT,
+        || s.held().len == 0 && s.outbox().depth == 0,
+        || format!("held={:?}; {}", s.held(), up.state()),
+    )
+    .await;
+    // Held alerts went to the outbox oldest first: each id first arrived in raising order.
+    let mut first = Vec::new();
+    for a in hub.alerts(site) {
+        if !first.contains(&a.id) {
+            first.push(a.id);
+        }
+    }
+    let in_order: Vec<String> = (0..all).map(|i| alert_id(BASE_MS, i)).collect();
+    assert_eq!(first, in_order, "alerts arrived out of their order");
+    assert_intact(&hub.alerts(site), make);
+    assert_eq!(
+        get(&s.append_failed),
+        0,
+        "an alert was lost: {}",
+        up.state()
+    );
+    assert_eq!(s.held().dropped.total(), 0);
+    assert_eq!(s.held().bytes, 0);
+    assert_eq!(get(&s.appended), all, "{}", up.state());
+
+    let left = up.finish(WAIT).await;
+    assert_eq!(left.depth, 0, "{left:?}");
+    drop(disk);
 }

@@ -10,76 +10,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../edge-agent/tests/common/tmpfs.rs"]
+mod tmpfs;
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use protocol::Severity;
+use tmpfs::{Tmpfs, free_bytes};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The tmpfs and the threshold: a few MiB of sled files fit well above the line.
-const TMPFS_MB: u64 = 64;
+const TMPFS_BYTES: u64 = 64 << 20;
 const MIN_FREE_MB: u64 = 24;
-
-/// A tmpfs mounted at a directory, unmounted when dropped (also when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size_mb: u64) -> Option<Self> {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
-            .arg(at)
-            .output()
-            .expect("run mount");
-        if !out.status.success() {
-            eprintln!(
-                "cannot mount a tmpfs (not root?): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        Some(Self(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: the hub's store may still have a file open while the test unwinds.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    hub::disk::probe(path).unwrap().0
-}
-
-/// Fills the filesystem of `dir` with real bytes (a sparse file would take no tmpfs pages)
-/// until `leave` bytes are free.
-fn ballast(dir: &Path, leave: u64) -> PathBuf {
-    let path = dir.join("ballast");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0x5au8; 1 << 20];
-    while free_bytes(dir) > leave + chunk.len() as u64 {
-        f.write_all(&chunk).unwrap();
-    }
-    f.sync_all().unwrap();
-    path
-}
-
-/// Fills the filesystem of `dir` to the last byte (until a write fails).
-fn fill_up(dir: &Path) -> PathBuf {
-    let path = dir.join("ballast-full");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0xa5u8; 64 << 10];
-    while f.write_all(&chunk).is_ok() {}
-    while f.write_all(&[0]).is_ok() {}
-    let _ = f.sync_all();
-    path
-}
 
 fn alert_payload(n: u64) -> (String, Vec<u8>) {
     let a = alert(SITE, n, Severity::Major, None);
@@ -93,11 +36,7 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
         &format!("[storage]\nmin_free_mb = {MIN_FREE_MB}\n"),
     );
     let state = dir.dir.path().join("state");
-    let Some(_tmpfs) = Tmpfs::mount(&state, TMPFS_MB) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root and must run this test"
-        );
+    let Some(disk) = Tmpfs::mount(&state, TMPFS_BYTES) else {
         return;
     };
     let hub = start_hub(&dir.config_path).await;
@@ -117,7 +56,7 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
     assert!(hub.store.alert(&first).unwrap().is_some());
 
     // The disk fills past the threshold.
-    let ballast = ballast(&state, (MIN_FREE_MB - 8) << 20);
+    let ballast = disk.fill_leaving("ballast", (MIN_FREE_MB - 8) << 20);
     assert!(
         eventually(WAIT, || !hub.metrics.render().contains("hub_disk_low 0")).await,
         "the hub did not notice its disk filling"
@@ -207,11 +146,7 @@ async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
         &format!("[storage]\nmin_free_mb = {MIN_FREE_MB}\nreserve_mb = 8\n"),
     );
     let state = dir.dir.path().join("state");
-    let Some(_tmpfs) = Tmpfs::mount(&state, TMPFS_MB) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root and must run this test"
-        );
+    let Some(disk) = Tmpfs::mount(&state, TMPFS_BYTES) else {
         return;
     };
     let reserve = state.join(hub::disk::RESERVE_FILE);
@@ -232,7 +167,7 @@ async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
         hub.stop().await;
     }
     // Something else takes every byte while the hub is down.
-    let full = fill_up(&state);
+    let full = disk.fill("ballast");
     assert!(free_bytes(&state) < 1 << 20);
 
     let hub = start_hub(&dir.config_path).await;

@@ -581,6 +581,10 @@ mod tests {
                     expired: 0,
                     corrupt: 0,
                     quarantined: 0,
+                    held: 0,
+                    held_bytes: 0,
+                    held_dropped: SeverityCounts::default(),
+                    append_failures: 0,
                 },
                 uplink: UplinkHealth {
                     connected: true,

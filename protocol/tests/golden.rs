@@ -195,6 +195,10 @@ fn online() -> Status {
                 expired: 0,
                 corrupt: 0,
                 quarantined: 1,
+                held: 0,
+                held_bytes: 0,
+                held_dropped: SeverityCounts::default(),
+                append_failures: 0,
             },
             uplink: UplinkHealth {
                 connected: true,

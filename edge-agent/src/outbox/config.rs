@@ -6,6 +6,10 @@ use serde::Deserialize;
 const MIN_MAX_BYTES: u64 = 64 << 10;
 /// Smallest accepted `ttl_ms`.
 const MIN_TTL_MS: u64 = 1_000;
+/// Smallest accepted `held_max_bytes`: room for a few snapshot alerts while the disk is full.
+const MIN_HELD_MAX_BYTES: u64 = 64 << 10;
+/// Largest accepted `held_max_bytes`: held alerts live in RAM on a small edge box.
+const MAX_HELD_MAX_BYTES: u64 = 1 << 30;
 
 /// Bounds of the durable alert outbox. Unknown keys are rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -19,6 +23,12 @@ pub struct OutboxConfig {
     /// An alert not acknowledged by the broker this long after it was stored is dropped and
     /// counted as expired: after a week the hub's people cannot act on it any more.
     pub ttl_ms: u64,
+    /// Cap on the alerts held in memory because appending them failed (disk full, I/O error),
+    /// in bytes of their JSON. They are appended again, oldest first, once the disk takes them;
+    /// when this (or `held_max_alerts`) is reached the same full-policy applies as on disk.
+    pub held_max_bytes: u64,
+    /// Cap on the number of alerts held in memory (see `held_max_bytes`).
+    pub held_max_alerts: usize,
 }
 
 impl Default for OutboxConfig {
@@ -26,6 +36,8 @@ impl Default for OutboxConfig {
         Self {
             max_bytes: 256 << 20,
             ttl_ms: 7 * 24 * 3_600_000,
+            held_max_bytes: 16 << 20,
+            held_max_alerts: 10_000,
         }
     }
 }
@@ -47,6 +59,16 @@ impl OutboxConfig {
                 self.ttl_ms
             ));
         }
+        if !(MIN_HELD_MAX_BYTES..=MAX_HELD_MAX_BYTES).contains(&self.held_max_bytes) {
+            errors.push(format!(
+                "held_max_bytes: must be between {MIN_HELD_MAX_BYTES} and {MAX_HELD_MAX_BYTES}, \
+                 got {}",
+                self.held_max_bytes
+            ));
+        }
+        if self.held_max_alerts == 0 {
+            errors.push("held_max_alerts: must be at least 1, got 0".to_string());
+        }
         errors
     }
 }
@@ -61,6 +83,11 @@ mod tests {
         let c: OutboxConfig = toml::from_str("ttl_ms = 60000").unwrap();
         assert_eq!(c.max_bytes, 256 << 20);
         assert_eq!(c.ttl_ms, 60_000);
+        assert_eq!(c.held_max_bytes, 16 << 20);
+        assert_eq!(c.held_max_alerts, 10_000);
+        let c: OutboxConfig =
+            toml::from_str("held_max_bytes = 1048576\nheld_max_alerts = 5").unwrap();
+        assert_eq!((c.held_max_bytes, c.held_max_alerts), (1 << 20, 5));
         let err = toml::from_str::<OutboxConfig>("max_byte = 1").unwrap_err();
         assert!(err.to_string().contains("max_byte"), "{err}");
     }
@@ -70,10 +97,14 @@ mod tests {
         let c = OutboxConfig {
             max_bytes: 10,
             ttl_ms: 0,
+            held_max_bytes: 2 << 30,
+            held_max_alerts: 0,
         };
         let errors = c.validate();
-        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].starts_with("max_bytes:"));
         assert!(errors[1].starts_with("ttl_ms:"));
+        assert!(errors[2].starts_with("held_max_bytes:"));
+        assert!(errors[3].starts_with("held_max_alerts:"));
     }
 }

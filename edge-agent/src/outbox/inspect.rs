@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::record;
-use super::store::{Trees, open_trees, quarantined_alert, read_schema};
+use super::store::{Trees, open_db, open_trees, quarantined_alert, read_schema};
 use super::{OutboxError, QuarantinedAlert, SeverityCounts};
 
 /// What an outbox holds.
@@ -98,13 +98,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<OutboxReport, OutboxError> {
 }
 
 fn inspect_copy(copy: &Path, path: &Path) -> Result<OutboxReport, OutboxError> {
-    let db = sled::Config::new()
-        .path(copy)
-        .open()
-        .map_err(|source| OutboxError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let db = open_db(copy, path)?;
     let Trees {
         meta,
         alerts,

@@ -44,6 +44,15 @@
 //! many of those were quarantined ones. [`Outbox::requeue_quarantined`] moves them all back
 //! under their old seqs (`edge-agent check --outbox DIR --requeue-quarantined`).
 //!
+//! # When the disk fails (full)
+//!
+//! A failed append (`ENOSPC`, an I/O error) does not lose the alert: the uplink keeps it in a
+//! bounded in-memory [`Held`] queue (`held_max_bytes`, `held_max_alerts`; the same full-policy
+//! as the store, drops counted per severity) and appends it again, oldest first and before any
+//! newer alert, on each new alert and every second. sled keeps its first I/O error for good,
+//! so the store is then closed and opened again ([`Outbox::reopen`], the index re-read from
+//! disk) before the retry. Held alerts are in RAM only: a process that stops loses them.
+//!
 //! # Invariants
 //!
 //! - Sequence numbers only grow, also across restarts (sled's persistent id generator, floored
@@ -63,6 +72,7 @@
 //!   (or it is acked by seq). Its bytes count against the cap; it is never evicted.
 
 mod config;
+mod held;
 mod inspect;
 mod record;
 mod store;
@@ -74,6 +84,7 @@ use protocol::Severity;
 use serde::Serialize;
 
 pub use config::OutboxConfig;
+pub use held::{Held, HeldStats};
 pub use inspect::{OutboxReport, inspect};
 pub use store::Outbox;
 
@@ -137,6 +148,10 @@ pub enum OutboxError {
         bytes: u64,
         max_bytes: u64,
     },
+    /// The store was closed after a storage failure and could not be opened again yet (see
+    /// [`Outbox::reopen`]); nothing can be read or written until it is.
+    #[error("outbox {path}: closed after a storage failure; reopen pending")]
+    Closed { path: PathBuf },
     #[error("outbox {path}: {op}: {source}")]
     Io {
         path: PathBuf,

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::{Alert, Severity};
 use sled::Transactional;
@@ -21,6 +22,8 @@ pub(super) const ALERTS_TREE: &str = "alerts";
 /// an older agent opens only `meta` and `alerts` and never looks at it (it neither sends nor
 /// counts the quarantined alerts, which is what this build does with them too, bar the count).
 pub(super) const QUARANTINE_TREE: &str = "quarantine";
+/// How long opening waits for sled's file lock to be released by handles just dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Key of the schema version in [`META_TREE`].
 pub(super) const SCHEMA_KEY: &[u8] = b"schema";
 
@@ -58,15 +61,26 @@ fn tx_error(e: TransactionError<()>) -> sled::Error {
     }
 }
 
+/// The open sled database and the trees the outbox uses.
+struct Handles {
+    db: sled::Db,
+    alerts: sled::Tree,
+    quarantine: sled::Tree,
+}
+
 /// The durable alert outbox (see the module doc for the format and invariants).
 ///
 /// Not shared: one owner (the uplink) appends, replays and acknowledges.
 pub struct Outbox {
     path: PathBuf,
     config: OutboxConfig,
-    db: sled::Db,
-    alerts: sled::Tree,
-    quarantine: sled::Tree,
+    /// `None` only between [`Outbox::reopen`] closing the store and opening it again.
+    sled: Option<Handles>,
+    /// A sled operation failed. sled then refuses every later write for good (its I/O error is
+    /// sticky, even once the disk has room again), so the owner must [`Outbox::reopen`].
+    /// Atomic only for interior mutability: the error helpers that set it run inside `&self`
+    /// borrows (the outbox is never shared).
+    broken: AtomicBool,
     /// Deliverable records per severity (index = [`severity_index`]), by seq: the first entry
     /// of a map is that severity's oldest.
     index: [BTreeMap<u64, Entry>; 4],
@@ -140,6 +154,70 @@ pub(super) fn open_trees(db: &sled::Db, path: &Path) -> Result<Trees, OutboxErro
     })
 }
 
+/// Opens the sled database at `at`, errors naming `path` (the outbox the caller means; `at`
+/// differs for `inspect`'s copy). sled holds an exclusive file lock until every handle is gone,
+/// and its background threads let go of the file a moment after the last one is dropped, so a
+/// locked store is tried again for up to [`LOCK_WAIT`] (a store reopened at once: after a disk
+/// failure, a restart in the same process); another live process holding it still gets the
+/// error, only later.
+pub(super) fn open_db(at: &Path, path: &Path) -> Result<sled::Db, OutboxError> {
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(at).open() {
+            // sled 0.34 reports the lock as an `Other` I/O error with this text; the version
+            // is pinned, and a changed text only makes the error come sooner.
+            Err(source)
+                if source.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => {
+                return r.map_err(|source| OutboxError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Opens the sled database at `path` and its trees, checking (or, in an empty store, writing)
+/// the schema version.
+fn open_store(path: &Path) -> Result<Handles, OutboxError> {
+    let db = open_db(path, path)?;
+    let Trees {
+        meta,
+        alerts,
+        quarantine,
+    } = open_trees(&db, path)?;
+    if read_schema(&meta, path)?.is_none() {
+        if !alerts.is_empty() || !quarantine.is_empty() {
+            return Err(OutboxError::MissingSchema {
+                path: path.to_path_buf(),
+                count: alerts.len() + quarantine.len(),
+            });
+        }
+        meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+            .map_err(|source| OutboxError::Storage {
+                path: path.to_path_buf(),
+                op: "writing the schema version",
+                source,
+            })?;
+        db.flush().map_err(|source| OutboxError::Storage {
+            path: path.to_path_buf(),
+            op: "flushing the schema version",
+            source,
+        })?;
+        info!(message = "Outbox created.", path = %path.display(), schema = SCHEMA_VERSION);
+    }
+    Ok(Handles {
+        db,
+        alerts,
+        quarantine,
+    })
+}
+
 impl Outbox {
     /// Opens (or creates) the outbox at `path`, checks its schema version and indexes its
     /// records (headers only). Corrupt records are logged and counted, not removed.
@@ -149,44 +227,12 @@ impl Outbox {
         if !errors.is_empty() {
             return Err(OutboxError::Config { path, errors });
         }
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|source| OutboxError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let Trees {
-            meta,
-            alerts,
-            quarantine,
-        } = open_trees(&db, &path)?;
-        if read_schema(&meta, &path)?.is_none() {
-            if !alerts.is_empty() || !quarantine.is_empty() {
-                return Err(OutboxError::MissingSchema {
-                    path,
-                    count: alerts.len() + quarantine.len(),
-                });
-            }
-            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                .map_err(|source| OutboxError::Storage {
-                    path: path.clone(),
-                    op: "writing the schema version",
-                    source,
-                })?;
-            db.flush().map_err(|source| OutboxError::Storage {
-                path: path.clone(),
-                op: "flushing the schema version",
-                source,
-            })?;
-            info!(message = "Outbox created.", path = %path.display(), schema = SCHEMA_VERSION);
-        }
+        let sled = open_store(&path)?;
         let mut outbox = Self {
             path,
             config,
-            db,
-            alerts,
-            quarantine,
+            sled: Some(sled),
+            broken: AtomicBool::new(false),
             index: Default::default(),
             corrupt: BTreeMap::new(),
             quarantined: BTreeMap::new(),
@@ -211,9 +257,59 @@ impl Outbox {
         Ok(outbox)
     }
 
+    /// Whether a storage operation failed since the store was (re)opened: then every write
+    /// fails until [`Outbox::reopen`] succeeds (sled keeps its first I/O error for good).
+    pub fn needs_reopen(&self) -> bool {
+        self.broken.load(Ordering::Relaxed) || self.sled.is_none()
+    }
+
+    /// Closes the sled database and opens it again, re-reading the index from disk; for after
+    /// a storage failure (disk full) once the disk may take writes again. What was written but
+    /// not flushed before the failure is gone (its append reported the failure); counters and
+    /// the highest sequence number handed out are kept, so a seq is never reused for another
+    /// alert while an old PUBACK for it may still arrive. On failure the store stays closed
+    /// ([`OutboxError::Closed`] for every operation) until a later call succeeds.
+    pub fn reopen(&mut self) -> Result<(), OutboxError> {
+        // The old handles go first: the open waits (blocking, up to LOCK_WAIT; rare: after a
+        // disk failure only) for sled to let go of their file lock.
+        self.sled = None;
+        self.broken.store(true, Ordering::Relaxed);
+        self.sled = Some(open_store(&self.path)?);
+        let last_seq = self.last_seq;
+        self.index = Default::default();
+        self.corrupt.clear();
+        self.quarantined.clear();
+        self.bytes = 0;
+        self.last_seq = None;
+        let loaded = self.load_index().and_then(|()| self.load_quarantine());
+        self.last_seq = self.last_seq.max(last_seq);
+        loaded?;
+        self.broken.store(false, Ordering::Relaxed);
+        info!(
+            message = "Outbox reopened after a storage failure.",
+            path = %self.path.display(),
+            depth = self.len(),
+            bytes = self.bytes,
+        );
+        Ok(())
+    }
+
+    /// The bounds it was opened with.
+    pub fn config(&self) -> &OutboxConfig {
+        &self.config
+    }
+
+    /// The sled handles, or [`OutboxError::Closed`] while a reopen is pending.
+    fn h(&self) -> Result<&Handles, OutboxError> {
+        self.sled.as_ref().ok_or_else(|| OutboxError::Closed {
+            path: self.path.clone(),
+        })
+    }
+
     /// Reads every record's header into the index.
     fn load_index(&mut self) -> Result<(), OutboxError> {
-        for item in self.alerts.iter() {
+        let alerts = self.h()?.alerts.clone();
+        for item in alerts.iter() {
             let (key, value) = item.map_err(|source| self.storage("reading the alerts", source))?;
             let Some(seq) = record::seq_of(&key) else {
                 // Not one of ours and not addressable by seq: leave it alone, say so.
@@ -245,7 +341,8 @@ impl Outbox {
 
     /// Reads every quarantined record's prefix and header into the quarantine index.
     fn load_quarantine(&mut self) -> Result<(), OutboxError> {
-        for item in self.quarantine.iter() {
+        let quarantine = self.h()?.quarantine.clone();
+        for item in quarantine.iter() {
             let (key, value) =
                 item.map_err(|source| self.storage("reading the quarantine", source))?;
             let Some(seq) = record::seq_of(&key) else {
@@ -346,8 +443,9 @@ impl Outbox {
             batch.remove(&record::key(victim));
         }
         batch.insert(&record::key(seq), value);
+        let h = self.h()?;
         if q_victims.is_empty() {
-            self.alerts
+            h.alerts
                 .apply_batch(batch)
                 .map_err(|source| self.record_err(seq, "inserting", source))?;
         } else {
@@ -356,7 +454,7 @@ impl Outbox {
             for &(victim, _) in &q_victims {
                 q_batch.remove(&record::key(victim));
             }
-            (&self.alerts, &self.quarantine)
+            (&h.alerts, &h.quarantine)
                 .transaction(|(a, q)| {
                     a.apply_batch(&batch)?;
                     q.apply_batch(&q_batch)?;
@@ -399,7 +497,8 @@ impl Outbox {
         );
         self.bytes += size;
         // The point of the outbox: on disk before anyone may try to publish it.
-        self.db
+        self.h()?
+            .db
             .flush()
             .map_err(|source| self.record_err(seq, "flushing", source))?;
         debug!(message = "Alert stored.", seq, alert = %alert.id, size);
@@ -410,6 +509,7 @@ impl Outbox {
     /// with gaps), floored above every seq on disk in case the generator ever lags.
     fn next_seq(&mut self) -> Result<u64, OutboxError> {
         let id = self
+            .h()?
             .db
             .generate_id()
             .map_err(|source| self.storage("generating a sequence number", source))?;
@@ -454,7 +554,8 @@ impl Outbox {
         for &(_, seq, _) in &victims {
             batch.remove(&record::key(seq));
         }
-        self.alerts
+        let h = self.h()?;
+        h.alerts
             .apply_batch(batch)
             .map_err(|source| self.storage("removing expired alerts", source))?;
         if !q_victims.is_empty() {
@@ -462,7 +563,7 @@ impl Outbox {
             for &(seq, _) in &q_victims {
                 batch.remove(&record::key(seq));
             }
-            self.quarantine
+            h.quarantine
                 .apply_batch(batch)
                 .map_err(|source| self.storage("removing expired quarantined alerts", source))?;
         }
@@ -531,7 +632,7 @@ impl Outbox {
         };
         let mut out = Vec::new();
         let mut newly_corrupt = Vec::new();
-        for item in self.alerts.range(record::key(start)..) {
+        for item in self.h()?.alerts.range(record::key(start)..) {
             if out.len() >= limit {
                 break;
             }
@@ -560,6 +661,7 @@ impl Outbox {
     /// still there. Not flushed at once (see the module doc).
     pub fn ack(&mut self, seq: u64) -> Result<bool, OutboxError> {
         let old = self
+            .h()?
             .alerts
             .remove(record::key(seq))
             .map_err(|source| self.record_err(seq, "deleting", source))?;
@@ -593,7 +695,8 @@ impl Outbox {
     ) -> Result<Option<QuarantinedAlert>, OutboxError> {
         let key = record::key(seq);
         let reason = record::bound_reason(reason);
-        let moved = (&self.alerts, &self.quarantine)
+        let h = self.h()?;
+        let moved = (&h.alerts, &h.quarantine)
             .transaction(|(a, q)| {
                 let Some(old) = a.remove(&key)? else {
                     return Ok(None);
@@ -606,8 +709,7 @@ impl Outbox {
         let Some((old, value)) = moved else {
             return Ok(None);
         };
-        self.db
-            .flush()
+        h.db.flush()
             .map_err(|source| self.record_err(seq, "flushing the quarantine", source))?;
         for map in &mut self.index {
             map.remove(&seq);
@@ -638,7 +740,8 @@ impl Outbox {
         let mut moved = 0;
         for seq in seqs {
             let key = record::key(seq);
-            let back = (&self.alerts, &self.quarantine)
+            let h = self.h()?;
+            let back = (&h.alerts, &h.quarantine)
                 .transaction(|(a, q)| {
                     let Some(value) = q.get(key)? else {
                         return Ok(None);
@@ -684,7 +787,7 @@ impl Outbox {
     /// Every quarantined alert, oldest first (an unreadable one with what is wrong).
     pub fn quarantined(&self) -> Result<Vec<QuarantinedAlert>, OutboxError> {
         let mut out = Vec::new();
-        for item in self.quarantine.iter() {
+        for item in self.h()?.quarantine.iter() {
             let (key, value) =
                 item.map_err(|source| self.storage("reading the quarantine", source))?;
             if let Some(seq) = record::seq_of(&key) {
@@ -696,7 +799,8 @@ impl Outbox {
 
     /// Flushes pending deletions to disk (appends are flushed already). For shutdown.
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.db
+        self.h()?
+            .db
             .flush()
             .map(drop)
             .map_err(|source| self.storage("flushing", source))
@@ -754,6 +858,7 @@ impl Outbox {
     }
 
     fn storage(&self, op: &'static str, source: sled::Error) -> OutboxError {
+        self.broken.store(true, Ordering::Relaxed);
         OutboxError::Storage {
             path: self.path.clone(),
             op,
@@ -762,6 +867,7 @@ impl Outbox {
     }
 
     fn record_err(&self, seq: u64, op: &'static str, source: sled::Error) -> OutboxError {
+        self.broken.store(true, Ordering::Relaxed);
         OutboxError::Record {
             path: self.path.clone(),
             seq,
@@ -819,7 +925,10 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // Acks and expiries are not flushed one by one; make them durable on the way out so
         // a clean restart does not resend what the broker already has.
-        if let Err(error) = self.db.flush() {
+        let Some(h) = &self.sled else {
+            return;
+        };
+        if let Err(error) = h.db.flush() {
             warn!(message = "Outbox flush on close failed.", path = %self.path.display(), %error);
         }
     }

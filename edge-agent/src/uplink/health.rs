@@ -15,7 +15,7 @@ use protocol::time::UtcMillis;
 use super::UplinkStats;
 use crate::agent::AgentStats;
 use crate::agent::runtime::CameraSnapshot;
-use crate::outbox::OutboxStats;
+use crate::outbox::{HeldStats, OutboxStats};
 
 /// Builds [`Health`] values; keeps the previous camera counters for rates.
 #[derive(Debug)]
@@ -121,15 +121,26 @@ impl HealthReporter {
             uptime_s: now.duration_since(self.started).as_secs(),
             cameras: camera_health,
             readers,
-            outbox: outbox_health(outbox, max_bytes),
+            outbox: outbox_health(
+                outbox,
+                max_bytes,
+                &uplink.held(),
+                uplink.append_errors.load(Ordering::Relaxed),
+            ),
             uplink: uplink.health(),
             disk_free_bytes: disk_free(&self.disk),
         }
     }
 }
 
-/// The outbox part of the status.
-pub fn outbox_health(s: &OutboxStats, max_bytes: u64) -> OutboxHealth {
+/// The outbox part of the status, with the alerts held in memory while appends fail and the
+/// count of failed appends (disk pressure).
+pub fn outbox_health(
+    s: &OutboxStats,
+    max_bytes: u64,
+    held: &HeldStats,
+    append_failures: u64,
+) -> OutboxHealth {
     OutboxHealth {
         depth: s.depth as u64,
         bytes: s.bytes,
@@ -140,6 +151,10 @@ pub fn outbox_health(s: &OutboxStats, max_bytes: u64) -> OutboxHealth {
         expired: s.expired,
         corrupt: s.corrupt as u64,
         quarantined: s.quarantined as u64,
+        held: held.len as u64,
+        held_bytes: held.bytes,
+        held_dropped: held.dropped,
+        append_failures,
     }
 }
 

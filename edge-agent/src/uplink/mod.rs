@@ -64,6 +64,14 @@
 //! - Input (alerts and sightings from the agent core): bounded channel, the core waits. The
 //!   uplink appends even while disconnected, so the wait is one disk flush.
 //! - Outbox: on disk, bounded by bytes and age, full-policy in [`crate::outbox`].
+//! - Held alerts ([`Held`]): alerts whose append failed for the disk (full), in memory, bounded
+//!   by `held_max_bytes` / `held_max_alerts` with the outbox's full-policy. While any is held a
+//!   new alert goes behind them; on each new alert and every second (`RETRY_EVERY`) they are appended
+//!   again, oldest first, stopping at the first failure, after reopening the outbox (sled's
+//!   I/O error is sticky) when due: back-off 1 s doubling to 30 s, or at once when the
+//!   filesystem has gained 1 MiB. Status `outbox.held`, `held_bytes`, `held_dropped`,
+//!   `append_failures`; other outbox storage failures (an ack, an expiry) are logged and leave
+//!   the alert stored, to be sent again, never stopping the uplink.
 //! - Sightings: in memory, drop-oldest, counted in `sightings_dropped`.
 //!
 //! # Shutdown
@@ -95,7 +103,7 @@ use tracing::{debug, error, info, warn};
 use crate::agent::runtime::Output;
 use crate::backoff::Backoff;
 use crate::command::{CommandGate, CommandStore};
-use crate::outbox::{Outbox, OutboxError, OutboxStats};
+use crate::outbox::{Held, HeldStats, Outbox, OutboxError, OutboxStats};
 use crate::tags::dedup::Sighting;
 use crate::tags::read::TagKind;
 pub use config::{CommandsConfig, MqttVersion, TlsConfig, UplinkConfig};
@@ -113,6 +121,14 @@ pub const QUARANTINE_REASONS: [(u8, &str); 2] =
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// How long a clean shutdown waits for the broker to take the `offline` status.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often alerts held in memory (their append failed) are offered to the outbox again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait between two reopens of an outbox that keeps failing: a reopen re-reads the
+/// whole index, too much to repeat every second for a disk that stays full.
+const REOPEN_MAX_DELAY: Duration = Duration::from_secs(30);
+/// Free space the outbox's filesystem must gain since the last failure for a reopen to be
+/// tried at once, whatever the back-off: space has come back.
+const SPACE_RETURNED: u64 = 1 << 20;
 
 /// Everything that can go wrong in the uplink.
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +166,14 @@ pub struct UplinkStats {
     pub connection_failures: AtomicU64,
     /// Alerts stored in the outbox.
     pub appended: AtomicU64,
-    /// Alerts that could not be stored (outbox full-policy dropped them, or disk failure).
+    /// Alerts never stored: the outbox's full-policy dropped them, they could not be encoded,
+    /// or the in-memory hold dropped them (its cap; see `held`).
     pub append_failed: AtomicU64,
+    /// Appends that failed for the disk (full, I/O error), retries included; the alert is held
+    /// in memory and appended again.
+    pub append_errors: AtomicU64,
+    /// The alerts held in memory because their append failed.
+    pub held: Mutex<HeldStats>,
     /// Alert publishes sent (resends included).
     pub published: AtomicU64,
     /// Alerts acknowledged by the broker (and deleted from the outbox).
@@ -187,6 +209,21 @@ impl UplinkStats {
 
     fn set_outbox(&self, s: OutboxStats) {
         match self.outbox.lock() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+
+    /// A copy of the held alerts' last known state.
+    pub fn held(&self) -> HeldStats {
+        self.held
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set_held(&self, s: HeldStats) {
+        match self.held.lock() {
             Ok(mut g) => *g = s,
             Err(p) => *p.into_inner() = s,
         }
@@ -268,6 +305,16 @@ pub struct Uplink {
     client_id: String,
     topics: Topics,
     outbox: Outbox,
+    /// Alerts whose append failed, oldest first, waiting for the disk (module doc, Queues).
+    held: Held,
+    /// A broken outbox is reopened no sooner than this (back-off), unless space came back.
+    reopen_at: Instant,
+    /// The next back-off step.
+    reopen_delay: Duration,
+    /// Free bytes on the outbox's filesystem at the last storage failure.
+    free_at_failure: Option<u64>,
+    /// The outbox was reopened: the session sends everything in it again from the oldest.
+    reopened: bool,
     tls: Option<Arc<rustls::ClientConfig>>,
     stats: Arc<UplinkStats>,
     health: HealthReporter,
@@ -304,6 +351,7 @@ impl Uplink {
             .outbox_max_bytes
             .store(outbox_max_bytes, Ordering::Relaxed);
         stats.set_outbox(outbox.stats());
+        let held = Held::new(outbox.config());
         let drain_limit = Some(Duration::from_millis(config.shutdown_drain_ms));
         let command_results = commands.as_ref().map(|_| mpsc::channel(16));
         Ok(Self {
@@ -311,6 +359,11 @@ impl Uplink {
             site: site.to_string(),
             topics,
             outbox,
+            held,
+            reopen_at: Instant::now(),
+            reopen_delay: RETRY_EVERY,
+            free_at_failure: None,
+            reopened: false,
             tls,
             stats,
             health,
@@ -411,9 +464,20 @@ impl Uplink {
                 }
             }
         }
-        self.outbox.flush()?;
+        if let Err(e) = self.outbox.flush() {
+            error!(message = "Outbox flush at shutdown failed; acknowledged alerts may be sent again.", error = %e);
+        }
+        if !self.held.is_empty() {
+            // In memory only: nothing can keep them once the process ends.
+            error!(
+                message = "Uplink stopping with alerts held in memory (outbox append failing); they are lost.",
+                held = self.held.len(),
+                held_bytes = self.held.bytes(),
+            );
+        }
         let stats = self.outbox.stats();
         self.stats.set_outbox(stats.clone());
+        self.stats.set_held(self.held.stats());
         info!(
             message = "Uplink stopped.",
             left_in_outbox = stats.depth,
@@ -435,10 +499,17 @@ impl Uplink {
         let mut heartbeat = interval(Duration::from_secs(self.config.heartbeat_s));
         heartbeat.tick().await;
         let mut expire = interval(EXPIRE_EVERY);
+        let mut retry = interval(RETRY_EVERY);
         let mut goodbye_at: Option<Instant> = None;
         loop {
+            if std::mem::take(&mut self.reopened) {
+                // What the reopened store holds may include alerts this session sent while
+                // their deletion failed, or never sent: start again from the oldest.
+                s.cursor = None;
+            }
             self.fill(conn, s)?;
             self.stats.set_outbox(self.outbox.stats());
+            self.stats.set_held(self.held.stats());
             if s.connected && !s.goodbye && self.done(*intake, s, *deadline) {
                 // Delivered everything (or out of time): say goodbye, then disconnect.
                 s.goodbye = true;
@@ -473,9 +544,8 @@ impl Uplink {
                     }
                 }
                 _ = heartbeat.tick(), if s.connected && !s.goodbye => self.publish_status(conn, s, true),
-                _ = expire.tick() => {
-                    self.outbox.expire(now_ms())?;
-                }
+                _ = expire.tick() => self.expire(),
+                _ = retry.tick(), if self.must_retry() => self.retry_held(),
                 _ = sleep_until(rewind), if s.rewind_at.is_some() => {
                     s.rewind_at = None;
                     s.cursor = None;
@@ -503,11 +573,13 @@ impl Uplink {
         deadline: &mut Option<Instant>,
     ) -> Result<bool, UplinkError> {
         let wake = Instant::now() + delay;
+        let mut retry = interval(RETRY_EVERY);
         loop {
             let far = Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 _ = sleep_until(wake) => return Ok(false),
                 o = input.recv(), if *intake => self.on_input(o, intake, deadline),
+                _ = retry.tick(), if self.must_retry() => self.retry_held(),
                 _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                     warn!(
                         message = "Drain limit passed while disconnected; alerts stay in the outbox.",
@@ -517,6 +589,7 @@ impl Uplink {
                 }
             }
             self.stats.set_outbox(self.outbox.stats());
+            self.stats.set_held(self.held.stats());
         }
     }
 
@@ -534,13 +607,14 @@ impl Uplink {
         }
         let stats = self.outbox.stats();
         stats.depth.saturating_sub(stats.corrupt) == 0
+            && self.held.is_empty()
             && self.sightings.is_empty()
             && s.window() == 0
     }
 
     fn on_input(&mut self, o: Option<Output>, intake: &mut bool, deadline: &mut Option<Instant>) {
         match o {
-            Some(Output::Alert(alert)) => self.store(&alert),
+            Some(Output::Alert(alert)) => self.store(*alert),
             Some(Output::Sightings(batch)) => self.queue_sightings(batch),
             None => {
                 *intake = false;
@@ -554,18 +628,130 @@ impl Uplink {
         }
     }
 
-    /// Appends an alert to the outbox (flushed before this returns).
-    fn store(&mut self, alert: &protocol::Alert) {
-        match self.outbox.append(alert, now_ms()) {
-            Ok(seq) => {
-                self.stats.appended.fetch_add(1, Ordering::Relaxed);
-                debug!(message = "Alert stored.", id = %alert.id, seq);
+    /// Appends an alert to the outbox (flushed before this returns). While alerts are held in
+    /// memory it goes behind them and they are offered first, so the outbox keeps the order
+    /// the alerts were raised in; if the disk fails it, it is held.
+    fn store(&mut self, alert: protocol::Alert) {
+        if self.held.is_empty() && !self.outbox.needs_reopen() {
+            match self.outbox.append(&alert, now_ms()) {
+                Ok(seq) => {
+                    self.stats.appended.fetch_add(1, Ordering::Relaxed);
+                    debug!(message = "Alert stored.", id = %alert.id, seq);
+                }
+                Err(e) => {
+                    if self.refused(&alert, e) {
+                        self.hold(alert);
+                    }
+                }
             }
-            Err(e) => {
-                // Full-policy drops are logged by the outbox too; a disk failure is here only.
+        } else {
+            self.hold(alert);
+            self.retry_held();
+        }
+        self.stats.set_held(self.held.stats());
+    }
+
+    /// Counts and logs a failed append of `alert`; `true` when it should be held and tried
+    /// again (the disk failed), `false` when the outbox's policy refused it for good.
+    fn refused(&mut self, alert: &protocol::Alert, e: OutboxError) -> bool {
+        match e {
+            // Logged by the outbox's full-policy; holding cannot make the outbox bigger.
+            OutboxError::Full { .. } | OutboxError::Encode { .. } => {
                 self.stats.append_failed.fetch_add(1, Ordering::Relaxed);
                 error!(message = "Alert could not be stored.", id = %alert.id, error = %e);
+                false
             }
+            e => {
+                self.stats.append_errors.fetch_add(1, Ordering::Relaxed);
+                self.storage_failed();
+                error!(
+                    message = "Outbox append failed (disk full?); alert held in memory and retried.",
+                    id = %alert.id,
+                    held = self.held.len(),
+                    held_bytes = self.held.bytes(),
+                    disk_free_bytes = self.free_at_failure,
+                    retry_in_ms = self.reopen_at.saturating_duration_since(Instant::now()).as_millis() as u64,
+                    error = %e,
+                );
+                true
+            }
+        }
+    }
+
+    /// Holds `alert` behind the held ones (the hold's full-policy counts and logs any drop).
+    fn hold(&mut self, alert: protocol::Alert) {
+        let dropped = self.held.push(alert);
+        self.stats
+            .append_failed
+            .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the retry timer has work: alerts held, or an outbox to reopen.
+    fn must_retry(&self) -> bool {
+        !self.held.is_empty() || self.outbox.needs_reopen()
+    }
+
+    /// A storage failure: back off the next reopen, and note the free space to see it return.
+    fn storage_failed(&mut self) {
+        self.free_at_failure = disk_free(self.outbox.path());
+        self.reopen_at = Instant::now() + self.reopen_delay;
+        self.reopen_delay = (self.reopen_delay * 2).min(REOPEN_MAX_DELAY);
+    }
+
+    /// Reopens a broken outbox when due, then appends the held alerts, oldest first, stopping
+    /// at the first that fails (order is kept). Runs on each new alert and each retry tick.
+    fn retry_held(&mut self) {
+        if self.outbox.needs_reopen() {
+            let space_back = disk_free(self.outbox.path())
+                .zip(self.free_at_failure)
+                .is_some_and(|(now, then)| now >= then.saturating_add(SPACE_RETURNED));
+            if Instant::now() < self.reopen_at && !space_back {
+                return;
+            }
+            if let Err(e) = self.outbox.reopen() {
+                self.storage_failed();
+                warn!(
+                    message = "Outbox could not be reopened; alerts stay held in memory.",
+                    held = self.held.len(),
+                    retry_in_ms = self.reopen_delay.as_millis() as u64,
+                    error = %e,
+                );
+                return;
+            }
+            self.reopened = true;
+        }
+        let before = self.held.len();
+        while let Some(alert) = self.held.front() {
+            match self.outbox.append(alert, now_ms()) {
+                Ok(seq) => {
+                    self.stats.appended.fetch_add(1, Ordering::Relaxed);
+                    debug!(message = "Held alert stored.", id = %alert.id, seq);
+                    self.held.pop_front();
+                    self.reopen_delay = RETRY_EVERY;
+                }
+                Err(e) => {
+                    let alert = alert.clone();
+                    if self.refused(&alert, e) {
+                        // Still the oldest: it stays at the front for the next retry.
+                        break;
+                    }
+                    self.held.pop_front();
+                }
+            }
+        }
+        if before > 0 && self.held.is_empty() {
+            info!(
+                message = "Alerts held in memory are stored in the outbox again.",
+                stored = before
+            );
+        }
+        self.stats.set_held(self.held.stats());
+    }
+
+    /// Drops expired alerts; a failure is logged and left for the retry timer's reopen.
+    fn expire(&mut self) {
+        if let Err(e) = self.outbox.expire(now_ms()) {
+            error!(message = "Outbox expiry failed.", error = %e);
         }
     }
 
@@ -638,7 +824,15 @@ impl Uplink {
         let topic = self.topics.alert(&self.site);
         while s.window() < window {
             let free = window - s.window();
-            let batch = self.outbox.pending_payloads(s.cursor, free)?;
+            let batch = match self.outbox.pending_payloads(s.cursor, free) {
+                Ok(b) => b,
+                // Closed until the retry timer's reopen: nothing to read, nothing to say.
+                Err(OutboxError::Closed { .. }) => break,
+                Err(e) => {
+                    error!(message = "Outbox read failed; alerts not sent for now.", error = %e);
+                    break;
+                }
+            };
             if batch.is_empty() {
                 break;
             }
@@ -715,7 +909,10 @@ impl Uplink {
                     s.alert_seqs.remove(&seq);
                     match result {
                         Ok(()) => {
-                            self.outbox.ack(seq)?;
+                            if let Err(e) = self.outbox.ack(seq) {
+                                // At-least-once: it stays stored and is sent again.
+                                error!(message = "Acknowledged alert could not be deleted; it will be sent again.", seq, error = %e);
+                            }
                             self.stats.acked.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(refusal) => self.on_refused(s, seq, &refusal)?,
@@ -765,10 +962,19 @@ impl Uplink {
             s.rewind_at.get_or_insert(Instant::now() + REJECT_RETRY);
             return Ok(());
         };
-        match self
+        let moved = match self
             .outbox
-            .quarantine(seq, refusal.code, &refusal.text, now_ms())?
+            .quarantine(seq, refusal.code, &refusal.text, now_ms())
         {
+            Ok(m) => m,
+            Err(e) => {
+                // Still in the sending queue: offered again, and refused again, later.
+                error!(message = "Refused alert could not be quarantined; kept, offered again later.", seq, reason = %refusal, error = %e);
+                s.rewind_at.get_or_insert(Instant::now() + REJECT_RETRY);
+                return Ok(());
+            }
+        };
+        match moved {
             Some(q) => {
                 self.stats.quarantined[reason].fetch_add(1, Ordering::Relaxed);
                 error!(
