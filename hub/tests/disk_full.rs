@@ -29,22 +29,34 @@ fn alert_payload(n: u64) -> (String, Vec<u8>) {
     (a.id.clone(), serde_json::to_vec(&a).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by_itself() {
+/// A hub directory whose data directory is a fresh tmpfs, with `[storage] min_free_mb` and
+/// `more` storage keys; `None` when the test cannot mount (not root).
+fn hub_on_tmpfs(more: &str) -> Option<(HubDir, std::path::PathBuf, Tmpfs)> {
     let dir = hub_dir(
         EMBEDDED,
-        &format!("[storage]\nmin_free_mb = {MIN_FREE_MB}\n"),
+        &format!("[storage]\nmin_free_mb = {MIN_FREE_MB}\n{more}"),
     );
     let state = dir.dir.path().join("state");
-    let Some(disk) = Tmpfs::mount(&state, TMPFS_BYTES) else {
+    let disk = Tmpfs::mount(&state, TMPFS_BYTES)?;
+    Some((dir, state, disk))
+}
+
+/// An MQTT 5 client logged in as the test site.
+fn site_agent(port: u16, id: &str) -> Mqtt {
+    Spec::new(Proto::V5, port, id)
+        .login(SITE, &token(SITE))
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by_itself() {
+    let Some((dir, _, disk)) = hub_on_tmpfs("") else {
         return;
     };
     let hub = start_hub(&dir.config_path).await;
     let port = hub.mqtt[0].port();
     let topic = format!("se/v1/site/{SITE}/alert");
-    let agent = Spec::new(Proto::V5, port, "agent")
-        .login(SITE, &token(SITE))
-        .start();
+    let agent = site_agent(port, "agent");
     agent.connected(WAIT).await;
     let api = Api::login(&hub, "op-county").await;
 
@@ -141,12 +153,7 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
-    let dir = hub_dir(
-        EMBEDDED,
-        &format!("[storage]\nmin_free_mb = {MIN_FREE_MB}\nreserve_mb = 8\n"),
-    );
-    let state = dir.dir.path().join("state");
-    let Some(disk) = Tmpfs::mount(&state, TMPFS_BYTES) else {
+    let Some((dir, state, disk)) = hub_on_tmpfs("reserve_mb = 8\n") else {
         return;
     };
     let reserve = state.join(hub::disk::RESERVE_FILE);
@@ -158,9 +165,7 @@ async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
             eventually(WAIT, || reserve.exists()).await,
             "the reserve is written while there is room"
         );
-        let agent = Spec::new(Proto::V5, hub.mqtt[0].port(), "agent")
-            .login(SITE, &token(SITE))
-            .start();
+        let agent = site_agent(hub.mqtt[0].port(), "agent");
         agent.connected(WAIT).await;
         assert!(agent.publish(&topic, payload, false).await);
         agent.wait_acks(1, WAIT).await;
@@ -181,9 +186,7 @@ async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
     );
     let api = Api::login(&hub, "op-county").await;
     assert_eq!(api.get("/api/v1/cases").await.status, 200);
-    let agent = Spec::new(Proto::V5, hub.mqtt[0].port(), "agent")
-        .login(SITE, &token(SITE))
-        .start();
+    let agent = site_agent(hub.mqtt[0].port(), "agent");
     agent.connected(WAIT).await;
     let (second, payload) = alert_payload(2);
     assert!(agent.publish(&topic, payload.clone(), false).await);
