@@ -743,7 +743,7 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
     let report = Report {
         published: published.iter().filter(|&&t| t > 0).count(),
         acked: tl.acks.load(Relaxed) as usize,
-        stored: hub.store.alert_count(),
+        stored: hub.store.alerts().count(),
         pushed: tl.first_pushes.load(Relaxed) as usize,
         pushes: tl.pushes.load(Relaxed),
         push: quantiles(lat(&pushed)),

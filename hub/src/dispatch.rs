@@ -419,19 +419,17 @@ impl Dispatcher {
         for chunk in ids.chunks(MAX_FILE_BATCH) {
             let mut batch = Vec::with_capacity(chunk.len());
             for id in chunk {
-                match self.p.store.alert(id)? {
-                    Some(raw) => match protocol::validate::decode_alert(&raw) {
-                        Ok(a) => batch.push(Arc::new(a)),
-                        Err(e) => {
-                            tracing::error!(alert = %id, error = %e, "stored alert unreadable; left pending");
-                        }
-                    },
-                    None => {
+                match self.p.store.alerts().get(id) {
+                    Ok(Some(s)) => batch.push(Arc::new(s.alert)),
+                    Ok(None) => {
                         self.p
                             .store
                             .work
                             .remove(pending_key(id))
                             .map_err(io("drop pending"))?;
+                    }
+                    Err(e) => {
+                        tracing::error!(alert = %id, error = %e, "stored alert unreadable; left pending");
                     }
                 }
             }

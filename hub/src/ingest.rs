@@ -429,13 +429,9 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let batch: Vec<(String, Bytes)> = jobs
+        let batch: Vec<Arc<Alert>> = jobs
             .iter()
-            .flat_map(|j| {
-                j.alerts
-                    .iter()
-                    .map(|(id, raw, _)| (id.clone(), raw.clone()))
-            })
+            .flat_map(|j| j.alerts.iter().map(|(_, _, a)| a.clone()))
             .collect();
         let refused: Vec<NewQuarantined> = jobs
             .iter()
@@ -445,7 +441,7 @@ async fn writer(
         let written = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || {
-                let fresh = store.insert_alerts(&batch)?;
+                let fresh = store.alerts().insert(&batch, now())?;
                 let q = store.quarantine();
                 let inserted = q.insert(&refused)?;
                 for id in release {
@@ -496,7 +492,16 @@ async fn writer(
                     bump(&metrics.alerts_stored);
                     // A closed dispatcher means the hub is stopping: the alert stays pending
                     // on disk and is filed at the next start.
-                    let _ = out.send(alert.clone()).await;
+                    // The dispatcher has no use for the JPEG (stored as a blob): up to 8,192
+                    // queued alerts must not each hold one.
+                    let filed = match &alert.snapshot {
+                        Some(_) => Arc::new(Alert {
+                            snapshot: None,
+                            ..Alert::clone(alert)
+                        }),
+                        None => alert.clone(),
+                    };
+                    let _ = out.send(filed).await;
                 } else {
                     bump(&metrics.alerts_duplicate);
                 }

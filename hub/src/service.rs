@@ -273,7 +273,21 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         config.storage.reserve_bytes(),
         &metrics,
     );
-    let store = Store::open(&config.data_dir.join("store"))?;
+    let store = Store::open(&config.data_dir)?;
+    {
+        // Files a crash left without metadata (see `store::blobs`): looked for once over
+        // every directory at start, in the background (a large store has many), and then a
+        // directory per retention sweep.
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || match store.blobs().collect_all_orphans() {
+            Ok(s) => tracing::info!(
+                blobs = s.blobs,
+                bytes = s.bytes,
+                "orphan blobs collected at start"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot collect orphan blobs"),
+        });
+    }
     let (alerts_tx, alerts_rx) = mpsc::channel(8192);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let trust = Arc::new(SitePolicy::new(

@@ -1,7 +1,11 @@
-//! The hub's disk: one sled database, owned by [`Store`].
+//! The hub's disk, owned by [`Store`]: one sled database (`{data_dir}/store`) and the blob
+//! files (`{data_dir}/blobs`, [`Blobs`]: snapshots and photos, content-addressed).
 //!
 //! Trees:
-//! - `alerts`: alert id → the alert's JSON exactly as the agent sent it (validated first).
+//! - `alerts`, `alert_times`: the alerts acknowledged, snapshots taken out as blobs, and
+//!   their retention index, owned by [`Alerts`].
+//! - `blobs`: what sled knows of each blob file (length, kind, last reference), owned by
+//!   [`Blobs`].
 //! - `work`: what the dispatcher owns, changed in atomic batches: `p/{alert id}` marks an
 //!   alert stored but not yet filed into a case (written in the same transaction as the alert,
 //!   so a crash between storing and filing is recovered at start), plus the dispatcher's case,
@@ -9,30 +13,37 @@
 //! - `sites`: site id → the registry's record (last status, last heartbeat).
 //! - `sightings`: `{tag}/{time ms BE}/{site}/{reader}` → one tag sighting, for trajectories.
 //! - `sessions`: SHA-256 of a dashboard session or app token → who and until when.
-//! - `photos`: `j/{id}` → a JPEG people attached (resolution, patrol report), `m/{id}` → its
-//!   case, author and time.
+//! - `photos`: a photo people attached (resolution, patrol report) → its case, author, time
+//!   and blob, owned by [`Photos`].
 //! - `quarantine`: alert payloads the hub refused, owned by [`Quarantine`] (its keys and
 //!   encoding are private to it).
 //! - `watchlist`: watchlisted tags with their scope, and the audit log of their changes, owned
 //!   by [`Watchlist`].
 //! - `meta`: schema version.
 
+mod alerts;
+mod blobs;
+mod photos;
 mod quarantine;
 mod watchlist;
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 
+pub use alerts::{AlertSweep, Alerts, SnapshotRef, StoredAlert};
+pub use blobs::{BlobId, BlobKind, BlobMeta, BlobSweep, Blobs};
+pub use photos::{PhotoMeta, Photos};
 pub use quarantine::{
     Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,
 };
 pub use watchlist::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope, Watchlist};
 
 /// The on-disk layout version; a store written by another version is refused, not guessed at.
-pub const STORE_SCHEMA: u32 = 1;
+/// 2: snapshots and photos are blob files. A store of 1 is read as it is (its records stay
+/// readable, see [`Alerts`] and [`Photos`]) and marked 2 when opened, so that a hub of 1 no
+/// longer opens it.
+pub const STORE_SCHEMA: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,6 +55,12 @@ pub enum StoreError {
     Io {
         op: &'static str,
         source: sled::Error,
+    },
+    #[error("hub store: cannot {op} {path}: {source}")]
+    File {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("hub store: record {key} in {tree} is corrupt: {why}")]
     Corrupt {
@@ -57,19 +74,31 @@ fn io(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     move |source| StoreError::Io { op, source }
 }
 
+/// The store's transactions never abort; only a storage error fails them.
+fn tx_err(op: &'static str) -> impl FnOnce(TransactionError<()>) -> StoreError {
+    move |e| match e {
+        TransactionError::Storage(source) => StoreError::Io { op, source },
+        TransactionError::Abort(()) => StoreError::Corrupt {
+            tree: op,
+            key: String::new(),
+            why: "transaction aborted without a reason".into(),
+        },
+    }
+}
+
 /// Owner of the hub's sled database.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
-    pub alerts: sled::Tree,
+    alerts: Alerts,
+    blobs: Blobs,
+    photos: Photos,
     pub work: sled::Tree,
     pub sites: sled::Tree,
     pub sightings: sled::Tree,
     /// Dashboard sessions and app tokens: SHA-256 of the token → the session's JSON.
     pub sessions: sled::Tree,
-    /// Photos people attach (resolutions, patrol reports): `j/{id}` JPEG, `m/{id}` about it.
-    pub photos: sled::Tree,
     quarantine: Quarantine,
     watchlist: Watchlist,
     meta: sled::Tree,
@@ -82,8 +111,10 @@ pub fn pending_key(id: &str) -> Vec<u8> {
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.to_path_buf();
+    /// Opens (or creates) the store under `data_dir`: sled in `store/`, blobs in `blobs/`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join("store");
+        let dir = path.as_path();
         let db = open_db(dir).map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
@@ -104,14 +135,21 @@ impl Store {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
         );
+        let blobs = Blobs::open(&db, &data_dir.join("blobs"))?;
         Ok(Self {
             watchlist: Watchlist::open(&db, &work, migrated_at)?,
-            alerts: tree("alerts")?,
+            alerts: Alerts::open(
+                tree("alerts")?,
+                tree("alert_times")?,
+                work.clone(),
+                blobs.clone(),
+            )?,
+            photos: Photos::new(tree("photos")?, blobs.clone()),
+            blobs,
             work,
             sites: tree("sites")?,
             sightings: tree("sightings")?,
             sessions: tree("sessions")?,
-            photos: tree("photos")?,
             meta,
             quarantine: Quarantine::open(&db)?,
             db,
@@ -132,31 +170,18 @@ impl Store {
         &self.watchlist
     }
 
-    /// Stores each new alert with its pending marker in one transaction; an id already stored
-    /// (a resend after a lost PUBACK) is left as it is. Returns, per input, whether it was new.
-    /// Not durable until [`Store::flush`].
-    pub fn insert_alerts(&self, batch: &[(String, Bytes)]) -> Result<Vec<bool>, StoreError> {
-        let result = (&self.alerts, &self.work).transaction(|(alerts, work)| {
-            let mut fresh = Vec::with_capacity(batch.len());
-            for (id, raw) in batch {
-                if alerts.get(id.as_bytes())?.is_some() {
-                    fresh.push(false);
-                    continue;
-                }
-                alerts.insert(id.as_bytes(), raw.as_ref())?;
-                work.insert(pending_key(id), &[][..])?;
-                fresh.push(true);
-            }
-            Ok::<_, ConflictableTransactionError<()>>(fresh)
-        });
-        match result {
-            Ok(v) => Ok(v),
-            Err(TransactionError::Storage(source)) => Err(StoreError::Io {
-                op: "insert alerts",
-                source,
-            }),
-            Err(TransactionError::Abort(())) => unreachable_abort(),
-        }
+    /// The alerts acknowledged.
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
+    /// Snapshot and photo files.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    pub fn photos(&self) -> &Photos {
+        &self.photos
     }
 
     /// Makes everything written so far durable.
@@ -166,18 +191,6 @@ impl Store {
 
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(io("flush"))
-    }
-
-    pub fn alert(&self, id: &str) -> Result<Option<Bytes>, StoreError> {
-        Ok(self
-            .alerts
-            .get(id.as_bytes())
-            .map_err(io("read alert"))?
-            .map(|v| Bytes::copy_from_slice(&v)))
-    }
-
-    pub fn alert_count(&self) -> usize {
-        self.alerts.len()
     }
 
     /// Ids of alerts stored but not yet filed into a case, in key order.
@@ -214,6 +227,11 @@ fn check_schema(meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
             Ok(())
         }
         Some(v) if v.as_ref() == STORE_SCHEMA.to_string().as_bytes() => Ok(()),
+        Some(v) if v.as_ref() == b"1" => {
+            meta.insert("schema", STORE_SCHEMA.to_string().as_bytes())
+                .map_err(io("write schema"))?;
+            Ok(())
+        }
         Some(v) => Err(StoreError::Schema {
             path: path.to_path_buf(),
             found: String::from_utf8_lossy(&v).into_owned(),
@@ -250,31 +268,180 @@ fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     }
 }
 
-/// The transaction closure never aborts; the type needs an abort type all the same.
-fn unreachable_abort() -> Result<Vec<bool>, StoreError> {
-    Err(StoreError::Corrupt {
-        tree: "alerts",
-        key: String::new(),
-        why: "transaction aborted without a reason".into(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn alert(id: &str, jpeg: Option<&[u8]>) -> std::sync::Arc<protocol::Alert> {
+        let mut a = crate::case::testkit::alert_at(
+            id,
+            protocol::Severity::Major,
+            protocol::UtcMillis(1_700_000_000_000),
+        );
+        a.snapshot = jpeg.map(|j| protocol::alert::Snapshot {
+            camera: "gate-east".into(),
+            time: a.time,
+            width: 4,
+            height: 2,
+            jpeg: j.to_vec(),
+        });
+        std::sync::Arc::new(a)
+    }
 
     #[test]
     fn the_same_alert_id_is_stored_once_and_marked_pending_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let a = ("01A".to_string(), Bytes::from_static(b"{\"v\":1}"));
-        let b = ("01B".to_string(), Bytes::from_static(b"{\"v\":2}"));
-        assert_eq!(store.insert_alerts(&[a.clone(), b]).unwrap(), [true, true]);
-        let again = ("01A".to_string(), Bytes::from_static(b"{\"v\":9}"));
-        assert_eq!(store.insert_alerts(&[again]).unwrap(), [false]);
-        assert_eq!(store.alert("01A").unwrap().unwrap(), a.1);
+        let at = protocol::UtcMillis(1_700_000_000_500);
+        let a = alert("01A", Some(b"\xFF\xD8\xFFsnap-a"));
+        let b = alert("01B", None);
+        let alerts = store.alerts();
+        assert_eq!(alerts.insert(&[a.clone(), b], at).unwrap(), [true, true]);
+        let again = alert("01A", Some(b"\xFF\xD8\xFFother"));
+        assert_eq!(alerts.insert(&[again], at).unwrap(), [false]);
+        let stored = alerts.get("01A").unwrap().unwrap();
+        assert_eq!(stored.received, Some(at));
+        assert_eq!(stored.alert.snapshot, None, "the JPEG is not in the record");
+        assert_eq!(
+            protocol::Alert {
+                snapshot: a.snapshot.clone(),
+                ..stored.alert.clone()
+            },
+            *a
+        );
+        let jpeg = alerts.snapshot_jpeg(&stored).unwrap().unwrap();
+        assert_eq!(jpeg, b"\xFF\xD8\xFFsnap-a");
+        // Only the first alert's JPEG was written: the refused resend left nothing behind.
+        assert_eq!(store.blobs().bytes(BlobKind::Snapshot), jpeg.len() as u64);
+        assert_eq!(store.blobs().collect_all_orphans().unwrap().blobs, 0);
         assert_eq!(store.pending_ids().unwrap(), ["01A", "01B"]);
-        assert_eq!(store.alert_count(), 2);
+        assert_eq!(alerts.count(), 2);
+    }
+
+    #[test]
+    fn expired_alerts_and_blobs_are_removed_with_their_files_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        let t0 = protocol::UtcMillis(1_700_000_000_000);
+        let old = alert("01OLD", Some(b"\xFF\xD8\xFFold"));
+        let new = alert("01NEW", Some(b"\xFF\xD8\xFFnew"));
+        store.alerts().insert(&[old], t0).unwrap();
+        store
+            .alerts()
+            .insert(&[new], protocol::UtcMillis(t0.0 + 10 * day))
+            .unwrap();
+        let old_blob = store
+            .alerts()
+            .get("01OLD")
+            .unwrap()
+            .unwrap()
+            .snapshot
+            .unwrap()
+            .blob;
+        let path = dir
+            .path()
+            .join("blobs")
+            .join(&old_blob.to_hex()[..2])
+            .join(old_blob.to_hex());
+        assert!(path.exists());
+        let cutoff = protocol::UtcMillis(t0.0 + 5 * day);
+        let swept = store
+            .blobs()
+            .expire_before(BlobKind::Snapshot, cutoff, 10)
+            .unwrap();
+        assert_eq!((swept.blobs, swept.bytes, swept.more), (1, 6, false));
+        assert!(!path.exists(), "the expired blob's file is gone");
+        assert_eq!(store.blobs().bytes(BlobKind::Snapshot), 6);
+        // The alert outlives its snapshot: the record says there was one; the bytes are gone.
+        let stored = store.alerts().get("01OLD").unwrap().unwrap();
+        assert!(stored.snapshot.is_some());
+        assert_eq!(store.alerts().snapshot_jpeg(&stored).unwrap(), None);
+        let before = store.alerts().bytes();
+        let swept = store.alerts().expire_before(cutoff, 10).unwrap();
+        assert_eq!(swept.alerts, 1);
+        assert!(store.alerts().bytes() < before);
+        assert!(store.alerts().get("01OLD").unwrap().is_none());
+        assert!(store.alerts().get("01NEW").unwrap().is_some());
+    }
+
+    #[test]
+    fn an_orphan_blob_file_is_collected_and_a_recorded_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .alerts()
+            .insert(
+                &[alert("01A", Some(b"\xFF\xD8\xFFkept"))],
+                protocol::UtcMillis(1),
+            )
+            .unwrap();
+        // A file written by a batch that crashed before its transaction.
+        let mut files = store.blobs().begin();
+        let orphan = files.put(b"\xFF\xD8\xFForphan").unwrap();
+        drop(files);
+        let path = dir
+            .path()
+            .join("blobs")
+            .join(&orphan.to_hex()[..2])
+            .join(orphan.to_hex());
+        assert!(path.exists());
+        let swept = store.blobs().collect_all_orphans().unwrap();
+        assert_eq!((swept.blobs, swept.bytes), (1, 9));
+        assert!(!path.exists());
+        let kept = store.alerts().get("01A").unwrap().unwrap();
+        assert!(store.alerts().snapshot_jpeg(&kept).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_blob_whose_file_was_altered_is_refused_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .alerts()
+            .insert(
+                &[alert("01A", Some(b"\xFF\xD8\xFForiginal"))],
+                protocol::UtcMillis(1),
+            )
+            .unwrap();
+        let s = store.alerts().get("01A").unwrap().unwrap();
+        let id = s.snapshot.as_ref().unwrap().blob;
+        let path = dir
+            .path()
+            .join("blobs")
+            .join(&id.to_hex()[..2])
+            .join(id.to_hex());
+        std::fs::write(&path, b"\xFF\xD8\xFFaltered").unwrap();
+        let err = store.alerts().snapshot_jpeg(&s).unwrap_err().to_string();
+        assert!(
+            err.contains(&id.to_hex()) && err.contains("SHA-256"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_store_of_schema_1_is_read_and_marked_2() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.meta.insert("schema", &b"1"[..]).unwrap();
+            // An alert as a hub before blobs kept it: the agent's JSON, snapshot inline.
+            let a = alert("01LEGACY", Some(b"\xFF\xD8\xFFinline"));
+            store
+                .alerts
+                .alerts_tree()
+                .insert("01LEGACY", serde_json::to_vec(&*a).unwrap())
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.meta_get("schema").unwrap().unwrap(), b"2");
+        let s = store.alerts().get("01LEGACY").unwrap().unwrap();
+        assert_eq!(s.received, None);
+        assert_eq!(
+            store.alerts().snapshot_jpeg(&s).unwrap().unwrap(),
+            b"\xFF\xD8\xFFinline"
+        );
     }
 
     #[test]

@@ -759,7 +759,7 @@ async fn a_refused_action_stores_no_photo_and_notes_are_bounded() {
     let c = fill(&r).await;
     let api = &r.api;
     let op = api.login(TOWNSHIP_OP).await;
-    let photos = || r.hub.store.photos.len();
+    let photos = || r.hub.store.photos().count();
     let before = photos();
 
     // Reopening a case that is not resolved is refused by the lifecycle, after the caller's
@@ -792,7 +792,11 @@ async fn a_refused_action_stores_no_photo_and_notes_are_bounded() {
         )
         .await;
     ok.expect(200, None);
-    assert_eq!(photos(), before + 2, "a photo is its JPEG and its metadata");
+    assert_eq!(photos(), before + 1, "the photo is recorded");
+    assert!(
+        r.hub.store.blobs().bytes(hub::store::BlobKind::Photo) > 0,
+        "its JPEG is a blob"
+    );
     let pid = ok.json()["photos"][0]["id"].as_str().unwrap().to_owned();
     api.get(&format!("/api/v1/photos/{pid}"), &op.auth())
         .await

@@ -128,8 +128,8 @@ async fn a_site_publishing_an_alert_under_another_sites_topic_is_disconnected_an
         assert_denied(proto, c.ended(WAIT).await, "alert under another site");
         assert_eq!(hub.metrics.acl_denied.load(SeqCst), denied + 1);
         assert_eq!(c.acks(), 0, "a refused alert is not acknowledged");
-        assert_eq!(hub.store.alert_count(), 0);
-        assert!(hub.store.alert(&a.id).unwrap().is_none());
+        assert_eq!(hub.store.alerts().count(), 0);
+        assert!(!hub.store.alerts().contains(&a.id).unwrap());
     }
     hub.stop().await;
 }
@@ -279,7 +279,7 @@ async fn refused_alerts_are_quarantined_acknowledged_with_a_reason_counted_per_s
         let n = 300 + 10 * i as u64;
         let c = site_client(proto, port, &format!("agent-{i}"), SITE);
         c.connected(WAIT).await;
-        let stored = hub.store.alert_count();
+        let stored = hub.store.alerts().count();
         let rejected = hub.metrics.rejected(SITE, "alert");
 
         let mut missing_rule = serde_json::to_value(alert(SITE, n, Severity::Major, None)).unwrap();
@@ -306,7 +306,7 @@ async fn refused_alerts_are_quarantined_acknowledged_with_a_reason_counted_per_s
                 rejected + k as u64 + 1,
                 "{what} ({proto:?})"
             );
-            assert_eq!(hub.store.alert_count(), stored, "{what} ({proto:?})");
+            assert_eq!(hub.store.alerts().count(), stored, "{what} ({proto:?})");
             let expected = if proto == Proto::V5 { reason } else { 0 };
             assert_eq!(
                 c.puback_reasons().last().copied(),
@@ -321,17 +321,17 @@ async fn refused_alerts_are_quarantined_acknowledged_with_a_reason_counted_per_s
             assert_eq!(kept.raw.as_ref(), payload.as_slice(), "{what}");
         }
         assert_eq!(hub.metrics.rejected(OTHER, "alert"), 0, "counted by topic");
-        assert!(hub.store.alert(&foreign.id).unwrap().is_none());
+        assert!(!hub.store.alerts().contains(&foreign.id).unwrap());
 
         // The same connection then delivers a valid alert as usual.
         let good = alert(SITE, n + 2, Severity::Major, None);
         c.publish_alert(&good).await;
         c.wait_acks(4, WAIT).await;
         assert_eq!(c.state(), ConnState::Connected);
-        assert_eq!(hub.store.alert_count(), stored + 1);
+        assert_eq!(hub.store.alerts().count(), stored + 1);
         assert_eq!(
-            hub.store.alert(&good.id).unwrap().unwrap().as_ref(),
-            json(&good).as_slice()
+            hub.store.alerts().get(&good.id).unwrap().unwrap().alert,
+            good
         );
         let (t, payload) = tail.next_publish(WAIT).await.expect("the valid alert");
         assert_eq!(
@@ -363,7 +363,7 @@ async fn the_same_alert_sent_three_times_is_stored_once_and_opens_one_case() {
     c.publish_alert(&a).await;
     c.publish_alert(&a).await;
     c.wait_acks(3, WAIT).await;
-    assert_eq!(hub.store.alert_count(), 1);
+    assert_eq!(hub.store.alerts().count(), 1);
     assert_eq!(hub.metrics.alerts_stored.load(SeqCst), 1);
     assert_eq!(hub.metrics.alerts_duplicate.load(SeqCst), 2);
 
@@ -402,7 +402,7 @@ async fn an_oversized_publish_closes_the_connection_while_a_900_kb_alert_is_stor
     }
     assert_eq!(big.acks(), 0);
     assert_eq!(hub.metrics.protocol_errors.load(SeqCst), 1);
-    assert_eq!(hub.store.alert_count(), 0);
+    assert_eq!(hub.store.alerts().count(), 0);
 
     // The largest snapshot allowed, and JSON whitespace to bring the alert past 900 KB (the
     // hub bounds `detail` and the other free text, so they cannot pad it).
@@ -430,10 +430,19 @@ async fn an_oversized_publish_closes_the_connection_while_a_900_kb_alert_is_stor
     ok.publish(&topic, payload.clone(), false).await;
     ok.wait_acks(1, Duration::from_secs(8)).await;
     assert_eq!(ok.state(), ConnState::Connected);
-    assert_eq!(hub.store.alert_count(), 1);
+    assert_eq!(hub.store.alerts().count(), 1);
+    let sent = protocol::validate::decode_alert(&payload).unwrap();
+    let stored = hub.store.alerts().get(&a.id).unwrap().unwrap();
     assert_eq!(
-        hub.store.alert(&a.id).unwrap().unwrap().as_ref(),
-        payload.as_slice()
+        protocol::Alert {
+            snapshot: sent.snapshot.clone(),
+            ..stored.alert.clone()
+        },
+        sent
+    );
+    assert_eq!(
+        hub.store.alerts().snapshot_jpeg(&stored).unwrap(),
+        sent.snapshot.map(|s| s.jpeg)
     );
     hub.stop().await;
 }
@@ -454,7 +463,10 @@ async fn mqtt_3_1_1_clients_deliver_alerts_and_receive_notifications_end_to_end(
     let a = alert(SITE, 600, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
     site.publish_alert(&a).await;
     site.wait_acks(1, WAIT).await;
-    assert!(hub.store.alert(&a.id).unwrap().is_some(), "acked = stored");
+    assert!(
+        hub.store.alerts().contains(&a.id).unwrap(),
+        "acked = stored"
+    );
 
     let (topic, payload) = watcher
         .next_publish(WAIT)
@@ -503,7 +515,7 @@ async fn an_mqtt_5_client_over_tls_delivers_an_alert_and_plain_mqtt_on_the_tls_p
     let a = alert(SITE, 700, Severity::Major, None);
     c.publish_alert(&a).await;
     c.wait_acks(1, WAIT).await;
-    assert!(hub.store.alert(&a.id).unwrap().is_some());
+    assert!(hub.store.alerts().contains(&a.id).unwrap());
 
     let plain = site_client(Proto::V5, tls_port, "agent-plain", SITE);
     assert!(
@@ -543,7 +555,7 @@ async fn with_a_client_ca_only_a_client_with_a_certificate_it_signed_connects() 
     with_cert.connected(WAIT).await;
     with_cert.publish_alert(&a).await;
     with_cert.wait_acks(1, WAIT).await;
-    assert!(hub.store.alert(&a.id).unwrap().is_some());
+    assert!(hub.store.alerts().contains(&a.id).unwrap());
     assert_eq!(hub.metrics.connections_accepted.load(SeqCst), 1);
     hub.stop().await;
 }

@@ -47,7 +47,7 @@ async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
     site.publish_alert(&a).await;
     site.wait_acks(1, Duration::from_secs(5)).await;
     // Acknowledged means stored: the alert is on the hub's disk already.
-    assert!(hub.store.alert(&a.id).unwrap().is_some());
+    assert!(hub.store.alerts().contains(&a.id).unwrap());
 
     let expected = roster().on_duty(M01, UtcMillis(now_ms())).people;
     assert!(
@@ -220,12 +220,18 @@ async fn alerts_left_pending_are_filed_at_start_grouped_within_one_batch() {
     let other = alert(SITE, 23, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
     {
         std::fs::create_dir_all(&loaded.config.data_dir).unwrap();
-        let store = hub::store::Store::open(&loaded.config.data_dir.join("store")).unwrap();
+        let store = hub::store::Store::open(&loaded.config.data_dir).unwrap();
         let batch: Vec<_> = [&first, &same_track, &other]
             .iter()
-            .map(|a| (a.id.clone(), serde_json::to_vec(a).unwrap().into()))
+            .map(|a| std::sync::Arc::new((*a).clone()))
             .collect();
-        assert_eq!(store.insert_alerts(&batch).unwrap(), [true, true, true]);
+        assert_eq!(
+            store
+                .alerts()
+                .insert(&batch, protocol::UtcMillis(first.time.0))
+                .unwrap(),
+            [true, true, true]
+        );
         store.flush_blocking().unwrap();
     }
     let hub = hub::service::start(loaded, std::sync::Arc::new(hub::dispatch::SystemClock))

@@ -58,8 +58,8 @@ async fn two_hubs_split_the_alerts_of_a_shared_subscription_each_stored_once() {
     }
 
     let (in_a, in_b) = (
-        hub_a.store.alert_count() as u64,
-        hub_b.store.alert_count() as u64,
+        hub_a.store.alerts().count() as u64,
+        hub_b.store.alerts().count() as u64,
     );
     assert_eq!(
         in_a + in_b,
@@ -108,16 +108,16 @@ async fn alerts_queued_while_the_hub_is_down_arrive_after_its_restart() {
 
     let hub = start_hub(&dir.config_path).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while hub.store.alert_count() < 50 {
+    while hub.store.alerts().count() < 50 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "only {} of 50 queued alerts arrived after the restart",
-            hub.store.alert_count()
+            hub.store.alerts().count()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for a in &alerts {
-        assert!(hub.store.alert(&a.id).unwrap().is_some());
+        assert!(hub.store.alerts().contains(&a.id).unwrap());
     }
     hub.stop().await;
 }

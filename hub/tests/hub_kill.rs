@@ -1,6 +1,8 @@
-//! Kill the hub with SIGKILL while 5,000 alerts stream in from an agent, restart it: every
-//! alert is stored exactly once, and every escalation deadline that passed while it was down
-//! fires.
+//! Kill the hub with SIGKILL while 5,000 alerts stream in from an agent, each with its own
+//! snapshot (so the kill falls while blob files are being written and synced), restart it:
+//! every alert is stored exactly once and whole (its record and its snapshot's bytes as the
+//! agent made them), no record names a missing blob, no file is left that no record names,
+//! and every escalation deadline that passed while it was down fires.
 //!
 //! The hub runs as its own process (the `hub` binary); the agent is the real edge-agent outbox
 //! and uplink (`edge_agent::service::emit`), in this process, connecting through the hub's
@@ -18,6 +20,7 @@ use hub::store::Store;
 use tokio::process::Command;
 
 const ALERTS: u64 = 5_000;
+const SNAPSHOT_BYTES: usize = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_files_once_and_fires_owed_deadlines() {
@@ -63,7 +66,7 @@ reconnect_max_ms = 500
         edge_agent::agent::AgentConfig::from_toml_str(&agent_toml, dir.dir.path()).unwrap();
     let base_ms = now_ms();
     let emit = tokio::spawn(async move {
-        edge_agent::service::emit(&agent_config, ALERTS, 2_000, base_ms, 2_000.0).await
+        edge_agent::service::emit(&agent_config, ALERTS, SNAPSHOT_BYTES, base_ms, 2_000.0).await
     });
 
     // Mid-stream (about a third of the alerts sent), the hub dies without a word.
@@ -96,14 +99,58 @@ reconnect_max_ms = 500
         .expect("hub stops on SIGTERM")
         .unwrap();
 
-    let store = Store::open(&dir.dir.path().join("state/store")).unwrap();
+    let store = Store::open(&dir.dir.path().join("state")).unwrap();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
-        store.alert_count() as u64,
+        store.alerts().count() as u64,
         ALERTS,
         "every alert stored exactly once\n{log_text}"
     );
     assert!(store.pending_ids().unwrap().is_empty(), "every alert filed");
+    // Whole: each alert as the agent made it, its snapshot's bytes from its blob file.
+    for i in 0..ALERTS {
+        let sent = edge_agent::chaos::make_alert(SITE, base_ms, i, SNAPSHOT_BYTES);
+        let stored = store.alerts().get(&sent.id).unwrap().expect("stored");
+        let jpeg = store
+            .alerts()
+            .snapshot_jpeg(&stored)
+            .unwrap_or_else(|e| panic!("alert {i}: {e}"))
+            .unwrap_or_else(|| panic!("alert {i} names a blob that is not there"));
+        assert_eq!(
+            Some(jpeg),
+            sent.snapshot.as_ref().map(|s| s.jpeg.clone()),
+            "alert {i}"
+        );
+        assert_eq!(
+            protocol::Alert {
+                snapshot: sent.snapshot.clone(),
+                ..stored.alert
+            },
+            sent,
+            "alert {i}"
+        );
+    }
+    // Files written by batches the kill cut short are orphans: collected (at the restart, or
+    // now), after which every file left is one a record names, one per alert.
+    store.blobs().collect_all_orphans().unwrap();
+    let files: usize = std::fs::read_dir(store.blobs().dir())
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "tmp")
+        .map(|p| std::fs::read_dir(p).unwrap().count())
+        .sum();
+    assert_eq!(files as u64, ALERTS, "one blob file per alert, no orphan");
+    assert_eq!(
+        std::fs::read_dir(store.blobs().dir().join("tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "no unfinished write left behind"
+    );
+    assert_eq!(
+        store.blobs().bytes(hub::store::BlobKind::Snapshot),
+        ALERTS * SNAPSHOT_BYTES as u64
+    );
     // The chaos alerts share site, rule and camera: one case, which counts each alert once.
     let cases: Vec<Case> = store
         .work

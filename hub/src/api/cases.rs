@@ -22,6 +22,7 @@ use super::error::ApiError;
 use crate::book::{CaseSummary, DeadlineState, Row};
 use crate::case::{Action, Actor, Case, CaseState, CellRef, Transition};
 use crate::grid::Level;
+use crate::store::PhotoMeta;
 use crate::users::UserRole;
 
 /// Largest photo people attach (decoded).
@@ -272,25 +273,16 @@ fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Arc<CaseSummar
     Ok(s)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct PhotoMeta {
-    case: String,
-    by: String,
-    at: UtcMillis,
-}
-
 fn detail_json(state: &ApiState, case: &Case) -> Result<Value, ApiError> {
     let now = state.clock.now();
     let mut alerts = Vec::new();
     let mut snapshot = Value::Null;
     for id in case.alert_ids.iter() {
-        let Some(raw) = state.store.alert(id)? else {
+        let Some(stored) = state.store.alerts().get(id)? else {
             continue;
         };
-        let Ok(a) = serde_json::from_slice::<Alert>(&raw) else {
-            continue;
-        };
-        if let Some(s) = &a.snapshot {
+        let a = &stored.alert;
+        if let Some(s) = &stored.snapshot {
             // The latest snapshot is the one shown.
             snapshot = json!({
                 "alert": a.id,
@@ -310,7 +302,7 @@ fn detail_json(state: &ApiState, case: &Case) -> Result<Value, ApiError> {
             "label": a.label,
             "score": a.score,
             "detail": a.detail,
-            "has_snapshot": a.snapshot.is_some(),
+            "has_snapshot": stored.snapshot.is_some(),
         }));
     }
     let mut photos = Vec::new();
@@ -323,12 +315,7 @@ fn detail_json(state: &ApiState, case: &Case) -> Result<Value, ApiError> {
     }
     // A patrol report's photo belongs to the case from its first alert.
     if case.kind == AlertKind::Patrol
-        && let Some(v) = state
-            .store
-            .photos
-            .get(format!("m/{}", case.first_alert))
-            .map_err(|e| ApiError::internal(e.to_string()))?
-        && let Ok(m) = serde_json::from_slice::<PhotoMeta>(&v)
+        && let Some(m) = state.store.photos().meta(&case.first_alert)?
     {
         photos.insert(
             0,
@@ -381,16 +368,24 @@ pub async fn snapshot(
     let case = crate::dispatch::case_of_alert(&state.store, &id)?
         .ok_or_else(|| ApiError::not_found(format!("alert {id} is not filed in a case")))?;
     visible(&state, &caller, &case)?;
-    let raw = state
-        .store
-        .alert(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("alert {id} not found")))?;
-    let a: Alert =
-        serde_json::from_slice(&raw).map_err(|e| ApiError::internal(format!("alert {id}: {e}")))?;
-    let s = a
-        .snapshot
-        .ok_or_else(|| ApiError::not_found(format!("alert {id} has no snapshot")))?;
-    Ok(jpeg(s.jpeg))
+    let store = state.store.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let stored = store
+            .alerts()
+            .get(&id)?
+            .ok_or_else(|| ApiError::not_found(format!("alert {id} not found")))?;
+        if stored.snapshot.is_none() {
+            return Err(ApiError::not_found(format!("alert {id} has no snapshot")));
+        }
+        store.alerts().snapshot_jpeg(&stored)?.ok_or_else(|| {
+            ApiError::gone(format!(
+                "the snapshot of alert {id} is past its retention and was deleted"
+            ))
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(jpeg(bytes))
 }
 
 pub async fn photo(
@@ -399,23 +394,15 @@ pub async fn photo(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let nf = || ApiError::not_found(format!("photo {id} not found"));
-    let io = |e: sled::Error| ApiError::internal(e.to_string());
-    let meta = state
-        .store
-        .photos
-        .get(format!("m/{id}"))
-        .map_err(io)?
-        .ok_or_else(nf)?;
-    let meta: PhotoMeta =
-        serde_json::from_slice(&meta).map_err(|e| ApiError::internal(e.to_string()))?;
+    let meta = state.store.photos().meta(&id)?.ok_or_else(nf)?;
     visible(&state, &caller, &meta.case)?;
-    let bytes = state
-        .store
-        .photos
-        .get(format!("j/{id}"))
-        .map_err(io)?
-        .ok_or_else(nf)?;
-    Ok(jpeg(bytes.to_vec()))
+    let store = state.store.clone();
+    let pid = id.clone();
+    let bytes = tokio::task::spawn_blocking(move || store.photos().jpeg(&pid))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??
+        .ok_or_else(|| ApiError::gone("the photo is past its retention and was deleted"))?;
+    Ok(jpeg(bytes))
 }
 
 /// Decodes and checks a base64 JPEG from a request body.
@@ -444,26 +431,24 @@ fn decode_photo(b64: &str) -> Result<Vec<u8>, ApiError> {
 
 /// Removes a photo stored for an action the dispatcher then refused.
 fn remove_photo(state: &ApiState, id: &str) {
-    let mut b = sled::Batch::default();
-    b.remove(format!("j/{id}").as_bytes());
-    b.remove(format!("m/{id}").as_bytes());
-    if let Err(e) = state.store.photos.apply_batch(b) {
+    if let Err(e) = state.store.photos().remove(id) {
         tracing::error!(photo = id, error = %e, "cannot remove the photo of a refused action");
     }
 }
 
-fn store_photo(state: &ApiState, id: &str, bytes: &[u8], meta: &PhotoMeta) -> Result<(), ApiError> {
-    let mut b = sled::Batch::default();
-    b.insert(format!("j/{id}").as_bytes(), bytes);
-    b.insert(
-        format!("m/{id}").as_bytes(),
-        serde_json::to_vec(meta).map_err(|e| ApiError::internal(e.to_string()))?,
-    );
-    state
-        .store
-        .photos
-        .apply_batch(b)
-        .map_err(|e| ApiError::internal(format!("store photo: {e}")))
+/// Writes a photo's file (synced) and its record, off the async threads.
+async fn store_photo(
+    state: &ApiState,
+    id: &str,
+    bytes: Vec<u8>,
+    meta: PhotoMeta,
+) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || store.photos().put(&id, &bytes, &meta))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -568,13 +553,14 @@ pub async fn act(
             store_photo(
                 &state,
                 &pid,
-                &bytes,
-                &PhotoMeta {
+                bytes,
+                PhotoMeta {
                     case: id.clone(),
                     by: caller.user.actor_id().to_owned(),
                     at: now,
                 },
-            )?;
+            )
+            .await?;
             Some(pid)
         }
         None => None,
@@ -713,17 +699,18 @@ pub async fn report(
         detail: (!body.note.trim().is_empty()).then(|| body.note.trim().to_owned()),
         snapshot: None,
     };
-    if let Some(bytes) = &photo {
+    if let Some(bytes) = photo.clone() {
         store_photo(
             &state,
             &id,
             bytes,
-            &PhotoMeta {
+            PhotoMeta {
                 case: format!("C-{id}"),
                 by: person.clone(),
                 at: now,
             },
-        )?;
+        )
+        .await?;
     }
     let raw = serde_json::to_vec(&alert).map_err(|e| ApiError::internal(e.to_string()))?;
     // As for actions: a report the hub refuses leaves no photo behind.

@@ -49,6 +49,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", m)
     }
 
+    /// Something that was kept and is now deleted by retention.
+    pub fn gone(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "gone", m)
+    }
+
     /// A bad parameter or body field, named.
     pub fn invalid(field: &str, m: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid", m);

@@ -42,7 +42,7 @@ mod model;
 mod policy;
 mod silence;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod transition;
 
 use protocol::UtcMillis;
