@@ -134,6 +134,10 @@ fn args() -> Args {
     a
 }
 
+/// The hub binary's allocator (`hub/src/main.rs`), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = args();
     let rt = tokio::runtime::Builder::new_multi_thread()

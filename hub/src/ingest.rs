@@ -454,6 +454,17 @@ async fn writer(
         };
         let (fresh, inserted) = match written {
             Ok(f) => f,
+            // A snapshot's file could not be written or synced (the disk filled faster than
+            // the guard looks, or ran out of inodes): nothing of the batch reached sled, so
+            // it is deferred like an alert arriving below the threshold — the agents keep it
+            // and send it again — and the hub goes on. (A sled error, below, is sticky.)
+            Err(e @ StoreError::File { .. }) => {
+                tracing::warn!(error = %e, alerts = n, "cannot write snapshots; batch deferred");
+                for j in jobs {
+                    let _ = j.reply.send(Err(IngestError::DiskLow));
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::error!(error = %e, alerts = n, "cannot store alerts; none acknowledged");
                 for j in jobs {
