@@ -7,7 +7,8 @@
 //!   so a crash between storing and filing is recovered at start), plus the dispatcher's case,
 //!   index and deadline keys (see `dispatch`).
 //! - `sites`: site id → the registry's record (last status, last heartbeat).
-//! - `sightings`: `{tag}/{time ms BE}/{site}/{reader}` → one tag sighting, for trajectories.
+//! - `sightings`: tag sightings for trajectories, with a stored-time index for retention,
+//!   owned by [`Sightings`].
 //! - `sessions`: SHA-256 of a dashboard session or app token → who and until when.
 //! - `photos`: `j/{id}` → a JPEG people attached (resolution, patrol report), `m/{id}` → its
 //!   case, author and time.
@@ -18,6 +19,7 @@
 //! - `meta`: schema version.
 
 mod quarantine;
+mod sightings;
 mod watchlist;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 pub use quarantine::{
     Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,
 };
+pub use sightings::{SightingRecord, Sightings};
 pub use watchlist::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope, Watchlist};
 
 /// The on-disk layout version; a store written by another version is refused, not guessed at.
@@ -65,7 +68,7 @@ pub struct Store {
     pub alerts: sled::Tree,
     pub work: sled::Tree,
     pub sites: sled::Tree,
-    pub sightings: sled::Tree,
+    sightings: Sightings,
     /// Dashboard sessions and app tokens: SHA-256 of the token → the session's JSON.
     pub sessions: sled::Tree,
     /// Photos people attach (resolutions, patrol reports): `j/{id}` JPEG, `m/{id}` about it.
@@ -98,7 +101,8 @@ impl Store {
         let meta = tree("meta")?;
         check_schema(&meta, &path)?;
         let work = tree("work")?;
-        // When entries of a pre-scope watchlist were moved (their audit record's time).
+        // When entries of a pre-scope watchlist were moved (their audit record's time), and
+        // the latest stored time given to sightings of a store older than their index.
         let migrated_at = protocol::UtcMillis(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -109,7 +113,7 @@ impl Store {
             alerts: tree("alerts")?,
             work,
             sites: tree("sites")?,
-            sightings: tree("sightings")?,
+            sightings: Sightings::open(&db, migrated_at)?,
             sessions: tree("sessions")?,
             photos: tree("photos")?,
             meta,
@@ -130,6 +134,11 @@ impl Store {
 
     pub fn watchlist(&self) -> &Watchlist {
         &self.watchlist
+    }
+
+    /// Tag sightings.
+    pub fn sightings(&self) -> &Sightings {
+        &self.sightings
     }
 
     /// Stores each new alert with its pending marker in one transaction; an id already stored
