@@ -174,5 +174,26 @@ async fn expired_records_are_swept_in_bounded_steps_and_open_cases_stay() {
         metric(&text, "hub_retention_last_sweep_seconds").unwrap(),
         (clock.ms() / 1000) as f64
     );
+
+    // Gone from the disk, not only from memory: a restarted hub loads the open case alone.
+    hub.stop().await;
+    let hub = start_hub_on(&dir.config_path, clock.clone()).await;
+    for c in closed {
+        assert!(hub.book.get(c).is_none(), "{c} came back");
+        assert!(
+            hub.dispatch.case(c).await.unwrap().is_none(),
+            "{c} came back"
+        );
+    }
+    assert!(hub.book.get(open).is_some());
+    assert!(hub.store.sightings().is_empty());
+    let r = hub.retention.sweep_now().await;
+    assert!(r.swept.values().all(|s| s.records == 0), "{r:?}");
+    let text = hub.metrics.render();
+    assert_eq!(
+        metric(&text, "hub_store_bytes{kind=\"closed_cases\"}").unwrap(),
+        0.0,
+        "counted again at start: {text}"
+    );
     hub.stop().await;
 }
