@@ -237,15 +237,39 @@ pub struct ClosedCases {
     bytes: Arc<AtomicU64>,
 }
 
-impl Expiring for ClosedCases {
-    /// Called on the sweeper's blocking thread: waits for the dispatcher's answer there.
-    fn expire_before(&self, cutoff: UtcMillis, max: usize) -> Result<Swept, RetentionError> {
+/// Closed cases removed per request: the dispatcher files alerts between two requests, so a
+/// backlog of expired cases never holds filing up for more than a few milliseconds.
+const EXPIRE_CHUNK: usize = 256;
+
+impl ClosedCases {
+    fn expire_chunk(&self, cutoff: UtcMillis, max: usize) -> Result<Swept, DispatchError> {
         let (reply, rx) = oneshot::channel();
         self.handle
             .tx
             .blocking_send(Request::ExpireClosed { cutoff, max, reply })
             .map_err(|_| DispatchError::Stopped)?;
-        Ok(rx.blocking_recv().map_err(|_| DispatchError::Stopped)??)
+        rx.blocking_recv().map_err(|_| DispatchError::Stopped)?
+    }
+}
+
+impl Expiring for ClosedCases {
+    /// Called on the sweeper's blocking thread: waits for the dispatcher's answers there, in
+    /// requests of at most [`EXPIRE_CHUNK`] cases.
+    fn expire_before(&self, cutoff: UtcMillis, max: usize) -> Result<Swept, RetentionError> {
+        let mut total = Swept::default();
+        let mut left = max;
+        while left > 0 {
+            let n = left.min(EXPIRE_CHUNK);
+            let s = self.expire_chunk(cutoff, n)?;
+            total.records += s.records;
+            total.bytes += s.bytes;
+            total.more = s.more;
+            if !s.more {
+                break;
+            }
+            left -= n;
+        }
+        Ok(total)
     }
 
     /// A running total the dispatcher keeps: the JSON of every closed case (their index and
@@ -1250,7 +1274,8 @@ impl Dispatcher {
             let k = k.map_err(io("scan closed index"))?;
             seen += 1;
             b.remove(k.clone());
-            let id = String::from_utf8_lossy(&k[CLOSED.len() + 8..]).into_owned();
+            let id =
+                String::from_utf8_lossy(k.get(CLOSED.len() + 8..).unwrap_or_default()).into_owned();
             let Some(raw) = work.get(key(CASE, &id)).map_err(io("read case"))? else {
                 continue;
             };
