@@ -403,6 +403,30 @@ impl CaseBook {
         let _ = self.live.send(event);
     }
 
+    /// Forgets cases removed from the store (retention), without an event: they are closed
+    /// cases long past, and a client's list loses them at its next reload.
+    pub fn remove(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            if let Some(at) = g.opened.remove(id) {
+                g.order.remove(&(Reverse(at), id.clone()));
+            }
+        }
+    }
+
+    /// The ids of every case not closed (resolved ones included: they may be reopened).
+    pub fn unclosed_ids(&self) -> Vec<String> {
+        let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        g.order
+            .values()
+            .filter(|r| r.summary.state != CaseState::Closed)
+            .map(|r| r.summary.id.clone())
+            .collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<CaseSummary>> {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let at = *g.opened.get(id)?;
@@ -565,6 +589,26 @@ mod tests {
         assert_eq!(ids, ["C2", "C0"]);
         assert!(p2.next.is_none());
         assert_eq!(book.page(|_| true, None, 100).cases.len(), 10);
+    }
+
+    #[test]
+    fn removed_cases_leave_the_list_and_the_rest_stay() {
+        let book = CaseBook::default();
+        for i in 0..4 {
+            book.put(&summary(&format!("C{i}"), 1000 + i, &["top"]), UtcMillis(0));
+        }
+        let seq = book.seq();
+        book.remove(&["C1".to_owned(), "C3".to_owned(), "nope".to_owned()]);
+        assert!(book.get("C1").is_none() && book.get("C3").is_none());
+        assert!(book.get("C0").is_some() && book.get("C2").is_some());
+        let ids: Vec<String> = book
+            .page(|_| true, None, 10)
+            .cases
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        assert_eq!(ids, ["C2", "C0"]);
+        assert_eq!(book.seq(), seq, "no event");
     }
 
     #[test]

@@ -38,6 +38,91 @@ pub struct HubConfig {
     pub ingest: IngestSection,
     /// The data directory's limits.
     pub storage: StorageSection,
+    /// How long stored records are kept (see [`crate::retention`]).
+    pub retention: RetentionSection,
+}
+
+/// `[retention]`: how long each kind of record is kept, and how the sweeper works. Days are
+/// counted from when the record was stored (a closed case: from when it was closed).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Alert snapshots (JPEG).
+    pub snapshots_days: u32,
+    /// Photos people attached (resolutions, patrol reports).
+    pub photos_days: u32,
+    /// Alerts as the sites sent them.
+    pub alerts_days: u32,
+    /// Closed cases, counted from their closing (an open case is never swept).
+    pub closed_cases_days: u32,
+    /// Tag sightings (trajectories).
+    pub sightings_days: u32,
+    /// Seconds between sweeps.
+    pub sweep_every_s: u64,
+    /// Most records removed per kind per sweep; what is left goes at the next sweep.
+    pub max_per_tick: usize,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        Self {
+            snapshots_days: 90,
+            photos_days: 90,
+            alerts_days: 365,
+            closed_cases_days: 1095,
+            sightings_days: 30,
+            sweep_every_s: 60,
+            max_per_tick: 2000,
+        }
+    }
+}
+
+/// Longest retention accepted, days (a century: anything longer is a typo).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+/// Longest time between sweeps accepted, seconds (a day).
+pub const MAX_SWEEP_EVERY_S: u64 = 86_400;
+/// Most records per kind per sweep accepted: a sweep must stay short.
+pub const MAX_PER_TICK: usize = 100_000;
+
+impl RetentionSection {
+    /// Every problem, each naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, days) in [
+            ("snapshots_days", self.snapshots_days),
+            ("photos_days", self.photos_days),
+            ("alerts_days", self.alerts_days),
+            ("closed_cases_days", self.closed_cases_days),
+            ("sightings_days", self.sightings_days),
+        ] {
+            if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+                out.push(format!(
+                    "retention.{name}: {days} is outside 1..={MAX_RETENTION_DAYS}"
+                ));
+            }
+        }
+        // A snapshot is shown with its alert; kept longer, it would be kept for nobody.
+        if self.snapshots_days > self.alerts_days {
+            out.push(format!(
+                "retention.snapshots_days: {} is longer than retention.alerts_days ({}); a \
+                 snapshot is only reachable through its alert",
+                self.snapshots_days, self.alerts_days
+            ));
+        }
+        if !(1..=MAX_SWEEP_EVERY_S).contains(&self.sweep_every_s) {
+            out.push(format!(
+                "retention.sweep_every_s: {} is outside 1..={MAX_SWEEP_EVERY_S}",
+                self.sweep_every_s
+            ));
+        }
+        if !(1..=MAX_PER_TICK).contains(&self.max_per_tick) {
+            out.push(format!(
+                "retention.max_per_tick: {} is outside 1..={MAX_PER_TICK}",
+                self.max_per_tick
+            ));
+        }
+        out
+    }
 }
 
 /// `[storage]`: how the hub treats its data directory.
@@ -402,7 +487,7 @@ impl HubConfig {
             vec![format!("TOML syntax: {}", e.to_string().trim_end())]
         })?;
         let mut errors = Vec::new();
-        const KNOWN: [&str; 14] = [
+        const KNOWN: [&str; 15] = [
             "data_dir",
             "topic_prefix",
             "grid",
@@ -417,6 +502,7 @@ impl HubConfig {
             "http",
             "ingest",
             "storage",
+            "retention",
         ];
         for key in table.keys() {
             if !KNOWN.contains(&key.as_str()) {
@@ -448,6 +534,9 @@ impl HubConfig {
             opt::<IngestSection>("ingest", take("ingest"), &mut errors).unwrap_or_default();
         let storage =
             opt::<StorageSection>("storage", take("storage"), &mut errors).unwrap_or_default();
+        let retention = opt::<RetentionSection>("retention", take("retention"), &mut errors)
+            .unwrap_or_default();
+        errors.extend(retention.problems());
         if storage.min_free_mb == Some(0) {
             errors.push(
                 "storage.min_free_mb: must be at least 1 (a hub that fills its disk to the last \
@@ -612,6 +701,7 @@ impl HubConfig {
             http,
             ingest,
             storage,
+            retention,
         })
     }
 
@@ -753,6 +843,47 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert!(errors.len() >= 7, "{all}");
+    }
+
+    #[test]
+    fn retention_defaults_apply_and_nonsense_is_refused_by_field() {
+        let c = HubConfig::from_toml_str(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.retention, RetentionSection::default());
+        assert_eq!(c.retention.closed_cases_days, 1095);
+        let with = |r: &str| {
+            HubConfig::from_toml_str(&format!("{GOOD}\n[retention]\n{r}"), Path::new("."))
+        };
+        let c = with("sightings_days = 7\nmax_per_tick = 10").unwrap();
+        assert_eq!(c.retention.sightings_days, 7);
+        assert_eq!(c.retention.max_per_tick, 10);
+        assert_eq!(c.retention.alerts_days, 365, "the rest keep their defaults");
+        for (bad, needle) in [
+            ("alerts_days = 0", "retention.alerts_days: 0 is outside"),
+            ("closed_cases_days = 0", "retention.closed_cases_days: 0"),
+            (
+                "sightings_days = 100000",
+                "retention.sightings_days: 100000",
+            ),
+            ("photos_days = -1", "retention.photos_days"),
+            (
+                "snapshots_days = 400",
+                "retention.snapshots_days: 400 is longer",
+            ),
+            ("sweep_every_s = 0", "retention.sweep_every_s"),
+            ("max_per_tick = 0", "retention.max_per_tick"),
+            ("keep_forever = true", "retention.keep_forever"),
+        ] {
+            let all = with(bad).unwrap_err().join("\n");
+            assert!(all.contains(needle), "{bad}: {all}");
+        }
+        // Several problems at once, each named.
+        let all = with("alerts_days = 0\nsightings_days = 0")
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("alerts_days") && all.contains("sightings_days"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!                            │ timer: earliest deadline; auditor: none missed
 //!                            ▼
 //!                  sled `work`: c/{case} case JSON, k/{group key} open case, x/{alert} case,
-//!                  d/{deadline}/{case} index, s/{id} silences; the watchlist and its
-//!                  audit log through `store::Watchlist`
+//!                  d/{deadline}/{case} index, z/{closed at}{case} closed cases by closing
+//!                  time (retention), s/{id} silences; the watchlist and its audit log
+//!                  through `store::Watchlist`; sightings through `store::Sightings`
 //! ```
 //!
 //! Filing one alert: located (its position → the deepest grid cell; no position → its site's
@@ -22,12 +23,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use protocol::command::{Command, CommandBody, SignedCommand};
 use protocol::topics::TopicKind;
 use protocol::{Alert, SigningKey, Topics, UtcMillis};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::book::CaseBook;
@@ -41,6 +42,7 @@ use crate::link::Inbound;
 use crate::metrics::{HubMetrics, bump};
 use crate::push::{DeliveryReport, Pusher};
 use crate::registry::{Change, Registry, SiteState};
+use crate::retention::{Expiring, RetentionError, Swept};
 use crate::roster::Roster;
 use crate::store::{Store, StoreError, WatchAction, WatchAudit, WatchEntry, pending_key};
 use crate::trust::{Position, SitePolicy};
@@ -89,17 +91,7 @@ pub enum DispatchError {
     Stopped,
 }
 
-/// One stored tag sighting, for a tag's trajectory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SightingRecord {
-    pub tag: String,
-    pub site: String,
-    pub reader: String,
-    pub first: UtcMillis,
-    pub last: UtcMillis,
-    pub reads: u32,
-    pub rssi: i16,
-}
+pub use crate::store::SightingRecord;
 
 /// Requests to the dispatcher (the API of issue 6 and the tests use these).
 #[derive(Debug)]
@@ -134,6 +126,12 @@ pub enum Request {
     },
     Sites {
         reply: oneshot::Sender<Vec<SiteState>>,
+    },
+    /// Retention: removes up to `max` closed cases closed before `cutoff`.
+    ExpireClosed {
+        cutoff: UtcMillis,
+        max: usize,
+        reply: oneshot::Sender<Result<Swept, DispatchError>>,
     },
 }
 
@@ -218,6 +216,67 @@ impl DispatchHandle {
     pub async fn sites(&self) -> Result<Vec<SiteState>, DispatchError> {
         self.ask(|reply| Request::Sites { reply }).await
     }
+
+    /// Removes up to `max` closed cases closed before `cutoff` (oldest closed first), with
+    /// their indexes and the alert → case markers of the alerts they list, from the store and
+    /// the API's book in the same step. Never an open case.
+    pub async fn expire_closed(
+        &self,
+        cutoff: UtcMillis,
+        max: usize,
+    ) -> Result<Swept, DispatchError> {
+        self.ask(|reply| Request::ExpireClosed { cutoff, max, reply })
+            .await?
+    }
+}
+
+/// Closed cases as retention sees them: expiry goes through the dispatcher, which owns them.
+#[derive(Debug, Clone)]
+pub struct ClosedCases {
+    handle: DispatchHandle,
+    bytes: Arc<AtomicU64>,
+}
+
+/// Closed cases removed per request: the dispatcher files alerts between two requests, so a
+/// backlog of expired cases never holds filing up for more than a few milliseconds.
+const EXPIRE_CHUNK: usize = 256;
+
+impl ClosedCases {
+    fn expire_chunk(&self, cutoff: UtcMillis, max: usize) -> Result<Swept, DispatchError> {
+        let (reply, rx) = oneshot::channel();
+        self.handle
+            .tx
+            .blocking_send(Request::ExpireClosed { cutoff, max, reply })
+            .map_err(|_| DispatchError::Stopped)?;
+        rx.blocking_recv().map_err(|_| DispatchError::Stopped)?
+    }
+}
+
+impl Expiring for ClosedCases {
+    /// Called on the sweeper's blocking thread: waits for the dispatcher's answers there, in
+    /// requests of at most [`EXPIRE_CHUNK`] cases.
+    fn expire_before(&self, cutoff: UtcMillis, max: usize) -> Result<Swept, RetentionError> {
+        let mut total = Swept::default();
+        let mut left = max;
+        while left > 0 {
+            let n = left.min(EXPIRE_CHUNK);
+            let s = self.expire_chunk(cutoff, n)?;
+            total.records += s.records;
+            total.bytes += s.bytes;
+            total.more = s.more;
+            if !s.more {
+                break;
+            }
+            left -= n;
+        }
+        Ok(total)
+    }
+
+    /// A running total the dispatcher keeps: the JSON of every closed case (their index and
+    /// marker keys left out), counted at start and changed with each write of a closed case.
+    fn bytes(&self) -> Result<u64, RetentionError> {
+        Ok(self.bytes.load(Ordering::Relaxed))
+    }
 }
 
 /// The roster as the case core's duty seam.
@@ -264,6 +323,8 @@ pub struct Dispatcher {
     requests: mpsc::Receiver<Request>,
     /// Cases staged for the next write, handed to the book once it is applied.
     touched: Vec<Case>,
+    /// Bytes of closed cases' JSON ([`ClosedCases::bytes`]).
+    closed_bytes: Arc<AtomicU64>,
 }
 
 const CASE: &[u8] = b"c/";
@@ -271,6 +332,7 @@ const KEY: &[u8] = b"k/";
 const FILED: &[u8] = b"x/";
 const DEADLINE: &[u8] = b"d/";
 const SILENCE: &[u8] = b"s/";
+const CLOSED: &[u8] = b"z/";
 
 fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
     [prefix, rest.as_bytes()].concat()
@@ -278,6 +340,19 @@ fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
 
 fn deadline_key(at: i64, case: &str) -> Vec<u8> {
     [DEADLINE, &(at.max(0) as u64).to_be_bytes(), case.as_bytes()].concat()
+}
+
+/// A closed case's entry in the closing-time index.
+fn closed_key(case: &Case) -> Option<Vec<u8>> {
+    let at = case.closed_at()?;
+    Some(
+        [
+            CLOSED,
+            &(at.0.max(0) as u64).to_be_bytes(),
+            case.id.as_bytes(),
+        ]
+        .concat(),
+    )
 }
 
 fn io(op: &'static str) -> impl FnOnce(sled::Error) -> DispatchError {
@@ -319,10 +394,28 @@ impl Dispatcher {
             }
         }
         let mut cases = Vec::new();
+        let mut closed_bytes = 0u64;
+        // Closed cases of a store older than the closing-time index get their entry now.
+        let mut unindexed = sled::Batch::default();
+        let mut indexed = 0usize;
         for kv in p.store.work.scan_prefix(CASE) {
             let (k, v) = kv.map_err(io("scan cases"))?;
             match Case::from_json(&v) {
-                Ok(c) => cases.push(c),
+                Ok(c) => {
+                    if let Some(ck) = closed_key(&c) {
+                        closed_bytes += v.len() as u64;
+                        if p.store
+                            .work
+                            .get(&ck)
+                            .map_err(io("read closed index"))?
+                            .is_none()
+                        {
+                            unindexed.insert(ck, &[][..]);
+                            indexed += 1;
+                        }
+                    }
+                    cases.push(c)
+                }
                 Err(e) => {
                     tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable case left out of the API's book")
                 }
@@ -330,6 +423,16 @@ impl Dispatcher {
         }
         p.book.load(&cases);
         drop(cases);
+        if indexed > 0 {
+            p.store
+                .work
+                .apply_batch(unindexed)
+                .map_err(io("index closed cases"))?;
+            tracing::info!(
+                cases = indexed,
+                "closed cases indexed by closing time for retention"
+            );
+        }
         let last_seq = p
             .store
             .meta_get("cmd_seq")?
@@ -355,9 +458,19 @@ impl Dispatcher {
                 deliveries_rx,
                 requests,
                 touched: Vec::new(),
+                closed_bytes: Arc::new(AtomicU64::new(closed_bytes)),
             },
             DispatchHandle { tx },
         ))
+    }
+
+    /// Closed cases for the retention sweeper (expiry goes through this dispatcher's
+    /// requests; `handle` must be this dispatcher's).
+    pub fn closed_cases(&self, handle: &DispatchHandle) -> ClosedCases {
+        ClosedCases {
+            handle: handle.clone(),
+            bytes: self.closed_bytes.clone(),
+        }
     }
 
     fn now(&self) -> UtcMillis {
@@ -652,7 +765,29 @@ impl Dispatcher {
         case: &Case,
         old_deadline: Option<UtcMillis>,
     ) -> Result<(), DispatchError> {
-        staged.insert(key(CASE, &case.id), &case_json(case)?);
+        let json = case_json(case)?;
+        if let Some(ck) = closed_key(case) {
+            // Counted once, when its index entry is first written; later saves (comments,
+            // delivery outcomes) change it by the difference.
+            let old = match staged
+                .get(&self.p.store.work, &ck)
+                .map_err(io("read closed index"))?
+            {
+                Some(_) => staged
+                    .get(&self.p.store.work, &key(CASE, &case.id))
+                    .map_err(io("read case"))?
+                    .map_or(0, |v| v.len() as u64),
+                None => 0,
+            };
+            let new = json.len() as u64;
+            if new >= old {
+                self.closed_bytes.fetch_add(new - old, Ordering::Relaxed);
+            } else {
+                self.closed_bytes.fetch_sub(old - new, Ordering::Relaxed);
+            }
+            staged.insert(ck, &[]);
+        }
+        staged.insert(key(CASE, &case.id), &json);
         self.touched.push(case.clone());
         if !case.is_open() {
             // Closed: the group key may open a new case. Only drop the key if it still
@@ -945,9 +1080,10 @@ impl Dispatcher {
             TopicKind::Sighting => match protocol::validate::decode_sightings(&m.payload) {
                 Ok(batch) if batch.site == m.site => {
                     self.registry.on_activity(&m.site, now);
-                    let mut b = sled::Batch::default();
-                    for s in &batch.sightings {
-                        let rec = SightingRecord {
+                    let records: Vec<SightingRecord> = batch
+                        .sightings
+                        .iter()
+                        .map(|s| SightingRecord {
                             tag: s.tag.clone(),
                             site: m.site.clone(),
                             reader: s.reader.clone(),
@@ -955,16 +1091,9 @@ impl Dispatcher {
                             last: s.last,
                             reads: s.reads,
                             rssi: s.rssi,
-                        };
-                        if let Ok(v) = serde_json::to_vec(&rec) {
-                            b.insert(sighting_key(&rec), v);
-                        }
-                    }
-                    self.p
-                        .store
-                        .sightings
-                        .apply_batch(b)
-                        .map_err(io("store sightings"))?;
+                        })
+                        .collect();
+                    self.p.store.sightings().insert(&records, now)?;
                     self.p.metrics.sightings_stored.fetch_add(
                         batch.sightings.len() as u64,
                         std::sync::atomic::Ordering::Relaxed,
@@ -1122,8 +1251,81 @@ impl Dispatcher {
             Request::Sites { reply } => {
                 let _ = reply.send(self.registry.sites().cloned().collect());
             }
+            Request::ExpireClosed { cutoff, max, reply } => {
+                let r = self.expire_closed(cutoff, max);
+                let _ = reply.send(r);
+            }
         }
         Ok(())
+    }
+
+    /// [`DispatchHandle::expire_closed`]: walks the closing-time index up to `cutoff`, at
+    /// most `max` entries, so a call costs about `max` cases whatever the store holds.
+    fn expire_closed(&mut self, cutoff: UtcMillis, max: usize) -> Result<Swept, DispatchError> {
+        let work = self.p.store.work.clone();
+        let end = [CLOSED, &(cutoff.0.max(0) as u64).to_be_bytes()[..]].concat();
+        let mut b = sled::Batch::default();
+        let mut gone = Vec::new();
+        let mut swept = Swept::default();
+        let mut seen = 0usize;
+        for k in work.range(CLOSED.to_vec()..end).keys().take(max) {
+            let k = k.map_err(io("scan closed index"))?;
+            seen += 1;
+            b.remove(k.clone());
+            let id =
+                String::from_utf8_lossy(k.get(CLOSED.len() + 8..).unwrap_or_default()).into_owned();
+            let Some(raw) = work.get(key(CASE, &id)).map_err(io("read case"))? else {
+                continue;
+            };
+            let case = match Case::from_json(&raw) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Left in place (only its index entry goes): someone should look at it.
+                    tracing::error!(case = %id, error = %e, "retention: unreadable case kept; its closing-time entry dropped");
+                    continue;
+                }
+            };
+            if case.is_open() {
+                tracing::error!(case = %id, "retention: an open case in the closing-time index; kept, entry dropped");
+                continue;
+            }
+            b.remove(key(CASE, &id));
+            swept.bytes += raw.len() as u64;
+            for a in &case.alert_ids {
+                // Only a marker that still points at this case (a resent alert filed later
+                // elsewhere keeps its own).
+                let x = key(FILED, a);
+                if work
+                    .get(&x)
+                    .map_err(io("read filed"))?
+                    .is_some_and(|v| v.as_ref() == case.id.as_bytes())
+                {
+                    swept.bytes += (x.len() + case.id.len()) as u64;
+                    b.remove(x);
+                }
+            }
+            if work
+                .get(key(KEY, &case.key))
+                .map_err(io("read group"))?
+                .is_some_and(|v| v.as_ref() == case.id.as_bytes())
+            {
+                b.remove(key(KEY, &case.key));
+            }
+            self.move_deadline(&mut b, &case.id, case.next_deadline(), None);
+            self.closed_bytes.fetch_sub(
+                (raw.len() as u64).min(self.closed_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            gone.push(case.id);
+        }
+        work.apply_batch(b).map_err(io("expire closed cases"))?;
+        self.p.book.remove(&gone);
+        swept.records = gone.len() as u64;
+        swept.more = seen == max;
+        if !gone.is_empty() {
+            tracing::info!(cases = gone.len(), %cutoff, "retention: closed cases removed");
+        }
+        Ok(swept)
     }
 
     async fn transition(&mut self, id: &str, t: Transition) -> Result<Case, DispatchError> {
@@ -1347,17 +1549,6 @@ impl Writes for Staged {
     }
 }
 
-fn sighting_key(s: &SightingRecord) -> Vec<u8> {
-    let mut k = Vec::with_capacity(s.tag.len() + 40);
-    k.extend_from_slice(s.tag.as_bytes());
-    k.push(b'/');
-    k.extend_from_slice(&(s.first.0.max(0) as u64).to_be_bytes());
-    k.extend_from_slice(s.site.as_bytes());
-    k.push(b'/');
-    k.extend_from_slice(s.reader.as_bytes());
-    k
-}
-
 /// Writes cases as the dispatcher files them (case, group key while open, alert index,
 /// deadline index), in one batch. For benchmarks that need a big store fast and for
 /// migrations; the hub must not be running on this store.
@@ -1370,6 +1561,9 @@ pub fn import_cases(store: &Store, cases: &[Case]) -> Result<(), DispatchError> 
         }
         if case.is_open() {
             b.insert(key(KEY, &case.key), case.id.as_bytes());
+        }
+        if let Some(ck) = closed_key(case) {
+            b.insert(ck, &[]);
         }
         if let Some(d) = case.next_deadline() {
             b.insert(deadline_key(d.0, &case.id), &[]);
@@ -1410,18 +1604,7 @@ pub fn trajectory(
     from: UtcMillis,
     to: UtcMillis,
 ) -> Result<Vec<SightingRecord>, DispatchError> {
-    let mut prefix = tag.as_bytes().to_vec();
-    prefix.push(b'/');
-    let start = [&prefix[..], &(from.0.max(0) as u64).to_be_bytes()].concat();
-    let end = [&prefix[..], &(to.0.max(0) as u64).to_be_bytes()].concat();
-    let mut out = Vec::new();
-    for kv in store.sightings.range(start..end) {
-        let (_, v) = kv.map_err(io("scan sightings"))?;
-        if let Ok(r) = serde_json::from_slice(&v) {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    Ok(store.sightings().trajectory(tag, from, to)?)
 }
 
 fn case_json(case: &Case) -> Result<Vec<u8>, DispatchError> {

@@ -167,10 +167,11 @@ impl Ingest {
         out: mpsc::Sender<Arc<Alert>>,
         metrics: Arc<HubMetrics>,
         disk: Arc<DiskGuard>,
+        clock: Arc<dyn Clock>,
     ) -> (Self, tokio::task::JoinHandle<Result<(), IngestError>>) {
         let (tx, rx) = mpsc::channel(256);
         metrics.quarantine_size(store.quarantine().len(), store.quarantine().bytes());
-        let task = tokio::spawn(writer(store.clone(), rx, out, metrics.clone()));
+        let task = tokio::spawn(writer(store.clone(), rx, out, metrics.clone(), clock));
         (
             // No store handle here: every gateway connection and the link hold an `Ingest`,
             // and the hub's stop waits only for the tasks that own the store (sled locks it).
@@ -416,6 +417,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Job>,
     out: mpsc::Sender<Arc<Alert>>,
     metrics: Arc<HubMetrics>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(), IngestError> {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
@@ -440,8 +442,10 @@ async fn writer(
         let release: Vec<QuarantineId> = jobs.iter().filter_map(|j| j.release).collect();
         let written = {
             let store = store.clone();
+            // The hub's time (retention counts from it; tests drive it).
+            let received = clock.now();
             tokio::task::spawn_blocking(move || {
-                let fresh = store.alerts().insert(&batch, now())?;
+                let fresh = store.alerts().insert(&batch, received)?;
                 let q = store.quarantine();
                 let inserted = q.insert(&refused)?;
                 for id in release {

@@ -18,6 +18,7 @@
 //! - [`secret_file`]: secret files written owner-only (0600); a signing key others can read
 //!   is refused.
 //! - [`metrics`]: counters of everything received, refused and dropped.
+//! - [`retention`]: how long each kind of record is kept; the sweeper that removes the rest.
 //! - [`watchlist`]: who sees and changes a watchlist entry, which sites it reaches (pure).
 
 pub mod api;
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod push;
 pub mod random;
 pub mod registry;
+pub mod retention;
 pub mod roster;
 pub mod secret_file;
 pub mod service;

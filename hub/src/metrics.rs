@@ -54,6 +54,20 @@ pub struct HubMetrics {
     disk_free: AtomicU64,
     disk_min_free: AtomicU64,
     disk_low: AtomicU64,
+    /// Retention, by kind (`retention::Kind::as_str`).
+    retention: Mutex<BTreeMap<&'static str, RetentionCounts>>,
+    /// The hub clock's time of the last sweep, ms (0: none yet).
+    retention_last_sweep_ms: std::sync::atomic::AtomicI64,
+}
+
+/// One kind's retention counters and size.
+#[derive(Debug, Default, Clone, Copy)]
+struct RetentionCounts {
+    swept: u64,
+    swept_bytes: u64,
+    errors: u64,
+    /// The owner's size as last reported (gauge); `None` until it is.
+    bytes: Option<u64>,
 }
 
 impl HubMetrics {
@@ -105,6 +119,44 @@ impl HubMetrics {
         self.disk_free.store(free, Relaxed);
         self.disk_min_free.store(min_free, Relaxed);
         self.disk_low.store(u64::from(low), Relaxed);
+    }
+
+    fn retention_entry(&self, kind: &'static str, f: impl FnOnce(&mut RetentionCounts)) {
+        if let Ok(mut m) = self.retention.lock() {
+            f(m.entry(kind).or_default());
+        }
+    }
+
+    /// Records (and their bytes) a sweep removed.
+    pub fn retention_swept(&self, kind: &'static str, records: u64, bytes: u64) {
+        self.retention_entry(kind, |c| {
+            c.swept += records;
+            c.swept_bytes += bytes;
+        });
+    }
+
+    /// A sweep of `kind` failed.
+    pub fn retention_failed(&self, kind: &'static str) {
+        self.retention_entry(kind, |c| c.errors += 1);
+    }
+
+    /// What `kind` holds now.
+    pub fn store_bytes(&self, kind: &'static str, bytes: u64) {
+        self.retention_entry(kind, |c| c.bytes = Some(bytes));
+    }
+
+    /// A sweep finished at `at` (the hub's clock).
+    pub fn retention_swept_at(&self, at: protocol::UtcMillis) {
+        self.retention_last_sweep_ms.store(at.0, Relaxed);
+    }
+
+    /// Records of `kind` removed by retention so far.
+    pub fn retention_swept_total(&self, kind: &str) -> u64 {
+        self.retention
+            .lock()
+            .ok()
+            .and_then(|m| m.get(kind).map(|c| c.swept))
+            .unwrap_or(0)
     }
 
     pub fn rejected_total(&self) -> u64 {
@@ -285,7 +337,62 @@ impl HubMetrics {
             self.disk_min_free.load(Relaxed),
             self.disk_low.load(Relaxed),
         );
+        self.render_retention(&mut out);
         out
+    }
+
+    fn render_retention(&self, out: &mut String) {
+        let Ok(m) = self.retention.lock() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP hub_retention_swept_total Records removed by retention, by kind.\n# TYPE hub_retention_swept_total counter"
+        );
+        for (kind, c) in m.iter() {
+            let _ = writeln!(
+                out,
+                "hub_retention_swept_total{{kind=\"{kind}\"}} {}",
+                c.swept
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hub_retention_swept_bytes_total Bytes those records held, by kind.\n# TYPE hub_retention_swept_bytes_total counter"
+        );
+        for (kind, c) in m.iter() {
+            let _ = writeln!(
+                out,
+                "hub_retention_swept_bytes_total{{kind=\"{kind}\"}} {}",
+                c.swept_bytes
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hub_retention_errors_total Sweeps of a kind that failed (tried again at the next sweep).\n# TYPE hub_retention_errors_total counter"
+        );
+        for (kind, c) in m.iter() {
+            let _ = writeln!(
+                out,
+                "hub_retention_errors_total{{kind=\"{kind}\"}} {}",
+                c.errors
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hub_store_bytes Bytes each kind of record holds (as its owner counts them).\n# TYPE hub_store_bytes gauge"
+        );
+        for (kind, c) in m.iter() {
+            if let Some(b) = c.bytes {
+                let _ = writeln!(out, "hub_store_bytes{{kind=\"{kind}\"}} {b}");
+            }
+        }
+        let at = self.retention_last_sweep_ms.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP hub_retention_last_sweep_seconds When the last retention sweep ran (Unix time, hub clock; 0: none yet).\n# TYPE hub_retention_last_sweep_seconds gauge\nhub_retention_last_sweep_seconds {}",
+            at.max(0) / 1000
+        );
     }
 }
 

@@ -30,6 +30,7 @@ use crate::ingest::Ingest;
 use crate::link::{Link, LinkOptions};
 use crate::metrics::HubMetrics;
 use crate::push::Pusher;
+use crate::retention::{Kind, Sweeper};
 use crate::roster::Roster;
 use crate::store::Store;
 use crate::trust::SitePolicy;
@@ -199,6 +200,8 @@ pub struct RunningHub {
     pub http_addr: Option<SocketAddr>,
     /// The API's read side of the cases.
     pub book: Arc<CaseBook>,
+    /// Retention (`[retention]`): sweeps on its own; `sweep_now` for tests.
+    pub retention: Arc<Sweeper>,
     shutdown: watch::Sender<bool>,
     dispatcher: tokio::task::JoinHandle<Result<(), crate::dispatch::DispatchError>>,
     ingest: tokio::task::JoinHandle<Result<(), crate::ingest::IngestError>>,
@@ -301,6 +304,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         alerts_tx,
         metrics.clone(),
         disk.clone(),
+        clock.clone(),
     );
     let api_ingest = ingest.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -441,6 +445,43 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         book: book.clone(),
         trust,
     })?;
+    let mut sweeper = Sweeper::new(config.retention.clone(), clock.clone(), metrics.clone());
+    sweeper.register(
+        Kind::ClosedCases,
+        Arc::new(dispatcher.closed_cases(&handle)),
+    );
+    sweeper.register(Kind::Sightings, Arc::new(store.sightings().clone()));
+    // Alerts, snapshots and photos of open cases stay, however old.
+    let pins = Arc::new(crate::retention::OpenCasePins::new(
+        store.clone(),
+        book.clone(),
+    ));
+    sweeper.register(
+        Kind::Alerts,
+        Arc::new(crate::store::AlertsRetention {
+            alerts: store.alerts().clone(),
+            pins: pins.clone(),
+        }),
+    );
+    for (kind, blob_kind) in [
+        (Kind::Snapshots, crate::store::BlobKind::Snapshot),
+        (Kind::Photos, crate::store::BlobKind::Photo),
+    ] {
+        sweeper.register(
+            kind,
+            Arc::new(crate::store::BlobsOfKind {
+                blobs: store.blobs().clone(),
+                kind: blob_kind,
+                pins: pins.clone(),
+            }),
+        );
+    }
+    // Registered with or without [http]: sessions of an earlier run still expire.
+    let sessions = Sessions::new(
+        store.clone(),
+        config.http.as_ref().map_or(12, |h| h.session_hours),
+    );
+    sweeper.register(Kind::Sessions, Arc::new(sessions.clone()));
     let dispatcher = tokio::spawn(dispatcher.run(alerts_rx, inbound_rx));
 
     let api_metrics = Arc::new(ApiMetrics::default());
@@ -456,7 +497,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                 users: Arc::new(users),
                 sites: config.sites.clone(),
                 ingest: api_ingest,
-                sessions: Sessions::new(store.clone(), h.session_hours),
+                sessions,
                 logins: Logins::default(),
                 clock: clock.clone(),
                 http: h.clone(),
@@ -512,6 +553,8 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         }
         None => None,
     };
+    let retention = Arc::new(sweeper);
+    servers.push(retention.clone().spawn(shutdown_rx.clone()));
     count_plaintext_listeners(&mqtt, http_addr, &metrics);
     tracing::info!(mqtt = ?mqtt, mqtts = ?mqtts, metrics = ?metrics_addr, http = ?http_addr, mode = %config.broker.mode, "hub running");
     Ok(RunningHub {
@@ -524,6 +567,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         link,
         http_addr,
         book,
+        retention,
         shutdown,
         dispatcher,
         ingest: ingest_task,

@@ -11,7 +11,8 @@
 //!   so a crash between storing and filing is recovered at start), plus the dispatcher's case,
 //!   index and deadline keys (see `dispatch`).
 //! - `sites`: site id → the registry's record (last status, last heartbeat).
-//! - `sightings`: `{tag}/{time ms BE}/{site}/{reader}` → one tag sighting, for trajectories.
+//! - `sightings`: tag sightings for trajectories, with a stored-time index for retention,
+//!   owned by [`Sightings`].
 //! - `sessions`: SHA-256 of a dashboard session or app token → who and until when.
 //! - `photos`: a photo people attached (resolution, patrol report) → its case, author, time
 //!   and blob, owned by [`Photos`].
@@ -25,18 +26,20 @@ mod alerts;
 mod blobs;
 mod photos;
 mod quarantine;
+mod sightings;
 mod watchlist;
 
 use std::path::{Path, PathBuf};
 
 use sled::transaction::TransactionError;
 
-pub use alerts::{AlertSweep, Alerts, SnapshotRef, StoredAlert};
-pub use blobs::{BlobId, BlobKind, BlobMeta, BlobSweep, Blobs};
+pub use alerts::{AlertSweep, Alerts, AlertsRetention, SnapshotRef, StoredAlert};
+pub use blobs::{BlobId, BlobKind, BlobMeta, BlobSweep, Blobs, BlobsOfKind};
 pub use photos::{PhotoMeta, Photos};
 pub use quarantine::{
     Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,
 };
+pub use sightings::{SightingRecord, Sightings};
 pub use watchlist::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope, Watchlist};
 
 /// The on-disk layout version; a store written by another version is refused, not guessed at.
@@ -96,7 +99,7 @@ pub struct Store {
     photos: Photos,
     pub work: sled::Tree,
     pub sites: sled::Tree,
-    pub sightings: sled::Tree,
+    sightings: Sightings,
     /// Dashboard sessions and app tokens: SHA-256 of the token → the session's JSON.
     pub sessions: sled::Tree,
     quarantine: Quarantine,
@@ -129,7 +132,8 @@ impl Store {
         let meta = tree("meta")?;
         check_schema(&meta, &path)?;
         let work = tree("work")?;
-        // When entries of a pre-scope watchlist were moved (their audit record's time).
+        // When entries of a pre-scope watchlist were moved (their audit record's time), and
+        // the latest stored time given to sightings of a store older than their index.
         let migrated_at = protocol::UtcMillis(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -148,7 +152,7 @@ impl Store {
             blobs,
             work,
             sites: tree("sites")?,
-            sightings: tree("sightings")?,
+            sightings: Sightings::open(&db, migrated_at)?,
             sessions: tree("sessions")?,
             meta,
             quarantine: Quarantine::open(&db)?,
@@ -182,6 +186,11 @@ impl Store {
 
     pub fn photos(&self) -> &Photos {
         &self.photos
+    }
+
+    /// Tag sightings.
+    pub fn sightings(&self) -> &Sightings {
+        &self.sightings
     }
 
     /// Makes everything written so far durable.
@@ -346,9 +355,16 @@ mod tests {
             .join(old_blob.to_hex());
         assert!(path.exists());
         let cutoff = protocol::UtcMillis(t0.0 + 5 * day);
+        // Kept (an open case's): stepped over, nothing removed.
+        let kept = store
+            .blobs()
+            .expire_before(BlobKind::Snapshot, cutoff, 10, &|id| id == old_blob)
+            .unwrap();
+        assert_eq!((kept.blobs, kept.more), (0, false));
+        assert!(path.exists());
         let swept = store
             .blobs()
-            .expire_before(BlobKind::Snapshot, cutoff, 10)
+            .expire_before(BlobKind::Snapshot, cutoff, 10, &|_| false)
             .unwrap();
         assert_eq!((swept.blobs, swept.bytes, swept.more), (1, 6, false));
         assert!(!path.exists(), "the expired blob's file is gone");
@@ -358,7 +374,15 @@ mod tests {
         assert!(stored.snapshot.is_some());
         assert_eq!(store.alerts().snapshot_jpeg(&stored).unwrap(), None);
         let before = store.alerts().bytes();
-        let swept = store.alerts().expire_before(cutoff, 10).unwrap();
+        let kept = store
+            .alerts()
+            .expire_before(cutoff, 10, &|id| id == "01OLD")
+            .unwrap();
+        assert_eq!(kept.alerts, 0);
+        let swept = store
+            .alerts()
+            .expire_before(cutoff, 10, &|_| false)
+            .unwrap();
         assert_eq!(swept.alerts, 1);
         assert!(store.alerts().bytes() < before);
         assert!(store.alerts().get("01OLD").unwrap().is_none());

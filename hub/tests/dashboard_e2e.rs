@@ -209,9 +209,9 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
             publish_sightings(&other, OTHER_SITE, tag, at - 20 * 60_000).await;
             publish_sightings(&agent, SITE, tag, at - 5 * 60_000).await;
             assert!(
-                eventually(Duration::from_secs(10), || hub.store.sightings.len() >= 2).await,
+                eventually(Duration::from_secs(10), || hub.store.sightings().len() >= 2).await,
                 "the hub stored {} sighting(s), not 2",
-                hub.store.sightings.len()
+                hub.store.sightings().len()
             );
             writeln!(stdin, "published {tag} {at}").unwrap();
             stdin.flush().unwrap();
@@ -307,39 +307,6 @@ async fn watch_command_reached_the_site(agent: &mut Client, tag: &str) {
             note: "被盗电动车".to_owned(),
         }
     );
-}
-
-/// One reader's sighting of `tag` at `site`, five seconds from `first`, as an agent sends it.
-async fn publish_sightings(site_client: &Client, site: &str, tag: &str, first: i64) {
-    use protocol::sighting::{SightingBatch, TagKind, TagSighting};
-    let batch = SightingBatch {
-        schema: protocol::SCHEMA_VERSION,
-        id: format!("01KAQ5X3MV{:016}", first.rem_euclid(10_i64.pow(16))),
-        site: site.into(),
-        sightings: vec![TagSighting {
-            reader: "r1".into(),
-            tag: tag.into(),
-            kind: TagKind::Bike,
-            first: UtcMillis(first),
-            last: UtcMillis(first + 5_000),
-            reads: 4,
-            rssi: -61,
-        }],
-    };
-    let before = site_client.acks.load(std::sync::atomic::Ordering::SeqCst);
-    site_client
-        .client
-        .publish(
-            format!("se/v1/site/{site}/sighting"),
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-            false,
-            serde_json::to_vec(&batch).unwrap(),
-        )
-        .await
-        .unwrap();
-    site_client
-        .wait_acks(before + 1, Duration::from_secs(10))
-        .await;
 }
 
 /// The XYZ (Web Mercator) tile holding a point at zoom `z`.

@@ -192,17 +192,54 @@ impl Sessions {
         self.bump();
         Ok(gone.and_then(|v| serde_json::from_slice(&v).ok()))
     }
+}
 
-    /// Drops expired sessions (called now and then).
-    pub fn sweep(&self, now: UtcMillis) -> usize {
-        let mut gone = 0;
-        for (k, v) in self.store.sessions.iter().flatten() {
-            let expired = serde_json::from_slice::<Session>(&v).map_or(true, |s| s.expires <= now);
-            if expired && self.store.sessions.remove(k).is_ok() {
-                gone += 1;
+impl crate::retention::Expiring for Sessions {
+    /// Sessions expired before `cutoff` (the sweeper passes now). The tree is walked whole:
+    /// it holds the live logins and tokens only (this sweep keeps it so), a few per user.
+    fn expire_before(
+        &self,
+        cutoff: UtcMillis,
+        max: usize,
+    ) -> Result<crate::retention::Swept, crate::retention::RetentionError> {
+        let io = |op: &'static str| move |source| crate::store::StoreError::Io { op, source };
+        let mut swept = crate::retention::Swept::default();
+        for kv in self.store.sessions.iter() {
+            let (k, v) = kv.map_err(io("scan sessions"))?;
+            // An unreadable record can open nothing: it goes too.
+            let expired =
+                serde_json::from_slice::<Session>(&v).map_or(true, |s| s.expires < cutoff);
+            if !expired {
+                continue;
+            }
+            if swept.records as usize == max {
+                swept.more = true;
+                break;
+            }
+            if let Some(old) = self
+                .store
+                .sessions
+                .remove(&k)
+                .map_err(io("remove session"))?
+            {
+                swept.records += 1;
+                swept.bytes += (k.len() + old.len()) as u64;
             }
         }
-        gone
+        Ok(swept)
+    }
+
+    /// Summed over the tree each time: a few hundred small records, once a sweep.
+    fn bytes(&self) -> Result<u64, crate::retention::RetentionError> {
+        let mut n = 0u64;
+        for kv in self.store.sessions.iter() {
+            let (k, v) = kv.map_err(|source| crate::store::StoreError::Io {
+                op: "scan sessions",
+                source,
+            })?;
+            n += (k.len() + v.len()) as u64;
+        }
+        Ok(n)
     }
 }
 

@@ -273,10 +273,7 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(state.http.listen).await?;
     let addr = listener.local_addr()?;
-    let sessions = state.sessions.clone();
-    let clock = state.clock.clone();
     let mut stop = state.stop.clone();
-    let mut sweep_stop = state.stop.clone();
     let app = router(state);
     let server = async move {
         let served = axum::serve(
@@ -291,23 +288,8 @@ pub async fn serve(
             tracing::error!(error = %e, "HTTP server stopped");
         }
     };
-    // Expired sessions are dropped hourly (they are refused on use anyway).
-    let sweeper = async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = sweep_stop.wait_for(|s| *s) => return,
-            }
-            let gone = sessions.sweep(clock.now());
-            if gone > 0 {
-                tracing::info!(gone, "expired sessions dropped");
-            }
-        }
-    };
-    let task = tokio::spawn(async move {
-        tokio::join!(server, sweeper);
-    });
+    // Expired sessions are dropped by the retention sweeper (they are refused on use anyway).
+    let task = tokio::spawn(server);
     tracing::info!(%addr, "http listening");
     Ok((addr, task))
 }

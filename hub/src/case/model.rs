@@ -434,6 +434,20 @@ impl Case {
         self.state != CaseState::Closed
     }
 
+    /// When the case was closed (the time of its close record; `updated_at` should the trail
+    /// lack one), `None` while open. Comments on a closed case do not move it.
+    pub fn closed_at(&self) -> Option<UtcMillis> {
+        if self.is_open() {
+            return None;
+        }
+        let close = self
+            .audit
+            .iter()
+            .rev()
+            .find(|r| r.to_state == CaseState::Closed && r.from_state != CaseState::Closed);
+        Some(close.map_or(self.updated_at, |r| r.at))
+    }
+
     /// When the caller's timer should next call [`Case::tick`]; `None`: no timer.
     pub fn next_deadline(&self) -> Option<UtcMillis> {
         self.deadline.map(|d| d.at)

@@ -960,11 +960,13 @@ mod tests {
     #[test]
     fn comments_are_recorded_in_any_state_even_closed() {
         let mut case = resolved_case();
+        assert_eq!(case.closed_at(), None);
         act(
             &mut case,
             Transition::new(Action::Close, "operator-chen", at_min(30)),
         )
         .unwrap();
+        assert_eq!(case.closed_at(), Some(at_min(30)));
         let effects = act(
             &mut case,
             Transition::new(Action::Comment, "operator-chen", at_min(31)).with_note("owner called"),
@@ -974,6 +976,11 @@ mod tests {
         assert_eq!(
             case.audit.last().map(|r| r.action),
             Some(AuditAction::Comment)
+        );
+        assert_eq!(
+            case.closed_at(),
+            Some(at_min(30)),
+            "a later comment does not move the closing time"
         );
         let err = act(
             &mut case,

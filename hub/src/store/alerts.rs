@@ -25,6 +25,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::blobs::{Batch, BlobId, BlobKind, Blobs, Deltas};
 use super::{StoreError, pending_key};
+use crate::retention::{Expiring, RetentionError, Swept};
 
 /// A snapshot's facts; its bytes are a blob (or, in a record of an older hub, inline).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,15 +220,25 @@ impl Alerts {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Removes up to `max` alerts received before `cutoff` (their pending markers too; their
-    /// snapshots' blobs expire by their own retention).
-    pub fn expire_before(&self, cutoff: UtcMillis, max: usize) -> Result<AlertSweep, StoreError> {
+    /// Removes up to `max` alerts received before `cutoff`, but none that `keep` names (an
+    /// open case's: they stay, due, until it closes; the scan steps over them, so it reads at
+    /// most `max` plus the kept). Their pending markers go too; their snapshots' blobs expire
+    /// by their own retention.
+    pub fn expire_before(
+        &self,
+        cutoff: UtcMillis,
+        max: usize,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<AlertSweep, StoreError> {
         let start = time_key(UtcMillis(0), "");
         let end = time_key(cutoff, "");
         let mut due = Vec::new();
         let mut more = false;
         for k in self.times.range(start..end).keys() {
             let k = k.map_err(super::io("scan alert times"))?;
+            if keep(&String::from_utf8_lossy(&k[9..])) {
+                continue;
+            }
             if due.len() == max {
                 more = true;
                 break;
@@ -342,5 +353,32 @@ fn decode(id: &str, v: &[u8]) -> Result<StoredAlert, StoreError> {
             })
         }
         _ => Err(corrupt("unknown record format".into())),
+    }
+}
+
+/// The alerts as the retention sweeper sees them: those of open cases are kept.
+#[derive(Debug, Clone)]
+pub struct AlertsRetention {
+    pub alerts: Alerts,
+    pub pins: Arc<crate::retention::OpenCasePins>,
+}
+
+impl Expiring for AlertsRetention {
+    /// By the time the hub received them, through `alert_times`; bytes are a running total
+    /// kept in the same transactions as the records.
+    fn expire_before(&self, cutoff: UtcMillis, max: usize) -> Result<Swept, RetentionError> {
+        let pins = self.pins.get()?;
+        let s = self
+            .alerts
+            .expire_before(cutoff, max, &|id| pins.alerts.contains(id))?;
+        Ok(Swept {
+            records: s.alerts,
+            bytes: s.bytes,
+            more: s.more,
+        })
+    }
+
+    fn bytes(&self) -> Result<u64, RetentionError> {
+        Ok(self.alerts.bytes())
     }
 }

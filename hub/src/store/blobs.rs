@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::StoreError;
+use crate::retention::{Expiring, RetentionError, Swept};
 
 /// A blob's SHA-256: its name on disk and in records (lower-case hex in JSON and URLs).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -303,13 +304,15 @@ impl Blobs {
         self.inner.bytes[kind.index()].load(Ordering::Relaxed)
     }
 
-    /// Removes up to `max` blobs of `kind` last named before `cutoff`: their metadata first
-    /// (flushed), then their files.
+    /// Removes up to `max` blobs of `kind` last named before `cutoff`, but none `keep` names
+    /// (an open case's: stepped over, so the scan reads at most `max` plus the kept): their
+    /// metadata first (flushed), then their files.
     pub fn expire_before(
         &self,
         kind: BlobKind,
         cutoff: UtcMillis,
         max: usize,
+        keep: &dyn Fn(BlobId) -> bool,
     ) -> Result<BlobSweep, StoreError> {
         let tree = &self.inner.tree;
         let start = expiry_key(kind, UtcMillis(0), BlobId([0; 32]));
@@ -319,12 +322,15 @@ impl Blobs {
         let mut more = false;
         for k in tree.range(start..end).keys() {
             let k = k.map_err(super::io("scan blob expiry"))?;
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[10..42]);
+            if keep(BlobId(id)) {
+                continue;
+            }
             if due.len() == max {
                 more = true;
                 break;
             }
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&k[10..42]);
             due.push((k, BlobId(id)));
         }
         if due.is_empty() {
@@ -566,3 +572,34 @@ impl Batch<'_> {
 /// returned by it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Deltas([i64; 2]);
+
+/// One kind of blob as the retention sweeper sees it: those of open cases are kept.
+#[derive(Debug, Clone)]
+pub struct BlobsOfKind {
+    pub blobs: Blobs,
+    pub kind: BlobKind,
+    pub pins: Arc<crate::retention::OpenCasePins>,
+}
+
+impl Expiring for BlobsOfKind {
+    /// By last reference, through the expiry index; bytes are a running total. The snapshot
+    /// sweep also collects one directory's orphans (a directory per tick, all 256 in turn).
+    fn expire_before(&self, cutoff: UtcMillis, max: usize) -> Result<Swept, RetentionError> {
+        let pins = self.pins.get()?;
+        let s = self
+            .blobs
+            .expire_before(self.kind, cutoff, max, &|id| pins.blobs.contains(&id))?;
+        if self.kind == BlobKind::Snapshot {
+            self.blobs.collect_orphans()?;
+        }
+        Ok(Swept {
+            records: s.blobs,
+            bytes: s.bytes,
+            more: s.more,
+        })
+    }
+
+    fn bytes(&self) -> Result<u64, RetentionError> {
+        Ok(self.blobs.bytes(self.kind))
+    }
+}

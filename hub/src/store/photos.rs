@@ -91,6 +91,11 @@ impl Photos {
         Ok(self.record(id)?.map(|r| r.meta))
     }
 
+    /// The blob holding a photo's JPEG (none for a schema-1 photo).
+    pub fn blob(&self, id: &str) -> Result<Option<BlobId>, StoreError> {
+        Ok(self.record(id)?.and_then(|r| r.blob))
+    }
+
     fn record(&self, id: &str) -> Result<Option<PhotoRecord>, StoreError> {
         self.tree
             .get(meta_key(id))

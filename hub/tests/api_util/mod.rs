@@ -803,7 +803,7 @@ pub async fn fill(r: &Running) -> Cases {
     );
     // Sightings are stored by the dispatcher too; give it a moment.
     for _ in 0..100 {
-        if r.hub.store.sightings.len() >= 2 {
+        if r.hub.store.sightings().len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
