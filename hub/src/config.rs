@@ -629,6 +629,11 @@ impl HubConfig {
                     "sites.{id}: the name is reserved for patrol reports"
                 ));
             }
+            if id == crate::trust::HUB_SITE {
+                errors.push(format!(
+                    "sites.{id}: the name is reserved for the hub's own health alerts"
+                ));
+            }
             if let Some(d) = site.max_distance_m
                 && !range(d)
             {

@@ -84,6 +84,9 @@ pub struct DiskGuard {
     low: AtomicBool,
     free: AtomicU64,
     min_free: AtomicU64,
+    /// Told each time intake stops or resumes (not every probe): the dispatcher opens the
+    /// hub-health case on the one and notes the recovery on the other ([`crate::health`]).
+    changes: watch::Sender<bool>,
 }
 
 impl DiskGuard {
@@ -102,6 +105,7 @@ impl DiskGuard {
             low: AtomicBool::new(false),
             free: AtomicU64::new(0),
             min_free: AtomicU64::new(configured_min_free.unwrap_or(DEFAULT_MIN_FREE_BYTES)),
+            changes: watch::channel(false).0,
         });
         guard.check(metrics);
         guard
@@ -118,6 +122,16 @@ impl DiskGuard {
 
     pub fn min_free_bytes(&self) -> u64 {
         self.min_free.load(Relaxed)
+    }
+
+    /// The data directory watched.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether intake is stopped (true) or not, changing only when that does.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.changes.subscribe()
     }
 
     /// Reads the free space and updates the state, the metrics and the log, then releases or
@@ -174,6 +188,8 @@ impl DiskGuard {
         self.min_free.store(min, Relaxed);
         self.low.store(low, Relaxed);
         metrics.disk(free, min, low);
+        self.changes
+            .send_if_modified(|was_low| std::mem::replace(was_low, low) != low);
         match (was, low) {
             (false, true) => tracing::error!(
                 dir = %self.dir.display(),

@@ -33,10 +33,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::book::CaseBook;
 use crate::case::{
-    Case, CellRef, DeliveryOutcome, DeliveryTarget, Duty, Effect, GroupKey, Policy, Silence,
-    Transition, TransitionError, groups_with, inhibited, silenced_by,
+    Action, Case, CaseState, CellRef, DeliveryOutcome, DeliveryTarget, Duty, Effect, GroupKey,
+    Policy, Silence, Transition, TransitionError, groups_with, inhibited, silenced_by,
 };
 use crate::config::SiteSection;
+use crate::disk::DiskGuard;
 use crate::grid::GridIndex;
 use crate::link::Inbound;
 use crate::metrics::{HubMetrics, bump};
@@ -308,6 +309,18 @@ pub struct DispatcherParts {
     pub book: Arc<CaseBook>,
     /// Which alert positions are believed (the same policy ingest applies).
     pub trust: Arc<SitePolicy>,
+    /// The data disk: its low episodes become hub-health cases ([`crate::health`]).
+    pub disk: Arc<DiskGuard>,
+}
+
+/// The hub-health case write still owed (retried on the sweep until it succeeds).
+#[derive(Debug)]
+enum HealthDue {
+    /// The disk went low: file this alert (the same one on every retry: its insert and
+    /// filing are idempotent).
+    Open(Arc<Alert>),
+    /// Space is back: resolve the episode's case.
+    Resolve,
 }
 
 /// Owner of cases and everything that changes them.
@@ -325,6 +338,7 @@ pub struct Dispatcher {
     touched: Vec<Case>,
     /// Bytes of closed cases' JSON ([`ClosedCases::bytes`]).
     closed_bytes: Arc<AtomicU64>,
+    health_due: Option<HealthDue>,
 }
 
 const CASE: &[u8] = b"c/";
@@ -333,6 +347,9 @@ const FILED: &[u8] = b"x/";
 const DEADLINE: &[u8] = b"d/";
 const SILENCE: &[u8] = b"s/";
 const CLOSED: &[u8] = b"z/";
+/// `h/disk`: the id of the latest disk-low case, so the recovery (maybe after a restart)
+/// resolves it and a restart during the episode does not open another.
+const HEALTH: &[u8] = b"h/";
 
 fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
     [prefix, rest.as_bytes()].concat()
@@ -459,6 +476,7 @@ impl Dispatcher {
                 requests,
                 touched: Vec::new(),
                 closed_bytes: Arc::new(AtomicU64::new(closed_bytes)),
+                health_due: None,
             },
             DispatchHandle { tx },
         ))
@@ -488,6 +506,11 @@ impl Dispatcher {
         // order, before anything new is filed. (Not counted as missed: they were owed.)
         self.fire_due().await?;
         self.audit(true).await?;
+        // Low at start: open (or keep) the episode's case; not low: resolve one a previous run
+        // left open when it stopped before the space came back.
+        let mut disk = self.p.disk.subscribe();
+        let low = *disk.borrow_and_update();
+        self.disk_changed(low).await;
         let mut audit = tokio::time::interval(self.p.audit_every);
         audit.tick().await;
         let mut sweep = tokio::time::interval(Duration::from_secs(5));
@@ -514,7 +537,14 @@ impl Dispatcher {
                 Some(d) = self.deliveries_rx.recv() => self.delivery(d)?,
                 _ = tokio::time::sleep(sleep_for) => self.fire_due().await?,
                 _ = audit.tick() => self.audit(false).await?,
-                _ = sweep.tick() => self.sweep()?,
+                _ = sweep.tick() => {
+                    self.sweep()?;
+                    self.health().await;
+                }
+                Ok(()) = disk.changed() => {
+                    let low = *disk.borrow_and_update();
+                    self.disk_changed(low).await;
+                }
             }
         }
         Ok(())
@@ -653,8 +683,12 @@ impl Dispatcher {
             }
             None => alert,
         };
-        // A patrol report comes from a person through the API, not from a site.
-        if !matches!(alert.source, protocol::AlertSource::Person(_)) {
+        // A patrol report comes from a person through the API, a health alert from the hub:
+        // neither from a site.
+        if !matches!(
+            alert.source,
+            protocol::AlertSource::Person(_) | protocol::AlertSource::Hub(_)
+        ) {
             self.registry.on_activity(&alert.site, now);
         }
         let muted = if inhibited(alert, self.registry.is_online(&alert.site)) {
@@ -1029,6 +1063,105 @@ impl Dispatcher {
             .deadlines_missed
             .fetch_add(missed + overdue, std::sync::atomic::Ordering::Relaxed);
         self.fire_due().await
+    }
+
+    /// The disk guard's episode changed: a case to open (low) or to resolve (space back).
+    async fn disk_changed(&mut self, low: bool) {
+        self.health_due = Some(if low {
+            let d = &self.p.disk;
+            HealthDue::Open(Arc::new(crate::health::disk_low_alert(
+                self.p.clock.now(),
+                d.free_bytes(),
+                d.min_free_bytes(),
+                d.dir(),
+            )))
+        } else {
+            HealthDue::Resolve
+        });
+        self.health().await;
+    }
+
+    /// Writes the hub-health case owed, if any. A failure (a disk that is full after all) does
+    /// not stop the dispatcher: it is logged, counted, and retried on the next sweep.
+    async fn health(&mut self) {
+        let result = match &self.health_due {
+            None => return,
+            Some(HealthDue::Open(alert)) => self.open_disk_case(alert.clone()).await,
+            Some(HealthDue::Resolve) => self.resolve_disk_case().await,
+        };
+        match result {
+            Ok(()) => self.health_due = None,
+            Err(e) => {
+                // Staged cases of the failed write were never stored: not for the book.
+                self.touched.clear();
+                bump(&self.p.metrics.health_case_failures);
+                tracing::error!(error = %e, due = ?self.health_due, "cannot write the hub-health case; retried in 5 s");
+            }
+        }
+    }
+
+    /// The latest disk case, unless it is resolved or closed.
+    fn active_disk_case(&self) -> Result<Option<Case>, DispatchError> {
+        let Some(id) = self
+            .p
+            .store
+            .work
+            .get(key(HEALTH, crate::health::DISK_PART))
+            .map_err(io("read health case"))?
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .load(&String::from_utf8_lossy(&id))?
+            .filter(|c| !matches!(c.state, CaseState::Resolved | CaseState::Closed)))
+    }
+
+    async fn open_disk_case(&mut self, alert: Arc<Alert>) -> Result<(), DispatchError> {
+        if let Some(case) = self.active_disk_case()? {
+            // A restart during the episode: its case is still being handled.
+            tracing::warn!(case = %case.id, "the disk is still low; its hub-health case is open");
+            return Ok(());
+        }
+        // Stored like every alert (the case's detail shows it), pending until filed.
+        let store = self.p.store.clone();
+        let stored = alert.clone();
+        let now = self.now();
+        tokio::task::spawn_blocking(move || store.alerts().insert(&[stored], now))
+            .await
+            .map_err(|e| DispatchError::Invalid(format!("storing the health alert: {e}")))??;
+        self.file_batch(vec![alert.clone()]).await?;
+        let work = &self.p.store.work;
+        if let Some(case) = work.get(key(FILED, &alert.id)).map_err(io("read filed"))? {
+            work.insert(key(HEALTH, crate::health::DISK_PART), case.clone())
+                .map_err(io("save health case"))?;
+            self.p.store.flush().await?;
+            tracing::error!(case = %String::from_utf8_lossy(&case), "hub-health case opened: the disk is nearly full");
+        }
+        Ok(())
+    }
+
+    async fn resolve_disk_case(&mut self) -> Result<(), DispatchError> {
+        let Some(case) = self.active_disk_case()? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let hub = |action| Transition {
+            action,
+            actor: crate::case::Actor::hub(),
+            note: None,
+            photo: None,
+            at: now,
+        };
+        if matches!(case.state, CaseState::New | CaseState::Dispatched) {
+            self.transition(&case.id, hub(Action::Acknowledge)).await?;
+        }
+        let note =
+            crate::health::disk_back_note(self.p.disk.free_bytes(), self.p.disk.min_free_bytes());
+        let mut resolve = hub(Action::Resolve);
+        resolve.note = Some(note);
+        self.transition(&case.id, resolve).await?;
+        tracing::warn!(case = %case.id, "hub-health case resolved by the hub: disk space is back");
+        Ok(())
     }
 
     fn sweep(&mut self) -> Result<(), DispatchError> {

@@ -12,6 +12,7 @@
 //! - [`store`]: the sled database.
 //! - [`disk`]: the data directory's free space; below `[storage] min_free_mb` new alerts are
 //!   deferred (the agents keep them), never written into a full disk.
+//! - [`health`]: the hub's own health as a case (the disk-low episode), raised by the hub.
 //! - [`grid`]: grid cells and the point → deepest cell lookup (pure).
 //! - [`demo`]: the repository's published demo secrets, recognised by value so `hub run`
 //!   refuses them without `--demo`.
@@ -31,6 +32,7 @@ pub mod disk;
 pub mod dispatch;
 pub mod gateway;
 pub mod grid;
+pub mod health;
 pub mod ingest;
 pub mod link;
 pub mod metrics;

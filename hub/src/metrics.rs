@@ -50,6 +50,9 @@ pub struct HubMetrics {
     /// Alerts answered "deferred" (not stored, the agent keeps them) because the data disk was
     /// below `[storage] min_free_mb`.
     pub alerts_deferred: AtomicU64,
+    /// Failed writes of the hub-health case (opened while the disk is low, resolved when
+    /// space is back); each is retried.
+    pub health_case_failures: AtomicU64,
     /// The data directory's free bytes, its threshold, and 1 while below it (gauges).
     disk_free: AtomicU64,
     disk_min_free: AtomicU64,
@@ -166,7 +169,7 @@ impl HubMetrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 23] = [
+        let counters: [(&str, &str, &AtomicU64); 24] = [
             (
                 "hub_alerts_stored_total",
                 "Alerts stored for the first time.",
@@ -276,6 +279,11 @@ impl HubMetrics {
                 "hub_alerts_deferred_total",
                 "Alerts not stored because the data disk was below min_free (the agents keep and resend them).",
                 &self.alerts_deferred,
+            ),
+            (
+                "hub_health_case_failures_total",
+                "Failed writes of the hub-health case (disk low / space back), each retried; should stay 0.",
+                &self.health_case_failures,
             ),
             (
                 "hub_quarantine_evicted_total",

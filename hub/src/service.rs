@@ -309,7 +309,8 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
     let api_ingest = ingest.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     // Ends with the hub; holds no store handle.
-    disk.spawn_monitor(metrics.clone(), shutdown_rx.clone());
+    disk.clone()
+        .spawn_monitor(metrics.clone(), shutdown_rx.clone());
     let mut mqtt = Vec::new();
     let mut mqtts = Vec::new();
 
@@ -444,6 +445,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         audit_every: Duration::from_secs(30),
         book: book.clone(),
         trust,
+        disk: disk.clone(),
     })?;
     let mut sweeper = Sweeper::new(config.retention.clone(), clock.clone(), metrics.clone());
     sweeper.register(

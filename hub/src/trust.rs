@@ -3,7 +3,8 @@
 //!
 //! - **Who speaks**: on `site/{id}/alert` only a registered site (`[sites.<id>]`: a device
 //!   credential alone does not say where the site is), only camera and reader sources, never
-//!   a person or a patrol report (those come from logged-in people through the API), and only
+//!   a person or a patrol report (those come from logged-in people through the API) nor a
+//!   hub-health alert (the hub raises those itself, [`crate::health`]), and only
 //!   for the site of the topic. Refused as [`RejectCode::NotAuthorized`]; a site registered
 //!   later can have its quarantined alerts re-ingested.
 //! - **Free text**: `rule`, `label`, `detail` (and the few other free-text fields) are
@@ -33,6 +34,10 @@ use crate::ingest::RejectCode;
 /// The pseudo-site patrol reports from the API are filed under; no real site may be called
 /// this (the config refuses it).
 pub const PATROL_SITE: &str = "patrol";
+
+/// The pseudo-site the hub's own health alerts ([`AlertKind::HubHealth`]) are filed under;
+/// reserved like [`PATROL_SITE`].
+pub const HUB_SITE: &str = "hub";
 
 /// Longest `rule`, in characters (rule ids of the agent's config, or a patrol category).
 pub const MAX_RULE_CHARS: usize = 64;
@@ -115,6 +120,11 @@ impl SitePolicy {
                 "site: {PATROL_SITE:?} is reserved for patrol reports from the API"
             )));
         }
+        if site == HUB_SITE {
+            return Err(Refusal::not_authorized(format!(
+                "site: {HUB_SITE:?} is reserved for the hub's own health alerts"
+            )));
+        }
         if !self.sites.contains_key(site) {
             return Err(Refusal::not_authorized(format!(
                 "site: {site:?} is not registered ([sites.{site}] with its cell); register it, then re-ingest"
@@ -134,6 +144,13 @@ impl SitePolicy {
         if alert.kind == AlertKind::Patrol {
             return Err(Refusal::not_authorized(
                 "kind: patrol reports come from logged-in people through the API, not from a site",
+            ));
+        }
+        // A site able to raise a hub-health case could page the county's duty officers about
+        // a disk that is fine, or hide a real one among fakes.
+        if alert.kind == AlertKind::HubHealth || matches!(alert.source, AlertSource::Hub(_)) {
+            return Err(Refusal::not_authorized(
+                "kind: hub_health alerts are raised by the hub itself, never by a site",
             ));
         }
         check_text(alert).map_err(Refusal::malformed)
@@ -380,6 +397,21 @@ mod tests {
         assert_eq!(r.code, RejectCode::NotAuthorized);
         assert!(r.reason.contains("not registered"), "{}", r.reason);
         assert_eq!(p.check_site_alert("located", &alert("located")), Ok(()));
+    }
+
+    #[test]
+    fn a_site_may_not_raise_a_hub_health_alert() {
+        let p = policy();
+        let mut a = alert("located");
+        a.kind = AlertKind::HubHealth;
+        a.source = AlertSource::Hub("disk".into());
+        let r = p.check_site_alert("located", &a).unwrap_err();
+        assert_eq!(r.code, RejectCode::NotAuthorized);
+        assert!(r.reason.contains("hub_health"), "{}", r.reason);
+        let a = alert(HUB_SITE);
+        let r = p.check_site_alert(HUB_SITE, &a).unwrap_err();
+        assert_eq!(r.code, RejectCode::NotAuthorized);
+        assert!(r.reason.contains("reserved"), "{}", r.reason);
     }
 
     #[test]

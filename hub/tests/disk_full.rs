@@ -5,7 +5,8 @@
 //! answering and nothing acknowledged before is lost; once the ballast is gone the hub takes
 //! the alerts again by itself, and the ones it deferred arrive when the agents resend them.
 //! A hub whose disk is full to the last byte still starts: it releases its reserve file so
-//! the store can open.
+//! the store can open. Each low episode is one hub-health case at the top cell, which admins
+//! see and the hub resolves when space is back; no site may raise that kind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +17,7 @@ mod tmpfs;
 use std::time::Duration;
 
 use common::*;
-use protocol::Severity;
+use protocol::{AlertKind, AlertSource, Severity};
 use tmpfs::{Tmpfs, free_bytes};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -41,6 +42,58 @@ fn hub_on_tmpfs(more: &str) -> Option<(HubDir, std::path::PathBuf, Tmpfs)> {
     Some((dir, state, disk))
 }
 
+/// The hub-health cases an admin sees.
+async fn health_cases(api: &Api) -> Vec<serde_json::Value> {
+    let r = api.get("/api/v1/cases?kind=hub_health").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    r.json["cases"].as_array().unwrap().clone()
+}
+
+/// Waits for the one hub-health case an admin sees to be in `state`; returns its detail.
+async fn health_case_in(api: &Api, state: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let cases = health_cases(api).await;
+        assert!(cases.len() <= 1, "one case per episode: {cases:?}");
+        if let Some(c) = cases.first()
+            && c["state"] == state
+        {
+            let id = c["id"].as_str().unwrap();
+            let r = api.get(&format!("/api/v1/cases/{id}")).await;
+            assert_eq!(r.status, 200, "{}", r.json);
+            return r.json;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no hub-health case {state}: {cases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What an open disk case must show: the hub at the top cell, the numbers and the directory,
+/// pushed to whoever is on duty there.
+fn assert_disk_case(detail: &serde_json::Value, data_dir: &std::path::Path) {
+    let case = &detail["case"];
+    assert_eq!(case["site"], "hub", "{detail}");
+    assert_eq!(case["source"], serde_json::json!({"hub": "disk"}));
+    assert_eq!(case["severity"], "critical");
+    assert_eq!(case["rule"], "disk_low");
+    assert_eq!(
+        case["cell"]["code"], "532329",
+        "the grid's top cell: {detail}"
+    );
+    let text = detail["alerts"][0]["detail"].as_str().unwrap();
+    assert!(text.contains("MiB free"), "{text}");
+    assert!(text.contains(&data_dir.display().to_string()), "{text}");
+    assert!(text.contains("threshold of 24.0 MiB"), "{text}");
+    let pushed = detail["deliveries"].as_array().unwrap();
+    assert!(
+        pushed.iter().any(|d| d["target"].get("person").is_some()),
+        "pushed to the people on duty at the top: {detail}"
+    );
+}
+
 /// An MQTT 5 client logged in as the test site.
 fn site_agent(port: u16, id: &str) -> Mqtt {
     Spec::new(Proto::V5, port, id)
@@ -50,7 +103,7 @@ fn site_agent(port: u16, id: &str) -> Mqtt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by_itself() {
-    let Some((dir, _, disk)) = hub_on_tmpfs("") else {
+    let Some((dir, state, disk)) = hub_on_tmpfs("") else {
         return;
     };
     let hub = start_hub(&dir.config_path).await;
@@ -59,6 +112,7 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
     let agent = site_agent(port, "agent");
     agent.connected(WAIT).await;
     let api = Api::login(&hub, "op-county").await;
+    let admin = Api::login(&hub, "admin").await;
 
     // Room: stored and acknowledged.
     let (first, payload) = alert_payload(1);
@@ -66,6 +120,22 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
     agent.wait_acks(1, WAIT).await;
     assert_eq!(agent.puback_reasons(), [0]);
     assert!(hub.store.alerts().contains(&first).unwrap());
+    // A site may not raise the hub's own health alert: refused as not authorized,
+    // quarantined, no case.
+    let mut fake = alert(SITE, 50, Severity::Critical, None);
+    fake.kind = AlertKind::HubHealth;
+    fake.source = AlertSource::Hub("disk".into());
+    fake.track = None;
+    assert!(agent.publish_alert(&fake).await);
+    agent.wait_acks(2, WAIT).await;
+    assert_eq!(agent.puback_reasons(), [0, 0x87]);
+    assert!(!hub.store.alerts().contains(&fake.id).unwrap());
+    assert_eq!(
+        hub.metrics
+            .quarantined_count(SITE, hub::ingest::RejectCode::NotAuthorized),
+        1
+    );
+    assert!(health_cases(&admin).await.is_empty());
 
     // The disk fills past the threshold.
     let ballast = disk.fill_leaving("ballast", (MIN_FREE_MB - 8) << 20);
@@ -73,13 +143,16 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
         eventually(WAIT, || !hub.metrics.render().contains("hub_disk_low 0")).await,
         "the hub did not notice its disk filling"
     );
+    // The admins hear of it: one hub-health case at the top cell, pushed to the duty there.
+    let low = health_case_in(&admin, "dispatched").await;
+    assert_disk_case(&low, &state);
     let deferred: Vec<(String, Vec<u8>)> = (2..=21).map(alert_payload).collect();
     for (_, p) in &deferred {
         assert!(agent.publish(&topic, p.clone(), false).await);
     }
-    agent.wait_acks(21, WAIT).await;
+    agent.wait_acks(22, WAIT).await;
     assert_eq!(
-        &agent.puback_reasons()[1..],
+        &agent.puback_reasons()[2..],
         [0x97; 20],
         "MQTT 5: quota exceeded, the agent keeps them"
     );
@@ -128,16 +201,30 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
     );
 
     // Space returns: the hub takes alerts again by itself; the agents' resends arrive.
+    // Seconds of low disk (probed every second) are still one case.
+    assert_eq!(health_cases(&admin).await.len(), 1);
     std::fs::remove_file(&ballast).unwrap();
     assert!(
         eventually(WAIT, || hub.metrics.render().contains("hub_disk_low 0")).await,
         "the hub did not notice the space coming back"
     );
+    // The hub resolves the episode's case itself (someone closes it), opening no other.
+    let back = health_case_in(&admin, "resolved").await;
+    assert_eq!(back["case"]["id"], low["case"]["id"]);
+    let last = back["audit"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"]["id"], "hub", "{last}");
+    assert_eq!(last["action"], "resolve", "{last}");
+    assert!(
+        last["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("disk space is back")),
+        "{last}"
+    );
     for (_, p) in &deferred {
         assert!(agent.publish(&topic, p.clone(), false).await);
     }
-    agent.wait_acks(41, WAIT).await;
-    assert_eq!(&agent.puback_reasons()[21..], [0; 20]);
+    agent.wait_acks(42, WAIT).await;
+    assert_eq!(&agent.puback_reasons()[22..], [0; 20]);
     let again = Spec::new(Proto::V311, port, "agent-311b")
         .login(SITE, &token(SITE))
         .start();
@@ -147,7 +234,13 @@ async fn below_min_free_alerts_are_deferred_the_api_serves_and_intake_resumes_by
     for id in deferred.iter().map(|(id, _)| id).chain([&first, &old_id]) {
         assert!(hub.store.alerts().contains(id).unwrap(), "{id} is missing");
     }
-    assert_eq!(hub.store.alerts().count(), 22);
+    // The 22 site alerts and the hub's own health alert.
+    assert_eq!(hub.store.alerts().count(), 23);
+    assert!(
+        hub.metrics
+            .render()
+            .contains("hub_health_case_failures_total 0")
+    );
     hub.stop().await;
 }
 
@@ -186,6 +279,10 @@ async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
     );
     let api = Api::login(&hub, "op-county").await;
     assert_eq!(api.get("/api/v1/cases").await.status, 200);
+    // Even on a disk full to the last byte the health case is written (in the reserve's room).
+    let admin = Api::login(&hub, "admin").await;
+    let low = health_case_in(&admin, "dispatched").await;
+    assert_disk_case(&low, &state);
     let agent = site_agent(hub.mqtt[0].port(), "agent");
     agent.connected(WAIT).await;
     let (second, payload) = alert_payload(2);
@@ -203,6 +300,8 @@ async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
     agent.wait_acks(2, WAIT).await;
     assert_eq!(agent.puback_reasons(), [0x97, 0]);
     assert!(hub.store.alerts().contains(&second).unwrap());
+    let back = health_case_in(&admin, "resolved").await;
+    assert_eq!(back["case"]["id"], low["case"]["id"]);
     assert!(
         eventually(WAIT, || reserve.exists()).await,
         "the reserve is back"

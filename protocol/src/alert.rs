@@ -51,6 +51,9 @@ pub enum AlertKind {
     PossibleTheft,
     /// Reported by a grid member on patrol (巡查上报) through the hub, never by an agent.
     Patrol,
+    /// The hub's own health (its data disk nearly full), raised by the hub itself, never by
+    /// an agent: a site publishing one is refused.
+    HubHealth,
 }
 
 /// Where an alert is in its incident.
@@ -73,6 +76,8 @@ pub enum AlertSource {
     Reader(String),
     /// A person (patrol reports), by their roster id.
     Person(String),
+    /// The hub itself (hub-health alerts), by the part that raised it (`disk`).
+    Hub(String),
 }
 
 /// A WGS-84 position.

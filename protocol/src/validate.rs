@@ -227,6 +227,7 @@ fn kind_name(kind: AlertKind) -> &'static str {
         AlertKind::Watchlist => "watchlist",
         AlertKind::PossibleTheft => "possible_theft",
         AlertKind::Patrol => "patrol",
+        AlertKind::HubHealth => "hub_health",
     }
 }
 
@@ -252,22 +253,34 @@ impl Alert {
             }
             AlertSource::Reader(id) => {
                 p.id("source.reader", id);
-                if !tag_kind {
+                if !tag_kind && self.kind != AlertKind::HubHealth {
                     p.add("source", format!("a {kind} alert comes from a camera"));
                 }
             }
             AlertSource::Person(id) => {
                 p.id("source.person", id);
-                if self.kind != AlertKind::Patrol {
+                if !matches!(self.kind, AlertKind::Patrol | AlertKind::HubHealth) {
                     p.add(
                         "source",
                         format!("a {kind} alert does not come from a person"),
                     );
                 }
             }
+            AlertSource::Hub(part) => {
+                p.id("source.hub", part);
+                if self.kind != AlertKind::HubHealth {
+                    p.add(
+                        "source",
+                        format!("a {kind} alert does not come from the hub"),
+                    );
+                }
+            }
         }
         if self.kind == AlertKind::Patrol && !matches!(self.source, AlertSource::Person(_)) {
             p.add("source", "a patrol report comes from a person");
+        }
+        if self.kind == AlertKind::HubHealth && !matches!(self.source, AlertSource::Hub(_)) {
+            p.add("source", "a hub_health alert comes from the hub");
         }
         p.non_empty("rule", &self.rule);
         if self.time < self.started_at {
@@ -820,6 +833,31 @@ mod tests {
             keys: Vec::new(),
         });
         a.validate().unwrap();
+    }
+
+    #[test]
+    fn a_hub_health_alert_comes_from_the_hub_and_only_it_does() {
+        let mut a = alert();
+        a.snapshot = None;
+        a.kind = AlertKind::HubHealth;
+        a.source = AlertSource::Hub("disk".into());
+        a.validate().unwrap();
+        a.source = AlertSource::Reader("r1".into());
+        assert_eq!(
+            a.validate().unwrap_err().problems,
+            ["source: a hub_health alert comes from the hub"]
+        );
+        a.kind = AlertKind::Zone;
+        a.source = AlertSource::Hub("disk".into());
+        assert_eq!(
+            a.validate().unwrap_err().problems,
+            ["source: a zone alert does not come from the hub"]
+        );
+        // The wire form: `{"hub": "disk"}`, `"hub_health"`.
+        a.kind = AlertKind::HubHealth;
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["source"], serde_json::json!({"hub": "disk"}));
+        assert_eq!(json["kind"], "hub_health");
     }
 
     #[test]

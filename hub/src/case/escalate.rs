@@ -386,6 +386,7 @@ pub(crate) fn source_name(source: &protocol::AlertSource) -> String {
         protocol::AlertSource::Camera(c) => format!("camera {c}"),
         protocol::AlertSource::Reader(r) => format!("reader {r}"),
         protocol::AlertSource::Person(p) => format!("patrol report by {p}"),
+        protocol::AlertSource::Hub(part) => format!("the hub's {part}"),
     }
 }
 

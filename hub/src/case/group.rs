@@ -35,6 +35,8 @@ impl GroupKey {
             (None, None, AlertSource::Reader(r)) => format!("reader:{r}"),
             // Every patrol report is its own case: two things one member found are two jobs.
             (None, _, AlertSource::Person(p)) => format!("person:{p}/report:{}", alert.incident),
+            // One case per hub condition while it lasts (a restart during it joins the case).
+            (None, _, AlertSource::Hub(part)) => format!("hub:{part}"),
         };
         format!("{}/{}/{what}", alert.site, escape(&alert.rule))
     }

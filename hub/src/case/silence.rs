@@ -37,7 +37,10 @@ impl Silence {
             && match (&self.camera, &alert.source) {
                 (None, _) => true,
                 (Some(c), AlertSource::Camera(a)) => c == a,
-                (Some(_), AlertSource::Reader(_) | AlertSource::Person(_)) => false,
+                (
+                    Some(_),
+                    AlertSource::Reader(_) | AlertSource::Person(_) | AlertSource::Hub(_),
+                ) => false,
             }
     }
 
