@@ -9,7 +9,8 @@
 //!                            ▼
 //!                  sled `work`: c/{case} case JSON, k/{group key} open case, x/{alert} case,
 //!                  d/{deadline}/{case} index, z/{closed at}{case} closed cases by closing
-//!                  time (retention), s/{id} silences; the watchlist and its audit log
+//!                  time (retention), s/{id} silences, h/disk the latest hub-health case;
+//!                  the watchlist and its audit log
 //!                  through `store::Watchlist`; sightings through `store::Sightings`
 //! ```
 //!
@@ -20,6 +21,11 @@
 //! flushed before anyone is notified, so a crash re-files an alert at most once and never
 //! loses one. Deadlines live in sled too: a restarted hub loads them and fires every one that
 //! passed while it was down, in order.
+//!
+//! The disk guard's episodes ([`crate::disk::DiskGuard::subscribe`]) become hub-health cases
+//! ([`crate::health`]): filed like an alert of the pseudo-site `hub` when the disk goes low,
+//! resolved by the hub when space is back; a failed write of one is retried on the sweep
+//! rather than stopping the dispatcher.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

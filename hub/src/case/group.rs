@@ -35,8 +35,10 @@ impl GroupKey {
             (None, None, AlertSource::Reader(r)) => format!("reader:{r}"),
             // Every patrol report is its own case: two things one member found are two jobs.
             (None, _, AlertSource::Person(p)) => format!("person:{p}/report:{}", alert.incident),
-            // One case per hub condition while it lasts (a restart during it joins the case).
-            (None, _, AlertSource::Hub(part)) => format!("hub:{part}"),
+            // One case per episode of a hub condition: the next episode is news even while the
+            // last one's case waits to be closed (the dispatcher keeps a restart from opening
+            // a second case for one episode).
+            (None, _, AlertSource::Hub(part)) => format!("hub:{part}/episode:{}", alert.incident),
         };
         format!("{}/{}/{what}", alert.site, escape(&alert.rule))
     }
