@@ -333,3 +333,64 @@ async fn a_hub_starts_on_a_disk_full_to_the_last_byte_and_recovers_by_itself() {
     );
     hub.stop().await;
 }
+
+/// A snapshot file that cannot be written (here: `blobs/tmp` replaced by a plain file, a fault
+/// a disk full faster than the guard looks, or out of inodes, gives the same way) defers the
+/// alert (0x97, the agent keeps it) and stores nothing; the hub stays up and serves; alerts
+/// without a snapshot are still stored; once the directory is back, the resend is stored
+/// whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_written_defers_its_alert_and_the_hub_goes_on() {
+    let dir = hub_dir(EMBEDDED, "");
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let topic = format!("se/v1/site/{SITE}/alert");
+    let agent = site_agent(port, "agent");
+    agent.connected(WAIT).await;
+    let admin = Api::login(&hub, "admin").await;
+
+    let tmp = hub.store.blobs().dir().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a directory").unwrap();
+
+    let mut snap = alert(SITE, 60, Severity::Major, None);
+    let mut jpeg = sample_jpeg();
+    jpeg.truncate(100_000);
+    snap.snapshot = Some(protocol::alert::Snapshot {
+        camera: "cam-1".into(),
+        time: snap.time,
+        width: 640,
+        height: 480,
+        jpeg: jpeg.clone(),
+    });
+    let payload = serde_json::to_vec(&snap).unwrap();
+    assert!(agent.publish(&topic, payload.clone(), false).await);
+    agent.wait_acks(1, WAIT).await;
+    assert_eq!(agent.puback_reasons(), [0x97], "deferred, not refused");
+    assert!(!hub.store.alerts().contains(&snap.id).unwrap());
+    assert_eq!(agent.state(), ConnState::Connected);
+    // The hub goes on: the API answers, an alert without a snapshot is stored.
+    assert_eq!(admin.get("/api/v1/cases").await.status, 200);
+    let (plain, plain_payload) = alert_payload(61);
+    assert!(agent.publish(&topic, plain_payload, false).await);
+    agent.wait_acks(2, WAIT).await;
+    assert_eq!(agent.puback_reasons(), [0x97, 0]);
+    assert!(hub.store.alerts().contains(&plain).unwrap());
+    assert!(
+        metric(&hub.metrics.render(), "hub_alerts_deferred_total").unwrap() >= 1.0,
+        "counted"
+    );
+
+    // The directory is back: the agent's resend is stored, its snapshot whole.
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    assert!(agent.publish(&topic, payload, false).await);
+    agent.wait_acks(3, WAIT).await;
+    assert_eq!(agent.puback_reasons(), [0x97, 0, 0]);
+    let stored = hub.store.alerts().get(&snap.id).unwrap().unwrap();
+    assert_eq!(
+        hub.store.alerts().snapshot_jpeg(&stored).unwrap(),
+        Some(jpeg)
+    );
+    hub.stop().await;
+}
