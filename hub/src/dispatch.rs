@@ -7,11 +7,11 @@
 //! requests (API/tests) ──▶└────────────┘ ◀─delivery outcomes── webhook tasks
 //!                            │ timer: earliest deadline; auditor: none missed
 //!                            ▼
-//!                  sled `work`: c/{case} case JSON, k/{group key} open case, x/{alert} case,
-//!                  d/{deadline}/{case} index, z/{closed at}{case} closed cases by closing
-//!                  time (retention), s/{id} silences, h/disk the latest hub-health case;
-//!                  the watchlist and its audit log
-//!                  through `store::Watchlist`; sightings through `store::Sightings`
+//!                  the store's owners: cases, their indexes (group, filed, deadline,
+//!                  closing time), silences and the hub-health case through `store::Cases`
+//!                  (changes gathered in a `CaseWrites`, one atomic batch); sites through
+//!                  `store::Sites`; the watchlist and its audit log through
+//!                  `store::Watchlist`; sightings through `store::Sightings`
 //! ```
 //!
 //! Filing one alert: located (its position → the deepest grid cell; no position → its site's
@@ -51,7 +51,9 @@ use crate::push::{DeliveryReport, Pusher};
 use crate::registry::{Change, Registry, SiteState};
 use crate::retention::{Expiring, RetentionError, Swept};
 use crate::roster::Roster;
-use crate::store::{Store, StoreError, WatchAction, WatchAudit, WatchEntry, pending_key};
+use crate::store::{
+    CaseWrites, Filed, Store, StoreError, StoredCase, WatchAction, WatchAudit, WatchEntry,
+};
 use crate::trust::{Position, SitePolicy};
 use crate::watchlist::WatchBy;
 
@@ -347,110 +349,44 @@ pub struct Dispatcher {
     health_due: Option<HealthDue>,
 }
 
-const CASE: &[u8] = b"c/";
-const KEY: &[u8] = b"k/";
-const FILED: &[u8] = b"x/";
-const DEADLINE: &[u8] = b"d/";
-const SILENCE: &[u8] = b"s/";
-const CLOSED: &[u8] = b"z/";
-/// `h/disk`: the id of the latest disk-low case, so the recovery (maybe after a restart)
-/// resolves it and a restart during the episode does not open another.
-const HEALTH: &[u8] = b"h/";
-
-fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
-    [prefix, rest.as_bytes()].concat()
-}
-
-fn deadline_key(at: i64, case: &str) -> Vec<u8> {
-    [DEADLINE, &(at.max(0) as u64).to_be_bytes(), case.as_bytes()].concat()
-}
-
-/// A closed case's entry in the closing-time index.
-fn closed_key(case: &Case) -> Option<Vec<u8>> {
-    let at = case.closed_at()?;
-    Some(
-        [
-            CLOSED,
-            &(at.0.max(0) as u64).to_be_bytes(),
-            case.id.as_bytes(),
-        ]
-        .concat(),
-    )
-}
-
-fn io(op: &'static str) -> impl FnOnce(sled::Error) -> DispatchError {
-    move |source| DispatchError::Store(StoreError::Io { op, source })
-}
-
 /// Most alerts filed per flush.
 const MAX_FILE_BATCH: usize = 1024;
 
 impl Dispatcher {
     /// Loads the deadline index, silences and site registry from the store.
     pub fn new(p: DispatcherParts) -> Result<(Self, DispatchHandle), DispatchError> {
-        let mut deadlines = BTreeSet::new();
-        for k in p.store.work.scan_prefix(DEADLINE).keys() {
-            let k = k.map_err(io("scan deadlines"))?;
-            if k.len() < DEADLINE.len() + 8 {
-                continue;
-            }
-            let mut at = [0u8; 8];
-            at.copy_from_slice(&k[DEADLINE.len()..DEADLINE.len() + 8]);
-            let case = String::from_utf8_lossy(&k[DEADLINE.len() + 8..]).into_owned();
-            deadlines.insert((u64::from_be_bytes(at) as i64, case));
-        }
-        let mut silences = Vec::new();
-        for kv in p.store.work.scan_prefix(SILENCE) {
-            let (k, v) = kv.map_err(io("scan silences"))?;
-            match serde_json::from_slice::<Silence>(&v) {
-                Ok(s) => silences.push(s),
-                Err(e) => {
-                    tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable silence skipped")
-                }
-            }
-        }
+        let deadlines: BTreeSet<(i64, String)> = p.store.cases().deadlines()?.into_iter().collect();
+        let silences = p.store.cases().silences()?;
         let mut registry = Registry::new(p.offline_after_ms);
-        for kv in p.store.sites.iter() {
-            let (_, v) = kv.map_err(io("scan sites"))?;
-            if let Ok(s) = serde_json::from_slice::<SiteState>(&v) {
-                registry.restore(s);
-            }
+        for s in p.store.sites().all()? {
+            registry.restore(s);
         }
         let mut cases = Vec::new();
         let mut closed_bytes = 0u64;
         // Closed cases of a store older than the closing-time index get their entry now.
-        let mut unindexed = sled::Batch::default();
+        let mut unindexed = CaseWrites::default();
         let mut indexed = 0usize;
-        for kv in p.store.work.scan_prefix(CASE) {
-            let (k, v) = kv.map_err(io("scan cases"))?;
-            match Case::from_json(&v) {
-                Ok(c) => {
-                    if let Some(ck) = closed_key(&c) {
-                        closed_bytes += v.len() as u64;
-                        if p.store
-                            .work
-                            .get(&ck)
-                            .map_err(io("read closed index"))?
-                            .is_none()
-                        {
-                            unindexed.insert(ck, &[][..]);
+        for c in p.store.cases().all() {
+            match c {
+                Ok(StoredCase { case, bytes }) => {
+                    if case.closed_at().is_some() {
+                        closed_bytes += bytes;
+                        if !p.store.cases().closed_indexed(&case)? {
+                            unindexed.index_closed(&case);
                             indexed += 1;
                         }
                     }
-                    cases.push(c)
+                    cases.push(case)
                 }
                 Err(e) => {
-                    tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable case left out of the API's book")
+                    tracing::error!(error = %e, "unreadable case left out of the API's book")
                 }
             }
         }
         p.book.load(&cases);
         drop(cases);
         if indexed > 0 {
-            p.store
-                .work
-                .apply_batch(unindexed)
-                .map_err(io("index closed cases"))?;
+            p.store.cases().apply(unindexed, "index closed cases")?;
             tracing::info!(
                 cases = indexed,
                 "closed cases indexed by closing time for retention"
@@ -570,13 +506,7 @@ impl Dispatcher {
             for id in chunk {
                 match self.p.store.alerts().get(id) {
                     Ok(Some(s)) => batch.push(Arc::new(s.alert)),
-                    Ok(None) => {
-                        self.p
-                            .store
-                            .work
-                            .remove(pending_key(id))
-                            .map_err(io("drop pending"))?;
-                    }
+                    Ok(None) => self.p.store.cases().drop_pending(id)?,
                     Err(e) => {
                         tracing::error!(alert = %id, error = %e, "stored alert unreadable; left pending");
                     }
@@ -601,7 +531,7 @@ impl Dispatcher {
         let now = self.now();
         let mut pushes: Vec<(Case, Vec<Effect>)> = Vec::new();
         let mut opened: HashMap<String, usize> = HashMap::new();
-        let mut filed = Staged::default();
+        let mut filed = CaseWrites::default();
         for alert in batch {
             let Some((case, effects)) = self.file(&alert, now, &mut filed)? else {
                 continue;
@@ -620,7 +550,7 @@ impl Dispatcher {
         }
         self.apply(filed, "file alerts")?;
         self.p.store.flush().await?;
-        let mut records = Staged::default();
+        let mut records = CaseWrites::default();
         for (case, effects) in pushes {
             if let Some(case) = self.notify(case, effects, now).await? {
                 let dl = case.next_deadline();
@@ -657,15 +587,11 @@ impl Dispatcher {
         &mut self,
         alert: &Alert,
         now: UtcMillis,
-        staged: &mut Staged,
+        staged: &mut CaseWrites,
     ) -> Result<Option<(Case, Vec<Effect>)>, DispatchError> {
-        let work = self.p.store.work.clone();
-        if staged
-            .get(&work, &key(FILED, &alert.id))
-            .map_err(io("read filed"))?
-            .is_some()
-        {
-            staged.remove(pending_key(&alert.id));
+        let cases = self.p.store.cases().clone();
+        if staged.filed(&cases, &alert.id)?.is_some() {
+            staged.clear_pending(&alert.id);
             return Ok(None);
         }
         // A position the site is not trusted with is taken out before anything else sees it
@@ -708,17 +634,13 @@ impl Dispatcher {
         };
         if let Some(why) = muted {
             tracing::info!(alert = %alert.id, site = %alert.site, why, "alert stored, not dispatched");
-            staged.insert(key(FILED, &alert.id), why.as_bytes());
-            staged.remove(pending_key(&alert.id));
+            staged.file(&alert.id, &Filed::Muted(why));
             return Ok(None);
         }
         let group = GroupKey::of(alert);
         let window = self.p.policy.group_window.as_ms();
-        let open = match staged
-            .get(&work, &key(KEY, &group))
-            .map_err(io("read group"))?
-        {
-            Some(id) => self.load_staged(staged, &String::from_utf8_lossy(&id))?,
+        let open = match staged.group(&cases, &group)? {
+            Some(id) => staged.case(&cases, &id)?,
             None => None,
         };
         let duty = RosterDuty(&self.p.roster);
@@ -739,12 +661,11 @@ impl Dispatcher {
         if case.position_untrusted.is_none() {
             case.position_untrusted = untrusted;
         }
-        staged.insert(key(CASE, &case.id), &case_json(&case)?);
+        staged.put_case(&case)?;
         self.touched.push(case.clone());
-        staged.insert(key(FILED, &alert.id), case.id.as_bytes());
-        staged.remove(pending_key(&alert.id));
+        staged.file(&alert.id, &Filed::Case(case.id.clone()));
         if case.is_open() {
-            staged.insert(key(KEY, &group), case.id.as_bytes());
+            staged.set_group(&group, &case.id);
         }
         self.move_deadline(staged, &case.id, old_deadline, case.next_deadline());
         bump(&self.p.metrics.alerts_filed);
@@ -753,7 +674,7 @@ impl Dispatcher {
 
     fn move_deadline(
         &mut self,
-        b: &mut impl Writes,
+        b: &mut CaseWrites,
         case: &str,
         old: Option<UtcMillis>,
         new: Option<UtcMillis>,
@@ -762,38 +683,22 @@ impl Dispatcher {
             return;
         }
         if let Some(o) = old {
-            b.del(deadline_key(o.0, case));
+            b.remove_deadline(o, case);
             self.deadlines.remove(&(o.0, case.to_owned()));
         }
         if let Some(n) = new {
-            b.put(deadline_key(n.0, case), &[]);
+            b.put_deadline(n, case);
             self.deadlines.insert((n.0, case.to_owned()));
         }
     }
 
     fn load(&self, id: &str) -> Result<Option<Case>, DispatchError> {
-        self.load_staged(&Staged::default(), id)
-    }
-
-    /// A case as it will be once `staged` is applied.
-    fn load_staged(&self, staged: &Staged, id: &str) -> Result<Option<Case>, DispatchError> {
-        match staged
-            .get(&self.p.store.work, &key(CASE, id))
-            .map_err(io("read case"))?
-        {
-            None => Ok(None),
-            Some(v) => Case::from_json(&v)
-                .map(Some)
-                .map_err(|e| DispatchError::Corrupt {
-                    id: id.to_owned(),
-                    why: e.to_string(),
-                }),
-        }
+        Ok(self.p.store.cases().get(id)?)
     }
 
     /// Stores a changed case with its indexes (one atomic batch).
     fn save(&mut self, case: &Case, old_deadline: Option<UtcMillis>) -> Result<(), DispatchError> {
-        let mut staged = Staged::default();
+        let mut staged = CaseWrites::default();
         self.stage_save(&mut staged, case, old_deadline)?;
         self.apply(staged, "save case")
     }
@@ -801,44 +706,33 @@ impl Dispatcher {
     /// [`Dispatcher::save`] into `staged`.
     fn stage_save(
         &mut self,
-        staged: &mut Staged,
+        staged: &mut CaseWrites,
         case: &Case,
         old_deadline: Option<UtcMillis>,
     ) -> Result<(), DispatchError> {
-        let json = case_json(case)?;
-        if let Some(ck) = closed_key(case) {
-            // Counted once, when its index entry is first written; later saves (comments,
-            // delivery outcomes) change it by the difference.
-            let old = match staged
-                .get(&self.p.store.work, &ck)
-                .map_err(io("read closed index"))?
-            {
-                Some(_) => staged
-                    .get(&self.p.store.work, &key(CASE, &case.id))
-                    .map_err(io("read case"))?
-                    .map_or(0, |v| v.len() as u64),
-                None => 0,
-            };
-            let new = json.len() as u64;
+        let cases = self.p.store.cases().clone();
+        // A closed case's bytes are counted once, when its index entry is first written;
+        // later saves (comments, delivery outcomes) change them by the difference.
+        let old = if case.closed_at().is_some() && staged.closed_indexed(&cases, case)? {
+            Some(staged.case_bytes(&cases, &case.id)?)
+        } else {
+            None
+        };
+        let new = staged.put_case(case)?;
+        if case.closed_at().is_some() {
+            let old = old.unwrap_or(0);
             if new >= old {
                 self.closed_bytes.fetch_add(new - old, Ordering::Relaxed);
             } else {
                 self.closed_bytes.fetch_sub(old - new, Ordering::Relaxed);
             }
-            staged.insert(ck, &[]);
+            staged.index_closed(case);
         }
-        staged.insert(key(CASE, &case.id), &json);
         self.touched.push(case.clone());
         if !case.is_open() {
             // Closed: the group key may open a new case. Only drop the key if it still
             // points at this case.
-            if let Some(v) = staged
-                .get(&self.p.store.work, &key(KEY, &case.key))
-                .map_err(io("read group"))?
-                && v.as_ref() == case.id.as_bytes()
-            {
-                staged.remove(key(KEY, &case.key));
-            }
+            staged.release_group(&cases, &case.key, &case.id)?;
         }
         self.move_deadline(staged, &case.id, old_deadline, case.next_deadline());
         Ok(())
@@ -847,17 +741,8 @@ impl Dispatcher {
     /// Applies staged writes to `work` as one atomic batch. A single write (typically a case
     /// recording its pushes) goes in as it is, atomic by itself, without the two log-buffer
     /// writes a sled batch costs.
-    fn apply(&mut self, staged: Staged, op: &'static str) -> Result<(), DispatchError> {
-        let work = &self.p.store.work;
-        if staged.view.len() > 1 {
-            work.apply_batch(staged.batch).map_err(io(op))?;
-        } else {
-            match staged.view.into_iter().next() {
-                None => {}
-                Some((k, Some(v))) => work.insert(k, v).map(drop).map_err(io(op))?,
-                Some((k, None)) => work.remove(k).map(drop).map_err(io(op))?,
-            }
-        }
+    fn apply(&mut self, staged: CaseWrites, op: &'static str) -> Result<(), DispatchError> {
+        self.p.store.cases().apply(staged, op)?;
         self.publish();
         Ok(())
     }
@@ -967,13 +852,9 @@ impl Dispatcher {
                 break;
             }
             let Some(mut case) = self.load(&id)? else {
-                let mut b = sled::Batch::default();
+                let mut b = CaseWrites::default();
                 self.move_deadline(&mut b, &id, Some(UtcMillis(at)), None);
-                self.p
-                    .store
-                    .work
-                    .apply_batch(b)
-                    .map_err(io("drop deadline"))?;
+                self.p.store.cases().apply(b, "drop deadline")?;
                 continue;
             };
             let old = Some(UtcMillis(at));
@@ -982,13 +863,9 @@ impl Dispatcher {
             if case.next_deadline() == old {
                 // The core did not move it (should not happen): drop it rather than spin.
                 tracing::error!(case = %id, at, "deadline did not advance on tick; dropped");
-                let mut b = sled::Batch::default();
+                let mut b = CaseWrites::default();
                 self.move_deadline(&mut b, &id, old, None);
-                self.p
-                    .store
-                    .work
-                    .apply_batch(b)
-                    .map_err(io("drop deadline"))?;
+                self.p.store.cases().apply(b, "drop deadline")?;
                 continue;
             }
             self.save(&case, old)?;
@@ -1006,9 +883,9 @@ impl Dispatcher {
         let now = self.now();
         let mut missed = 0u64;
         if full {
-            for kv in self.p.store.work.scan_prefix(CASE) {
-                let (_, v) = kv.map_err(io("scan cases"))?;
-                let Ok(case) = Case::from_json(&v) else {
+            let store = self.p.store.clone();
+            for c in store.cases().all() {
+                let Ok(StoredCase { case, .. }) = c else {
                     continue;
                 };
                 if let Some(d) = case.next_deadline()
@@ -1016,29 +893,15 @@ impl Dispatcher {
                 {
                     missed += 1;
                     tracing::error!(case = %case.id, deadline = %d, "auditor: deadline missing from the index; restored");
-                    let mut b = sled::Batch::default();
+                    let mut b = CaseWrites::default();
                     self.move_deadline(&mut b, &case.id, None, Some(d));
-                    self.p
-                        .store
-                        .work
-                        .apply_batch(b)
-                        .map_err(io("restore deadline"))?;
+                    self.p.store.cases().apply(b, "restore deadline")?;
                 }
             }
         } else {
             let mut on_disk = 0usize;
-            for k in self.p.store.work.scan_prefix(DEADLINE).keys() {
-                let k = k.map_err(io("scan deadlines"))?;
+            for entry in self.p.store.cases().deadlines()? {
                 on_disk += 1;
-                if k.len() < DEADLINE.len() + 8 {
-                    continue;
-                }
-                let mut at = [0u8; 8];
-                at.copy_from_slice(&k[DEADLINE.len()..DEADLINE.len() + 8]);
-                let entry = (
-                    u64::from_be_bytes(at) as i64,
-                    String::from_utf8_lossy(&k[DEADLINE.len() + 8..]).into_owned(),
-                );
                 if !self.deadlines.contains(&entry) {
                     missed += 1;
                     tracing::error!(case = %entry.1, at = entry.0, "auditor: deadline on disk but not in the timer; restored");
@@ -1108,17 +971,11 @@ impl Dispatcher {
 
     /// The latest disk case, unless it is resolved or closed.
     fn active_disk_case(&self) -> Result<Option<Case>, DispatchError> {
-        let Some(id) = self
-            .p
-            .store
-            .work
-            .get(key(HEALTH, crate::health::DISK_PART))
-            .map_err(io("read health case"))?
-        else {
+        let Some(id) = self.p.store.cases().health_case(crate::health::DISK_PART)? else {
             return Ok(None);
         };
         Ok(self
-            .load(&String::from_utf8_lossy(&id))?
+            .load(&id)?
             .filter(|c| !matches!(c.state, CaseState::Resolved | CaseState::Closed)))
     }
 
@@ -1136,12 +993,13 @@ impl Dispatcher {
             .await
             .map_err(|e| DispatchError::Invalid(format!("storing the health alert: {e}")))??;
         self.file_batch(vec![alert.clone()]).await?;
-        let work = &self.p.store.work;
-        if let Some(case) = work.get(key(FILED, &alert.id)).map_err(io("read filed"))? {
-            work.insert(key(HEALTH, crate::health::DISK_PART), case.clone())
-                .map_err(io("save health case"))?;
+        if let Some(case) = self.p.store.cases().case_of_alert(&alert.id)? {
+            self.p
+                .store
+                .cases()
+                .set_health_case(crate::health::DISK_PART, &case)?;
             self.p.store.flush().await?;
-            tracing::error!(case = %String::from_utf8_lossy(&case), "hub-health case opened: the disk is nearly full");
+            tracing::error!(case = %case, "hub-health case opened: the disk is nearly full");
         }
         Ok(())
     }
@@ -1180,14 +1038,8 @@ impl Dispatcher {
     }
 
     fn persist_site(&self, site: &str) -> Result<(), DispatchError> {
-        if let Some(s) = self.registry.get(site)
-            && let Ok(v) = serde_json::to_vec(s)
-        {
-            self.p
-                .store
-                .sites
-                .insert(site.as_bytes(), v)
-                .map_err(io("save site"))?;
+        if let Some(s) = self.registry.get(site) {
+            self.p.store.sites().put(s)?;
         }
         Ok(())
     }
@@ -1361,13 +1213,14 @@ impl Dispatcher {
                 let _ = reply.send(self.load(&case));
             }
             Request::CaseOfAlert { alert, reply } => {
+                // A muted alert has no case (the value was once its reason, answered as if
+                // it were a case id).
                 let r = self
                     .p
                     .store
-                    .work
-                    .get(key(FILED, &alert))
-                    .map_err(io("read filed"))
-                    .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()));
+                    .cases()
+                    .case_of_alert(&alert)
+                    .map_err(DispatchError::from);
                 let _ = reply.send(r);
             }
             Request::WatchAdd { entry, by, reply } => {
@@ -1401,23 +1254,19 @@ impl Dispatcher {
     /// [`DispatchHandle::expire_closed`]: walks the closing-time index up to `cutoff`, at
     /// most `max` entries, so a call costs about `max` cases whatever the store holds.
     fn expire_closed(&mut self, cutoff: UtcMillis, max: usize) -> Result<Swept, DispatchError> {
-        let work = self.p.store.work.clone();
-        let end = [CLOSED, &(cutoff.0.max(0) as u64).to_be_bytes()[..]].concat();
-        let mut b = sled::Batch::default();
+        let cases = self.p.store.cases().clone();
+        let mut b = CaseWrites::default();
         let mut gone = Vec::new();
         let mut swept = Swept::default();
         let mut seen = 0usize;
-        for k in work.range(CLOSED.to_vec()..end).keys().take(max) {
-            let k = k.map_err(io("scan closed index"))?;
+        for entry in cases.closed_before(cutoff, max)? {
             seen += 1;
-            b.remove(k.clone());
-            let id =
-                String::from_utf8_lossy(k.get(CLOSED.len() + 8..).unwrap_or_default()).into_owned();
-            let Some(raw) = work.get(key(CASE, &id)).map_err(io("read case"))? else {
-                continue;
-            };
-            let case = match Case::from_json(&raw) {
-                Ok(c) => c,
+            b.unindex_closed(&entry);
+            let id = entry.id;
+            let raw_len = b.case_bytes(&cases, &id)?;
+            let case = match cases.get(&id) {
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
                 Err(e) => {
                     // Left in place (only its index entry goes): someone should look at it.
                     tracing::error!(case = %id, error = %e, "retention: unreadable case kept; its closing-time entry dropped");
@@ -1428,36 +1277,25 @@ impl Dispatcher {
                 tracing::error!(case = %id, "retention: an open case in the closing-time index; kept, entry dropped");
                 continue;
             }
-            b.remove(key(CASE, &id));
-            swept.bytes += raw.len() as u64;
+            b.remove_case(&id);
+            swept.bytes += raw_len;
             for a in &case.alert_ids {
                 // Only a marker that still points at this case (a resent alert filed later
                 // elsewhere keeps its own).
-                let x = key(FILED, a);
-                if work
-                    .get(&x)
-                    .map_err(io("read filed"))?
-                    .is_some_and(|v| v.as_ref() == case.id.as_bytes())
-                {
-                    swept.bytes += (x.len() + case.id.len()) as u64;
-                    b.remove(x);
+                if b.filed(&cases, a)?.as_ref().and_then(Filed::case) == Some(case.id.as_str()) {
+                    swept.bytes += (a.len() + case.id.len() + 2) as u64;
+                    b.unfile(a);
                 }
             }
-            if work
-                .get(key(KEY, &case.key))
-                .map_err(io("read group"))?
-                .is_some_and(|v| v.as_ref() == case.id.as_bytes())
-            {
-                b.remove(key(KEY, &case.key));
-            }
+            b.release_group(&cases, &case.key, &case.id)?;
             self.move_deadline(&mut b, &case.id, case.next_deadline(), None);
             self.closed_bytes.fetch_sub(
-                (raw.len() as u64).min(self.closed_bytes.load(Ordering::Relaxed)),
+                raw_len.min(self.closed_bytes.load(Ordering::Relaxed)),
                 Ordering::Relaxed,
             );
             gone.push(case.id);
         }
-        work.apply_batch(b).map_err(io("expire closed cases"))?;
+        cases.apply(b, "expire closed cases")?;
         self.p.book.remove(&gone);
         swept.records = gone.len() as u64;
         swept.more = seen == max;
@@ -1619,121 +1457,30 @@ impl Dispatcher {
         if !problems.is_empty() {
             return Err(DispatchError::Invalid(problems.join("; ")));
         }
-        let v = serde_json::to_vec(&s).map_err(|e| DispatchError::Invalid(e.to_string()))?;
-        self.p
-            .store
-            .work
-            .insert(key(SILENCE, &s.id), v)
-            .map_err(io("save silence"))?;
+        self.p.store.cases().put_silence(&s)?;
         self.silences.retain(|x| x.id != s.id);
         self.silences.push(s);
         Ok(())
     }
 }
 
-/// Somewhere to put writes to `work`: a sled batch, or [`Staged`].
-trait Writes {
-    fn put(&mut self, k: Vec<u8>, v: &[u8]);
-    fn del(&mut self, k: Vec<u8>);
-}
-
-impl Writes for sled::Batch {
-    fn put(&mut self, k: Vec<u8>, v: &[u8]) {
-        self.insert(k, v);
-    }
-
-    fn del(&mut self, k: Vec<u8>) {
-        self.remove(k);
-    }
-}
-
-/// Writes to `work` gathered for one atomic batch, and readable before it is applied, so a
-/// later alert of the same batch sees the case an earlier one opened.
-#[derive(Default)]
-struct Staged {
-    batch: sled::Batch,
-    view: HashMap<Vec<u8>, Option<sled::IVec>>,
-}
-
-impl Staged {
-    fn insert(&mut self, k: Vec<u8>, v: &[u8]) {
-        // One copy of the value, shared (an `IVec` of more than a few bytes is reference
-        // counted).
-        let v = sled::IVec::from(v);
-        self.batch.insert(k.clone(), v.clone());
-        self.view.insert(k, Some(v));
-    }
-
-    fn remove(&mut self, k: Vec<u8>) {
-        self.batch.remove(k.clone());
-        self.view.insert(k, None);
-    }
-
-    /// The value under `k` once the batch is applied.
-    fn get(&self, tree: &sled::Tree, k: &[u8]) -> Result<Option<sled::IVec>, sled::Error> {
-        match self.view.get(k) {
-            Some(v) => Ok(v.clone()),
-            None => tree.get(k),
-        }
-    }
-}
-
-impl Writes for Staged {
-    fn put(&mut self, k: Vec<u8>, v: &[u8]) {
-        self.insert(k, v);
-    }
-
-    fn del(&mut self, k: Vec<u8>) {
-        self.remove(k);
-    }
-}
-
-/// Writes cases as the dispatcher files them (case, group key while open, alert index,
-/// deadline index), in one batch. For benchmarks that need a big store fast and for
-/// migrations; the hub must not be running on this store.
+/// Writes cases as the dispatcher files them, in one batch ([`crate::store::Cases::import`]),
+/// flushed. For benchmarks that need a big store fast and for migrations; the hub must not be
+/// running on this store.
 pub fn import_cases(store: &Store, cases: &[Case]) -> Result<(), DispatchError> {
-    let mut b = sled::Batch::default();
-    for case in cases {
-        b.insert(key(CASE, &case.id), case_json(case)?);
-        for a in &case.alert_ids {
-            b.insert(key(FILED, a), case.id.as_bytes());
-        }
-        if case.is_open() {
-            b.insert(key(KEY, &case.key), case.id.as_bytes());
-        }
-        if let Some(ck) = closed_key(case) {
-            b.insert(ck, &[]);
-        }
-        if let Some(d) = case.next_deadline() {
-            b.insert(deadline_key(d.0, &case.id), &[]);
-        }
-    }
-    store.work.apply_batch(b).map_err(io("import cases"))?;
+    store.cases().import(cases)?;
     store.flush_blocking()?;
     Ok(())
 }
 
 /// A stored case, read straight from the store (reads never wait behind the dispatcher).
 pub fn load_case(store: &Store, id: &str) -> Result<Option<Case>, DispatchError> {
-    match store.work.get(key(CASE, id)).map_err(io("read case"))? {
-        None => Ok(None),
-        Some(v) => Case::from_json(&v)
-            .map(Some)
-            .map_err(|e| DispatchError::Corrupt {
-                id: id.to_owned(),
-                why: e.to_string(),
-            }),
-    }
+    Ok(store.cases().get(id)?)
 }
 
 /// The case an alert was filed into (`None`: not filed, or muted).
 pub fn case_of_alert(store: &Store, alert: &str) -> Result<Option<String>, DispatchError> {
-    Ok(store
-        .work
-        .get(key(FILED, alert))
-        .map_err(io("read filed"))?
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-        .filter(|v| v.starts_with("C-")))
+    Ok(store.cases().case_of_alert(alert)?)
 }
 
 /// A tag's trajectory: its sightings in time order (which readers, when), within `[from, to)`.
@@ -1744,11 +1491,4 @@ pub fn trajectory(
     to: UtcMillis,
 ) -> Result<Vec<SightingRecord>, DispatchError> {
     Ok(store.sightings().trajectory(tag, from, to)?)
-}
-
-fn case_json(case: &Case) -> Result<Vec<u8>, DispatchError> {
-    case.to_json().map_err(|e| DispatchError::Corrupt {
-        id: case.id.clone(),
-        why: e.to_string(),
-    })
 }

@@ -6,11 +6,12 @@
 //!   their retention index, owned by [`Alerts`].
 //! - `blobs`: what sled knows of each blob file (length, kind, last reference), owned by
 //!   [`Blobs`].
-//! - `work`: what the dispatcher owns, changed in atomic batches: `p/{alert id}` marks an
-//!   alert stored but not yet filed into a case (written in the same transaction as the alert,
-//!   so a crash between storing and filing is recovered at start), plus the dispatcher's case,
-//!   index and deadline keys (see `dispatch`).
-//! - `sites`: site id → the registry's record (last status, last heartbeat).
+//! - `work`: cases and their indexes, owned by [`Cases`] (the dispatcher writes them in atomic
+//!   batches), and `p/{alert id}`, an alert stored but not yet filed into a case (written by
+//!   [`Alerts`] in the same transaction as the alert, so a crash between storing and filing is
+//!   recovered at start).
+//! - `sites`: site id → the registry's record (last status, last heartbeat), owned by
+//!   [`Sites`].
 //! - `sightings`: tag sightings for trajectories, with a stored-time index for retention,
 //!   owned by [`Sightings`].
 //! - `sessions`: SHA-256 of a dashboard session or app token → who and until when.
@@ -24,9 +25,11 @@
 
 mod alerts;
 mod blobs;
+mod cases;
 mod photos;
 mod quarantine;
 mod sightings;
+mod sites;
 mod watchlist;
 
 use std::path::{Path, PathBuf};
@@ -35,11 +38,13 @@ use sled::transaction::TransactionError;
 
 pub use alerts::{AlertSweep, Alerts, AlertsRetention, SnapshotRef, StoredAlert};
 pub use blobs::{BlobId, BlobKind, BlobMeta, BlobSweep, Blobs, BlobsOfKind};
+pub use cases::{CaseWrites, Cases, ClosedEntry, Filed, StoredCase};
 pub use photos::{PhotoMeta, Photos};
 pub use quarantine::{
     Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,
 };
 pub use sightings::{SightingRecord, Sightings};
+pub use sites::Sites;
 pub use watchlist::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope, Watchlist};
 
 /// The on-disk layout version; a store written by another version is refused, not guessed at.
@@ -97,8 +102,9 @@ pub struct Store {
     alerts: Alerts,
     blobs: Blobs,
     photos: Photos,
-    pub work: sled::Tree,
-    pub sites: sled::Tree,
+    /// The `work` tree's cases, indexes and pending markers (see [`Cases`]).
+    cases: Cases,
+    sites: Sites,
     sightings: Sightings,
     /// Dashboard sessions and app tokens: SHA-256 of the token → the session's JSON.
     pub sessions: sled::Tree,
@@ -150,8 +156,8 @@ impl Store {
             )?,
             photos: Photos::new(tree("photos")?, blobs.clone()),
             blobs,
-            work,
-            sites: tree("sites")?,
+            cases: Cases::new(work),
+            sites: Sites::new(tree("sites")?),
             sightings: Sightings::open(&db, migrated_at)?,
             sessions: tree("sessions")?,
             meta,
@@ -204,14 +210,17 @@ impl Store {
 
     /// Ids of alerts stored but not yet filed into a case, in key order.
     pub fn pending_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.work
-            .scan_prefix(PENDING)
-            .keys()
-            .map(|k| {
-                let k = k.map_err(io("scan pending"))?;
-                Ok(String::from_utf8_lossy(&k[PENDING.len()..]).into_owned())
-            })
-            .collect()
+        self.cases.pending_ids()
+    }
+
+    /// The site registry's records.
+    pub fn sites(&self) -> &Sites {
+        &self.sites
+    }
+
+    /// Cases and their indexes.
+    pub fn cases(&self) -> &Cases {
+        &self.cases
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

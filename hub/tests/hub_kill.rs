@@ -152,12 +152,7 @@ reconnect_max_ms = 500
         ALERTS * SNAPSHOT_BYTES as u64
     );
     // The chaos alerts share site, rule and camera: one case, which counts each alert once.
-    let cases: Vec<Case> = store
-        .work
-        .scan_prefix(b"c/")
-        .values()
-        .map(|v| Case::from_json(&v.unwrap()).unwrap())
-        .collect();
+    let cases: Vec<Case> = store.cases().all().map(|c| c.unwrap().case).collect();
     assert_eq!(cases.len(), 1, "{cases:?}");
     let case = &cases[0];
     assert_eq!(

@@ -362,7 +362,12 @@ mod tests {
             let store = super::super::Store::open(dir.path()).unwrap();
             // As the dispatcher stored it then: no `cell` field, in `work` under `w/`.
             let old = r#"{"tag":"E1","case_ref":"WD-1","note":"n","added_at":"2026-11-01T00:00:00.000Z","added_by":"p-9"}"#;
-            store.work.insert(b"w/E1", old.as_bytes()).unwrap();
+            store
+                .db
+                .open_tree("work")
+                .unwrap()
+                .insert(b"w/E1", old.as_bytes())
+                .unwrap();
             store.flush_blocking().unwrap();
         }
         let store = super::super::Store::open(dir.path()).unwrap();
@@ -371,7 +376,15 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].scope, WatchScope::Everywhere);
         assert_eq!(entries[0].case_ref, "WD-1");
-        assert!(store.work.scan_prefix(b"w/").next().is_none());
+        assert!(
+            store
+                .db
+                .open_tree("work")
+                .unwrap()
+                .scan_prefix(b"w/")
+                .next()
+                .is_none()
+        );
         let log = list
             .audit(&AuditQuery {
                 limit: 10,

@@ -1,0 +1,468 @@
+//! Cases and their indexes ([`Cases`]), in the `work` tree. Only this module knows the keys
+//! and encodings; the dispatcher, the one writer, gathers its changes in a [`CaseWrites`] and
+//! applies them as one atomic batch; the API and retention read through [`Cases`].
+//!
+//! Keys in `work`:
+//! - `c/{case}` → the case's JSON;
+//! - `k/{group key}` → the open case of that group (alerts of the group join it);
+//! - `x/{alert}` → what became of the alert ([`Filed`]): the case id, or `0x00` and why it was
+//!   muted (a record of an older hub holds the reason text alone; a case id starts `C-`);
+//! - `d/{at ms BE}{case}` → empty: the deadline index;
+//! - `z/{closed at ms BE}{case}` → empty: closed cases by closing time (retention);
+//! - `s/{silence id}` → the silence's JSON;
+//! - `h/{part}` → the id of the latest hub-health case of that part (`disk`);
+//! - `p/{alert}` pending marker (written by [`super::Alerts`] with the alert; removed here
+//!   when the alert is filed).
+//!
+//! Also in `work`, owned elsewhere: the watchlist's pre-scope `w/` entries (moved at open).
+
+use std::collections::HashMap;
+
+use protocol::UtcMillis;
+
+use super::{PENDING, StoreError, pending_key};
+use crate::case::{Case, Silence};
+
+const CASE: &[u8] = b"c/";
+const GROUP: &[u8] = b"k/";
+const FILED: &[u8] = b"x/";
+const DEADLINE: &[u8] = b"d/";
+const CLOSED: &[u8] = b"z/";
+const SILENCE: &[u8] = b"s/";
+const HEALTH: &[u8] = b"h/";
+/// First byte of a muted alert's `x/` value (a case id never starts with it).
+const MUTED: u8 = 0;
+
+fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
+    [prefix, rest.as_bytes()].concat()
+}
+
+fn timed_key(prefix: &[u8], at: UtcMillis, case: &str) -> Vec<u8> {
+    [prefix, &(at.0.max(0) as u64).to_be_bytes(), case.as_bytes()].concat()
+}
+
+fn io(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Io { op, source }
+}
+
+fn corrupt(id: &str, why: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        tree: "work",
+        key: id.to_owned(),
+        why: why.to_string(),
+    }
+}
+
+fn decode_case(id: &str, v: &[u8]) -> Result<Case, StoreError> {
+    Case::from_json(v).map_err(|e| corrupt(id, e))
+}
+
+/// What became of a filed alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filed {
+    /// Filed into this case.
+    Case(String),
+    /// Stored, not dispatched: why (silenced by …, inhibited: …).
+    Muted(String),
+}
+
+impl Filed {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Case(id) => id.as_bytes().to_vec(),
+            Self::Muted(why) => [&[MUTED][..], why.as_bytes()].concat(),
+        }
+    }
+
+    fn decode(v: &[u8]) -> Self {
+        match v.split_first() {
+            Some((&MUTED, why)) => Self::Muted(String::from_utf8_lossy(why).into_owned()),
+            // Before the tag byte, a muted alert's value was its reason text alone.
+            _ if !v.starts_with(b"C-") => Self::Muted(String::from_utf8_lossy(v).into_owned()),
+            _ => Self::Case(String::from_utf8_lossy(v).into_owned()),
+        }
+    }
+
+    pub fn case(&self) -> Option<&str> {
+        match self {
+            Self::Case(id) => Some(id),
+            Self::Muted(_) => None,
+        }
+    }
+}
+
+/// A case as stored with the length of its record (for retention's byte counts).
+#[derive(Debug)]
+pub struct StoredCase {
+    pub case: Case,
+    pub bytes: u64,
+}
+
+/// Owner of the cases and their indexes.
+#[derive(Debug, Clone)]
+pub struct Cases {
+    work: sled::Tree,
+}
+
+impl Cases {
+    pub(super) fn new(work: sled::Tree) -> Self {
+        Self { work }
+    }
+
+    /// A stored case, read straight from the store (reads never wait behind the dispatcher).
+    pub fn get(&self, id: &str) -> Result<Option<Case>, StoreError> {
+        self.work
+            .get(key(CASE, id))
+            .map_err(io("read case"))?
+            .map(|v| decode_case(id, &v))
+            .transpose()
+    }
+
+    /// What became of an alert (`None`: not filed).
+    pub fn filed(&self, alert: &str) -> Result<Option<Filed>, StoreError> {
+        Ok(self
+            .work
+            .get(key(FILED, alert))
+            .map_err(io("read filed"))?
+            .map(|v| Filed::decode(&v)))
+    }
+
+    /// The case an alert was filed into (`None`: not filed, or muted).
+    pub fn case_of_alert(&self, alert: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.filed(alert)?.and_then(|f| match f {
+            Filed::Case(id) => Some(id),
+            Filed::Muted(_) => None,
+        }))
+    }
+
+    /// Every stored case, in id order; an unreadable one is an error item (the caller logs it
+    /// and goes on).
+    pub fn all(&self) -> impl Iterator<Item = Result<StoredCase, StoreError>> + '_ {
+        self.work.scan_prefix(CASE).map(|kv| {
+            let (k, v) = kv.map_err(io("scan cases"))?;
+            let id = String::from_utf8_lossy(&k[CASE.len()..]).into_owned();
+            Ok(StoredCase {
+                case: decode_case(&id, &v)?,
+                bytes: v.len() as u64,
+            })
+        })
+    }
+
+    /// The deadline index: (due ms, case id).
+    pub fn deadlines(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.work.scan_prefix(DEADLINE).keys() {
+            let k = k.map_err(io("scan deadlines"))?;
+            if let Some(entry) = split_timed(&k, DEADLINE) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a closed case has its closing-time index entry.
+    pub fn closed_indexed(&self, case: &Case) -> Result<bool, StoreError> {
+        match case.closed_at() {
+            Some(at) => self
+                .work
+                .contains_key(timed_key(CLOSED, at, &case.id))
+                .map_err(io("read closed index")),
+            None => Ok(true),
+        }
+    }
+
+    /// Up to `max` ids of cases closed before `cutoff`, oldest first, with their index keys
+    /// (for [`CaseWrites::unindex_closed`]).
+    pub fn closed_before(
+        &self,
+        cutoff: UtcMillis,
+        max: usize,
+    ) -> Result<Vec<ClosedEntry>, StoreError> {
+        let end = timed_key(CLOSED, cutoff, "");
+        let mut out = Vec::new();
+        for k in self.work.range(CLOSED.to_vec()..end).keys().take(max) {
+            let k = k.map_err(io("scan closed index"))?;
+            let id =
+                String::from_utf8_lossy(k.get(CLOSED.len() + 8..).unwrap_or_default()).into_owned();
+            out.push(ClosedEntry {
+                key: k.to_vec(),
+                id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The stored silences; an unreadable one is logged and left out.
+    pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.work.scan_prefix(SILENCE) {
+            let (k, v) = kv.map_err(io("scan silences"))?;
+            match serde_json::from_slice::<Silence>(&v) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable silence skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn put_silence(&self, s: &Silence) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(s).map_err(|e| corrupt(&s.id, e))?;
+        self.work
+            .insert(key(SILENCE, &s.id), v)
+            .map_err(io("save silence"))?;
+        Ok(())
+    }
+
+    /// The latest hub-health case of `part`.
+    pub fn health_case(&self, part: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .work
+            .get(key(HEALTH, part))
+            .map_err(io("read health case"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_health_case(&self, part: &str, case: &str) -> Result<(), StoreError> {
+        self.work
+            .insert(key(HEALTH, part), case.as_bytes())
+            .map_err(io("save health case"))?;
+        Ok(())
+    }
+
+    /// Forgets the pending marker of an alert that is not stored.
+    pub fn drop_pending(&self, alert: &str) -> Result<(), StoreError> {
+        self.work
+            .remove(pending_key(alert))
+            .map_err(io("drop pending"))?;
+        Ok(())
+    }
+
+    /// Ids of alerts stored but not yet filed into a case, in key order.
+    pub fn pending_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.work
+            .scan_prefix(PENDING)
+            .keys()
+            .map(|k| {
+                let k = k.map_err(io("scan pending"))?;
+                Ok(String::from_utf8_lossy(&k[PENDING.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    /// Applies `w` as one atomic batch. A single write (typically a case recording its
+    /// pushes) goes in as it is, atomic by itself, without the two log-buffer writes a sled
+    /// batch costs.
+    pub fn apply(&self, w: CaseWrites, op: &'static str) -> Result<(), StoreError> {
+        if w.view.len() > 1 {
+            self.work.apply_batch(w.batch).map_err(io(op))?;
+        } else {
+            match w.view.into_iter().next() {
+                None => {}
+                Some((k, Some(v))) => self.work.insert(k, v).map(drop).map_err(io(op))?,
+                Some((k, None)) => self.work.remove(k).map(drop).map_err(io(op))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes cases as the dispatcher files them (case, group key while open, alert index,
+    /// deadline and closing-time indexes), in one batch. For benchmarks that need a big store
+    /// fast and for migrations; the hub must not be running on this store.
+    pub fn import(&self, cases: &[Case]) -> Result<(), StoreError> {
+        let mut w = CaseWrites::default();
+        for case in cases {
+            w.put_case(case)?;
+            for a in &case.alert_ids {
+                w.file(a, &Filed::Case(case.id.clone()));
+            }
+            if case.is_open() {
+                w.set_group(&case.key, &case.id);
+            }
+            w.index_closed(case);
+            if let Some(d) = case.next_deadline() {
+                w.put_deadline(d, &case.id);
+            }
+        }
+        self.work.apply_batch(w.batch).map_err(io("import cases"))?;
+        Ok(())
+    }
+}
+
+/// A closing-time index entry ([`Cases::closed_before`]).
+#[derive(Debug, Clone)]
+pub struct ClosedEntry {
+    key: Vec<u8>,
+    pub id: String,
+}
+
+fn split_timed(k: &[u8], prefix: &[u8]) -> Option<(i64, String)> {
+    let at: [u8; 8] = k.get(prefix.len()..prefix.len() + 8)?.try_into().ok()?;
+    let case = String::from_utf8_lossy(k.get(prefix.len() + 8..)?).into_owned();
+    Some((u64::from_be_bytes(at) as i64, case))
+}
+
+/// Changes to cases and their indexes gathered for one atomic batch, and readable before it
+/// is applied (through `cases`), so a later alert of a batch sees the case an earlier one
+/// opened.
+#[derive(Default)]
+pub struct CaseWrites {
+    batch: sled::Batch,
+    view: HashMap<Vec<u8>, Option<sled::IVec>>,
+}
+
+impl std::fmt::Debug for CaseWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaseWrites")
+            .field("writes", &self.view.len())
+            .finish()
+    }
+}
+
+impl CaseWrites {
+    fn insert(&mut self, k: Vec<u8>, v: &[u8]) {
+        // One copy of the value, shared (an `IVec` of more than a few bytes is reference
+        // counted).
+        let v = sled::IVec::from(v);
+        self.batch.insert(k.clone(), v.clone());
+        self.view.insert(k, Some(v));
+    }
+
+    fn remove(&mut self, k: Vec<u8>) {
+        self.batch.remove(k.clone());
+        self.view.insert(k, None);
+    }
+
+    /// The value under `k` once the batch is applied.
+    fn get(&self, cases: &Cases, k: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        match self.view.get(k) {
+            Some(v) => Ok(v.clone()),
+            None => cases.work.get(k).map_err(io("read work")),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.view.is_empty()
+    }
+
+    /// A case as it will be once applied.
+    pub fn case(&self, cases: &Cases, id: &str) -> Result<Option<Case>, StoreError> {
+        self.get(cases, &key(CASE, id))?
+            .map(|v| decode_case(id, &v))
+            .transpose()
+    }
+
+    /// A case's record length as it will be once applied (0: none).
+    pub fn case_bytes(&self, cases: &Cases, id: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .get(cases, &key(CASE, id))?
+            .map_or(0, |v| v.len() as u64))
+    }
+
+    /// The open case of a group, as it will be once applied.
+    pub fn group(&self, cases: &Cases, group: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(cases, &key(GROUP, group))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn filed(&self, cases: &Cases, alert: &str) -> Result<Option<Filed>, StoreError> {
+        Ok(self
+            .get(cases, &key(FILED, alert))?
+            .map(|v| Filed::decode(&v)))
+    }
+
+    /// Whether a closed case's closing-time entry is (will be) there.
+    pub fn closed_indexed(&self, cases: &Cases, case: &Case) -> Result<bool, StoreError> {
+        match case.closed_at() {
+            Some(at) => Ok(self.get(cases, &timed_key(CLOSED, at, &case.id))?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// Stores the case; returns its record's length.
+    pub fn put_case(&mut self, case: &Case) -> Result<u64, StoreError> {
+        let json = case.to_json().map_err(|e| corrupt(&case.id, e))?;
+        let n = json.len() as u64;
+        self.insert(key(CASE, &case.id), &json);
+        Ok(n)
+    }
+
+    pub fn remove_case(&mut self, id: &str) {
+        self.remove(key(CASE, id));
+    }
+
+    /// Records what became of an alert and clears its pending marker.
+    pub fn file(&mut self, alert: &str, filed: &Filed) {
+        self.insert(key(FILED, alert), &filed.encode());
+        self.remove(pending_key(alert));
+    }
+
+    /// An alert filed before (a resend): only its pending marker goes.
+    pub fn clear_pending(&mut self, alert: &str) {
+        self.remove(pending_key(alert));
+    }
+
+    pub fn unfile(&mut self, alert: &str) {
+        self.remove(key(FILED, alert));
+    }
+
+    pub fn set_group(&mut self, group: &str, case: &str) {
+        self.insert(key(GROUP, group), case.as_bytes());
+    }
+
+    /// Drops a group's open-case entry if it still names `case`.
+    pub fn release_group(
+        &mut self,
+        cases: &Cases,
+        group: &str,
+        case: &str,
+    ) -> Result<(), StoreError> {
+        if self.group(cases, group)?.as_deref() == Some(case) {
+            self.remove(key(GROUP, group));
+        }
+        Ok(())
+    }
+
+    pub fn put_deadline(&mut self, at: UtcMillis, case: &str) {
+        self.insert(timed_key(DEADLINE, at, case), &[]);
+    }
+
+    pub fn remove_deadline(&mut self, at: UtcMillis, case: &str) {
+        self.remove(timed_key(DEADLINE, at, case));
+    }
+
+    /// Adds a closed case's closing-time entry (nothing for a case not closed).
+    pub fn index_closed(&mut self, case: &Case) {
+        if let Some(at) = case.closed_at() {
+            self.insert(timed_key(CLOSED, at, &case.id), &[]);
+        }
+    }
+
+    pub fn unindex_closed(&mut self, entry: &ClosedEntry) {
+        self.remove(entry.key.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filed_values_of_both_kinds_and_of_an_older_hub_decode_to_what_they_mean() {
+        for f in [
+            Filed::Case("C-01A".into()),
+            Filed::Muted("silenced by S-1".into()),
+            // A reason that happens to start like a case id is still a reason.
+            Filed::Muted("C-looking reason".into()),
+        ] {
+            assert_eq!(Filed::decode(&f.encode()), f);
+        }
+        assert_eq!(
+            Filed::decode(b"inhibited: the site is offline"),
+            Filed::Muted("inhibited: the site is offline".into())
+        );
+        assert_eq!(Filed::decode(b"C-01B"), Filed::Case("C-01B".into()));
+    }
+}
