@@ -306,6 +306,20 @@ mod tests {
         std::sync::Arc::new(a)
     }
 
+    /// A store in `dir` holding alert `01A` with `jpeg` as its snapshot.
+    fn store_with_one(dir: &Path, jpeg: &[u8]) -> Store {
+        let store = Store::open(dir).unwrap();
+        store
+            .alerts()
+            .insert(&[alert("01A", Some(jpeg))], protocol::UtcMillis(1))
+            .unwrap();
+        store
+    }
+
+    fn blob_path(dir: &Path, id: BlobId) -> PathBuf {
+        dir.join("blobs").join(&id.to_hex()[..2]).join(id.to_hex())
+    }
+
     #[test]
     fn the_same_alert_id_is_stored_once_and_marked_pending_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -357,11 +371,7 @@ mod tests {
             .snapshot
             .unwrap()
             .blob;
-        let path = dir
-            .path()
-            .join("blobs")
-            .join(&old_blob.to_hex()[..2])
-            .join(old_blob.to_hex());
+        let path = blob_path(dir.path(), old_blob);
         assert!(path.exists());
         let cutoff = protocol::UtcMillis(t0.0 + 5 * day);
         // Kept (an open case's): stepped over, nothing removed.
@@ -401,23 +411,12 @@ mod tests {
     #[test]
     fn an_orphan_blob_file_is_collected_and_a_recorded_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .alerts()
-            .insert(
-                &[alert("01A", Some(b"\xFF\xD8\xFFkept"))],
-                protocol::UtcMillis(1),
-            )
-            .unwrap();
+        let store = store_with_one(dir.path(), b"\xFF\xD8\xFFkept");
         // A file written by a batch that crashed before its transaction.
         let mut files = store.blobs().begin();
         let orphan = files.put(b"\xFF\xD8\xFForphan").unwrap();
         drop(files);
-        let path = dir
-            .path()
-            .join("blobs")
-            .join(&orphan.to_hex()[..2])
-            .join(orphan.to_hex());
+        let path = blob_path(dir.path(), orphan);
         assert!(path.exists());
         let swept = store.blobs().collect_all_orphans().unwrap();
         assert_eq!((swept.blobs, swept.bytes), (1, 9));
@@ -429,21 +428,10 @@ mod tests {
     #[test]
     fn a_blob_whose_file_was_altered_is_refused_not_served() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .alerts()
-            .insert(
-                &[alert("01A", Some(b"\xFF\xD8\xFForiginal"))],
-                protocol::UtcMillis(1),
-            )
-            .unwrap();
+        let store = store_with_one(dir.path(), b"\xFF\xD8\xFForiginal");
         let s = store.alerts().get("01A").unwrap().unwrap();
         let id = s.snapshot.as_ref().unwrap().blob;
-        let path = dir
-            .path()
-            .join("blobs")
-            .join(&id.to_hex()[..2])
-            .join(id.to_hex());
+        let path = blob_path(dir.path(), id);
         std::fs::write(&path, b"\xFF\xD8\xFFaltered").unwrap();
         let err = store.alerts().snapshot_jpeg(&s).unwrap_err().to_string();
         assert!(
