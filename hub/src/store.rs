@@ -426,6 +426,27 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_leftover_under_a_blobs_name_is_written_again_before_it_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let jpeg = b"\xFF\xD8\xFFleftover";
+        // A crash after the rename and before any sync left the right length, wrong bytes.
+        let id = BlobId::of(jpeg);
+        let path = blob_path(dir.path(), id);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![0u8; jpeg.len()]).unwrap();
+        store
+            .alerts()
+            .insert(&[alert("01A", Some(jpeg))], protocol::UtcMillis(1))
+            .unwrap();
+        let s = store.alerts().get("01A").unwrap().unwrap();
+        assert_eq!(
+            store.alerts().snapshot_jpeg(&s).unwrap().unwrap(),
+            jpeg.to_vec()
+        );
+    }
+
+    #[test]
     fn a_blob_whose_file_was_altered_is_refused_not_served() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_one(dir.path(), b"\xFF\xD8\xFForiginal");

@@ -484,10 +484,14 @@ impl Batch<'_> {
     pub fn put(&mut self, bytes: &[u8]) -> Result<BlobId, StoreError> {
         let id = BlobId::of(bytes);
         let path = self.blobs.path_of(id);
-        // Content-addressed: a file of the right length under this name holds these bytes (it
-        // was renamed into place whole). One of another length is a torn leftover of a crash
-        // before a sync (its metadata never written): written again.
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+        // Content-addressed: a file already under this name is either the same bytes stored
+        // before, or the leftover of a batch that crashed before its metadata (renamed, maybe
+        // never synced, torn by a power cut). It is kept only if it still hashes to its name,
+        // and synced with this batch all the same: its metadata is about to be written.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64)
+            && std::fs::read(&path).is_ok_and(|b| BlobId::of(&b) == id)
+        {
+            self.written += 1;
             return Ok(id);
         }
         let dir = self.blobs.inner.dir.clone();
