@@ -259,7 +259,9 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> Sightings {
-        let db = sled::open(dir).unwrap();
+        // The store's opener: it waits for sled's lock, which a handle just dropped lets go
+        // of only shortly after.
+        let db = crate::store::open_db(dir).unwrap();
         Sightings::open(&db, UtcMillis(1_000_000)).unwrap()
     }
 
@@ -334,7 +336,7 @@ mod tests {
     fn sightings_of_a_store_without_the_index_are_indexed_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::store::open_db(dir.path()).unwrap();
             let tree = db.open_tree("sightings").unwrap();
             let r = rec("T1", "r1", 500);
             tree.insert(record_key(&r), serde_json::to_vec(&r).unwrap())
