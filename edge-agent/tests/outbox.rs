@@ -267,7 +267,7 @@ fn unknown_schema_version_is_refused_with_a_clear_message() {
     let path = store(&dir);
     drop(Outbox::open(&path, OutboxConfig::default()).unwrap());
     {
-        let db = sled::open(&path).unwrap();
+        let db = open_sled(&path);
         db.open_tree("meta")
             .unwrap()
             .insert("schema", &99u32.to_be_bytes())
@@ -313,7 +313,7 @@ fn corrupt_records_are_skipped_counted_kept_and_reported() {
     // Garbage over the second alert; a good header with broken JSON after the third.
     let bad_json_seq = seqs[2] + 1;
     {
-        let db = sled::open(&path).unwrap();
+        let db = open_sled(&path);
         let alerts = db.open_tree("alerts").unwrap();
         alerts
             .insert(seqs[1].to_be_bytes(), &b"garbage"[..])
@@ -353,7 +353,7 @@ fn corrupt_records_are_skipped_counted_kept_and_reported() {
     assert!(text.contains(&format!("seq {}: ", seqs[1])), "{text}");
 
     // Still on disk for whoever investigates.
-    let db = sled::open(&path).unwrap();
+    let db = open_sled(&path);
     let alerts = db.open_tree("alerts").unwrap();
     assert_eq!(
         alerts.get(seqs[1].to_be_bytes()).unwrap().as_deref(),
@@ -387,10 +387,10 @@ fn inspect_does_not_create_or_change_anything() {
 
     // A store never opened for writing has no schema key, and inspect does not add one.
     let raw = dir.path().join("raw");
-    drop(sled::open(&raw).unwrap());
+    drop(open_sled(&raw));
     let report = inspect(&raw).unwrap();
     assert_eq!(report.schema_version, None);
-    let db = sled::open(&raw).unwrap();
+    let db = open_sled(&raw);
     assert!(
         db.open_tree("meta")
             .unwrap()
@@ -423,7 +423,7 @@ fn invalid_config_is_refused_with_every_problem() {
 
 /// The raw value of `seq` in the store's tree `tree` (the store must be closed).
 fn raw(path: &Path, tree: &str, seq: u64) -> Option<Vec<u8>> {
-    let db = sled::open(path).unwrap();
+    let db = open_sled(path);
     let tree = db.open_tree(tree).unwrap();
     tree.get(seq.to_be_bytes()).unwrap().map(|v| v.to_vec())
 }
@@ -631,4 +631,22 @@ fn reopen_rereads_the_store_and_never_reuses_a_seq() {
     let next = o.append(&alert(3, Severity::Minor), 1_000).unwrap();
     assert!(next > seqs[2], "seq {next} reused after {seqs:?}");
     assert_eq!(o.len(), 3);
+}
+
+/// Opens the outbox's sled database directly, waiting (up to 3 s) for the lock that an outbox
+/// just dropped still holds: sled lets it go from its background flusher a few milliseconds
+/// after the last handle, so an immediate reopen can find it taken.
+fn open_sled(path: impl AsRef<std::path::Path>) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::open(path.as_ref()) {
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
