@@ -120,7 +120,7 @@ pub enum IngestError {
 /// One caller's share of a batch: alerts to store, refused payloads to quarantine, and a
 /// quarantine record to release once its (re-ingested) alert is stored.
 struct Job {
-    alerts: Vec<(String, Bytes, Arc<Alert>)>,
+    alerts: Vec<Arc<Alert>>,
     quarantine: Vec<NewQuarantined>,
     release: Option<QuarantineId>,
     reply: oneshot::Sender<Result<Done, IngestError>>,
@@ -192,7 +192,7 @@ impl Ingest {
 
     async fn run(
         &self,
-        alerts: Vec<(String, Bytes, Arc<Alert>)>,
+        alerts: Vec<Arc<Alert>>,
         quarantine: Vec<NewQuarantined>,
         release: Option<QuarantineId>,
     ) -> Result<Done, IngestError> {
@@ -240,7 +240,7 @@ impl Ingest {
         for raw in payloads {
             match self.policy.decode_site_alert(site, raw) {
                 Ok(alert) => {
-                    valid.push((alert.id.clone(), raw.clone(), Arc::new(alert)));
+                    valid.push(Arc::new(alert));
                     outcomes.push(Ok(()));
                 }
                 Err(Refusal { code, reason }) => {
@@ -313,11 +313,7 @@ impl Ingest {
             }
         };
         let done = self
-            .run(
-                vec![(alert.id.clone(), raw, Arc::new(alert))],
-                Vec::new(),
-                None,
-            )
+            .run(vec![Arc::new(alert)], Vec::new(), None)
             .await
             .inspect_err(|e| self.count_deferred(e))?;
         Ok(match done.fresh.first() {
@@ -353,11 +349,7 @@ impl Ingest {
             Ok(alert) => {
                 let alert_id = alert.id.clone();
                 let done = self
-                    .run(
-                        vec![(alert.id.clone(), rec.raw.clone(), Arc::new(alert))],
-                        Vec::new(),
-                        Some(id),
-                    )
+                    .run(vec![Arc::new(alert)], Vec::new(), Some(id))
                     .await
                     .inspect_err(|e| self.count_deferred(e))?;
                 tracing::info!(quarantine = %id, site = %rec.entry.site, alert = %alert_id, "quarantined alert re-ingested");
@@ -431,10 +423,7 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let batch: Vec<Arc<Alert>> = jobs
-            .iter()
-            .flat_map(|j| j.alerts.iter().map(|(_, _, a)| a.clone()))
-            .collect();
+        let batch: Vec<Arc<Alert>> = jobs.iter().flat_map(|j| j.alerts.iter().cloned()).collect();
         let refused: Vec<NewQuarantined> = jobs
             .iter()
             .flat_map(|j| j.quarantine.iter().cloned())
@@ -502,7 +491,7 @@ async fn writer(
                 .collect();
             let quarantined: Vec<QuarantineId> =
                 job.quarantine.iter().filter_map(|_| ids.next()).collect();
-            for ((_, _, alert), &is_new) in job.alerts.iter().zip(&flags) {
+            for (alert, &is_new) in job.alerts.iter().zip(&flags) {
                 if is_new {
                     bump(&metrics.alerts_stored);
                     // A closed dispatcher means the hub is stopping: the alert stays pending
