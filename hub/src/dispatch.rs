@@ -392,12 +392,7 @@ impl Dispatcher {
                 "closed cases indexed by closing time for retention"
             );
         }
-        let last_seq = p
-            .store
-            .meta_get("cmd_seq")?
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let last_seq = p.store.command_seq()?;
         let (deliveries_tx, deliveries_rx) = mpsc::channel(4096);
         let (tx, requests) = mpsc::channel(1024);
         tracing::info!(
@@ -1146,9 +1141,7 @@ impl Dispatcher {
         // Time-based so that a store restored from an old backup still issues seqs the agents
         // have not seen.
         self.last_seq = (self.last_seq + 1).max(self.now().0 as u64);
-        self.p
-            .store
-            .meta_set("cmd_seq", self.last_seq.to_string().as_bytes())?;
+        self.p.store.set_command_seq(self.last_seq)?;
         Ok(self.last_seq)
     }
 

@@ -14,20 +14,23 @@
 //!   [`Sites`].
 //! - `sightings`: tag sightings for trajectories, with a stored-time index for retention,
 //!   owned by [`Sightings`].
-//! - `sessions`: SHA-256 of a dashboard session or app token → who and until when.
+//! - `sessions`: SHA-256 of a dashboard session or app token → who and until when, owned by
+//!   [`SessionStore`].
 //! - `photos`: a photo people attached (resolution, patrol report) → its case, author, time
 //!   and blob, owned by [`Photos`].
 //! - `quarantine`: alert payloads the hub refused, owned by [`Quarantine`] (its keys and
 //!   encoding are private to it).
 //! - `watchlist`: watchlisted tags with their scope, and the audit log of their changes, owned
 //!   by [`Watchlist`].
-//! - `meta`: schema version.
+//! - `meta`: schema version, and the last command sequence number issued
+//!   ([`Store::command_seq`]).
 
 mod alerts;
 mod blobs;
 mod cases;
 mod photos;
 mod quarantine;
+mod sessions;
 mod sightings;
 mod sites;
 mod watchlist;
@@ -43,6 +46,7 @@ pub use photos::{PhotoMeta, Photos};
 pub use quarantine::{
     Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,
 };
+pub use sessions::{Session, SessionKey, SessionStore, SessionSweep, Via};
 pub use sightings::{SightingRecord, Sightings};
 pub use sites::Sites;
 pub use watchlist::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope, Watchlist};
@@ -106,14 +110,16 @@ pub struct Store {
     cases: Cases,
     sites: Sites,
     sightings: Sightings,
-    /// Dashboard sessions and app tokens: SHA-256 of the token → the session's JSON.
-    pub sessions: sled::Tree,
+    sessions: SessionStore,
     quarantine: Quarantine,
     watchlist: Watchlist,
     meta: sled::Tree,
 }
 
 pub const PENDING: &[u8] = b"p/";
+
+/// `meta` key of [`Store::command_seq`].
+const CMD_SEQ: &str = "cmd_seq";
 
 pub fn pending_key(id: &str) -> Vec<u8> {
     [PENDING, id.as_bytes()].concat()
@@ -159,7 +165,7 @@ impl Store {
             cases: Cases::new(work),
             sites: Sites::new(tree("sites")?),
             sightings: Sightings::open(&db, migrated_at)?,
-            sessions: tree("sessions")?,
+            sessions: SessionStore::new(tree("sessions")?),
             meta,
             quarantine: Quarantine::open(&db)?,
             db,
@@ -223,16 +229,27 @@ impl Store {
         &self.cases
     }
 
-    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .meta
-            .get(key)
-            .map_err(io("read meta"))?
-            .map(|v| v.to_vec()))
+    /// Dashboard sessions and app tokens.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
     }
 
-    pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(key, value).map_err(io("write meta"))?;
+    /// The last sequence number a signed command was issued with (0: none yet). Kept as
+    /// decimal text, as hubs before this owner wrote it; an unreadable value reads as 0 (the
+    /// next number is time-based anyway).
+    pub fn command_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(CMD_SEQ)
+            .map_err(io("read meta"))?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+            .unwrap_or(0))
+    }
+
+    pub fn set_command_seq(&self, seq: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(CMD_SEQ, seq.to_string().as_bytes())
+            .map_err(io("write meta"))?;
         Ok(())
     }
 }
@@ -477,7 +494,7 @@ mod tests {
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.meta_get("schema").unwrap().unwrap(), b"2");
+        assert_eq!(store.meta.get("schema").unwrap().unwrap(), b"2");
         let s = store.alerts().get("01LEGACY").unwrap().unwrap();
         assert_eq!(s.received, None);
         assert_eq!(
@@ -504,5 +521,25 @@ mod tests {
         }
         let err = Store::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("schema 99"), "{err}");
+    }
+
+    #[test]
+    fn the_command_sequence_survives_a_restart_and_reads_what_older_hubs_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.command_seq().unwrap(), 0, "none issued yet");
+            store.set_command_seq(1_733_000_000_123).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.command_seq().unwrap(), 1_733_000_000_123);
+            // Garbage reads as none (the next number is time-based anyway), not as an error.
+            store.meta.insert(CMD_SEQ, &b"x"[..]).unwrap();
+            assert_eq!(store.command_seq().unwrap(), 0);
+            store.meta.insert(CMD_SEQ, &b"42"[..]).unwrap();
+            assert_eq!(store.command_seq().unwrap(), 42);
+        }
     }
 }

@@ -18,9 +18,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::UtcMillis;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 
 use super::ApiState;
@@ -28,7 +27,7 @@ use super::error::ApiError;
 use crate::book::CaseSummary;
 use crate::case::CellRef;
 use crate::config::{Cidr, MAX_TOKEN_DAYS};
-use crate::store::Store;
+use crate::store::{SessionKey, Store};
 use crate::users::{User, UserRole};
 
 pub const COOKIE: &str = "hub_session";
@@ -48,45 +47,11 @@ pub const LIMITER_CAPACITY: usize = 10_000;
 /// How long a login waits for an argon2 slot before it is answered 503.
 const ARGON_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Via {
-    Cookie,
-    Bearer,
-}
+pub use crate::store::{Session, Via};
 
-/// A stored session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Session {
-    pub login: String,
-    pub via: Via,
-    pub csrf: String,
-    pub created: UtcMillis,
-    pub expires: UtcMillis,
-    #[serde(default)]
-    pub label: String,
-}
-
-fn digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A session id back to its key: exactly 64 lower-case hex digits.
-fn unhex(id: &str) -> Option<Vec<u8>> {
-    if id.len() != 64 || !id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    (0..32)
-        .map(|i| u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
-}
-
-/// Sessions in the store. A session's id (what admins list and revoke) is the hex SHA-256 of
-/// its token: it names the session without being able to act as it.
+/// Sessions: tokens made and checked here, kept by the store's [`SessionStore`]. A session's
+/// id (what admins list and revoke) is the hex SHA-256 of its token: it names the session
+/// without being able to act as it.
 #[derive(Debug, Clone)]
 pub struct Sessions {
     store: Store,
@@ -109,7 +74,7 @@ impl Sessions {
 
     /// The id of the session `token` opens.
     pub fn id_of(token: &str) -> String {
-        hex(&digest(token))
+        SessionKey::of_token(token).to_hex()
     }
 
     /// Tells live feeds that some session ended.
@@ -142,38 +107,49 @@ impl Sessions {
             expires: UtcMillis(now.0 + ttl),
             label: label.to_owned(),
         };
-        let v = serde_json::to_vec(&s).map_err(|e| ApiError::internal(e.to_string()))?;
         self.store
-            .sessions
-            .insert(digest(&token), v)
+            .sessions()
+            .put(&SessionKey::of_token(&token), &s)
             .map_err(|e| ApiError::internal(format!("store session: {e}")))?;
         Ok((token, s))
     }
 
+    /// The live session `token` opens. An unreadable record opens nothing (logged), an
+    /// expired one is removed.
     pub fn get(&self, token: &str, now: UtcMillis) -> Option<Session> {
-        let v = self.store.sessions.get(digest(token)).ok()??;
-        let s: Session = serde_json::from_slice(&v).ok()?;
+        let key = SessionKey::of_token(token);
+        let s = match self.store.sessions().get(&key) {
+            Ok(s) => s?,
+            Err(e) => {
+                tracing::error!(error = %e, "session unreadable; refused");
+                return None;
+            }
+        };
         if s.expires <= now {
-            let _ = self.store.sessions.remove(digest(token));
+            let _ = self.store.sessions().remove(&key);
             return None;
         }
         Some(s)
     }
 
     pub fn remove(&self, token: &str) {
-        let _ = self.store.sessions.remove(digest(token));
+        let _ = self.store.sessions().remove(&SessionKey::of_token(token));
         self.bump();
     }
 
     /// Live sessions and app tokens, by id, oldest first.
     pub fn list(&self, now: UtcMillis) -> Vec<(String, Session)> {
-        let mut out: Vec<(String, Session)> = self
-            .store
-            .sessions
-            .iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((hex(&k), serde_json::from_slice::<Session>(&v).ok()?)))
+        let all = match self.store.sessions().all() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list sessions");
+                Vec::new()
+            }
+        };
+        let mut out: Vec<(String, Session)> = all
+            .into_iter()
             .filter(|(_, s)| s.expires > now)
+            .map(|(k, s)| (k.to_hex(), s))
             .collect();
         out.sort_by_key(|(id, s)| (s.created, id.clone()));
         out
@@ -181,65 +157,36 @@ impl Sessions {
 
     /// Ends the session with this id; false if there is none.
     pub fn revoke(&self, id: &str) -> Result<Option<Session>, ApiError> {
-        let Some(key) = unhex(id) else {
+        let Some(key) = SessionKey::from_hex(id) else {
             return Ok(None);
         };
         let gone = self
             .store
-            .sessions
-            .remove(key)
+            .sessions()
+            .remove(&key)
             .map_err(|e| ApiError::internal(format!("remove session: {e}")))?;
         self.bump();
-        Ok(gone.and_then(|v| serde_json::from_slice(&v).ok()))
+        Ok(gone)
     }
 }
 
 impl crate::retention::Expiring for Sessions {
-    /// Sessions expired before `cutoff` (the sweeper passes now). The tree is walked whole:
-    /// it holds the live logins and tokens only (this sweep keeps it so), a few per user.
+    /// Sessions expired before `cutoff` (the sweeper passes now), and unreadable records.
     fn expire_before(
         &self,
         cutoff: UtcMillis,
         max: usize,
     ) -> Result<crate::retention::Swept, crate::retention::RetentionError> {
-        let io = |op: &'static str| move |source| crate::store::StoreError::Io { op, source };
-        let mut swept = crate::retention::Swept::default();
-        for kv in self.store.sessions.iter() {
-            let (k, v) = kv.map_err(io("scan sessions"))?;
-            // An unreadable record can open nothing: it goes too.
-            let expired =
-                serde_json::from_slice::<Session>(&v).map_or(true, |s| s.expires < cutoff);
-            if !expired {
-                continue;
-            }
-            if swept.records as usize == max {
-                swept.more = true;
-                break;
-            }
-            if let Some(old) = self
-                .store
-                .sessions
-                .remove(&k)
-                .map_err(io("remove session"))?
-            {
-                swept.records += 1;
-                swept.bytes += (k.len() + old.len()) as u64;
-            }
-        }
-        Ok(swept)
+        let s = self.store.sessions().expire_before(cutoff, max)?;
+        Ok(crate::retention::Swept {
+            records: s.sessions,
+            bytes: s.bytes,
+            more: s.more,
+        })
     }
 
-    /// Summed over the tree each time: a few hundred small records, once a sweep.
     fn bytes(&self) -> Result<u64, crate::retention::RetentionError> {
-        let mut n = 0u64;
-        for kv in self.store.sessions.iter() {
-            let (k, v) = kv.map_err(|source| crate::store::StoreError::Io {
-                op: "scan sessions",
-                source,
-            })?;
-            n += (k.len() + v.len()) as u64;
-        }
-        Ok(n)
+        Ok(self.store.sessions().bytes()?)
     }
 }
 
@@ -866,7 +813,7 @@ pub async fn session_revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(&[UserRole::Admin], "revoke sessions")?;
-    if unhex(&id).is_none() {
+    if SessionKey::from_hex(&id).is_none() {
         return Err(ApiError::invalid(
             "id",
             "a session id is 64 lower-case hex digits",
