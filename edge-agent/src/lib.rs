@@ -36,6 +36,7 @@ pub mod outbox;
 pub mod rules;
 pub mod secret;
 pub mod service;
+pub mod sled_open;
 pub mod snapshot;
 pub mod soak;
 pub mod source;

@@ -633,20 +633,8 @@ fn reopen_rereads_the_store_and_never_reuses_a_seq() {
     assert_eq!(o.len(), 3);
 }
 
-/// Opens the outbox's sled database directly, waiting (up to 3 s) for the lock that an outbox
-/// just dropped still holds: sled lets it go from its background flusher a few milliseconds
-/// after the last handle, so an immediate reopen can find it taken.
+/// Opens the outbox's sled database directly, waiting for the lock that an outbox just
+/// dropped still holds (as the agent's own opens do).
 fn open_sled(path: impl AsRef<std::path::Path>) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        match sled::open(path.as_ref()) {
-            Err(sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.unwrap(),
-        }
-    }
+    edge_agent::sled_open::open_waiting(path.as_ref()).unwrap()
 }

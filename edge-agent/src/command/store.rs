@@ -118,14 +118,12 @@ impl CommandStore {
     /// Opens (or creates) the store at `path`, checks its schema version and reads its state.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CommandStoreError> {
         let path = path.as_ref().to_path_buf();
+        // Waits out the lock of a handle just dropped (a restart in the same process).
         let db =
-            sled::Config::new()
-                .path(&path)
-                .open()
-                .map_err(|source| CommandStoreError::Open {
-                    path: path.clone(),
-                    source,
-                })?;
+            crate::sled_open::open_waiting(&path).map_err(|source| CommandStoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let storage = |op| {
             let path = path.clone();
             move |source| CommandStoreError::Storage { path, op, source }

@@ -22,8 +22,6 @@ pub(super) const ALERTS_TREE: &str = "alerts";
 /// an older agent opens only `meta` and `alerts` and never looks at it (it neither sends nor
 /// counts the quarantined alerts, which is what this build does with them too, bar the count).
 pub(super) const QUARANTINE_TREE: &str = "quarantine";
-/// How long opening waits for sled's file lock to be released by handles just dropped.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Key of the schema version in [`META_TREE`].
 pub(super) const SCHEMA_KEY: &[u8] = b"schema";
 
@@ -154,32 +152,13 @@ pub(super) fn open_trees(db: &sled::Db, path: &Path) -> Result<Trees, OutboxErro
     })
 }
 
-/// Opens the sled database at `at`, errors naming `path` (the outbox the caller means; `at`
-/// differs for `inspect`'s copy). sled holds an exclusive file lock until every handle is gone,
-/// and its background threads let go of the file a moment after the last one is dropped, so a
-/// locked store is tried again for up to [`LOCK_WAIT`] (a store reopened at once: after a disk
-/// failure, a restart in the same process); another live process holding it still gets the
-/// error, only later.
+/// Opens the sled database at `at` ([`crate::sled_open::open_waiting`]), errors naming `path`
+/// (the outbox the caller means; `at` differs for `inspect`'s copy).
 pub(super) fn open_db(at: &Path, path: &Path) -> Result<sled::Db, OutboxError> {
-    let give_up = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match sled::Config::new().path(at).open() {
-            // sled 0.34 reports the lock as an `Other` I/O error with this text; the version
-            // is pinned, and a changed text only makes the error come sooner.
-            Err(source)
-                if source.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < give_up =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            r => {
-                return r.map_err(|source| OutboxError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        }
-    }
+    crate::sled_open::open_waiting(at).map_err(|source| OutboxError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Opens the sled database at `path` and its trees, checking (or, in an empty store, writing)
