@@ -49,7 +49,7 @@ const ARGON_WAIT: Duration = Duration::from_secs(5);
 
 pub use crate::store::{Session, Via};
 
-/// Sessions: tokens made and checked here, kept by the store's [`SessionStore`]. A session's
+/// Sessions: tokens made and checked here, kept by the store's [`crate::store::SessionStore`]. A session's
 /// id (what admins list and revoke) is the hex SHA-256 of its token: it names the session
 /// without being able to act as it.
 #[derive(Debug, Clone)]
@@ -363,7 +363,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// 19 MiB and a core for tens of milliseconds; run on ever-changing blocking-pool threads, the
 /// allocator kept that much per thread it ever ran on (hundreds of MB under a flood of
 /// logins), so the checks run on their own threads, as many as there are cores, and a login
-/// waits for one of them ([`ARGON_WAIT`] at most) or is answered 503.
+/// waits for one of them (`ARGON_WAIT` at most) or is answered 503.
 #[derive(Debug)]
 pub struct Logins {
     pub limiter: Limiter,

@@ -427,7 +427,7 @@ impl Blobs {
         Ok(total)
     }
 
-    /// Applies a committed transaction's [`Deltas`] to the in-memory totals.
+    /// Applies a committed transaction's `Deltas` to the in-memory totals.
     pub fn committed(&self, deltas: &Deltas) {
         for kind in BlobKind::ALL {
             let d = deltas.0[kind.index()];
