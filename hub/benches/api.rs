@@ -18,6 +18,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use hub::case::CaseId;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,7 +92,7 @@ fn fill(store: &Store, n: usize) {
         a.started_at = UtcMillis(t);
         let path = leaves[i % leaves.len()].clone();
         let (mut case, _) = Case::open(
-            format!("C-{}", a.id),
+            CaseId::for_alert(&a.id),
             &a,
             path,
             UtcMillis(t),

@@ -20,7 +20,7 @@ use protocol::{AlertKind, AlertSource, Severity, UtcMillis};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::case::{AuditAction, Case, CaseState, CellRef, Deadline};
+use crate::case::{AuditAction, Case, CaseId, CaseState, CellRef, Deadline};
 use crate::grid::Level;
 
 /// Events kept for clients that reconnect.
@@ -34,7 +34,7 @@ const NEAR_MS: i64 = 60_000;
 /// What a list row, a map pin and a feed event show of a case.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CaseSummary {
-    pub id: String,
+    pub id: CaseId,
     pub state: CaseState,
     pub severity: Severity,
     pub kind: AlertKind,
@@ -236,9 +236,9 @@ pub const UNKNOWN: u32 = u32::MAX;
 #[derive(Debug, Default)]
 struct Inner {
     /// Newest first: (opened_at desc, id).
-    order: BTreeMap<(Reverse<i64>, String), Row>,
+    order: BTreeMap<(Reverse<i64>, CaseId), Row>,
     /// id → opened_at, to find a row in `order`.
-    opened: HashMap<String, i64>,
+    opened: HashMap<CaseId, i64>,
     intern: HashMap<String, u32>,
     log: VecDeque<Arc<CaseEvent>>,
     seq: u64,
@@ -312,7 +312,7 @@ pub struct Page {
     pub cases: Vec<Arc<CaseSummary>>,
     pub total: usize,
     /// Where the next page starts: (opened_at, id) of the last row.
-    pub next: Option<(i64, String)>,
+    pub next: Option<(i64, CaseId)>,
 }
 
 /// What catching up from an event id found.
@@ -405,7 +405,7 @@ impl CaseBook {
 
     /// Forgets cases removed from the store (retention), without an event: they are closed
     /// cases long past, and a client's list loses them at its next reload.
-    pub fn remove(&self, ids: &[String]) {
+    pub fn remove(&self, ids: &[CaseId]) {
         if ids.is_empty() {
             return;
         }
@@ -418,7 +418,7 @@ impl CaseBook {
     }
 
     /// The ids of every case not closed (resolved ones included: they may be reopened).
-    pub fn unclosed_ids(&self) -> Vec<String> {
+    pub fn unclosed_ids(&self) -> Vec<CaseId> {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
         g.order
             .values()
@@ -429,9 +429,9 @@ impl CaseBook {
 
     pub fn get(&self, id: &str) -> Option<Arc<CaseSummary>> {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let at = *g.opened.get(id)?;
+        let (id, &at) = g.opened.get_key_value(id)?;
         g.order
-            .get(&(Reverse(at), id.to_owned()))
+            .get(&(Reverse(at), id.clone()))
             .map(|r| r.summary.clone())
     }
 
@@ -454,7 +454,7 @@ impl CaseBook {
     pub fn page(
         &self,
         keep: impl Fn(&Row) -> bool,
-        after: Option<(i64, String)>,
+        after: Option<(i64, CaseId)>,
         limit: usize,
     ) -> Page {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -558,7 +558,7 @@ mod tests {
             }
         }
         let (c, _) = Case::open(
-            id.to_owned(),
+            id.into(),
             &alert,
             path,
             UtcMillis(opened),
@@ -598,10 +598,10 @@ mod tests {
             book.put(&summary(&format!("C{i}"), 1000 + i, &["top"]), UtcMillis(0));
         }
         let seq = book.seq();
-        book.remove(&["C1".to_owned(), "C3".to_owned(), "nope".to_owned()]);
+        book.remove(&["C1".into(), "C3".into(), "nope".into()]);
         assert!(book.get("C1").is_none() && book.get("C3").is_none());
         assert!(book.get("C0").is_some() && book.get("C2").is_some());
-        let ids: Vec<String> = book
+        let ids: Vec<CaseId> = book
             .page(|_| true, None, 10)
             .cases
             .iter()

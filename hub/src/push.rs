@@ -16,7 +16,7 @@ use protocol::{Severity, Topics, UtcMillis};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::case::{Case, CellRef, DeliveryOutcome, DeliveryTarget, NotifyReason};
+use crate::case::{Case, CaseId, CellRef, DeliveryOutcome, DeliveryTarget, NotifyReason};
 use crate::link::Link;
 use crate::metrics::{HubMetrics, bump};
 use crate::webhook::{self, WebhookConfig, WebhookSender};
@@ -51,7 +51,7 @@ impl WebhookRoute {
 pub struct Notification {
     pub schema: u32,
     /// The case (一案一码).
-    pub case: String,
+    pub case: CaseId,
     /// The notification round: 0 at dispatch, one more per climb, return or reopen.
     pub step: u32,
     pub reason: NotifyReason,
@@ -79,7 +79,7 @@ pub const NOTIFICATION_SCHEMA: u32 = 1;
 /// The outcome of one webhook send, for the case's record.
 #[derive(Debug, Clone)]
 pub struct DeliveryReport {
-    pub case: String,
+    pub case: CaseId,
     pub target: DeliveryTarget,
     pub channel: String,
     pub step: u32,
@@ -218,7 +218,7 @@ impl Pusher {
             };
             started.push(route.webhook.id.clone());
             let msg = webhook::Message {
-                case_id: n.case.clone(),
+                case_id: n.case.to_string(),
                 title: n.title.clone(),
                 text: format!(
                     "{}\n{}\n{} · {} · {}",

@@ -8,6 +8,7 @@
 
 mod common;
 
+use hub::case::CaseId;
 use std::time::Duration;
 
 use common::*;
@@ -95,7 +96,7 @@ async fn alert_to_case_to_acknowledgement_with_live_feed_and_catch_up() {
     ));
     site.publish_alert(&a).await;
     site.wait_acks(1, Duration::from_secs(5)).await;
-    let case_id = format!("C-{}", a.id);
+    let case_id = CaseId::for_alert(&a.id);
 
     let opened = read_events(&mut feed, 1, Duration::from_secs(5)).await;
     assert_eq!(opened[0]["event"], "case");

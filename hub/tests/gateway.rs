@@ -7,6 +7,7 @@
 
 mod common;
 
+use hub::case::CaseId;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
@@ -237,7 +238,7 @@ async fn a_person_receives_notifications_on_its_own_topic_and_may_not_subscribe_
         .expect("a notification on the person's own topic");
     assert_eq!(topic, t.notify(&person));
     let n: Notification = serde_json::from_slice(&payload).unwrap();
-    assert_eq!(n.case, format!("C-{}", a.id));
+    assert_eq!(n.case, CaseId::for_alert(&a.id));
     assert_eq!(n.cell.code, M01);
 
     // Another person's topic, by name or by wildcard: disconnected.
@@ -367,7 +368,7 @@ async fn the_same_alert_sent_three_times_is_stored_once_and_opens_one_case() {
     assert_eq!(hub.metrics.alerts_stored.load(SeqCst), 1);
     assert_eq!(hub.metrics.alerts_duplicate.load(SeqCst), 2);
 
-    let id = format!("C-{}", a.id);
+    let id = CaseId::for_alert(&a.id);
     let deadline = tokio::time::Instant::now() + WAIT;
     let case = loop {
         if let Some(c) = hub.dispatch.case(&id).await.unwrap() {
@@ -477,7 +478,7 @@ async fn mqtt_3_1_1_clients_deliver_alerts_and_receive_notifications_end_to_end(
         .and_then(|r| r.strip_suffix("/notify"))
         .unwrap_or_else(|| panic!("{topic}"));
     let n: Notification = serde_json::from_slice(&payload).unwrap();
-    assert_eq!(n.case, format!("C-{}", a.id));
+    assert_eq!(n.case, CaseId::for_alert(&a.id));
     assert_eq!(n.cell.code, M01);
     assert!(on_duty_now(M01).iter().any(|p| p == person), "{person}");
     hub.stop().await;
@@ -750,7 +751,7 @@ async fn a_device_reusing_another_devices_client_id_evicts_nobody() {
     // The hub's own link still works: an alert is still filed and dispatched.
     let a = alert(SITE, 4242, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
     assert!(site.publish_alert(&a).await);
-    let case = format!("C-{}", a.id);
+    let case = CaseId::for_alert(&a.id);
     let mut filed = false;
     for _ in 0..100 {
         if hub.dispatch.case(&case).await.unwrap().is_some() {

@@ -7,6 +7,7 @@
 
 mod common;
 
+use hub::case::CaseId;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -62,7 +63,7 @@ async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
             .expect("a notification for the on-duty person");
         assert_eq!(n.cell.code, M01);
         assert_eq!(n.reason, NotifyReason::NewCase);
-        assert_eq!(n.case, format!("C-{}", a.id));
+        assert_eq!(n.case, CaseId::for_alert(&a.id));
         assert!(
             n.path.starts_with("武定县 / 狮山镇 / 近城社区"),
             "{}",
@@ -75,7 +76,7 @@ async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
 
     let case = hub
         .dispatch
-        .case(&format!("C-{}", a.id))
+        .case(&CaseId::for_alert(&a.id))
         .await
         .unwrap()
         .unwrap();
@@ -105,7 +106,7 @@ async fn an_alert_without_location_or_with_one_far_from_its_site_goes_to_its_sit
         let d = hub.dispatch.clone();
         async move {
             for _ in 0..100 {
-                if let Some(c) = d.case(&format!("C-{id}")).await.unwrap() {
+                if let Some(c) = d.case(&CaseId::for_alert(&id)).await.unwrap() {
                     return c;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -166,7 +167,7 @@ async fn unacknowledged_case_climbs_level_by_level_on_schedule() {
     }
     let case = hub
         .dispatch
-        .case(&format!("C-{}", a.id))
+        .case(&CaseId::for_alert(&a.id))
         .await
         .unwrap()
         .unwrap();
@@ -249,10 +250,13 @@ async fn alerts_left_pending_are_filed_at_start_grouped_within_one_batch() {
             panic!("alert {id} not filed");
         }
     };
-    let opened = format!("C-{}", first.id);
+    let opened = CaseId::for_alert(&first.id);
     assert_eq!(case_of(first.id.clone()).await, opened);
     assert_eq!(case_of(same_track.id.clone()).await, opened);
-    assert_eq!(case_of(other.id.clone()).await, format!("C-{}", other.id));
+    assert_eq!(
+        case_of(other.id.clone()).await,
+        CaseId::for_alert(&other.id)
+    );
     let case = hub.dispatch.case(&opened).await.unwrap().unwrap();
     assert_eq!(case.count, 2);
     assert!(hub.store.pending_ids().unwrap().is_empty());

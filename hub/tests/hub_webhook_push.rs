@@ -6,6 +6,7 @@
 
 mod common;
 
+use hub::case::CaseId;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ backoff_cap_ms = 100
     let a = alert(SITE, 77, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
     site.publish_alert(&a).await;
 
-    let case_id = format!("C-{}", a.id);
+    let case_id = CaseId::for_alert(&a.id);
     let mut recorded = None;
     for _ in 0..100 {
         if let Some(c) = hub.dispatch.case(&case_id).await.unwrap()
@@ -76,7 +77,7 @@ backoff_cap_ms = 100
     assert_eq!(d.attempts, 2, "one 500, then accepted: {d:?}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
     let body = bodies.lock().unwrap()[0].clone();
-    assert!(body.to_string().contains(&case_id), "{body}");
+    assert!(body.to_string().contains(case_id.as_str()), "{body}");
     // The people on duty got their MQTT notification too.
     let case = hub.dispatch.case(&case_id).await.unwrap().unwrap();
     assert!(

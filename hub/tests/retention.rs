@@ -7,6 +7,7 @@
 
 mod common;
 
+use hub::case::CaseId;
 use std::time::Duration;
 
 use common::*;
@@ -20,8 +21,8 @@ const TAG: &str = "E2000017221101441890BEEF";
 /// a day apart: only `sweep_now` sweeps during the test.
 const RETENTION: &str = "[retention]\nmax_per_tick = 2\nsweep_every_s = 86400\n";
 
-async fn case_of(hub: &hub::service::RunningHub, alert: &str) -> String {
-    let id = format!("C-{alert}");
+async fn case_of(hub: &hub::service::RunningHub, alert: &str) -> CaseId {
+    let id = CaseId::for_alert(alert);
     for _ in 0..200 {
         if hub.dispatch.case(&id).await.unwrap().is_some() {
             return id;
@@ -31,7 +32,7 @@ async fn case_of(hub: &hub::service::RunningHub, alert: &str) -> String {
     panic!("no case for alert {alert}");
 }
 
-async fn close(hub: &hub::service::RunningHub, clock: &TestClock, case: &str) {
+async fn close(hub: &hub::service::RunningHub, clock: &TestClock, case: &CaseId) {
     for (action, who) in [
         (Action::Acknowledge, "p-a"),
         (Action::Resolve, "p-a"),

@@ -17,6 +17,7 @@
 
 mod common;
 
+use hub::case::CaseId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -311,9 +312,9 @@ async fn a_site_files_only_its_own_alerts_near_itself_and_nothing_refused_is_los
         publish_and_reason(&site, SITE, serde_json::to_vec(&linky).unwrap()).await,
         0
     );
-    let case_id = format!("C-{}", linky.id);
+    let case_id = CaseId::for_alert(&linky.id);
     let body = hook
-        .wait_for(WAIT, |b| b.to_string().contains(&case_id))
+        .wait_for(WAIT, |b| b.to_string().contains(case_id.as_str()))
         .await
         .expect("the WeCom webhook heard the case");
     let content = body["markdown"]["content"].as_str().unwrap();

@@ -213,7 +213,8 @@ pub async fn list(
             "cursor" => {
                 let bad = || ApiError::invalid("cursor", "not a cursor this API gave out");
                 let (at, id) = v.split_once(':').ok_or_else(bad)?;
-                cursor = Some((at.parse::<i64>().map_err(|_| bad())?, id.to_owned()));
+                let id = crate::case::CaseId::parse(id).ok_or_else(bad)?;
+                cursor = Some((at.parse::<i64>().map_err(|_| bad())?, id));
             }
             other => {
                 return Err(ApiError::invalid(
@@ -338,7 +339,7 @@ pub async fn detail(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    visible(&state, &caller, &id)?;
+    let id = visible(&state, &caller, &id)?.id.clone();
     let case = crate::dispatch::load_case(&state.store, &id)?
         .ok_or_else(|| ApiError::not_found(format!("case {id} not found")))?;
     let st = state.clone();
@@ -578,7 +579,7 @@ pub async fn act(
     };
     tracing::info!(case = %id, login = %caller.user.login, action = t.action.verb(), "case action");
     let stored_photo = t.photo.clone();
-    let case = match state.dispatch.transition(&id, t).await {
+    let case = match state.dispatch.transition(&summary.id, t).await {
         Ok(case) => case,
         Err(e) => {
             if let Some(pid) = stored_photo {

@@ -39,7 +39,7 @@ impl Case {
     /// climbs straight on to the next cell up, audited. The ack deadline is `now` plus the span
     /// of the level that received it. A severity the policy records only is not dispatched.
     pub fn open(
-        id: impl Into<String>,
+        id: super::CaseId,
         alert: &Alert,
         path: Vec<CellRef>,
         now: UtcMillis,
@@ -48,7 +48,7 @@ impl Case {
     ) -> (Case, Vec<Effect>) {
         let mut case = Case {
             schema: CASE_SCHEMA,
-            id: id.into(),
+            id,
             key: GroupKey::of(alert),
             site: alert.site.clone(),
             source: alert.source.clone(),
@@ -750,7 +750,7 @@ mod tests {
     fn info_alerts_are_recorded_without_dispatch() {
         let duty = duty_everywhere();
         let (case, effects) = Case::open(
-            "C-2",
+            "C-2".into(),
             &alert(Severity::Info),
             path(),
             T0,
@@ -779,7 +779,7 @@ mod tests {
     fn alert_in_no_cell_is_recorded_for_an_operator_to_route() {
         let duty = duty_everywhere();
         let (case, effects) = Case::open(
-            "C-3",
+            "C-3".into(),
             &alert(Severity::Critical),
             Vec::new(),
             T0,
@@ -800,7 +800,7 @@ mod tests {
     fn major_cases_get_the_major_deadlines() {
         let duty = duty_everywhere();
         let (case, _) = Case::open(
-            "C-4",
+            "C-4".into(),
             &alert(Severity::Major),
             path(),
             T0,

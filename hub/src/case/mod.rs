@@ -38,6 +38,7 @@
 mod effect;
 mod escalate;
 mod group;
+mod id;
 mod model;
 mod policy;
 mod silence;
@@ -49,6 +50,7 @@ use protocol::UtcMillis;
 
 pub use effect::{ClimbReason, Effect, NotifyReason, RecordReason};
 pub use group::{GroupKey, groups_with};
+pub use id::CaseId;
 pub use model::{
     Actor, AuditAction, AuditRecord, CASE_SCHEMA, Case, CaseDecodeError, CaseState, CellRef,
     Deadline, DeadlineKind, Delivery, DeliveryOutcome, DeliveryTarget, MAX_ALERT_IDS,

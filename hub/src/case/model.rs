@@ -301,8 +301,9 @@ pub struct Delivery {
 pub struct Case {
     /// [`CASE_SCHEMA`].
     pub schema: u32,
-    /// Given by the caller, e.g. `C-<ULID>`.
-    pub id: String,
+    /// Given by the caller: [`CaseId::for_alert`](super::CaseId::for_alert) of its first
+    /// alert.
+    pub id: super::CaseId,
     /// [`GroupKey::of`](super::GroupKey::of) of its alerts.
     pub key: String,
     /// Site (edge box) id.

@@ -115,7 +115,7 @@ pub fn alert_at(id: &str, severity: Severity, time: UtcMillis) -> Alert {
 /// Case `C-1` opened at `T0` from a critical alert in the micro-grid, default policy.
 pub fn open_critical(duty: &FakeDuty) -> (Case, Vec<Effect>) {
     Case::open(
-        "C-1",
+        "C-1".into(),
         &alert(Severity::Critical),
         path(),
         T0,

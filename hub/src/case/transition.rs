@@ -17,6 +17,7 @@
 use protocol::UtcMillis;
 use serde::{Deserialize, Serialize};
 
+use super::CaseId;
 use super::Duty;
 use super::effect::{ClimbReason, Effect, NotifyReason};
 use super::escalate::Round;
@@ -122,7 +123,7 @@ pub enum TransitionError {
     #[error("cannot {action} case {case} in state {state}: {hint}")]
     NotAllowed {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// The verb.
         action: &'static str,
         /// The state the case is in.
@@ -134,7 +135,7 @@ pub enum TransitionError {
     #[error("cannot {action} case {case}: the actor has no id")]
     NoActor {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// The verb.
         action: &'static str,
     },
@@ -142,7 +143,7 @@ pub enum TransitionError {
     #[error("cannot {action} case {case}: {what} is required")]
     NoteRequired {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// The verb.
         action: &'static str,
         /// What is missing.
@@ -154,7 +155,7 @@ pub enum TransitionError {
     )]
     SelfVerification {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// The resolver.
         actor: String,
     },
@@ -162,7 +163,7 @@ pub enum TransitionError {
     #[error("cannot {action} case {case}: cell {cell} is not on its path ({path})")]
     CellNotOnPath {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// The verb.
         action: &'static str,
         /// The actor's cell.
@@ -174,7 +175,7 @@ pub enum TransitionError {
     #[error("cannot return case {case}: {problem}")]
     InvalidPath {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// What is wrong with it.
         problem: String,
     },
@@ -182,7 +183,7 @@ pub enum TransitionError {
     #[error("cannot return case {case}: it is already at {cell}")]
     SameCell {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// That cell.
         cell: String,
     },
@@ -190,13 +191,13 @@ pub enum TransitionError {
     #[error("cannot extend case {case}: it has no running deadline")]
     NoDeadline {
         /// Case id.
-        case: String,
+        case: CaseId,
     },
     /// The new deadline is not later than the current one, or than now.
     #[error("cannot extend case {case}: the new deadline {until} is not later than {than}")]
     NotLater {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// Asked for.
         until: UtcMillis,
         /// The current deadline, or the transition's time if later.
@@ -206,7 +207,7 @@ pub enum TransitionError {
     #[error("cannot extend case {case}: it was extended {count} times, the policy allows {max}")]
     TooManyExtensions {
         /// Case id.
-        case: String,
+        case: CaseId,
         /// Extensions so far.
         count: u32,
         /// The policy's `max_extensions`.
@@ -997,7 +998,7 @@ mod tests {
     fn a_record_only_case_can_be_acknowledged_or_routed_by_hand() {
         let duty = duty_everywhere();
         let (mut case, _) = Case::open(
-            "C-9",
+            "C-9".into(),
             &alert(protocol::Severity::Info),
             Vec::new(),
             T0,

@@ -7,7 +7,7 @@ impl Dispatcher {
     pub(super) fn move_deadline(
         &mut self,
         b: &mut CaseWrites,
-        case: &str,
+        case: &CaseId,
         old: Option<UtcMillis>,
         new: Option<UtcMillis>,
     ) {
@@ -16,11 +16,11 @@ impl Dispatcher {
         }
         if let Some(o) = old {
             b.remove_deadline(o, case);
-            self.deadlines.remove(&(o.0, case.to_owned()));
+            self.deadlines.remove(&(o.0, case.clone()));
         }
         if let Some(n) = new {
             b.put_deadline(n, case);
-            self.deadlines.insert((n.0, case.to_owned()));
+            self.deadlines.insert((n.0, case.clone()));
         }
     }
 

@@ -39,7 +39,7 @@ impl Dispatcher {
             for a in &case.alert_ids {
                 // Only a marker that still points at this case (a resent alert filed later
                 // elsewhere keeps its own).
-                if b.filed(&cases, a)?.as_ref().and_then(Filed::case) == Some(case.id.as_str()) {
+                if b.filed(&cases, a)?.as_ref().and_then(Filed::case) == Some(&case.id) {
                     swept.bytes += (a.len() + case.id.len() + 2) as u64;
                     b.unfile(a);
                 }

@@ -42,7 +42,7 @@ impl Dispatcher {
     pub(super) async fn file_batch(&mut self, batch: Vec<Arc<Alert>>) -> Result<(), DispatchError> {
         let now = self.now();
         let mut pushes: Vec<(Case, Vec<Effect>)> = Vec::new();
-        let mut opened: HashMap<String, usize> = HashMap::new();
+        let mut opened: HashMap<CaseId, usize> = HashMap::new();
         let mut filed = CaseWrites::default();
         for alert in batch {
             let Some((case, effects)) = self.file(&alert, now, &mut filed)? else {
@@ -164,7 +164,7 @@ impl Dispatcher {
             }
             _ => {
                 let path = self.path_for(alert);
-                let id = format!("C-{}", alert.id);
+                let id = CaseId::for_alert(&alert.id);
                 let (case, effects) = Case::open(id, alert, path, now, &self.p.policy, &duty);
                 bump(&self.p.metrics.cases_opened);
                 (case, effects, None)

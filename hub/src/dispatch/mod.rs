@@ -47,8 +47,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::book::CaseBook;
 use crate::case::{
-    Action, Case, CaseState, CellRef, DeliveryOutcome, DeliveryTarget, Duty, Effect, GroupKey,
-    Policy, Silence, Transition, TransitionError, groups_with, inhibited, silenced_by,
+    Action, Case, CaseId, CaseState, CellRef, DeliveryOutcome, DeliveryTarget, Duty, Effect,
+    GroupKey, Policy, Silence, Transition, TransitionError, groups_with, inhibited, silenced_by,
 };
 use crate::config::SiteSection;
 use crate::disk::DiskGuard;
@@ -96,7 +96,7 @@ pub enum DispatchError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("case {0} not found")]
-    NoSuchCase(String),
+    NoSuchCase(CaseId),
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error("case {id}: stored record is unreadable: {why}")]
@@ -122,17 +122,17 @@ pub use crate::store::SightingRecord;
 #[derive(Debug)]
 pub enum Request {
     Transition {
-        case: String,
+        case: CaseId,
         transition: Transition,
         reply: oneshot::Sender<Result<Case, DispatchError>>,
     },
     Case {
-        case: String,
+        case: CaseId,
         reply: oneshot::Sender<Result<Option<Case>, DispatchError>>,
     },
     CaseOfAlert {
         alert: String,
-        reply: oneshot::Sender<Result<Option<String>, DispatchError>>,
+        reply: oneshot::Sender<Result<Option<CaseId>, DispatchError>>,
     },
     WatchAdd {
         entry: WatchEntry,
@@ -179,24 +179,24 @@ impl DispatchHandle {
         rx.await.map_err(|_| DispatchError::Stopped)
     }
 
-    pub async fn transition(&self, case: &str, t: Transition) -> Result<Case, DispatchError> {
+    pub async fn transition(&self, case: &CaseId, t: Transition) -> Result<Case, DispatchError> {
         self.ask(|reply| Request::Transition {
-            case: case.to_owned(),
+            case: case.clone(),
             transition: t,
             reply,
         })
         .await?
     }
 
-    pub async fn case(&self, case: &str) -> Result<Option<Case>, DispatchError> {
+    pub async fn case(&self, case: &CaseId) -> Result<Option<Case>, DispatchError> {
         self.ask(|reply| Request::Case {
-            case: case.to_owned(),
+            case: case.clone(),
             reply,
         })
         .await?
     }
 
-    pub async fn case_of_alert(&self, alert: &str) -> Result<Option<String>, DispatchError> {
+    pub async fn case_of_alert(&self, alert: &str) -> Result<Option<CaseId>, DispatchError> {
         self.ask(|reply| Request::CaseOfAlert {
             alert: alert.to_owned(),
             reply,
@@ -352,7 +352,7 @@ enum HealthDue {
 pub struct Dispatcher {
     p: DispatcherParts,
     registry: Registry,
-    deadlines: BTreeSet<(i64, String)>,
+    deadlines: BTreeSet<(i64, CaseId)>,
     silences: Vec<Silence>,
     last_seq: u64,
     deliveries_tx: mpsc::Sender<DeliveryReport>,
@@ -371,7 +371,7 @@ const MAX_FILE_BATCH: usize = 1024;
 impl Dispatcher {
     /// Loads the deadline index, silences and site registry from the store.
     pub fn new(p: DispatcherParts) -> Result<(Self, DispatchHandle), DispatchError> {
-        let deadlines: BTreeSet<(i64, String)> = p.store.cases().deadlines()?.into_iter().collect();
+        let deadlines: BTreeSet<(i64, CaseId)> = p.store.cases().deadlines()?.into_iter().collect();
         let silences = p.store.cases().silences()?;
         let mut registry = Registry::new(p.offline_after_ms);
         for s in p.store.sites().all()? {
@@ -503,7 +503,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn load(&self, id: &str) -> Result<Option<Case>, DispatchError> {
+    fn load(&self, id: &CaseId) -> Result<Option<Case>, DispatchError> {
         Ok(self.p.store.cases().get(id)?)
     }
 
@@ -646,10 +646,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn transition(&mut self, id: &str, t: Transition) -> Result<Case, DispatchError> {
+    async fn transition(&mut self, id: &CaseId, t: Transition) -> Result<Case, DispatchError> {
         let mut case = self
             .load(id)?
-            .ok_or_else(|| DispatchError::NoSuchCase(id.to_owned()))?;
+            .ok_or_else(|| DispatchError::NoSuchCase(id.clone()))?;
         let old = case.next_deadline();
         let duty = RosterDuty(&self.p.roster);
         let effects = case.apply(t, &self.p.policy, &duty)?;
@@ -671,12 +671,12 @@ pub fn import_cases(store: &Store, cases: &[Case]) -> Result<(), DispatchError> 
 }
 
 /// A stored case, read straight from the store (reads never wait behind the dispatcher).
-pub fn load_case(store: &Store, id: &str) -> Result<Option<Case>, DispatchError> {
+pub fn load_case(store: &Store, id: &CaseId) -> Result<Option<Case>, DispatchError> {
     Ok(store.cases().get(id)?)
 }
 
 /// The case an alert was filed into (`None`: not filed, or muted).
-pub fn case_of_alert(store: &Store, alert: &str) -> Result<Option<String>, DispatchError> {
+pub fn case_of_alert(store: &Store, alert: &str) -> Result<Option<CaseId>, DispatchError> {
     Ok(store.cases().case_of_alert(alert)?)
 }
 

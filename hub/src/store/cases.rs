@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use protocol::UtcMillis;
 
 use super::{PENDING, StoreError, pending_key};
-use crate::case::{Case, Silence};
+use crate::case::{Case, CaseId, Silence};
 
 const CASE: &[u8] = b"c/";
 const GROUP: &[u8] = b"k/";
@@ -61,7 +61,7 @@ fn decode_case(id: &str, v: &[u8]) -> Result<Case, StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filed {
     /// Filed into this case.
-    Case(String),
+    Case(CaseId),
     /// Stored, not dispatched: why (silenced by …, inhibited: …).
     Muted(String),
 }
@@ -79,11 +79,11 @@ impl Filed {
             Some((&MUTED, why)) => Self::Muted(String::from_utf8_lossy(why).into_owned()),
             // Before the tag byte, a muted alert's value was its reason text alone.
             _ if !v.starts_with(b"C-") => Self::Muted(String::from_utf8_lossy(v).into_owned()),
-            _ => Self::Case(String::from_utf8_lossy(v).into_owned()),
+            _ => Self::Case(CaseId::from_stored(String::from_utf8_lossy(v).into_owned())),
         }
     }
 
-    pub fn case(&self) -> Option<&str> {
+    pub fn case(&self) -> Option<&CaseId> {
         match self {
             Self::Case(id) => Some(id),
             Self::Muted(_) => None,
@@ -110,7 +110,7 @@ impl Cases {
     }
 
     /// A stored case, read straight from the store (reads never wait behind the dispatcher).
-    pub fn get(&self, id: &str) -> Result<Option<Case>, StoreError> {
+    pub fn get(&self, id: &CaseId) -> Result<Option<Case>, StoreError> {
         self.work
             .get(key(CASE, id))
             .map_err(io("read case"))?
@@ -128,7 +128,7 @@ impl Cases {
     }
 
     /// The case an alert was filed into (`None`: not filed, or muted).
-    pub fn case_of_alert(&self, alert: &str) -> Result<Option<String>, StoreError> {
+    pub fn case_of_alert(&self, alert: &str) -> Result<Option<CaseId>, StoreError> {
         Ok(self.filed(alert)?.and_then(|f| match f {
             Filed::Case(id) => Some(id),
             Filed::Muted(_) => None,
@@ -149,7 +149,7 @@ impl Cases {
     }
 
     /// The deadline index: (due ms, case id).
-    pub fn deadlines(&self) -> Result<Vec<(i64, String)>, StoreError> {
+    pub fn deadlines(&self) -> Result<Vec<(i64, CaseId)>, StoreError> {
         let mut out = Vec::new();
         for k in self.work.scan_prefix(DEADLINE).keys() {
             let k = k.map_err(io("scan deadlines"))?;
@@ -182,8 +182,9 @@ impl Cases {
         let mut out = Vec::new();
         for k in self.work.range(CLOSED.to_vec()..end).keys().take(max) {
             let k = k.map_err(io("scan closed index"))?;
-            let id =
-                String::from_utf8_lossy(k.get(CLOSED.len() + 8..).unwrap_or_default()).into_owned();
+            let id = CaseId::from_stored(
+                String::from_utf8_lossy(k.get(CLOSED.len() + 8..).unwrap_or_default()).into_owned(),
+            );
             out.push(ClosedEntry {
                 key: k.to_vec(),
                 id,
@@ -216,15 +217,15 @@ impl Cases {
     }
 
     /// The latest hub-health case of `part`.
-    pub fn health_case(&self, part: &str) -> Result<Option<String>, StoreError> {
+    pub fn health_case(&self, part: &str) -> Result<Option<CaseId>, StoreError> {
         Ok(self
             .work
             .get(key(HEALTH, part))
             .map_err(io("read health case"))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .map(|v| CaseId::from_stored(String::from_utf8_lossy(&v).into_owned())))
     }
 
-    pub fn set_health_case(&self, part: &str, case: &str) -> Result<(), StoreError> {
+    pub fn set_health_case(&self, part: &str, case: &CaseId) -> Result<(), StoreError> {
         self.work
             .insert(key(HEALTH, part), case.as_bytes())
             .map_err(io("save health case"))?;
@@ -294,13 +295,13 @@ impl Cases {
 #[derive(Debug, Clone)]
 pub struct ClosedEntry {
     key: Vec<u8>,
-    pub id: String,
+    pub id: CaseId,
 }
 
-fn split_timed(k: &[u8], prefix: &[u8]) -> Option<(i64, String)> {
+fn split_timed(k: &[u8], prefix: &[u8]) -> Option<(i64, CaseId)> {
     let at: [u8; 8] = k.get(prefix.len()..prefix.len() + 8)?.try_into().ok()?;
     let case = String::from_utf8_lossy(k.get(prefix.len() + 8..)?).into_owned();
-    Some((u64::from_be_bytes(at) as i64, case))
+    Some((u64::from_be_bytes(at) as i64, CaseId::from_stored(case)))
 }
 
 /// Changes to cases and their indexes gathered for one atomic batch, and readable before it
@@ -347,24 +348,24 @@ impl CaseWrites {
     }
 
     /// A case as it will be once applied.
-    pub fn case(&self, cases: &Cases, id: &str) -> Result<Option<Case>, StoreError> {
+    pub fn case(&self, cases: &Cases, id: &CaseId) -> Result<Option<Case>, StoreError> {
         self.get(cases, &key(CASE, id))?
             .map(|v| decode_case(id, &v))
             .transpose()
     }
 
     /// A case's record length as it will be once applied (0: none).
-    pub fn case_bytes(&self, cases: &Cases, id: &str) -> Result<u64, StoreError> {
+    pub fn case_bytes(&self, cases: &Cases, id: &CaseId) -> Result<u64, StoreError> {
         Ok(self
             .get(cases, &key(CASE, id))?
             .map_or(0, |v| v.len() as u64))
     }
 
     /// The open case of a group, as it will be once applied.
-    pub fn group(&self, cases: &Cases, group: &str) -> Result<Option<String>, StoreError> {
+    pub fn group(&self, cases: &Cases, group: &str) -> Result<Option<CaseId>, StoreError> {
         Ok(self
             .get(cases, &key(GROUP, group))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .map(|v| CaseId::from_stored(String::from_utf8_lossy(&v).into_owned())))
     }
 
     pub fn filed(&self, cases: &Cases, alert: &str) -> Result<Option<Filed>, StoreError> {
@@ -408,7 +409,7 @@ impl CaseWrites {
         self.remove(key(FILED, alert));
     }
 
-    pub fn set_group(&mut self, group: &str, case: &str) {
+    pub fn set_group(&mut self, group: &str, case: &CaseId) {
         self.insert(key(GROUP, group), case.as_bytes());
     }
 
@@ -417,7 +418,7 @@ impl CaseWrites {
         &mut self,
         cases: &Cases,
         group: &str,
-        case: &str,
+        case: &CaseId,
     ) -> Result<(), StoreError> {
         if self.group(cases, group)?.as_deref() == Some(case) {
             self.remove(key(GROUP, group));
@@ -425,11 +426,11 @@ impl CaseWrites {
         Ok(())
     }
 
-    pub fn put_deadline(&mut self, at: UtcMillis, case: &str) {
+    pub fn put_deadline(&mut self, at: UtcMillis, case: &CaseId) {
         self.insert(timed_key(DEADLINE, at, case), &[]);
     }
 
-    pub fn remove_deadline(&mut self, at: UtcMillis, case: &str) {
+    pub fn remove_deadline(&mut self, at: UtcMillis, case: &CaseId) {
         self.remove(timed_key(DEADLINE, at, case));
     }
 

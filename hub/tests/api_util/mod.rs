@@ -689,7 +689,7 @@ pub async fn start(oas: Arc<Oas>, check: bool) -> Running {
 pub async fn case_of(hub: &hub::service::RunningHub, id: &str) -> String {
     for _ in 0..200 {
         if let Some(c) = hub.dispatch.case_of_alert(id).await.unwrap() {
-            return c;
+            return c.to_string();
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
