@@ -839,7 +839,7 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
     let counters = format!(
         "process cpu={:.2}s ({:.0}% of one core, {:.0}us/alert) disk written={:.1}MB ({:.1}KB/alert) \
          stored={} duplicate={} rejected={} filed={} cases={} notifications sent={} failed={} \
-         dropped={} stray pushes={}",
+         dropped={} stray pushes={}\n    stages (busy s over the run's {:.2} s): {}",
         cpu.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / n as f64,
@@ -854,6 +854,12 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
         m.notifications_failed.load(Relaxed),
         m.notifications_dropped.load(Relaxed),
         tl.strays.load(Relaxed),
+        elapsed.as_secs_f64(),
+        hub::metrics::Stage::ALL
+            .iter()
+            .map(|&st| format!("{}={:.2}", st.as_str(), m.stage_seconds(st)))
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     let report = Report {
         published: published.iter().filter(|&&t| t > 0).count(),

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::disk::DiskGuard;
 use crate::dispatch::{Clock, SystemClock};
-use crate::metrics::{HubMetrics, bump};
+use crate::metrics::{HubMetrics, Stage, bump};
 use crate::store::{NewQuarantined, QuarantineId, Store, StoreError};
 use crate::trust::{PATROL_SITE, Refusal, SitePolicy};
 
@@ -429,6 +429,7 @@ async fn writer(
             .flat_map(|j| j.quarantine.iter().cloned())
             .collect();
         let release: Vec<QuarantineId> = jobs.iter().filter_map(|j| j.release).collect();
+        let started = std::time::Instant::now();
         let written = {
             let store = store.clone();
             // The hub's time (retention counts from it; tests drive it).
@@ -445,6 +446,7 @@ async fn writer(
             .await
             .map_err(|_| IngestError::Stopped)?
         };
+        metrics.stage_time(Stage::IngestStore, started);
         let (fresh, inserted) = match written {
             Ok(f) => f,
             // A snapshot's file could not be written or synced (the disk filled faster than
@@ -466,7 +468,10 @@ async fn writer(
                 return Err(e.into());
             }
         };
-        if let Err(e) = store.flush().await {
+        let flushing = std::time::Instant::now();
+        let flushed = store.flush().await;
+        metrics.stage_time(Stage::IngestFlush, flushing);
+        if let Err(e) = flushed {
             tracing::error!(error = %e, alerts = n, "cannot flush alerts; none acknowledged");
             for j in jobs {
                 let _ = j.reply.send(Err(IngestError::Stopped));

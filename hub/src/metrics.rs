@@ -53,6 +53,8 @@ pub struct HubMetrics {
     /// Failed writes of the hub-health case (opened while the disk is low, resolved when
     /// space is back); each is retried.
     pub health_case_failures: AtomicU64,
+    /// Microseconds each serial stage spent, by [`Stage`].
+    stages: [AtomicU64; Stage::ALL.len()],
     /// The data directory's free bytes, its threshold, and 1 while below it (gauges).
     disk_free: AtomicU64,
     disk_min_free: AtomicU64,
@@ -346,6 +348,7 @@ impl HubMetrics {
             self.disk_low.load(Relaxed),
         );
         self.render_retention(&mut out);
+        self.render_stages(&mut out);
         out
     }
 
@@ -401,6 +404,73 @@ impl HubMetrics {
             "# HELP hub_retention_last_sweep_seconds When the last retention sweep ran (Unix time, hub clock; 0: none yet).\n# TYPE hub_retention_last_sweep_seconds gauge\nhub_retention_last_sweep_seconds {}",
             at.max(0) / 1000
         );
+    }
+}
+
+/// The serial stages an alert goes through, each one task: a stage whose time grows by
+/// nearly a second per second is the one holding throughput down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Ingest's writer storing a batch (snapshot files, then one sled transaction).
+    IngestStore,
+    /// Ingest's writer waiting for the store's flush before acknowledging.
+    IngestFlush,
+    /// The dispatcher filing a batch in memory (locating, grouping, staging writes).
+    DispatchFile,
+    /// The dispatcher applying a batch of case writes to the store.
+    DispatchWrite,
+    /// The dispatcher waiting for the store's flush before pushing.
+    DispatchFlush,
+    /// The dispatcher pushing a batch's notifications and writing their records.
+    DispatchPush,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::IngestStore,
+        Stage::IngestFlush,
+        Stage::DispatchFile,
+        Stage::DispatchWrite,
+        Stage::DispatchFlush,
+        Stage::DispatchPush,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::IngestStore => "ingest_store",
+            Stage::IngestFlush => "ingest_flush",
+            Stage::DispatchFile => "dispatch_file",
+            Stage::DispatchWrite => "dispatch_write",
+            Stage::DispatchFlush => "dispatch_flush",
+            Stage::DispatchPush => "dispatch_push",
+        }
+    }
+}
+
+impl HubMetrics {
+    /// Adds the time since `since` to `stage`.
+    pub fn stage_time(&self, stage: Stage, since: std::time::Instant) {
+        self.stages[stage as usize].fetch_add(since.elapsed().as_micros() as u64, Relaxed);
+    }
+
+    /// Seconds `stage` has spent so far.
+    pub fn stage_seconds(&self, stage: Stage) -> f64 {
+        self.stages[stage as usize].load(Relaxed) as f64 / 1e6
+    }
+
+    fn render_stages(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP hub_stage_busy_seconds_total Time each serial stage of alert handling spent working or waiting on its store flush; one near 1 s per second is the bottleneck.\n# TYPE hub_stage_busy_seconds_total counter"
+        );
+        for s in Stage::ALL {
+            let _ = writeln!(
+                out,
+                "hub_stage_busy_seconds_total{{stage=\"{}\"}} {:.6}",
+                s.as_str(),
+                self.stage_seconds(s)
+            );
+        }
     }
 }
 

@@ -87,6 +87,15 @@ async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
         "county → township → village → grid → micro-grid"
     );
     assert_eq!(case.state, CaseState::Dispatched);
+    // Every serial stage the alert went through took some time, and /metrics says so.
+    for st in hub::metrics::Stage::ALL {
+        assert!(hub.metrics.stage_seconds(st) > 0.0, "{st:?} not timed");
+    }
+    let text = hub.metrics.render();
+    assert!(
+        text.contains("hub_stage_busy_seconds_total{stage=\"dispatch_write\"}"),
+        "{text}"
+    );
     hub.stop().await;
 }
 

@@ -44,6 +44,7 @@ impl Dispatcher {
         let mut pushes: Vec<(Case, Vec<Effect>)> = Vec::new();
         let mut opened: HashMap<CaseId, usize> = HashMap::new();
         let mut filed = CaseWrites::default();
+        let t = std::time::Instant::now();
         for alert in batch {
             let Some((case, effects)) = self.file(&alert, now, &mut filed)? else {
                 continue;
@@ -60,8 +61,15 @@ impl Dispatcher {
                 None => {}
             }
         }
+        let m = self.p.metrics.clone();
+        m.stage_time(Stage::DispatchFile, t);
+        let t = std::time::Instant::now();
         self.apply(filed, "file alerts")?;
+        m.stage_time(Stage::DispatchWrite, t);
+        let t = std::time::Instant::now();
         self.p.store.flush().await?;
+        m.stage_time(Stage::DispatchFlush, t);
+        let t = std::time::Instant::now();
         let mut records = CaseWrites::default();
         for (case, effects) in pushes {
             if let Some(case) = self.notify(case, effects, now).await? {
@@ -70,6 +78,7 @@ impl Dispatcher {
             }
         }
         self.apply(records, "save cases")?;
+        m.stage_time(Stage::DispatchPush, t);
         Ok(())
     }
 

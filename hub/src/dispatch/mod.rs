@@ -54,7 +54,7 @@ use crate::config::SiteSection;
 use crate::disk::DiskGuard;
 use crate::grid::GridIndex;
 use crate::link::Inbound;
-use crate::metrics::{HubMetrics, bump};
+use crate::metrics::{HubMetrics, Stage, bump};
 use crate::push::{DeliveryReport, Pusher};
 use crate::registry::{Change, Registry, SiteState};
 use crate::retention::{Expiring, RetentionError, Swept};
