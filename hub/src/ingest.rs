@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::disk::DiskGuard;
 use crate::dispatch::{Clock, SystemClock};
 use crate::metrics::{HubMetrics, Stage, bump};
-use crate::store::{NewQuarantined, QuarantineId, Store, StoreError};
+use crate::store::{Inserted, NewQuarantined, QuarantineId, Store, StoreError};
 use crate::trust::{PATROL_SITE, Refusal, SitePolicy};
 
 /// What became of one submitted payload.
@@ -404,6 +404,21 @@ fn decode_report(raw: &[u8]) -> Result<Alert, Refusal> {
     Ok(alert)
 }
 
+/// A stored batch whose flush is under way: acknowledged, and its new alerts handed on, once
+/// the flush is done.
+struct Flushing {
+    flush: tokio::task::JoinHandle<Result<(), StoreError>>,
+    jobs: Vec<Job>,
+    fresh: Vec<bool>,
+    inserted: Inserted,
+    n: usize,
+}
+
+/// The writer: one task, batches of jobs, stored in order. A batch is stored while the one
+/// before it flushes (one flush in flight): storing is CPU and sled's lock, flushing is the
+/// disk, and a writer that waited for each flush before storing the next batch left the one
+/// idle while the other worked. A batch is still answered only after its own flush, and
+/// batches are answered in order.
 async fn writer(
     store: Store,
     mut rx: mpsc::Receiver<Job>,
@@ -411,7 +426,28 @@ async fn writer(
     metrics: Arc<HubMetrics>,
     clock: Arc<dyn Clock>,
 ) -> Result<(), IngestError> {
-    while let Some(first) = rx.recv().await {
+    let mut flushing: Option<Flushing> = None;
+    loop {
+        // With a flush under way, only what is already queued is stored now; with nothing
+        // queued the flush is seen through first (its callers are waiting).
+        let first = match &flushing {
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => break,
+            },
+            Some(_) => match rx.try_recv() {
+                Ok(j) => j,
+                Err(e) => {
+                    if let Some(f) = flushing.take() {
+                        answer(f, &store, &out, &metrics).await?;
+                    }
+                    if matches!(e, mpsc::error::TryRecvError::Disconnected) {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
         let mut jobs = vec![first];
         let mut n = jobs[0].alerts.len() + jobs[0].quarantine.len();
         while n < MAX_BATCH {
@@ -465,61 +501,99 @@ async fn writer(
                 for j in jobs {
                     let _ = j.reply.send(Err(IngestError::Stopped));
                 }
+                // The batch before was stored whole: it is still answered if its flush holds.
+                if let Some(f) = flushing.take() {
+                    answer(f, &store, &out, &metrics).await?;
+                }
                 return Err(e.into());
             }
         };
-        let flushing = std::time::Instant::now();
-        let flushed = store.flush().await;
-        metrics.stage_time(Stage::IngestFlush, flushing);
-        if let Err(e) = flushed {
-            tracing::error!(error = %e, alerts = n, "cannot flush alerts; none acknowledged");
-            for j in jobs {
-                let _ = j.reply.send(Err(IngestError::Stopped));
+        // The flush started for this batch covers the one before too; that one is answered
+        // first, in order.
+        if let Some(f) = flushing.take() {
+            answer(f, &store, &out, &metrics).await?;
+        }
+        let s = store.clone();
+        flushing = Some(Flushing {
+            flush: tokio::spawn(async move { s.flush().await }),
+            jobs,
+            fresh,
+            inserted,
+            n,
+        });
+    }
+    if let Some(f) = flushing.take() {
+        answer(f, &store, &out, &metrics).await?;
+    }
+    Ok(())
+}
+
+/// Waits for a batch's flush, then acknowledges its jobs and hands its new alerts on. A
+/// failed flush answers none of them and stops the writer (sled's error is sticky).
+async fn answer(
+    f: Flushing,
+    store: &Store,
+    out: &mpsc::Sender<Arc<Alert>>,
+    metrics: &HubMetrics,
+) -> Result<(), IngestError> {
+    let Flushing {
+        flush,
+        jobs,
+        fresh,
+        inserted,
+        n,
+    } = f;
+    let waiting = std::time::Instant::now();
+    let flushed = flush.await.map_err(|_| IngestError::Stopped)?;
+    metrics.stage_time(Stage::IngestFlush, waiting);
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, alerts = n, "cannot flush alerts; none acknowledged");
+        for j in jobs {
+            let _ = j.reply.send(Err(IngestError::Stopped));
+        }
+        return Err(e.into());
+    }
+    if inserted.evicted > 0 {
+        tracing::warn!(
+            evicted = inserted.evicted,
+            "quarantine full: oldest records dropped"
+        );
+    }
+    metrics.quarantine_evicted(inserted.evicted);
+    metrics.quarantine_size(store.quarantine().len(), store.quarantine().bytes());
+    let mut fresh = fresh.into_iter();
+    let mut ids = inserted.ids.into_iter();
+    for job in jobs {
+        let flags: Vec<bool> = job
+            .alerts
+            .iter()
+            .map(|_| fresh.next().unwrap_or(false))
+            .collect();
+        let quarantined: Vec<QuarantineId> =
+            job.quarantine.iter().filter_map(|_| ids.next()).collect();
+        for (alert, &is_new) in job.alerts.iter().zip(&flags) {
+            if is_new {
+                bump(&metrics.alerts_stored);
+                // A closed dispatcher means the hub is stopping: the alert stays pending
+                // on disk and is filed at the next start.
+                // The dispatcher has no use for the JPEG (stored as a blob): up to 8,192
+                // queued alerts must not each hold one.
+                let filed = match &alert.snapshot {
+                    Some(_) => Arc::new(Alert {
+                        snapshot: None,
+                        ..Alert::clone(alert)
+                    }),
+                    None => alert.clone(),
+                };
+                let _ = out.send(filed).await;
+            } else {
+                bump(&metrics.alerts_duplicate);
             }
-            return Err(e.into());
         }
-        if inserted.evicted > 0 {
-            tracing::warn!(
-                evicted = inserted.evicted,
-                "quarantine full: oldest records dropped"
-            );
-        }
-        metrics.quarantine_evicted(inserted.evicted);
-        metrics.quarantine_size(store.quarantine().len(), store.quarantine().bytes());
-        let mut fresh = fresh.into_iter();
-        let mut ids = inserted.ids.into_iter();
-        for job in jobs {
-            let flags: Vec<bool> = job
-                .alerts
-                .iter()
-                .map(|_| fresh.next().unwrap_or(false))
-                .collect();
-            let quarantined: Vec<QuarantineId> =
-                job.quarantine.iter().filter_map(|_| ids.next()).collect();
-            for (alert, &is_new) in job.alerts.iter().zip(&flags) {
-                if is_new {
-                    bump(&metrics.alerts_stored);
-                    // A closed dispatcher means the hub is stopping: the alert stays pending
-                    // on disk and is filed at the next start.
-                    // The dispatcher has no use for the JPEG (stored as a blob): up to 8,192
-                    // queued alerts must not each hold one.
-                    let filed = match &alert.snapshot {
-                        Some(_) => Arc::new(Alert {
-                            snapshot: None,
-                            ..Alert::clone(alert)
-                        }),
-                        None => alert.clone(),
-                    };
-                    let _ = out.send(filed).await;
-                } else {
-                    bump(&metrics.alerts_duplicate);
-                }
-            }
-            let _ = job.reply.send(Ok(Done {
-                fresh: flags,
-                quarantined,
-            }));
-        }
+        let _ = job.reply.send(Ok(Done {
+            fresh: flags,
+            quarantined,
+        }));
     }
     Ok(())
 }
