@@ -542,4 +542,35 @@ mod tests {
             assert_eq!(store.command_seq().unwrap(), 42);
         }
     }
+
+    #[test]
+    fn expiring_alerts_takes_the_markers_of_muted_ones_and_leaves_those_of_filed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (muted, filed) = (alert("01MUTED", None), alert("01FILED", None));
+        store
+            .alerts()
+            .insert(&[muted.clone(), filed.clone()], protocol::UtcMillis(1_000))
+            .unwrap();
+        let case = crate::case::CaseId::for_alert(&filed.id);
+        let mut w = CaseWrites::default();
+        w.file(&muted.id, &Filed::Muted("silenced by S-1".into()));
+        w.file(&filed.id, &Filed::Case(case.clone()));
+        store.cases().apply(w, "test").unwrap();
+
+        let s = store
+            .alerts()
+            .expire_before(protocol::UtcMillis(2_000), 10, &|_| false)
+            .unwrap();
+        assert_eq!(s.alerts, 2);
+        assert_eq!(
+            store.cases().filed(&muted.id).unwrap(),
+            None,
+            "muted marker left behind"
+        );
+        assert_eq!(
+            store.cases().filed(&filed.id).unwrap(),
+            Some(Filed::Case(case))
+        );
+    }
 }

@@ -24,7 +24,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use super::blobs::{Batch, BlobId, BlobKind, Blobs, Deltas};
-use super::{StoreError, pending_key};
+use super::{Filed, StoreError, pending_key};
 use crate::retention::{Expiring, RetentionError, Swept};
 
 /// A snapshot's facts; its bytes are a blob (or, in a record of an older hub, inline).
@@ -222,8 +222,9 @@ impl Alerts {
 
     /// Removes up to `max` alerts received before `cutoff`, but none that `keep` names (an
     /// open case's: they stay, due, until it closes; the scan steps over them, so it reads at
-    /// most `max` plus the kept). Their pending markers go too; their snapshots' blobs expire
-    /// by their own retention.
+    /// most `max` plus the kept). Their pending markers go too, and the marker of one that was
+    /// muted (it belongs to no case, whose expiry would take it); the marker of one filed into a
+    /// case stays until the case goes. Their snapshots' blobs expire by their own retention.
     pub fn expire_before(
         &self,
         cutoff: UtcMillis,
@@ -258,6 +259,12 @@ impl Alerts {
                         bytes += v.len() as u64;
                     }
                     work.remove([super::PENDING, id].concat())?;
+                    let marker = super::cases::filed_key(id);
+                    if let Some(v) = work.get(&marker)?
+                        && matches!(Filed::decode(&v), Filed::Muted(_))
+                    {
+                        work.remove(marker)?;
+                    }
                 }
                 let now = times
                     .get(TOTAL)?

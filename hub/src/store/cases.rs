@@ -37,6 +37,12 @@ fn key(prefix: &[u8], rest: &str) -> Vec<u8> {
     [prefix, rest.as_bytes()].concat()
 }
 
+/// The key of an alert's [`Filed`] marker (for [`super::Alerts`], whose expiry drops the
+/// markers of muted alerts).
+pub(super) fn filed_key(alert: &[u8]) -> Vec<u8> {
+    [FILED, alert].concat()
+}
+
 fn timed_key(prefix: &[u8], at: UtcMillis, case: &str) -> Vec<u8> {
     [prefix, &(at.0.max(0) as u64).to_be_bytes(), case.as_bytes()].concat()
 }
@@ -74,7 +80,7 @@ impl Filed {
         }
     }
 
-    fn decode(v: &[u8]) -> Self {
+    pub(super) fn decode(v: &[u8]) -> Self {
         match v.split_first() {
             Some((&MUTED, why)) => Self::Muted(String::from_utf8_lossy(why).into_owned()),
             // Before the tag byte, a muted alert's value was its reason text alone.
