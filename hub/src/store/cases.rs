@@ -263,7 +263,14 @@ impl Cases {
     /// batch costs.
     pub fn apply(&self, w: CaseWrites, op: &'static str) -> Result<(), StoreError> {
         if w.view.len() > 1 {
-            self.work.apply_batch(w.batch).map_err(io(op))?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in w.view {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            self.work.apply_batch(batch).map_err(io(op))?;
         } else {
             match w.view.into_iter().next() {
                 None => {}
@@ -292,8 +299,7 @@ impl Cases {
                 w.put_deadline(d, &case.id);
             }
         }
-        self.work.apply_batch(w.batch).map_err(io("import cases"))?;
-        Ok(())
+        self.apply(w, "import cases")
     }
 }
 
@@ -313,9 +319,11 @@ fn split_timed(k: &[u8], prefix: &[u8]) -> Option<(i64, CaseId)> {
 /// Changes to cases and their indexes gathered for one atomic batch, and readable before it
 /// is applied (through `cases`), so a later alert of a batch sees the case an earlier one
 /// opened.
+///
+/// Only the last value of each key is kept: sled applies a batch's operations in order, so
+/// the last one of a key is all that lands, and the batch is built from it when applied.
 #[derive(Default)]
 pub struct CaseWrites {
-    batch: sled::Batch,
     view: HashMap<Vec<u8>, Option<sled::IVec>>,
 }
 
@@ -329,15 +337,10 @@ impl std::fmt::Debug for CaseWrites {
 
 impl CaseWrites {
     fn insert(&mut self, k: Vec<u8>, v: &[u8]) {
-        // One copy of the value, shared (an `IVec` of more than a few bytes is reference
-        // counted).
-        let v = sled::IVec::from(v);
-        self.batch.insert(k.clone(), v.clone());
-        self.view.insert(k, Some(v));
+        self.view.insert(k, Some(sled::IVec::from(v)));
     }
 
     fn remove(&mut self, k: Vec<u8>) {
-        self.batch.remove(k.clone());
         self.view.insert(k, None);
     }
 
