@@ -515,7 +515,7 @@ async fn writer(
         }
         let s = store.clone();
         flushing = Some(Flushing {
-            flush: tokio::spawn(async move { s.flush().await }),
+            flush: tokio::spawn(async move { s.flush_alerts().await }),
             jobs,
             fresh,
             inserted,

@@ -57,6 +57,8 @@ pub struct HubMetrics {
     stages: [AtomicU64; Stage::ALL.len()],
     /// The data directory's free bytes, its threshold, and 1 while below it (gauges).
     disk_free: AtomicU64,
+    /// The case log's sizes (`store::LogStats`), as of the dispatcher's last write.
+    case_log: [AtomicU64; 4],
     disk_min_free: AtomicU64,
     disk_low: AtomicU64,
     /// Retention, by kind (`retention::Kind::as_str`).
@@ -117,6 +119,13 @@ impl HubMetrics {
     pub fn plaintext_listeners(&self, mqtt: u64, http: u64) {
         self.plaintext_mqtt.store(mqtt, Relaxed);
         self.plaintext_http.store(http, Relaxed);
+    }
+
+    /// The case log's sizes: bytes on disk, live bytes, segments, damaged segments.
+    pub fn case_log(&self, bytes: u64, live: u64, segments: u64, damaged: u64) {
+        for (m, v) in self.case_log.iter().zip([bytes, live, segments, damaged]) {
+            m.store(v, Relaxed);
+        }
     }
 
     /// The data directory's free space as last read.
@@ -346,6 +355,14 @@ impl HubMetrics {
             self.disk_free.load(Relaxed),
             self.disk_min_free.load(Relaxed),
             self.disk_low.load(Relaxed),
+        );
+        let [bytes, live, segments, damaged] = self.case_log.each_ref().map(|a| a.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP hub_case_log_bytes Bytes of the case log's segment files.\n# TYPE hub_case_log_bytes gauge\nhub_case_log_bytes {bytes}\n\
+             # HELP hub_case_log_live_bytes Of those, the latest version of each case (the rest is given back by compaction).\n# TYPE hub_case_log_live_bytes gauge\nhub_case_log_live_bytes {live}\n\
+             # HELP hub_case_log_segments Segment files of the case log.\n# TYPE hub_case_log_segments gauge\nhub_case_log_segments {segments}\n\
+             # HELP hub_case_log_damaged_segments Segments whose rest was skipped at start because a record in them did not check out.\n# TYPE hub_case_log_damaged_segments gauge\nhub_case_log_damaged_segments {damaged}",
         );
         self.render_retention(&mut out);
         self.render_stages(&mut out);

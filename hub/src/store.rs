@@ -1,15 +1,17 @@
-//! The hub's disk, owned by [`Store`]: one sled database (`{data_dir}/store`) and the blob
-//! files (`{data_dir}/blobs`, [`Blobs`]: snapshots and photos, content-addressed).
+//! The hub's disk, owned by [`Store`]: one sled database (`{data_dir}/store`), the blob
+//! files (`{data_dir}/blobs`, [`Blobs`]: snapshots and photos, content-addressed) and the case
+//! log (`{data_dir}/cases`, see [`Cases`]).
 //!
 //! Trees:
 //! - `alerts`, `alert_times`: the alerts acknowledged, snapshots taken out as blobs, and
 //!   their retention index, owned by [`Alerts`].
 //! - `blobs`: what sled knows of each blob file (length, kind, last reference), owned by
 //!   [`Blobs`].
-//! - `work`: cases and their indexes, owned by [`Cases`] (the dispatcher writes them in atomic
-//!   batches), and `p/{alert id}`, an alert stored but not yet filed into a case (written by
-//!   [`Alerts`] in the same transaction as the alert, so a crash between storing and filing is
-//!   recovered at start).
+//! - `work`: the cases' indexes, owned by [`Cases`] (the dispatcher writes them in atomic
+//!   batches; the cases themselves are in the case log, `{data_dir}/cases/`), and
+//!   `p/{alert id}`, an alert stored but not yet filed into a case (written by [`Alerts`] in
+//!   the same transaction as the alert, so a crash between storing and filing is recovered at
+//!   start).
 //! - `sites`: site id → the registry's record (last status, last heartbeat), owned by
 //!   [`Sites`].
 //! - `sightings`: tag sightings for trajectories, with a stored-time index for retention,
@@ -27,6 +29,7 @@
 
 mod alerts;
 mod blobs;
+mod case_log;
 mod cases;
 mod photos;
 mod quarantine;
@@ -41,6 +44,7 @@ use sled::transaction::TransactionError;
 
 pub use alerts::{AlertSweep, Alerts, AlertsRetention, SnapshotRef, StoredAlert};
 pub use blobs::{BlobId, BlobKind, BlobMeta, BlobSweep, Blobs, BlobsOfKind};
+pub use case_log::{LogStats, SEGMENT_BYTES};
 pub use cases::{CaseWrites, Cases, ClosedEntry, Filed, StoredCase};
 pub use photos::{PhotoMeta, Photos};
 pub use quarantine::{
@@ -162,7 +166,7 @@ impl Store {
             )?,
             photos: Photos::new(tree("photos")?, blobs.clone()),
             blobs,
-            cases: Cases::new(work),
+            cases: Cases::open(work, &data_dir.join("cases"))?,
             sites: Sites::new(tree("sites")?),
             sightings: Sightings::open(&db, migrated_at)?,
             sessions: SessionStore::new(tree("sessions")?),
@@ -205,12 +209,22 @@ impl Store {
         &self.sightings
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable: the case log, then sled (whose index
+    /// entries may name cases in the log).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.cases.sync()?;
+        self.flush_alerts().await
+    }
+
+    /// Makes what sled holds durable (alerts, blobs' metadata, pending markers, indexes), not
+    /// the case log, which only the dispatcher writes and syncs: ingest's flush, which must
+    /// not wait for the dispatcher's case writes.
+    pub async fn flush_alerts(&self) -> Result<(), StoreError> {
         self.db.flush_async().await.map(|_| ()).map_err(io("flush"))
     }
 
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.cases.sync()?;
         self.db.flush().map(|_| ()).map_err(io("flush"))
     }
 

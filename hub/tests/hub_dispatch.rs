@@ -96,6 +96,22 @@ async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
         text.contains("hub_stage_busy_seconds_total{stage=\"dispatch_write\"}"),
         "{text}"
     );
+    // The case is in the case log, whose size /metrics gives (as of the dispatcher's last
+    // write: its delivery records may land after the text was made, and only add).
+    let log = hub.store.cases().log_stats();
+    assert_eq!(log.cases, 1);
+    assert!(log.live > 0 && log.bytes >= log.live, "{log:?}");
+    let gauge = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .expect(name);
+        line[name.len() + 1..].parse().unwrap()
+    };
+    let shown = gauge("hub_case_log_bytes");
+    assert!(shown > 0 && shown <= log.bytes, "{shown} {log:?}");
+    assert_eq!(gauge("hub_case_log_segments"), 1);
+    assert_eq!(gauge("hub_case_log_damaged_segments"), 0);
     hub.stop().await;
 }
 

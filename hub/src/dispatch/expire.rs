@@ -57,6 +57,8 @@ impl Dispatcher {
         swept.records = gone.len() as u64;
         swept.more = seen == max;
         if !gone.is_empty() {
+            // Their bytes in the case log come back when its segments are rewritten.
+            cases.compact_soon();
             tracing::info!(cases = gone.len(), %cutoff, "retention: closed cases removed");
         }
         Ok(swept)

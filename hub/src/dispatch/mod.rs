@@ -17,10 +17,11 @@
 //! Filing one alert: located (its position → the deepest grid cell; no position → its site's
 //! registered cell; nowhere → the top cell, never nowhere), muted if a silence or inhibition
 //! covers it, grouped into the open case of its key, or a new case opened and dispatched. The
-//! case, its indexes and the removal of the alert's pending marker go in one atomic batch,
-//! flushed before anyone is notified, so a crash re-files an alert at most once and never
-//! loses one. Deadlines live in sled too: a restarted hub loads them and fires every one that
-//! passed while it was down, in order.
+//! case goes to the case log (synced), then its indexes and the removal of the alert's pending
+//! marker in one atomic sled batch, flushed before anyone is notified, so a crash re-files an
+//! alert at most once and never loses one (see [`crate::store::Cases`]). Deadlines live in
+//! sled: a restarted hub loads them and fires every one that passed while it was down, in
+//! order.
 //!
 //! The disk guard's episodes ([`crate::disk::DiskGuard::subscribe`]) become hub-health cases
 //! ([`crate::health`]): filed like an alert of the pseudo-site `hub` when the disk goes low,
@@ -29,7 +30,7 @@
 //!
 //! One owner, one task, its work split by job (each an `impl Dispatcher` block): here the
 //! loop, requests, transitions and the write path every change goes through (`save`,
-//! `stage_save`, `apply`: one atomic batch, then the book); `filing` (alerts into cases, and
+//! `stage_save`, `apply`: the case log, one atomic sled batch, then the book); `filing` (alerts into cases, and
 //! recovery of pending ones); `deadlines` (the timer, firing, the auditor); `notify`
 //! (pushes and their records); `commands` (signed watchlist commands, silences); `sites`
 //! (the registry, status, sightings, replies); `hub_health` (disk episodes as cases);
@@ -554,6 +555,10 @@ impl Dispatcher {
     /// writes a sled batch costs.
     fn apply(&mut self, staged: CaseWrites, op: &'static str) -> Result<(), DispatchError> {
         self.p.store.cases().apply(staged, op)?;
+        let s = self.p.store.cases().log_stats();
+        self.p
+            .metrics
+            .case_log(s.bytes, s.live, s.segments as u64, s.damaged);
         self.publish();
         Ok(())
     }

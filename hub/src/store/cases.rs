@@ -1,9 +1,18 @@
-//! Cases and their indexes ([`Cases`]), in the `work` tree. Only this module knows the keys
-//! and encodings; the dispatcher, the one writer, gathers its changes in a [`CaseWrites`] and
-//! applies them as one atomic batch; the API and retention read through [`Cases`].
+//! Cases ([`Cases`]): the cases themselves in the case log ([`CaseLog`], `{data_dir}/cases/`),
+//! their indexes in sled's `work` tree. Only this module knows the keys and encodings; the
+//! dispatcher, the one writer, gathers its changes in a [`CaseWrites`] and applies them; the
+//! API and retention read through [`Cases`].
+//!
+//! Applying a [`CaseWrites`]: the case versions are appended to the log; if there are index
+//! changes, the log is synced first and then they go to sled in one atomic batch, so that no
+//! index entry on disk names a case version the log could still lose. A change of cases alone
+//! (a case recording its pushes) is only appended, durable at the next [`super::Store::flush`]
+//! (which syncs the log before sled).
+//!
+//! The case's JSON, in the log, by case id (a store of an older hub kept it under `c/{case}`
+//! in `work`: moved to the log when opened, see [`Cases::open`]).
 //!
 //! Keys in `work`:
-//! - `c/{case}` → the case's JSON;
 //! - `k/{group key}` → the open case of that group (alerts of the group join it);
 //! - `x/{alert}` → what became of the alert ([`Filed`]): the case id, or `0x00` and why it was
 //!   muted (a record of an older hub holds the reason text alone; a case id starts `C-`);
@@ -20,6 +29,7 @@ use std::collections::HashMap;
 
 use protocol::UtcMillis;
 
+use super::case_log::{CaseLog, LogStats};
 use super::{PENDING, StoreError, pending_key};
 use crate::case::{Case, CaseId, Silence};
 
@@ -108,20 +118,75 @@ pub struct StoredCase {
 #[derive(Debug, Clone)]
 pub struct Cases {
     work: sled::Tree,
+    log: CaseLog,
 }
 
+/// How many cases of an older hub's `c/` keys are moved to the log per sled batch.
+const MOVE_BATCH: usize = 1_000;
+
 impl Cases {
-    pub(super) fn new(work: sled::Tree) -> Self {
-        Self { work }
+    /// Opens the case log in `log_dir`. Cases an older hub kept in `work` (`c/`) are appended
+    /// to the log, synced, and only then removed from `work`; a crash in between moves them
+    /// again at the next open (the same versions, appended twice, the last one standing).
+    pub(super) fn open(work: sled::Tree, log_dir: &std::path::Path) -> Result<Self, StoreError> {
+        let log = CaseLog::open(log_dir)?;
+        let mut moved = 0usize;
+        loop {
+            let mut ops = Vec::new();
+            for kv in work.scan_prefix(CASE).take(MOVE_BATCH) {
+                let (k, v) = kv.map_err(io("scan cases to move"))?;
+                let id =
+                    CaseId::from_stored(String::from_utf8_lossy(&k[CASE.len()..]).into_owned());
+                ops.push((k, id, v));
+            }
+            if ops.is_empty() {
+                break;
+            }
+            let appends: Vec<(CaseId, Option<&[u8]>)> = ops
+                .iter()
+                .map(|(_, id, v)| (id.clone(), Some(v.as_ref())))
+                .collect();
+            log.append(&appends)?;
+            log.sync()?;
+            let mut batch = sled::Batch::default();
+            for (k, _, _) in &ops {
+                batch.remove(k.clone());
+            }
+            work.apply_batch(batch)
+                .map_err(io("move cases to the log"))?;
+            moved += ops.len();
+        }
+        if moved > 0 {
+            work.flush().map_err(io("move cases to the log"))?;
+            tracing::info!(cases = moved, log = %log_dir.display(), "cases moved from sled to the case log");
+        }
+        Ok(Self { work, log })
     }
 
-    /// A stored case, read straight from the store (reads never wait behind the dispatcher).
+    /// A stored case, read straight from the log (reads never wait behind the dispatcher).
     pub fn get(&self, id: &CaseId) -> Result<Option<Case>, StoreError> {
-        self.work
-            .get(key(CASE, id))
-            .map_err(io("read case"))?
-            .map(|v| decode_case(id, &v))
-            .transpose()
+        self.log.get(id)?.map(|v| decode_case(id, &v)).transpose()
+    }
+
+    /// The case log's sizes.
+    pub fn log_stats(&self) -> LogStats {
+        self.log.stats()
+    }
+
+    /// Makes the case versions appended so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.log.sync()
+    }
+
+    /// Compacts the case log now (after retention removed cases, so their space comes back);
+    /// returns how many segments were rewritten.
+    pub fn compact(&self) -> Result<usize, StoreError> {
+        self.log.compact()
+    }
+
+    /// Has the case log compacted soon, off the caller's thread.
+    pub fn compact_soon(&self) {
+        self.log.compact_soon();
     }
 
     /// What became of an alert (`None`: not filed).
@@ -144,14 +209,18 @@ impl Cases {
     /// Every stored case, in id order; an unreadable one is an error item (the caller logs it
     /// and goes on).
     pub fn all(&self) -> impl Iterator<Item = Result<StoredCase, StoreError>> + '_ {
-        self.work.scan_prefix(CASE).map(|kv| {
-            let (k, v) = kv.map_err(io("scan cases"))?;
-            let id = String::from_utf8_lossy(&k[CASE.len()..]).into_owned();
-            Ok(StoredCase {
-                case: decode_case(&id, &v)?,
-                bytes: v.len() as u64,
+        self.log
+            .ids()
+            .into_iter()
+            .filter_map(|id| match self.log.get(&id) {
+                Ok(Some(v)) => Some(decode_case(&id, &v).map(|case| StoredCase {
+                    case,
+                    bytes: v.len() as u64,
+                })),
+                // Removed since the ids were taken.
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
             })
-        })
     }
 
     /// The deadline index: (due ms, case id).
@@ -262,6 +331,17 @@ impl Cases {
     /// pushes) goes in as it is, atomic by itself, without the two log-buffer writes a sled
     /// batch costs.
     pub fn apply(&self, w: CaseWrites, op: &'static str) -> Result<(), StoreError> {
+        let cases: Vec<(CaseId, Option<&[u8]>)> = w
+            .cases
+            .iter()
+            .map(|(id, v)| (id.clone(), v.as_deref()))
+            .collect();
+        self.log.append(&cases)?;
+        if w.view.is_empty() {
+            return Ok(());
+        }
+        // The versions the index entries below may name, durable before the entries are.
+        self.log.sync()?;
         if w.view.len() > 1 {
             let mut batch = sled::Batch::default();
             for (k, v) in w.view {
@@ -320,17 +400,21 @@ fn split_timed(k: &[u8], prefix: &[u8]) -> Option<(i64, CaseId)> {
 /// is applied (through `cases`), so a later alert of a batch sees the case an earlier one
 /// opened.
 ///
-/// Only the last value of each key is kept: sled applies a batch's operations in order, so
-/// the last one of a key is all that lands, and the batch is built from it when applied.
+/// Only the last value of each key (and of each case) is kept: what lands of a batch is the
+/// last write of each.
 #[derive(Default)]
 pub struct CaseWrites {
+    /// Case versions (`None`: removed), for the log.
+    cases: HashMap<CaseId, Option<Vec<u8>>>,
+    /// Index entries, for sled.
     view: HashMap<Vec<u8>, Option<sled::IVec>>,
 }
 
 impl std::fmt::Debug for CaseWrites {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaseWrites")
-            .field("writes", &self.view.len())
+            .field("cases", &self.cases.len())
+            .field("index", &self.view.len())
             .finish()
     }
 }
@@ -353,21 +437,24 @@ impl CaseWrites {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.view.is_empty()
+        self.view.is_empty() && self.cases.is_empty()
     }
 
     /// A case as it will be once applied.
     pub fn case(&self, cases: &Cases, id: &CaseId) -> Result<Option<Case>, StoreError> {
-        self.get(cases, &key(CASE, id))?
-            .map(|v| decode_case(id, &v))
-            .transpose()
+        match self.cases.get(id) {
+            Some(Some(v)) => decode_case(id, v).map(Some),
+            Some(None) => Ok(None),
+            None => cases.get(id),
+        }
     }
 
     /// A case's record length as it will be once applied (0: none).
     pub fn case_bytes(&self, cases: &Cases, id: &CaseId) -> Result<u64, StoreError> {
-        Ok(self
-            .get(cases, &key(CASE, id))?
-            .map_or(0, |v| v.len() as u64))
+        Ok(match self.cases.get(id) {
+            Some(v) => v.as_ref().map_or(0, |v| v.len() as u64),
+            None => cases.log.len_of(id),
+        })
     }
 
     /// The open case of a group, as it will be once applied.
@@ -395,12 +482,12 @@ impl CaseWrites {
     pub fn put_case(&mut self, case: &Case) -> Result<u64, StoreError> {
         let json = case.to_json().map_err(|e| corrupt(&case.id, e))?;
         let n = json.len() as u64;
-        self.insert(key(CASE, &case.id), &json);
+        self.cases.insert(case.id.clone(), Some(json));
         Ok(n)
     }
 
-    pub fn remove_case(&mut self, id: &str) {
-        self.remove(key(CASE, id));
+    pub fn remove_case(&mut self, id: &CaseId) {
+        self.cases.insert(id.clone(), None);
     }
 
     /// Records what became of an alert and clears its pending marker.
@@ -474,5 +561,39 @@ mod tests {
             Filed::Muted("inhibited: the site is offline".into())
         );
         assert_eq!(Filed::decode(b"C-01B"), Filed::Case("C-01B".into()));
+    }
+
+    #[test]
+    fn cases_an_older_hub_kept_in_sled_are_moved_to_the_log_once_and_their_indexes_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("store"))
+            .open()
+            .unwrap();
+        let work = db.open_tree("work").unwrap();
+        let n = MOVE_BATCH + 5;
+        for i in 0..n {
+            work.insert(
+                key(CASE, &format!("C-{i}")),
+                format!("{{\"v\":{i}}}").as_bytes(),
+            )
+            .unwrap();
+        }
+        work.insert(key(FILED, "a1"), &b"C-1"[..]).unwrap();
+        let log_dir = dir.path().join("cases");
+        let cases = Cases::open(work.clone(), &log_dir).unwrap();
+        assert_eq!(work.scan_prefix(CASE).count(), 0, "no case left in sled");
+        assert_eq!(cases.log_stats().cases, n);
+        let c7 = CaseId::parse("C-7").unwrap();
+        assert_eq!(cases.log.get(&c7).unwrap().unwrap(), br#"{"v":7}"#);
+        assert_eq!(
+            cases.case_of_alert("a1").unwrap(),
+            Some(CaseId::parse("C-1").unwrap())
+        );
+        drop(cases);
+        // Opened again: nothing to move, nothing lost.
+        let cases = Cases::open(work, &log_dir).unwrap();
+        assert_eq!(cases.log_stats().cases, n);
+        assert_eq!(cases.log.get(&c7).unwrap().unwrap(), br#"{"v":7}"#);
     }
 }
