@@ -31,7 +31,9 @@
 //! and max, both with `--snapshot-bytes` (default 0), `--only` choosing one.
 //!
 //! A snapshot is a real baseline JPEG (16 × 16 grey) padded to its size with a comment
-//! segment: it decodes, and it passes the hub's checks (SOI marker, size bound).
+//! segment: it decodes, and it passes the hub's checks (SOI marker, size bound). Each alert's
+//! number is written into the comment, so every snapshot is a new file to write and sync, as a
+//! camera's are.
 //!
 //! With `--sites N`, N more sites (each its own credential, as in a county) connect through the
 //! gateway before the alerts start and stay connected, each publishing a QoS 1 status
@@ -413,7 +415,16 @@ min_free_mb = 1024
 struct Template {
     json: Vec<u8>,
     at: Vec<usize>,
+    /// Where, in `json`, the base64 of the snapshot's 12 bytes from [`SNAPSHOT_TAG_AT`] sits:
+    /// each alert's number goes there, so that every snapshot is its own file, as a camera's
+    /// are (identical ones would be stored once and only read back after).
+    tag_at: Option<usize>,
 }
+
+/// The offset in the padded JPEG of the 12 bytes that make each snapshot unique: inside the
+/// first comment segment's zeros, and a multiple of 3, so their base64 is 16 characters of
+/// their own.
+const SNAPSHOT_TAG_AT: usize = 6;
 
 impl Template {
     fn new(site: &str, snapshot_bytes: usize) -> Self {
@@ -441,14 +452,30 @@ impl Template {
             .map(|(i, _)| i)
             .collect();
         assert_eq!(at.len(), 3, "the number appears in id, incident and track");
-        Self { json, at }
+        let tag_at = (snapshot_bytes > 0).then(|| {
+            let key = br#""jpeg":""#;
+            let start = json.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+            let at = start + SNAPSHOT_TAG_AT / 3 * 4;
+            assert_eq!(
+                &json[at..at + 16],
+                b"AAAAAAAAAAAAAAAA",
+                "the tag goes over zeros"
+            );
+            at
+        });
+        Self { json, at, tag_at }
     }
 
     fn payload(&self, i: usize) -> Vec<u8> {
+        use base64::Engine as _;
         let digits = format!("{:016}", N0 + i as u64);
         let mut p = self.json.clone();
         for &at in &self.at {
             p[at..at + 16].copy_from_slice(digits.as_bytes());
+        }
+        if let Some(at) = self.tag_at {
+            let tag = base64::engine::general_purpose::STANDARD.encode(&digits.as_bytes()[4..]);
+            p[at..at + 16].copy_from_slice(tag.as_bytes());
         }
         p
     }
@@ -839,7 +866,8 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
     let counters = format!(
         "process cpu={:.2}s ({:.0}% of one core, {:.0}us/alert) disk written={:.1}MB ({:.1}KB/alert) \
          stored={} duplicate={} rejected={} filed={} cases={} notifications sent={} failed={} \
-         dropped={} stray pushes={}\n    stages (busy s over the run's {:.2} s): {}",
+         dropped={} stray pushes={} ingest batches={} ({:.1} alerts each)\n    \
+         stages (busy s over the run's {:.2} s): {}",
         cpu.as_secs_f64(),
         100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / n as f64,
@@ -854,6 +882,8 @@ async fn run(args: &Args, n: usize, rate: Option<u64>) -> Report {
         m.notifications_failed.load(Relaxed),
         m.notifications_dropped.load(Relaxed),
         tl.strays.load(Relaxed),
+        m.ingest_batches.load(Relaxed),
+        m.ingest_batched.load(Relaxed) as f64 / m.ingest_batches.load(Relaxed).max(1) as f64,
         elapsed.as_secs_f64(),
         hub::metrics::Stage::ALL
             .iter()

@@ -483,6 +483,10 @@ async fn writer(
             .map_err(|_| IngestError::Stopped)?
         };
         metrics.stage_time(Stage::IngestStore, started);
+        bump(&metrics.ingest_batches);
+        metrics
+            .ingest_batched
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         let (fresh, inserted) = match written {
             Ok(f) => f,
             // A snapshot's file could not be written or synced (the disk filled faster than

@@ -21,6 +21,10 @@ pub struct HubMetrics {
     pub connections_refused_auth: AtomicU64,
     pub acl_denied: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Batches ingest's writer stored, and the alerts and refused payloads in them (their
+    /// ratio is the mean batch: one store and one flush each).
+    pub ingest_batches: AtomicU64,
+    pub ingest_batched: AtomicU64,
     /// Unauthenticated connections that sent no CONNECT within the deadline.
     pub preauth_timeouts: AtomicU64,
     /// Unauthenticated connections ended to make room for newer ones.
@@ -180,11 +184,21 @@ impl HubMetrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 24] = [
+        let counters: [(&str, &str, &AtomicU64); 26] = [
             (
                 "hub_alerts_stored_total",
                 "Alerts stored for the first time.",
                 &self.alerts_stored,
+            ),
+            (
+                "hub_ingest_batches_total",
+                "Batches ingest stored (one store and one flush each).",
+                &self.ingest_batches,
+            ),
+            (
+                "hub_ingest_batched_total",
+                "Alerts and refused payloads in those batches.",
+                &self.ingest_batched,
             ),
             (
                 "hub_alerts_duplicate_total",

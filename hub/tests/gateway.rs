@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../edge-agent/tests/common/mqtt_wire.rs"]
+mod mqtt_wire;
 
 use hub::case::CaseId;
 use std::sync::atomic::Ordering::SeqCst;
@@ -763,6 +765,71 @@ async fn a_device_reusing_another_devices_client_id_evicts_nobody() {
     assert!(
         filed,
         "the alert was not filed: the hub's link was disturbed"
+    );
+    hub.stop().await;
+}
+
+/// Alerts a site sent back to back, each larger than one socket read (snapshots), are stored
+/// in one ingest batch (one store, one flush) rather than one each, and acknowledged in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_sent_back_to_back_are_stored_in_one_batch_and_acknowledged_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let (_dir, hub) = embedded_hub("").await;
+    let port = hub.mqtt[0].port();
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(&mqtt_wire::connect_v5("agent-burst", SITE, &token(SITE)))
+        .await
+        .unwrap();
+    let (first, body) = mqtt_wire::read_packet(&mut c, 1 << 20).await.unwrap();
+    assert_eq!((first, body[1]), (0x20, 0), "CONNACK, success");
+    let topic = topics().alert(SITE);
+    let mut burst = Vec::new();
+    let mut ids = Vec::new();
+    for n in 1..=6u16 {
+        let mut a = alert(SITE, 600 + u64::from(n), Severity::Major, None);
+        let mut jpeg = vec![0x5a; 100_000];
+        jpeg[..2].copy_from_slice(&[0xff, 0xd8]);
+        a.snapshot = Some(Snapshot {
+            camera: "cam-1".into(),
+            time: a.time,
+            width: 1920,
+            height: 1080,
+            jpeg,
+        });
+        ids.push(a.id.clone());
+        // PUBLISH, QoS 1: topic, packet id, no properties, the alert.
+        let body = [
+            mqtt_wire::string(&topic),
+            n.to_be_bytes().to_vec(),
+            vec![0],
+            json(&a),
+        ]
+        .concat();
+        burst.extend(mqtt_wire::packet(0x32, &body));
+    }
+    let batches = hub.metrics.ingest_batches.load(SeqCst);
+    c.write_all(&burst).await.unwrap();
+    for n in 1..=6u16 {
+        let (first, body) = tokio::time::timeout(WAIT, mqtt_wire::read_packet(&mut c, 1 << 20))
+            .await
+            .expect("a PUBACK in time")
+            .expect("the connection stays open");
+        assert_eq!(first, 0x40, "PUBACK");
+        assert_eq!(&body[..2], &n.to_be_bytes(), "in the order sent");
+        assert!(body.len() == 2 || body[2] == 0, "success: {body:?}");
+    }
+    for id in &ids {
+        assert!(hub.store.alerts().contains(id).unwrap(), "{id} stored");
+    }
+    // 600 KB sent at once arrive in many reads; the gateway gathers what is already there
+    // (one batch), where it used to act on each alert as soon as it was whole (six).
+    let used = hub.metrics.ingest_batches.load(SeqCst) - batches;
+    assert!(used <= 2, "{used} batches for 6 alerts");
+    assert!(
+        hub.metrics.render().contains("hub_ingest_batches_total "),
+        "the batch counter is in /metrics"
     );
     hub.stop().await;
 }

@@ -45,7 +45,38 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
         in_day / 1000 % 60,
         in_day % 1000,
     );
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    if !(0..=9999).contains(&year) {
+        return format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z");
+    }
+    // Digits by hand: `format!` with widths was a few percent of the hub's CPU at full rate
+    // (every case and alert record carries several times).
+    let mut out = [0u8; 24];
+    let mut put = |at: usize, v: i64, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, h, 2);
+    put(14, m, 2);
+    put(17, s, 2);
+    put(20, milli, 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        out[at] = c;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The civil date of a day count since 1970-01-01 (inverse of `days_from_civil`).
@@ -198,6 +229,37 @@ mod tests {
             "2026-11-22T08:00:00.123Z"
         );
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        // Years outside 0..=9999 take the general path, and say so in full.
+        assert_eq!(
+            format_rfc3339_ms(253_402_300_800_000),
+            "10000-01-01T00:00:00.000Z"
+        );
+        assert!(format_rfc3339_ms(-62_167_219_200_001).starts_with("-001-12-31T23:59:59.999Z"));
+    }
+
+    #[test]
+    fn the_hand_written_digits_match_the_general_format_everywhere_in_range() {
+        let general = |ms: i64| {
+            let days = ms.div_euclid(86_400_000);
+            let in_day = ms.rem_euclid(86_400_000);
+            let (y, mo, d) = civil_from_days(days);
+            format!(
+                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                in_day / 3_600_000,
+                in_day / 60_000 % 60,
+                in_day / 1000 % 60,
+                in_day % 1000
+            )
+        };
+        // Year 0 to 9999 in uneven steps, hitting every field's carries.
+        let (first, last) = (-62_167_219_200_000i64, 253_402_300_799_999i64);
+        let mut ms = first;
+        while ms <= last {
+            assert_eq!(format_rfc3339_ms(ms), general(ms), "{ms}");
+            ms += 7_777_777_777 + ms.rem_euclid(86_399_999);
+        }
+        assert_eq!(format_rfc3339_ms(last), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339_ms(first), "0000-01-01T00:00:00.000Z");
     }
 
     #[test]

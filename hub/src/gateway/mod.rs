@@ -53,6 +53,11 @@ use auth::{Acl, AuthOutcome, Credentials, Principal};
 use codec::{CodecError, Packet, Version};
 use frame::{Frame, FrameError};
 
+/// Most bytes of complete packets a session gathers from what a client already sent before
+/// acting on them (one ingest batch for their alerts).
+const GATHER_BYTES: usize = 1 << 20;
+/// Room made in a session's buffer for each read while gathering.
+const GATHER_READ: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("client {peer}: {source}")]
@@ -404,18 +409,44 @@ impl Gateway {
     {
         let io_err = |source| GatewayError::Io { peer, source };
         let mut frames: Vec<Frame> = Vec::new();
+        let mut closed = false;
         loop {
-            frames.clear();
-            while let Some(f) = frame::split_frame(&mut buf, self.max_packet)
-                .map_err(|source| self.frame_error(peer, source))?
-            {
-                frames.push(f);
+            if closed {
+                return Ok(());
             }
-            if frames.is_empty() {
-                if cr.read_buf(&mut buf).await.map_err(io_err)? == 0 {
-                    return Ok(());
+            frames.clear();
+            let mut gathered = 0usize;
+            loop {
+                while let Some(f) = frame::split_frame(&mut buf, self.max_packet)
+                    .map_err(|source| self.frame_error(peer, source))?
+                {
+                    gathered += f.bytes.len();
+                    frames.push(f);
                 }
-                continue;
+                if frames.is_empty() {
+                    if cr.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                // Whatever more the client has already sent is taken too, without waiting
+                // (up to `GATHER_BYTES`): its alerts go in the same ingest batch, one store
+                // and one flush. Large alerts (snapshots) otherwise came one per read, and
+                // each paid a flush of its own.
+                if gathered >= GATHER_BYTES {
+                    break;
+                }
+                buf.reserve(GATHER_READ);
+                match futures_util::FutureExt::now_or_never(cr.read_buf(&mut buf)) {
+                    Some(Ok(0)) => {
+                        // Closed after these: they are settled, then the loop ends.
+                        closed = true;
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(io_err(e)),
+                    None => break,
+                }
             }
             // Decide on each packet; alerts are collected for one ingest batch.
             let mut alert_payloads: Vec<Bytes> = Vec::new();

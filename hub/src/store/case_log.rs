@@ -56,6 +56,8 @@ const MAX_BODY: usize = 64 << 20;
 /// How much of a segment compaction copies per hold of the writer's lock.
 const CHUNK_BYTES: usize = 1 << 20;
 const IDLE_COMPACTION: Duration = Duration::from_secs(30);
+/// The largest append buffer kept for the next append.
+const KEPT_BUFFER: usize = 8 << 20;
 
 /// Where a case's latest version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +123,8 @@ struct Writer {
     unsynced: bool,
     /// A segment was created since the directory was last synced.
     dir_unsynced: bool,
+    /// Where an append's records are put together (kept up to [`KEPT_BUFFER`]).
+    buf: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -310,6 +314,7 @@ impl CaseLog {
                 len,
                 unsynced: false,
                 dir_unsynced,
+                buf: Vec::new(),
             }),
             index: RwLock::new(ix),
             compacting: Mutex::new(()),
@@ -389,11 +394,10 @@ impl CaseLog {
         } else {
             false
         };
-        let mut buf = Vec::with_capacity(
-            ops.iter()
-                .map(|(id, b)| HEADER + id.len() + b.map_or(0, <[u8]>::len))
-                .sum(),
-        );
+        // The writer's buffer, kept between appends: a fresh one of a batch's size (a megabyte
+        // or more at full rate) came from new pages, zeroed by the kernel, every time.
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
         let mut locs = Vec::with_capacity(ops.len());
         for (id, body) in ops {
             let off = w.len + buf.len() as u64;
@@ -405,7 +409,11 @@ impl CaseLog {
                 body_len,
             }));
         }
-        self.inner.write_at_end(&mut w, &buf)?;
+        let written = self.inner.write_at_end(&mut w, &buf);
+        if buf.capacity() <= KEPT_BUFFER {
+            w.buf = buf;
+        }
+        written?;
         let mut ix = self.inner.index_mut();
         if let Some(s) = ix.segs.get_mut(&w.seg) {
             s.len = w.len;
@@ -487,13 +495,11 @@ impl Inner {
                 live: 0,
             },
         );
-        *w = Writer {
-            seg,
-            file,
-            len: 0,
-            unsynced: false,
-            dir_unsynced: true,
-        };
+        w.seg = seg;
+        w.file = file;
+        w.len = 0;
+        w.unsynced = false;
+        w.dir_unsynced = true;
         Ok(())
     }
 
