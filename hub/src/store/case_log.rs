@@ -590,7 +590,11 @@ fn replay(dir: &Path, seg: u32, last: bool, ix: &mut Index) -> Result<(), StoreE
             }
             Err(why) if last => {
                 let aside = dir.join(format!("{seg:08}.log.cut-{off}"));
-                std::fs::write(&aside, &data[off..]).map_err(file_err("write", &aside))?;
+                // Kept for whoever wants to look; on a full disk the hub still opens (the
+                // torn bytes were never synced, indexed or told to anyone).
+                if let Err(e) = std::fs::write(&aside, &data[off..]) {
+                    tracing::error!(file = %aside.display(), error = %e, "case log: cannot keep the torn tail aside; cut anyway");
+                }
                 let s = &ix.segs[&seg];
                 s.file.set_len(off as u64).map_err(file_err("cut", &path))?;
                 s.file.sync_all().map_err(file_err("sync", &path))?;
