@@ -56,10 +56,11 @@ pub use sites::Sites;
 pub use watchlist::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope, Watchlist};
 
 /// The on-disk layout version; a store written by another version is refused, not guessed at.
-/// 2: snapshots and photos are blob files. A store of 1 is read as it is (its records stay
-/// readable, see [`Alerts`] and [`Photos`]) and marked 2 when opened, so that a hub of 1 no
-/// longer opens it.
-pub const STORE_SCHEMA: u32 = 2;
+/// 2: snapshots and photos are blob files. 3: cases are in the case log, not in sled. A store
+/// of 1 or 2 is read as it is (its records stay readable, see [`Alerts`] and [`Photos`]; its
+/// cases are moved to the log, see [`Cases`]) and marked 3 when opened, so that an older hub,
+/// which would find no cases, no longer opens it.
+pub const STORE_SCHEMA: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -276,7 +277,7 @@ fn check_schema(meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
             Ok(())
         }
         Some(v) if v.as_ref() == STORE_SCHEMA.to_string().as_bytes() => Ok(()),
-        Some(v) if v.as_ref() == b"1" => {
+        Some(v) if v.as_ref() == b"1" || v.as_ref() == b"2" => {
             meta.insert("schema", STORE_SCHEMA.to_string().as_bytes())
                 .map_err(io("write schema"))?;
             Ok(())
@@ -493,7 +494,32 @@ mod tests {
     }
 
     #[test]
-    fn a_store_of_schema_1_is_read_and_marked_2() {
+    fn a_store_of_schema_2_has_its_cases_moved_to_the_log_and_is_marked_3() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.meta.insert("schema", &b"2"[..]).unwrap();
+            let work = store.db.open_tree("work").unwrap();
+            work.insert("c/C-01OLD", &br#"{"as":"an older hub kept it"}"#[..])
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.meta.get("schema").unwrap().unwrap(), b"3");
+        assert_eq!(store.cases().log_stats().cases, 1);
+        assert!(
+            store
+                .db
+                .open_tree("work")
+                .unwrap()
+                .get("c/C-01OLD")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_store_of_schema_1_is_read_and_marked_3() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
@@ -508,7 +534,7 @@ mod tests {
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.meta.get("schema").unwrap().unwrap(), b"2");
+        assert_eq!(store.meta.get("schema").unwrap().unwrap(), b"3");
         let s = store.alerts().get("01LEGACY").unwrap().unwrap();
         assert_eq!(s.received, None);
         assert_eq!(
