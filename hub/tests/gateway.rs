@@ -389,6 +389,22 @@ async fn the_same_alert_sent_three_times_is_stored_once_and_opens_one_case() {
     hub.stop().await;
 }
 
+/// Alert `n` of [`SITE`] with a `jpeg_bytes` snapshot (an SOI marker, then filler: what the
+/// hub checks of a JPEG).
+fn alert_with_snapshot(n: u64, jpeg_bytes: usize) -> protocol::Alert {
+    let mut a = alert(SITE, n, Severity::Major, None);
+    let mut jpeg = vec![0x5a; jpeg_bytes];
+    jpeg[..2].copy_from_slice(&[0xff, 0xd8]);
+    a.snapshot = Some(Snapshot {
+        camera: "cam-1".into(),
+        time: a.time,
+        width: 1920,
+        height: 1080,
+        jpeg,
+    });
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_publish_closes_the_connection_while_a_900_kb_alert_is_stored() {
     let (_dir, hub) = embedded_hub("").await;
@@ -409,16 +425,7 @@ async fn an_oversized_publish_closes_the_connection_while_a_900_kb_alert_is_stor
 
     // The largest snapshot allowed, and JSON whitespace to bring the alert past 900 KB (the
     // hub bounds `detail` and the other free text, so they cannot pad it).
-    let mut a = alert(SITE, 500, Severity::Major, None);
-    let mut jpeg = vec![0x5a; MAX_SNAPSHOT_JPEG_BYTES];
-    jpeg[..2].copy_from_slice(&[0xff, 0xd8]);
-    a.snapshot = Some(Snapshot {
-        camera: "cam-1".into(),
-        time: a.time,
-        width: 1920,
-        height: 1080,
-        jpeg,
-    });
+    let a = alert_with_snapshot(500, MAX_SNAPSHOT_JPEG_BYTES);
     let mut payload = json(&a);
     payload.resize(910_000, b' ');
     assert!(
@@ -791,16 +798,7 @@ async fn alerts_sent_back_to_back_are_all_stored_and_acknowledged_in_order() {
     let mut burst = Vec::new();
     let mut ids = Vec::new();
     for n in 1..=6u16 {
-        let mut a = alert(SITE, 600 + u64::from(n), Severity::Major, None);
-        let mut jpeg = vec![0x5a; 100_000];
-        jpeg[..2].copy_from_slice(&[0xff, 0xd8]);
-        a.snapshot = Some(Snapshot {
-            camera: "cam-1".into(),
-            time: a.time,
-            width: 1920,
-            height: 1080,
-            jpeg,
-        });
+        let a = alert_with_snapshot(600 + u64::from(n), 100_000);
         ids.push(a.id.clone());
         // PUBLISH, QoS 1: topic, packet id, no properties, the alert.
         let body = [

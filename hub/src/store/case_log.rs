@@ -723,7 +723,7 @@ fn compact_one(inner: &Inner) -> Result<bool, StoreError> {
     // The copies durable before the original goes.
     let mut w = lock(&inner.writer);
     inner.sync_locked(&mut w)?;
-    let still_live = inner.index().cases.values().any(|l| l.seg == seg);
+    let still_live = inner.index().segs.get(&seg).is_some_and(|s| s.live > 0);
     if still_live {
         // Cannot happen (every live record was moved under the writer's lock); keep the
         // segment rather than lose a case.
