@@ -3,12 +3,12 @@
 //! `cargo bench -p edge-agent --bench drain` (set `DRAIN_ALERTS` to change the count, default
 //! 20,000; the goal is at least 5,000 alerts/s).
 //!
-//! 1. The outage: `N` alerts with 20 KB snapshots (`edge-agent emit`'s alerts) are appended to a
+//! 1. The outage: `N` alerts with 20 KB snapshots (`edge-tools emit`'s alerts) are appended to a
 //!    sled outbox in a temporary directory while nothing listens on the broker's port. Each
 //!    append is flushed to disk, as the uplink does it; their latency is reported.
 //! 2. For MQTT 5 and then 3.1.1, on its own copy of that outbox: mosquitto is started, then the
 //!    [`Uplink`] (defaults: `inflight` 200) with its input already closed and
-//!    `drain_until_empty`, as `edge-agent emit` runs it. Timed from the uplink's start to the
+//!    `drain_until_empty`, as `edge-tools emit` runs it. Timed from the uplink's start to the
 //!    outbox being empty (acked and deleted); `total_s` also counts its goodbye and disconnect.
 //!
 //! The broker has no subscriber (it acknowledges and drops), so this is the agent's side of a
@@ -19,23 +19,19 @@
 //! `drain mqtt=V alerts=N snapshot_bytes=20000 seconds=… alerts_per_s=… mb_per_s=…` (MB of
 //! stored alert records, 10^6 bytes).
 
-#[path = "../tests/common/mosquitto.rs"]
-mod mosquitto;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use edge_agent::chaos::make_alert;
 use edge_agent::outbox::{Outbox, OutboxConfig};
-use edge_agent::uplink::{HealthReporter, MqttVersion, Uplink, UplinkConfig, now_ms};
-use mosquitto::Mosquitto;
+use edge_agent::uplink::{HealthReporter, MqttVersion, Uplink, UplinkConfig};
+use testkit::emitted::{BASE_MS, make_alert};
+use testkit::mosquitto::Mosquitto;
 use tokio::sync::mpsc;
 
 const DEFAULT_N: u64 = 20_000;
 const SNAPSHOT_BYTES: usize = 20_000;
 const SITE: &str = "bench";
-const BASE_MS: i64 = 1_795_000_000_000;
 /// Room for 20,000 alerts of ~27 KB (the default cap, 256 MiB, holds ~9,800).
 const MAX_BYTES: u64 = 4 << 30;
 /// Give up on a drain after this long.
@@ -74,7 +70,9 @@ fn fill(dir: &Path, n: u64) -> Vec<Duration> {
     for i in 0..n {
         let alert = make_alert(SITE, BASE_MS, i, SNAPSHOT_BYTES);
         let t = Instant::now();
-        outbox.append(&alert, now_ms()).expect("append");
+        outbox
+            .append(&alert, protocol::UtcMillis::now().0)
+            .expect("append");
         latencies.push(t.elapsed());
     }
     assert_eq!(outbox.len() as u64, n);
@@ -89,7 +87,7 @@ async fn drain(dir: &Path, n: u64, version: MqttVersion) {
     let broker = Mosquitto::start().await;
     let mut config = UplinkConfig::new("127.0.0.1", broker.port());
     config.mqtt_version = version;
-    let health = HealthReporter::new(now_ms(), None, dir.to_path_buf());
+    let health = HealthReporter::new(protocol::UtcMillis::now().0, None, dir.to_path_buf());
     let mut uplink =
         Uplink::new(config, SITE, outbox, MAX_BYTES, health, None).expect("uplink config");
     uplink.drain_until_empty();

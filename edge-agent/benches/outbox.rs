@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use edge_agent::outbox::{Outbox, OutboxConfig};
-use protocol::alert::Snapshot;
-use protocol::{Alert, AlertKind, AlertPhase, AlertSource, Severity, UtcMillis};
+use protocol::{Alert, UtcMillis};
+use testkit::AlertBuilder;
 
 const DEFAULT_N: usize = 2_000;
 const SNAPSHOT_BYTES: usize = 20_000;
@@ -18,42 +18,16 @@ const SNAPSHOT_BYTES: usize = 20_000;
 const DRAIN_BATCH: usize = 100;
 
 fn alert(n: usize) -> Alert {
-    let id = format!("01JBENCH{n:018}");
-    let t = UtcMillis(1_700_000_000_000 + n as i64);
-    Alert {
-        schema: protocol::SCHEMA_VERSION,
-        id: id.clone(),
-        incident: id,
-        phase: AlertPhase::Start,
-        site: "bench".into(),
-        source: AlertSource::Camera("cam-1".into()),
-        kind: AlertKind::Zone,
-        severity: Severity::Major,
-        rule: "zone-1".into(),
-        time: t,
-        started_at: t,
-        ended_at: None,
-        location: None,
-        track: Some(n as u64),
-        label: Some("person".into()),
-        score: Some(0.8),
-        direction: None,
-        count: None,
-        detections: Vec::new(),
-        tag: None,
-        model: None,
-        detail: None,
-        snapshot: Some(Snapshot {
-            camera: "cam-1".into(),
-            time: t,
-            width: 640,
-            height: 360,
-            // Varied bytes, as a JPEG's are.
-            jpeg: (0..SNAPSHOT_BYTES)
+    AlertBuilder::new("bench", n as u64)
+        .at(UtcMillis(1_700_000_000_000 + n as i64))
+        .rule("zone-1")
+        // Varied bytes, as a JPEG's are.
+        .snapshot(
+            (0..SNAPSHOT_BYTES)
                 .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ n as u8)
                 .collect(),
-        }),
-    }
+        )
+        .build()
 }
 
 fn percentile_us(sorted: &[Duration], p: f64) -> f64 {

@@ -7,8 +7,9 @@
 //!   or as a deterministic replay.
 //! - [`detect`]: the model manifest, preprocessing, the ORT session owner [`detect::Detector`],
 //!   output decoders and NMS.
-//! - [`bench`](mod@bench): the `bench` subcommand's measurement loops; [`soak`]: the `soak`
-//!   subcommand (cameras sustained, CPU per camera, memory over minutes).
+//!
+//! The test and measurement tools (bench, soak, emit, chaos, tail) are the `edge-tools` crate:
+//! the daemon carries only what runs at the intersection.
 //! - [`track`]: stable ids for detections across frames, owned by [`track::Tracker`].
 //! - [`snapshot`]: alert snapshots (boxes drawn, size-bounded JPEG) and the per-camera
 //!   [`snapshot::FrameRing`] of recent frames.
@@ -27,8 +28,6 @@
 
 pub mod agent;
 mod backoff;
-pub mod bench;
-pub mod chaos;
 pub mod command;
 pub mod detect;
 pub mod metrics;
@@ -38,9 +37,7 @@ pub mod secret;
 pub mod service;
 pub mod sled_open;
 pub mod snapshot;
-pub mod soak;
 pub mod source;
 pub mod tags;
-pub mod tail;
 pub mod track;
 pub mod uplink;

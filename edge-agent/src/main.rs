@@ -5,14 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_agent::agent::{Agent, AgentConfig, Mode, Output};
-use edge_agent::bench::{self, BenchConfig};
 use edge_agent::detect::{
-    Detector, DetectorOptions, FrameDetections, Model, ModelManifest, manifest,
+    Detector, DetectorOptions, FrameDetections, Model, ModelArgs, ModelManifest,
 };
 use edge_agent::tags::{TagRead, parse_read};
 use protocol::Detection;
@@ -24,23 +22,6 @@ use tokio::sync::{mpsc, watch};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// Options shared by the commands that load a model.
-#[derive(Debug, clap::Args)]
-struct ModelArgs {
-    /// Model manifest (TOML). Default: models/yolox_nano.toml of this build's workspace.
-    #[arg(long, value_name = "MANIFEST")]
-    model: Option<PathBuf>,
-    /// ONNX Runtime library. Default: $ORT_DYLIB_PATH, then the set-up cache.
-    #[arg(long, value_name = "PATH")]
-    ort_lib: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads per session. Default: all cores divided among sessions.
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
-    /// Let ONNX Runtime threads spin while idle (lower latency, more CPU).
-    #[arg(long)]
-    spin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,47 +39,6 @@ enum Command {
         /// JPEG or PNG files.
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
-    },
-    /// Measure bare inference and whole-pipeline throughput on real frames.
-    Bench {
-        #[command(flatten)]
-        model: ModelArgs,
-        /// Directory of JPEG/PNG frames. Default: ../shared/samples/frames, else
-        /// .cache/samples/frames (made by `cargo xtask setup`).
-        #[arg(long, value_name = "DIR")]
-        frames: Option<PathBuf>,
-        /// Seconds for each of the two measurements.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Parallel sessions, each on its own worker thread.
-        #[arg(long, default_value_t = 2)]
-        sessions: usize,
-    },
-    /// Soak the live pipeline: N cameras playing the sample clip in real time; prints RSS and
-    /// CPU every sample and a summary line; with --ramp, first finds how many cameras run with
-    /// zero skipped frames.
-    Soak {
-        /// Config whose first camera's rules every soak camera runs (default: configs/vtest.toml).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Cameras in the soak.
-        #[arg(long, default_value_t = 4)]
-        cameras: usize,
-        /// Detection fps per camera.
-        #[arg(long, default_value_t = 5.0)]
-        fps: f64,
-        /// Length of the soak, minutes.
-        #[arg(long, default_value_t = 10.0)]
-        minutes: f64,
-        /// Seconds between samples.
-        #[arg(long, default_value_t = 10.0)]
-        sample_secs: f64,
-        /// First run 1..=N cameras for --ramp-secs each (0: no ramp).
-        #[arg(long, default_value_t = 0)]
-        ramp: usize,
-        /// Seconds per ramp step.
-        #[arg(long, default_value_t = 60.0)]
-        ramp_secs: f64,
     },
     /// Inspect an alert outbox (a sled directory) without changing it: schema version, count,
     /// bytes, per-severity counts, oldest and newest, corrupt records, and the quarantined
@@ -135,26 +75,6 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Test tool: append N synthetic alerts (20 KB snapshots by default) to the config's
-    /// outbox and deliver them through its [uplink], resuming where a killed run stopped;
-    /// exits 0 once every alert is acknowledged by the broker. Used by `edge-agent chaos`.
-    Emit {
-        /// The agent config (TOML); only site, data_dir, [outbox] and [uplink] are used.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Alerts to emit in total (ids 0..N).
-        #[arg(long)]
-        count: u64,
-        /// Snapshot size, bytes.
-        #[arg(long, default_value_t = 20_000)]
-        snapshot_bytes: usize,
-        /// Time of alert 0, ms since the epoch (alert i is at base + i).
-        #[arg(long, default_value_t = 1_795_000_000_000)]
-        base_ms: i64,
-        /// Alerts per second (0: as fast as the outbox takes them).
-        #[arg(long, default_value_t = 0.0)]
-        rate: f64,
-    },
     /// Run the same pipeline on recorded video (the cameras' file inputs) and tag reads, as
     /// fast as the machine allows and deterministically, writing one alert JSON per line.
     Replay {
@@ -182,13 +102,6 @@ enum Command {
         #[arg(long, value_name = "DIR", requires = "deliver")]
         data_dir: Option<PathBuf>,
     },
-    /// Subscribe to a broker and print what agents publish (alerts, status changes,
-    /// sightings), one line each, as the hub will see them.
-    Tail(edge_agent::tail::TailArgs),
-    /// Delivery chaos test: a real mosquitto, `edge-agent emit` publishing N alerts while the
-    /// broker is restarted and the agent SIGKILLed; a subscriber counts every id. Last line:
-    /// `sent=… received=… lost=… duplicated=…`; exits 1 unless lost is 0 and the agent finished.
-    Chaos(edge_agent::chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -207,38 +120,16 @@ fn main() -> ExitCode {
             iou,
             images,
         } => detect(&model, score, iou, &images),
-        Command::Bench {
-            model,
-            frames,
-            seconds,
-            sessions,
-        } => run_bench(&model, frames, seconds, sessions),
         Command::Validate { config } => validate(&config),
         Command::Check {
             outbox,
             requeue_quarantined,
         } => check_outbox(&outbox, requeue_quarantined),
-        Command::Soak {
-            config,
-            cameras,
-            fps,
-            minutes,
-            sample_secs,
-            ramp,
-            ramp_secs,
-        } => run_soak(config, cameras, fps, minutes, sample_secs, ramp, ramp_secs),
         Command::Run {
             config,
             alerts_out,
             demo,
         } => run_agent(&config, alerts_out.as_deref(), demo),
-        Command::Emit {
-            config,
-            count,
-            snapshot_bytes,
-            base_ms,
-            rate,
-        } => emit(&config, count, snapshot_bytes, base_ms, rate),
         Command::Replay {
             config,
             alerts_out,
@@ -255,11 +146,6 @@ fn main() -> ExitCode {
             snapshots_dir.as_deref(),
             deliver.as_deref().map(|d| (d, data_dir)),
         ),
-        Command::Tail(args) => tokio::runtime::Runtime::new()
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r.block_on(edge_agent::tail::run(args)))
-            .map(|_| ExitCode::SUCCESS),
-        Command::Chaos(args) => edge_agent::chaos::run(args).map_err(Into::into),
     };
     match result {
         Ok(code) => code,
@@ -382,25 +268,6 @@ fn check_demo_key(path: &Path, config: &AgentConfig, demo: bool) -> anyhow::Resu
          hub's key here (`hub keygen` prints it)",
         path.display()
     )
-}
-
-fn emit(
-    path: &Path,
-    count: u64,
-    snapshot_bytes: usize,
-    base_ms: i64,
-    rate: f64,
-) -> anyhow::Result<ExitCode> {
-    let config = AgentConfig::load(path)?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(edge_agent::service::emit(
-        &config,
-        count,
-        snapshot_bytes,
-        base_ms,
-        rate,
-    ))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads recorded tag reads: the reader format, one per line, each with its `time`, which
@@ -563,86 +430,17 @@ fn replay_uplink(
     Ok((uplink, temp))
 }
 
-#[allow(clippy::too_many_arguments)] // one per command-line flag
-fn run_soak(
-    config: Option<PathBuf>,
-    cameras: usize,
-    fps: f64,
-    minutes: f64,
-    sample_secs: f64,
-    ramp: usize,
-    ramp_secs: f64,
-) -> anyhow::Result<ExitCode> {
-    let path = config
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/vtest.toml"));
-    let (config, model) = load_config_and_model(&path)?;
-    let first = config
-        .cameras
-        .first()
-        .with_context(|| format!("{} has no camera to take rules from", path.display()))?;
-    let edge_agent::agent::config::SourceConfig::Ffmpeg(f) = &first.source else {
-        anyhow::bail!(
-            "{}: the soak plays the first camera's video file; it is not an ffmpeg source",
-            path.display()
-        );
-    };
-    let video = PathBuf::from(f.input.expose());
-    let cfg = edge_agent::soak::SoakConfig {
-        video,
-        rules: first.rules.clone(),
-        fps,
-        sessions: config.model.sessions,
-        cameras: cameras.max(1),
-        duration: Duration::from_secs_f64(minutes.max(0.05) * 60.0),
-        sample: Duration::from_secs_f64(sample_secs.max(1.0)),
-        ramp,
-        ramp_step: Duration::from_secs_f64(ramp_secs.max(5.0)),
-    };
-    println!(
-        "soak model={} video={} cameras={} fps={} minutes={} sessions={}",
-        model.name(),
-        cfg.video.display(),
-        cfg.cameras,
-        cfg.fps,
-        minutes,
-        cfg.sessions
-    );
-    tokio::runtime::Runtime::new()?.block_on(edge_agent::soak::run(&model, &cfg))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn load_model(args: &ModelArgs) -> anyhow::Result<std::sync::Arc<Model>> {
-    let path = args
-        .model
-        .clone()
-        .unwrap_or_else(manifest::default_manifest_path);
-    let manifest = ModelManifest::load(&path)?;
-    Ok(Model::load(manifest)?)
-}
-
-fn detector_options(args: &ModelArgs, sessions: usize) -> DetectorOptions {
-    let defaults = DetectorOptions::default();
-    DetectorOptions {
-        ort_library: args.ort_lib.clone(),
-        intra_threads: args
-            .threads
-            .unwrap_or((defaults.intra_threads / sessions.max(1)).max(1)),
-        spinning: args.spin,
-        ..defaults
-    }
-}
-
 fn detect(
     args: &ModelArgs,
     score: Option<f32>,
     iou: Option<f32>,
     images: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    let model = load_model(args)?;
+    let model = args.load_model()?;
     let opts = DetectorOptions {
         score_threshold: score,
         nms_iou: iou,
-        ..detector_options(args, 1)
+        ..args.detector_options(1)
     };
     let mut detector = Detector::new(model, &opts)?;
     let mut out = BTreeMap::new();
@@ -710,86 +508,4 @@ fn file_key(path: &Path, seen: &BTreeMap<String, DetectOutput>) -> String {
     } else {
         name
     }
-}
-
-fn default_frames_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let shared = root.join("../shared/samples/frames");
-    if shared.is_dir() {
-        shared
-    } else {
-        root.join(".cache/samples/frames")
-    }
-}
-
-fn run_bench(
-    args: &ModelArgs,
-    frames: Option<PathBuf>,
-    seconds: f64,
-    sessions: usize,
-) -> anyhow::Result<ExitCode> {
-    let dir = frames.unwrap_or_else(default_frames_dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading frames directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
-        })
-        .collect();
-    files.sort();
-    let frames = files
-        .iter()
-        .map(|p| {
-            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Ok((p.display().to_string(), bytes))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    anyhow::ensure!(
-        !frames.is_empty(),
-        "no JPEG or PNG frames in {}",
-        dir.display()
-    );
-    let model = load_model(args)?;
-    let cfg = BenchConfig {
-        frames,
-        duration: Duration::from_secs_f64(seconds.max(0.5)),
-        sessions: sessions.max(1),
-        detector: detector_options(args, sessions),
-    };
-    println!(
-        "model={} sha256={} frames={} dir={} sessions={} threads_per_session={} spin={} seconds={}",
-        model.name(),
-        &model.sha256[..12],
-        cfg.frames.len(),
-        dir.display(),
-        cfg.sessions,
-        cfg.detector.intra_threads,
-        cfg.detector.spinning,
-        seconds
-    );
-    let r = bench::run(&model, &cfg)?;
-    for f in &r.ort {
-        println!(
-            "bare ORT   {} session(s) x {} thread(s), spinning {:<3}: {:7.1} fps",
-            f.sessions,
-            f.threads,
-            if f.spinning { "on" } else { "off" },
-            f.fps
-        );
-    }
-    println!(
-        "pipeline   {} session(s) x {} thread(s), spinning {:<3}: {:7.1} fps",
-        r.sessions,
-        r.threads,
-        if cfg.detector.spinning { "on" } else { "off" },
-        r.pipeline_fps
-    );
-    println!(
-        "pipeline stages (mean ms/frame): decode={:.2} preprocess={:.2} inference={:.2} postprocess={:.2}",
-        r.decode_ms, r.preprocess_ms, r.inference_ms, r.postprocess_ms
-    );
-    println!("{}", r.summary_line());
-    Ok(ExitCode::SUCCESS)
 }

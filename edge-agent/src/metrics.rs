@@ -20,7 +20,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use crate::agent::AgentStats;
-use crate::uplink::{QUARANTINE_REASONS, UplinkStats, disk_free, now_ms};
+use crate::uplink::{QUARANTINE_REASONS, UplinkStats, disk_free};
 
 /// Serving `/metrics` failed.
 #[derive(Debug, thiserror::Error)]
@@ -306,9 +306,9 @@ pub fn render(source: &MetricsSource) -> String {
         "Alerts dropped unacknowledged after the time-to-live.",
         outbox.expired as f64,
     );
-    let oldest_age = outbox
-        .oldest_ms
-        .map_or(0.0, |o| (now_ms() - o).max(0) as f64 / 1000.0);
+    let oldest_age = outbox.oldest_ms.map_or(0.0, |o| {
+        (protocol::UtcMillis::now().0 - o).max(0) as f64 / 1000.0
+    });
     m.single(
         "edge_outbox_oldest_age_seconds",
         "gauge",

@@ -1,4 +1,5 @@
-//! The daemon around the pipeline: what `edge-agent run` (and the `emit` test tool) start.
+//! The daemon around the pipeline: what `edge-agent run` starts (and the uplink
+//! the tools deliver through: `replay --deliver`, `edge-tools emit`).
 //!
 //! ```text
 //! Agent (cameras, tag readers, rules) ──Output──▶ Uplink ──▶ Outbox (sled) ──▶ broker
@@ -28,7 +29,7 @@ use crate::command::{CommandGate, CommandStore};
 use crate::detect::Model;
 use crate::metrics::{self, MetricsSource};
 use crate::outbox::Outbox;
-use crate::uplink::{Commands, HealthReporter, Uplink, UplinkConfig, now_ms, outbox_dir};
+use crate::uplink::{Commands, HealthReporter, Uplink, UplinkConfig, outbox_dir};
 
 /// Output channel depth between the core and the uplink: the core waits when it is full.
 const OUTPUT_QUEUE: usize = 64;
@@ -46,7 +47,7 @@ pub async fn run(
     model: Arc<Model>,
     alerts_out: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let started_ms = now_ms();
+    let started_ms = protocol::UtcMillis::now().0;
     let started = Instant::now();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("data_dir {}: cannot create", config.data_dir.display()))?;
@@ -161,7 +162,7 @@ async fn run_without_uplink(
     spawn_signal_handler(shutdown_tx);
     while let Some(o) = rx.recv().await {
         if let Output::Alert(a) = o
-            && let Err(e) = outbox.append(&a, now_ms())
+            && let Err(e) = outbox.append(&a, protocol::UtcMillis::now().0)
         {
             tracing::error!(message = "Alert could not be stored.", id = %a.id, error = %e);
         }
@@ -273,68 +274,7 @@ fn systemd_notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// `edge-agent emit`: synthetic alerts through the real outbox and uplink (the chaos test's
-/// agent). Appends alerts `next..count` (resuming where a killed run stopped), then delivers
-/// until the outbox is empty.
-pub async fn emit(
-    config: &AgentConfig,
-    count: u64,
-    snapshot_bytes: usize,
-    base_ms: i64,
-    rate: f64,
-) -> anyhow::Result<()> {
-    let uplink_config: UplinkConfig = config
-        .uplink
-        .clone()
-        .context("emit needs an [uplink] section in the config")?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("data_dir {}: cannot create", config.data_dir.display()))?;
-    let progress = config.data_dir.join("emit.next");
-    let next = match std::fs::read_to_string(&progress) {
-        Ok(t) => t
-            .trim()
-            .parse::<u64>()
-            .with_context(|| format!("{}: not a number", progress.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", progress.display())),
-    };
-    // The uplink logs the outbox's depth when it opens it.
-    let uplink = tool_uplink(config, uplink_config, &config.data_dir)?;
-    info!(message = "Emit starting.", next, count);
-    let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
-    let uplink_task = tokio::spawn(uplink.run(rx));
-    let site = config.site.clone();
-    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
-    for i in next..count {
-        let alert = crate::chaos::make_alert(&site, base_ms, i, snapshot_bytes);
-        if tx.send(Output::Alert(Box::new(alert))).await.is_err() {
-            anyhow::bail!("uplink stopped early");
-        }
-        // The uplink appends (and flushes) in order; progress may run ahead of the outbox by
-        // the channel's depth, so it is written as "appended up to here" only after the
-        // channel has room again — a crash re-emits a few (duplicates), never skips one.
-        let done = i + 1;
-        if done % 50 == 0 || done == count {
-            write_progress(
-                &progress,
-                done.saturating_sub(OUTPUT_QUEUE as u64 + 1).max(next),
-            )?;
-        }
-        if let Some(d) = interval {
-            tokio::time::sleep(d).await;
-        }
-    }
-    drop(tx);
-    let left = uplink_task.await.context("uplink task")??;
-    write_progress(&progress, count)?;
-    println!("emit: count={count} left_in_outbox={}", left.depth);
-    if left.depth > 0 {
-        anyhow::bail!("{} alerts left in the outbox", left.depth);
-    }
-    Ok(())
-}
-
-/// An uplink for the tools (`emit`, `replay --deliver`): the config's site and outbox bounds,
+/// An uplink for the tools (`replay --deliver`, `edge-tools emit`): the config's site and outbox bounds,
 /// the outbox in `data_dir`, no commands, delivering until the outbox is empty.
 pub fn tool_uplink(
     config: &AgentConfig,
@@ -342,7 +282,7 @@ pub fn tool_uplink(
     data_dir: &Path,
 ) -> anyhow::Result<Uplink> {
     let outbox = Outbox::open(outbox_dir(data_dir), config.outbox.clone())?;
-    let health = HealthReporter::new(now_ms(), None, data_dir.to_path_buf());
+    let health = HealthReporter::new(protocol::UtcMillis::now().0, None, data_dir.to_path_buf());
     let mut uplink = Uplink::new(
         uplink,
         &config.site,
@@ -353,15 +293,4 @@ pub fn tool_uplink(
     )?;
     uplink.drain_until_empty();
     Ok(uplink)
-}
-
-/// Writes the emit progress atomically (temp file, fsync, rename).
-fn write_progress(path: &Path, next: u64) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    writeln!(f, "{next}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }

@@ -4,13 +4,7 @@
 //! password in its RTSP URL reaches no log, alert or status.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/logs.rs"]
-mod logs;
-#[path = "common/rtsp.rs"]
-mod rtsp;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,22 +15,10 @@ use edge_agent::rules::{Point, Polygon};
 use edge_agent::source::{AtEnd, FfmpegSourceConfig};
 use edge_agent::tags::{TagKind, TagRead};
 use protocol::{Alert, AlertKind, AlertPhase};
+use testkit::{logs, repo as root, rtsp, vtest};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn vtest() -> PathBuf {
-    let local = root().join(".cache/samples/vtest.avi");
-    if local.exists() {
-        local
-    } else {
-        root().join("../shared/samples/video/vtest.avi")
-    }
-}
 
 fn example_config() -> AgentConfig {
     AgentConfig::load(&root().join("configs/vtest.toml")).unwrap()

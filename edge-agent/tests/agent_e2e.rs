@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "common/mosquitto.rs"]
-mod mosquitto;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
@@ -16,6 +13,7 @@ use protocol::command::{Command, CommandBody, CommandReply, ReplyOutcome, Signed
 use protocol::status::{AgentState, Status};
 use protocol::{Alert, AlertKind, SigningKey, UtcMillis};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use testkit::{free_port, mosquitto};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command as Process};
@@ -25,16 +23,8 @@ use tokio::time::timeout;
 const SITE: &str = "e2e";
 const TAG: &str = "E2801160600002084A5B3C1D";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn now_ms() -> i64 {
-    edge_agent::uplink::now_ms()
+    UtcMillis::now().0
 }
 
 /// What the test's subscriber saw.

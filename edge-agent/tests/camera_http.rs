@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,17 +21,9 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 
-fn frames_dir() -> PathBuf {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/frames");
-    if shared.exists() {
-        return shared;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/samples/frames")
-}
-
 /// The sample JPEGs by name, e.g. `sample("000000001000")` (640×480).
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(frames_dir().join(format!("{name}.jpg"))).unwrap()
+    std::fs::read(testkit::sample_frames().join(format!("{name}.jpg"))).unwrap()
 }
 
 const JPEG_640X480: &str = "000000001000";

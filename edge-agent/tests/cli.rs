@@ -4,16 +4,12 @@
 // Test helpers panic on a failed set-up step, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/cli.rs"]
-mod cli;
+mod common;
 
 use std::path::{Path, PathBuf};
 
-use cli::{edge_agent, text};
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
+use common::{edge_agent, text};
+use testkit::shared;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -62,7 +58,7 @@ fn manifest_with(dir: &Path, model: &Path, edit: impl Fn(String) -> String) -> P
 
 /// Runs `detect --model manifest` on a good frame, expects exit code 1, returns stderr.
 fn detect_fails_with(manifest: &Path) -> String {
-    let good = shared().join("samples/frames/000000001000.jpg");
+    let good = shared("samples/frames/000000001000.jpg");
     let out = edge_agent(&[
         "detect",
         "--model",
@@ -89,7 +85,7 @@ fn real_model() -> PathBuf {
 #[test]
 fn bad_images_are_reported_by_name_and_the_good_ones_still_processed() {
     let dir = tempfile::tempdir().unwrap();
-    let good = shared().join("samples/frames/000000001000.jpg");
+    let good = shared("samples/frames/000000001000.jpg");
     let jpeg = std::fs::read(&good).unwrap();
     let empty = dir.path().join("empty.jpg");
     let truncated = dir.path().join("truncated.jpg");
@@ -99,7 +95,7 @@ fn bad_images_are_reported_by_name_and_the_good_ones_still_processed() {
     std::fs::write(&truncated, &jpeg[..jpeg.len() / 3]).unwrap();
     std::fs::write(&text_file, b"camera 12 maintenance log\n").unwrap();
     std::fs::write(&huge, png_header(30000, 30000)).unwrap();
-    let good2 = shared().join("samples/frames/000000008762.jpg");
+    let good2 = shared("samples/frames/000000008762.jpg");
 
     let args: Vec<String> = [&empty, &good, &truncated, &text_file, &huge, &good2]
         .iter()
@@ -209,7 +205,7 @@ fn a_manifest_whose_labels_disagree_with_the_output_names_the_labels_file() {
 
 #[test]
 fn a_missing_onnx_runtime_library_says_how_to_get_one() {
-    let good = shared().join("samples/frames/000000001000.jpg");
+    let good = shared("samples/frames/000000001000.jpg");
     let out = edge_agent(&[
         "detect",
         "--ort-lib",

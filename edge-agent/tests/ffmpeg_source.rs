@@ -4,10 +4,6 @@
 //! restarted; a corrupt file; shutdown; and `pump` over a scripted `FrameSource`.
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/rtsp.rs"]
-mod rtsp;
-
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,17 +12,10 @@ use edge_agent::detect::preprocess::RgbFrame;
 use edge_agent::source::{
     AtEnd, FfmpegSource, FfmpegSourceConfig, Frame, FrameSource, LatestFrame, SourceEvent, pump,
 };
+use testkit::{free_port, rtsp};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-
-fn sample() -> PathBuf {
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/samples/vtest.avi");
-    if local.exists() {
-        return local;
-    }
-    PathBuf::from("/work/shared/samples/video/vtest.avi")
-}
 
 fn config(camera: &str, input: &str) -> FfmpegSourceConfig {
     FfmpegSourceConfig {
@@ -48,21 +37,13 @@ async fn next(source: &mut FfmpegSource, secs: u64) -> Option<SourceEvent> {
         .expect("source produced no event in time")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A second ffmpeg playing vtest.avi in a loop, in real time, as an MPEG-TS stream for one
 /// TCP client on `port`.
 fn serve(port: u16) -> Child {
     Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
         .args(["-stream_loop", "-1", "-i"])
-        .arg(sample())
+        .arg(testkit::vtest())
         .args([
             "-an", "-c:v", "mpeg4", "-q:v", "5", "-g", "10", "-f", "mpegts",
         ])
@@ -78,7 +59,7 @@ fn serve(port: u16) -> Child {
 #[tokio::test]
 async fn a_replayed_file_gives_every_sampled_frame_at_the_working_size_then_ends() {
     let (_shutdown_tx, shutdown) = watch::channel(false);
-    let input = sample().to_string_lossy().into_owned();
+    let input = testkit::vtest().to_string_lossy().into_owned();
     let mut source = FfmpegSource::new(config("file", &input), shutdown).unwrap();
     let mut frames = 0u64;
     while let Some(event) = next(&mut source, 30).await {
@@ -261,7 +242,7 @@ async fn shutdown_stops_a_running_source_promptly() {
     let cfg = FfmpegSourceConfig {
         realtime: true,
         at_end: AtEnd::Loop,
-        ..config("rt", &sample().to_string_lossy())
+        ..config("rt", &testkit::vtest().to_string_lossy())
     };
     let mut source = FfmpegSource::new(cfg, shutdown).unwrap();
     let first = Instant::now();
@@ -339,7 +320,7 @@ async fn pump_keeps_only_the_newest_frame_but_every_health_event() {
 
 #[tokio::test]
 async fn an_rtsp_camera_streams_frames_goes_offline_when_silent_and_recovers() {
-    let mut camera = rtsp::RtspCamera::start(sample()).await;
+    let mut camera = rtsp::RtspCamera::start(testkit::vtest()).await;
     let (_shutdown_tx, shutdown) = watch::channel(false);
     let cfg = FfmpegSourceConfig {
         offline_after_ms: 2_000,

@@ -7,48 +7,25 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use edge_agent::outbox::{Outbox, OutboxConfig, OutboxError, SCHEMA_VERSION, inspect};
-use protocol::alert::Snapshot;
-use protocol::{Alert, AlertKind, AlertPhase, AlertSource, Severity, UtcMillis};
+use protocol::{Alert, Severity, UtcMillis};
+use testkit::AlertBuilder;
 
 /// Size of each test alert's snapshot: a realistic camera JPEG.
 const SNAPSHOT_BYTES: usize = 20_000;
 
 /// An alert with every required field and a 20 KB snapshot; `n` makes its id unique.
 fn alert(n: u32, severity: Severity) -> Alert {
-    let id = format!("01JTEST{n:019}");
-    Alert {
-        schema: protocol::SCHEMA_VERSION,
-        id: id.clone(),
-        incident: id,
-        phase: AlertPhase::Start,
-        site: "site-1".into(),
-        source: AlertSource::Camera("gate".into()),
-        kind: AlertKind::Zone,
-        severity,
-        rule: "gate-zone".into(),
-        time: UtcMillis(1_700_000_000_000 + i64::from(n)),
-        started_at: UtcMillis(1_700_000_000_000 + i64::from(n)),
-        ended_at: None,
-        location: None,
-        track: Some(u64::from(n)),
-        label: Some("person".into()),
-        score: Some(0.9),
-        direction: None,
-        count: None,
-        detections: Vec::new(),
-        tag: None,
-        model: None,
-        detail: None,
-        snapshot: Some(Snapshot {
-            camera: "gate".into(),
-            time: UtcMillis(1_700_000_000_000),
-            width: 640,
-            height: 360,
-            jpeg: (0..SNAPSHOT_BYTES)
+    AlertBuilder::new("site-1", u64::from(n))
+        .severity(severity)
+        .at(UtcMillis(1_700_000_000_000 + i64::from(n)))
+        .camera("gate")
+        .rule("gate-zone")
+        .snapshot(
+            (0..SNAPSHOT_BYTES)
                 .map(|i| (i * 31 + n as usize) as u8)
                 .collect(),
-        }),
-    }
+        )
+        .build()
 }
 
 fn store(dir: &tempfile::TempDir) -> PathBuf {

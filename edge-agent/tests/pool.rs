@@ -5,7 +5,6 @@
 // Test helpers panic on a failed set-up step, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,9 +15,7 @@ use edge_agent::detect::{
 use edge_agent::source::{Frame, LatestFrame};
 
 fn sample(name: &str) -> RgbFrame {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/samples/frames")
-        .join(name);
+    let path = testkit::shared("samples/frames").join(name);
     let mut f = RgbFrame::default();
     FrameDecoder::default()
         .decode(&std::fs::read(path).unwrap(), &mut f)

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use edge_agent::detect::nms::iou;
 use edge_agent::detect::{Detector, DetectorOptions, Model, ModelManifest, manifest};
@@ -21,10 +20,6 @@ struct RefFrame {
     width: u32,
     height: u32,
     detections: Vec<Detection>,
-}
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
 }
 
 /// Pairs reference and found detections one to one (same label, best IoU) and returns every
@@ -70,7 +65,7 @@ fn compare(file: &str, reference: &[Detection], found: &[Detection]) -> Vec<Stri
 
 #[test]
 fn detections_on_the_sample_frames_match_the_reference_implementation() {
-    let reference_path = shared().join("models/yolox_nano.reference.json");
+    let reference_path = testkit::shared("models/yolox_nano.reference.json");
     let text = std::fs::read_to_string(&reference_path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", reference_path.display()));
     let reference: BTreeMap<String, RefFrame> = serde_json::from_str(&text).unwrap();
@@ -84,7 +79,7 @@ fn detections_on_the_sample_frames_match_the_reference_implementation() {
     let mut problems = Vec::new();
     let mut matched = 0;
     for (file, r) in &reference {
-        let bytes = std::fs::read(shared().join("samples/frames").join(file)).unwrap();
+        let bytes = std::fs::read(testkit::shared("samples/frames").join(file)).unwrap();
         let found = detector.detect_bytes(&bytes).unwrap();
         assert_eq!((found.width, found.height), (r.width, r.height), "{file}");
         let p = compare(file, &r.detections, &found.detections);

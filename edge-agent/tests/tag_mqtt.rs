@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "common/mosquitto.rs"]
-mod mosquitto;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,8 +13,8 @@ use edge_agent::tags::{
     ReaderCounters, Secret, TagKind, TagRead,
 };
 use edge_agent::track::Timestamp;
-use mosquitto::Mosquitto;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use testkit::mosquitto::Mosquitto;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};

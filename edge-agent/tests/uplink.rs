@@ -2,9 +2,9 @@
 //! real sled outbox in a temporary directory: broker outages (MQTT 5 and 3.1.1), the outbox's
 //! byte cap and full-policy while the broker is down, the retained status, TLS with client
 //! certificates made here with rcgen, and a password login. The hub's refusals: a fake MQTT 5
-//! broker (`common/fake_mqtt5.rs`) answers one chosen alert with a PUBACK failure reason, which
+//! broker (`testkit::fake_mqtt5`) answers one chosen alert with a PUBACK failure reason, which
 //! mosquitto cannot do for one alert among others on the same topic. A full disk: the outbox
-//! on a small tmpfs (`common/tmpfs.rs`, root only) filled by a ballast file.
+//! on a small tmpfs (`testkit::tmpfs`, root only) filled by a ballast file.
 //!
 //! A test's hub is a rumqttc subscriber (QoS 1) that records every message. Where the broker is
 //! killed, the subscriber must not miss what the uplink publishes after the restart before it
@@ -16,16 +16,7 @@
 // Test helpers panic on a failed set-up step, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "common/certs.rs"]
-mod certs;
-#[path = "common/cli.rs"]
-mod cli;
-#[path = "common/fake_mqtt5.rs"]
-mod fake_mqtt5;
-#[path = "common/mosquitto.rs"]
-mod mosquitto;
-#[path = "common/tmpfs.rs"]
-mod tmpfs;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -33,27 +24,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use certs::{make_ca, make_leaf};
-use cli::{edge_agent, text};
+use common::{edge_agent, text};
 use edge_agent::agent::Output;
-use edge_agent::chaos::{alert_id, make_alert};
 use edge_agent::metrics::{MetricsSource, render};
 use edge_agent::outbox::{Outbox, OutboxConfig, OutboxStats};
 use edge_agent::secret::Secret;
 use edge_agent::uplink::{
-    HealthReporter, MqttVersion, TlsConfig, Uplink, UplinkConfig, UplinkError, UplinkStats, now_ms,
+    HealthReporter, MqttVersion, TlsConfig, Uplink, UplinkConfig, UplinkError, UplinkStats,
 };
-use fake_mqtt5::FakeMqtt5;
-use mosquitto::Mosquitto;
 use protocol::{AgentState, Alert, Severity, Status};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tempfile::TempDir;
+use testkit::certs::{make_ca, make_leaf};
+use testkit::emitted::{BASE_MS, alert_id, make_alert};
+use testkit::fake_mqtt5::FakeMqtt5;
+use testkit::mosquitto::Mosquitto;
+use testkit::tmpfs;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
 /// Time of alert 0 (any fixed time: alert ids follow from it).
-const BASE_MS: i64 = 1_795_000_000_000;
 /// How long anything that should happen on a loopback broker may take.
 const WAIT: Duration = Duration::from_secs(10);
 /// Largest packet the test subscriber accepts.
@@ -171,7 +162,7 @@ impl Running {
 
     fn start_with(config: UplinkConfig, site: &str, outbox: Outbox, max_bytes: u64) -> Self {
         let disk = outbox.path().to_path_buf();
-        let health = HealthReporter::new(now_ms(), None, disk);
+        let health = HealthReporter::new(protocol::UtcMillis::now().0, None, disk);
         let uplink = Uplink::new(config, site, outbox, max_bytes, health, None).unwrap();
         let stats = uplink.stats();
         let (tx, rx) = mpsc::channel(16);
@@ -652,7 +643,10 @@ async fn the_retained_status_is_online_with_health_then_offline_after_a_clean_st
     let mut outbox = open_outbox(&work.path().join("outbox"), max_bytes);
     for i in 0..3 {
         outbox
-            .append(&alert(site, i, 1_000, Severity::Major), now_ms())
+            .append(
+                &alert(site, i, 1_000, Severity::Major),
+                protocol::UtcMillis::now().0,
+            )
             .unwrap();
     }
     let mut config = fast_config(broker.port(), MqttVersion::V5);
@@ -695,7 +689,7 @@ async fn the_retained_status_is_online_with_health_then_offline_after_a_clean_st
     assert!(health.uplink.acked >= 3, "{health:?}");
 
     // Clean stop: the uplink says goodbye itself (not the last will, which is dated at connect).
-    let stopped_at = now_ms();
+    let stopped_at = protocol::UtcMillis::now().0;
     let left = up.finish(WAIT).await;
     assert_eq!(left.depth, 0);
     let offline = retained_status(broker.port(), site, None).await;
@@ -850,7 +844,7 @@ async fn assert_cannot_connect(config: UplinkConfig, site: &str, dir: &Path, hub
 async fn tls_with_a_client_certificate_delivers_and_without_one_does_not_connect() {
     let work = TempDir::new().unwrap();
     let pki = make_pki(work.path());
-    let tls_port = mosquitto::free_port();
+    let tls_port = testkit::free_port();
     let broker = Mosquitto::start_with_config(&format!(
         "listener {tls_port} 127.0.0.1\n\
          cafile {}\n\
@@ -961,16 +955,13 @@ fn a_ca_file_without_a_certificate_is_a_tls_error_naming_tls_ca_file() {
         });
         let dir = work.path().join(ca_file.file_stem().unwrap());
         let outbox = open_outbox(&dir, MIN_OUTBOX_BYTES);
-        let health = HealthReporter::new(now_ms(), None, dir);
+        let health = HealthReporter::new(protocol::UtcMillis::now().0, None, dir);
         let err = Uplink::new(config, "site", outbox, MIN_OUTBOX_BYTES, health, None)
             .expect_err("a CA file without a certificate is refused");
         match &err {
-            UplinkError::Tls { field, detail } => {
-                assert_eq!(*field, "tls.ca_file");
-                assert!(
-                    detail.contains(&ca_file.display().to_string()),
-                    "names the file: {detail}"
-                );
+            UplinkError::Tls(e) => {
+                assert_eq!(e.field, "tls.ca_file");
+                assert_eq!(e.path.as_deref(), Some(ca_file.as_path()), "names the file");
             }
             other => panic!("expected UplinkError::Tls, got {other:?}"),
         }

@@ -65,7 +65,7 @@ fn fill(store: &Store, n: usize) {
         .map(|c| CellRef::path_to(&grid, c.id()))
         .collect();
     let policy = Policy::default();
-    let now = now_ms();
+    let now = UtcMillis::now().0;
     let severities = [
         Severity::Minor,
         Severity::Major,

@@ -58,14 +58,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../../edge-agent/tests/common/mqtt_wire.rs"]
-mod mqtt_wire;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::mqtt_wire;
 
 use hub::gateway::auth::sha256_hex;
 use hub::service::RunningHub;

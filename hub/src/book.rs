@@ -522,31 +522,10 @@ mod tests {
     use super::*;
 
     fn summary(id: &str, opened: i64, path: &[&str]) -> Case {
-        let alert = protocol::Alert {
-            schema: protocol::SCHEMA_VERSION,
-            id: "01J00000000000000000000000".into(),
-            incident: "01J00000000000000000000000".into(),
-            phase: protocol::AlertPhase::Start,
-            site: "s1".into(),
-            source: AlertSource::Camera("c1".into()),
-            kind: AlertKind::Zone,
-            severity: Severity::Critical,
-            rule: "r".into(),
-            time: UtcMillis(opened),
-            started_at: UtcMillis(opened),
-            ended_at: None,
-            location: None,
-            track: None,
-            label: None,
-            score: None,
-            direction: None,
-            count: None,
-            detections: vec![],
-            tag: None,
-            model: None,
-            detail: None,
-            snapshot: None,
-        };
+        let alert = testkit::AlertBuilder::new("s1", 0)
+            .severity(Severity::Critical)
+            .at(UtcMillis(opened))
+            .build();
         let path = path
             .iter()
             .map(|c| CellRef::new(*c, *c, Level::Grid))

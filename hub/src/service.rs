@@ -616,25 +616,13 @@ fn check_demo_secrets(loaded: &Loaded, demo: bool) -> Result<(), String> {
     ))
 }
 
+/// TLS to an external broker: trusting `broker.external.ca_file`.
 fn client_tls(ca: &Path) -> Result<Arc<rustls::ClientConfig>, ServiceError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let pem =
-        std::fs::read(ca).map_err(|e| ServiceError::Setup(format!("{}: {e}", ca.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        let c = c.map_err(|e| ServiceError::Setup(format!("{}: {e}", ca.display())))?;
-        roots
-            .add(c)
-            .map_err(|e| ServiceError::Setup(format!("{}: {e}", ca.display())))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServiceError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    infra::tls::client_config(
+        infra::tls::PemFile::new("broker.external.ca_file", ca),
+        None,
+    )
+    .map_err(|e| ServiceError::Setup(e.to_string()))
 }
 
 /// `hub run`: start, then wait for SIGTERM/SIGINT or a failed core task. Without `demo`, a

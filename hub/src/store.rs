@@ -147,15 +147,11 @@ impl Store {
         };
         // The schema first: nothing of a store this hub cannot read is touched.
         let meta = tree("meta")?;
-        check_schema(&meta, &path)?;
+        check_schema(&db, &meta, &path)?;
         let work = tree("work")?;
         // When entries of a pre-scope watchlist were moved (their audit record's time), and
         // the latest stored time given to sightings of a store older than their index.
-        let migrated_at = protocol::UtcMillis(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        );
+        let migrated_at = protocol::UtcMillis::now();
         let blobs = Blobs::open(&db, &data_dir.join("blobs"))?;
         Ok(Self {
             watchlist: Watchlist::open(&db, &work, migrated_at)?,
@@ -269,22 +265,38 @@ impl Store {
     }
 }
 
-fn check_schema(meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
-    match meta.get("schema").map_err(io("read schema"))? {
-        None => {
-            meta.insert("schema", STORE_SCHEMA.to_string().as_bytes())
-                .map_err(io("write schema"))?;
-            Ok(())
-        }
-        Some(v) if v.as_ref() == STORE_SCHEMA.to_string().as_bytes() => Ok(()),
-        Some(v) if v.as_ref() == b"1" || v.as_ref() == b"2" => {
-            meta.insert("schema", STORE_SCHEMA.to_string().as_bytes())
-                .map_err(io("write schema"))?;
-            Ok(())
-        }
-        Some(v) => Err(StoreError::Schema {
+/// Checks (or, in a new store, writes) the schema version; a store of 1 or 2 is marked 3
+/// (see [`STORE_SCHEMA`]).
+fn check_schema(db: &sled::Db, meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
+    use infra::sled_store::{SchemaError, Versioned};
+    let err = |e: SchemaError| match e {
+        SchemaError::Read(source) => StoreError::Io {
+            op: "read schema",
+            source,
+        },
+        SchemaError::Write(source) => StoreError::Io {
+            op: "write schema",
+            source,
+        },
+        SchemaError::BadValue { len } => StoreError::Schema {
             path: path.to_path_buf(),
-            found: String::from_utf8_lossy(&v).into_owned(),
+            found: format!("a {len}-byte value that is not a version"),
+        },
+        // A hub store is never counted: its trees are created empty, and the cases'
+        // move (schema 3) checks what it finds itself.
+        SchemaError::Missing { records } => StoreError::Schema {
+            path: path.to_path_buf(),
+            found: format!("none, with {records} records"),
+        },
+    };
+    match infra::sled_store::open_version(db, meta, STORE_SCHEMA, || 0).map_err(err)? {
+        Versioned::Created | Versioned::Found(STORE_SCHEMA) => Ok(()),
+        Versioned::Found(1 | 2) => {
+            infra::sled_store::write_version(db, meta, STORE_SCHEMA).map_err(err)
+        }
+        Versioned::Found(v) => Err(StoreError::Schema {
+            path: path.to_path_buf(),
+            found: v.to_string(),
         }),
     }
 }
@@ -295,27 +307,12 @@ fn check_schema(meta: &sled::Tree, path: &Path) -> Result<(), StoreError> {
 /// open is retried for a while; another live process holding the store still gets the
 /// error, only later.
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
-    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        let opened = sled::Config::new()
-            .path(dir)
-            // Writes are made durable by explicit flushes after each batch; the background
-            // flush only bounds what an unflushed batch could lose, which is nothing acked.
-            .flush_every_ms(Some(1000))
-            .open();
-        match opened {
-            // sled 0.34 reports the lock as an `Other` error with this text (config.rs); the
-            // version is pinned, and a changed text only makes the error come sooner.
-            Err(sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
+    let config = sled::Config::new()
+        .path(dir)
+        // Writes are made durable by explicit flushes after each batch; the background
+        // flush only bounds what an unflushed batch could lose, which is nothing acked.
+        .flush_every_ms(Some(1000));
+    infra::sled_store::open_waiting(&config, std::time::Duration::from_secs(3))
 }
 
 #[cfg(test)]
@@ -505,7 +502,10 @@ mod tests {
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.meta.get("schema").unwrap().unwrap(), b"3");
+        assert_eq!(
+            infra::sled_store::read_version(&store.meta).unwrap(),
+            Some(3)
+        );
         assert_eq!(store.cases().log_stats().cases, 1);
         assert!(
             store
@@ -534,7 +534,10 @@ mod tests {
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.meta.get("schema").unwrap().unwrap(), b"3");
+        assert_eq!(
+            infra::sled_store::read_version(&store.meta).unwrap(),
+            Some(3)
+        );
         let s = store.alerts().get("01LEGACY").unwrap().unwrap();
         assert_eq!(s.received, None);
         assert_eq!(

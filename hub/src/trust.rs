@@ -299,36 +299,15 @@ fn distance_to_bbox_m(p: Location, b: BBox) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{AlertPhase, Severity, UtcMillis};
+    use protocol::UtcMillis;
 
     const ID: &str = "01KAQ5X3MV0000000000000001";
 
     fn alert(site: &str) -> Alert {
-        Alert {
-            schema: protocol::SCHEMA_VERSION,
-            id: ID.into(),
-            incident: ID.into(),
-            phase: AlertPhase::Start,
-            site: site.into(),
-            source: AlertSource::Camera("cam-1".into()),
-            kind: AlertKind::Zone,
-            severity: Severity::Major,
-            rule: "night-yard".into(),
-            time: UtcMillis(1_000),
-            started_at: UtcMillis(1_000),
-            ended_at: None,
-            location: None,
-            track: None,
-            label: Some("person".into()),
-            score: None,
-            direction: None,
-            count: None,
-            detections: Vec::new(),
-            tag: None,
-            model: None,
-            detail: None,
-            snapshot: None,
-        }
+        testkit::AlertBuilder::new(site, 1)
+            .id(ID)
+            .at(UtcMillis(1_000))
+            .build()
     }
 
     fn grid() -> Arc<GridIndex> {

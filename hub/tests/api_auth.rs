@@ -338,7 +338,7 @@ async fn members_may_not_close_reopen_extend_or_change_the_watchlist() {
     api.act(&c.a, &m.auth(), json!({"action": "acknowledge"}))
         .await
         .expect(200, None);
-    let until = now_ms() + 3_600_000;
+    let until = protocol::UtcMillis::now().0 + 3_600_000;
     api.act(
         &c.a,
         &m.auth(),
@@ -679,13 +679,13 @@ async fn admins_list_and_revoke_sessions_and_app_tokens_which_expire() {
         .post("/api/v1/auth/tokens", &Auth::Anon, &token(None))
         .await;
     t.expect(201, None);
-    let left = ms_of(&t.json()["expires_at"]) - now_ms();
+    let left = ms_of(&t.json()["expires_at"]) - protocol::UtcMillis::now().0;
     assert!((29 * day..=30 * day).contains(&left), "{left}");
     let t = api
         .post("/api/v1/auth/tokens", &Auth::Anon, &token(Some(2)))
         .await;
     t.expect(201, None);
-    let left = ms_of(&t.json()["expires_at"]) - now_ms();
+    let left = ms_of(&t.json()["expires_at"]) - protocol::UtcMillis::now().0;
     assert!((day..=2 * day).contains(&left), "{left}");
     let bearer = t.json()["token"].as_str().unwrap().to_owned();
     let r400 = api
@@ -720,7 +720,7 @@ async fn admins_list_and_revoke_sessions_and_app_tokens_which_expire() {
         .find(|s| {
             s["via"] == "bearer"
                 && s["label"] == "phone"
-                && ms_of(&s["expires"]) - now_ms() <= 2 * day
+                && ms_of(&s["expires"]) - protocol::UtcMillis::now().0 <= 2 * day
         })
         .expect("the 2-day app token is listed");
     let id = phone["id"].as_str().unwrap();

@@ -387,7 +387,10 @@ async fn every_response_matches_the_document() {
         (&format!("cell={SHISHAN}"), 4),
         (&format!("site={OTHER_SITE}"), 1),
         ("from=0&to=1", 0),
-        (&format!("from=0&to={}", now_ms() + 60_000), 5),
+        (
+            &format!("from=0&to={}", protocol::UtcMillis::now().0 + 60_000),
+            5,
+        ),
     ] {
         let l = api
             .get(&format!("/api/v1/cases?{query}"), &admin.auth())
@@ -850,7 +853,7 @@ async fn every_response_matches_the_document() {
         .get(
             &format!(
                 "/api/v1/stats?level=township&from=0&to={}",
-                now_ms() + 60_000
+                protocol::UtcMillis::now().0 + 60_000
             ),
             &county.auth(),
         )
@@ -1055,7 +1058,7 @@ async fn every_response_matches_the_document() {
             .quarantine()
             .insert(&[hub::store::NewQuarantined {
                 site: SITE.into(),
-                at: protocol::UtcMillis(now_ms()),
+                at: protocol::UtcMillis::now(),
                 code: hub::ingest::RejectCode::NotAuthorized,
                 reason: "refused by an earlier policy".into(),
                 raw: serde_json::to_vec(&fixed).unwrap().into(),

@@ -205,7 +205,7 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
         if let Some(tag) = line.strip_prefix("STEP publish sightings ") {
             let tag = tag.trim();
             watch_command_reached_the_site(&mut agent, tag).await;
-            let at = now_ms();
+            let at = UtcMillis::now().0;
             publish_sightings(&other, OTHER_SITE, tag, at - 20 * 60_000).await;
             publish_sightings(&agent, SITE, tag, at - 5 * 60_000).await;
             assert!(
@@ -241,7 +241,7 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
                     jpeg: jpeg.clone(),
                 });
             }
-            let at = now_ms();
+            let at = UtcMillis::now().0;
             a.time = UtcMillis(at);
             a.started_at = UtcMillis(at);
             agent.publish_alert(&a).await;

@@ -11,14 +11,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "../../edge-agent/tests/common/tmpfs.rs"]
-mod tmpfs;
-
 use std::time::Duration;
 
 use common::*;
 use protocol::{AlertKind, AlertSource, Severity};
-use tmpfs::{Tmpfs, free_bytes};
+use testkit::tmpfs::{Tmpfs, free_bytes};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The tmpfs and the threshold: a few MiB of sled files fit well above the line.

@@ -6,9 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "../../edge-agent/tests/common/mqtt_wire.rs"]
-mod mqtt_wire;
-
 use hub::case::CaseId;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -25,6 +22,7 @@ use protocol::{
     MAX_ALERT_BYTES, MAX_SNAPSHOT_JPEG_BYTES, Severity, SightingBatch, SigningKey, TagKind,
     TagSighting, Topics, UtcMillis,
 };
+use testkit::mqtt_wire;
 
 /// Every wait in these tests is bounded by this (or less).
 const WAIT: Duration = Duration::from_secs(5);
@@ -206,7 +204,7 @@ fn on_duty_now(cell: &str) -> Vec<String> {
         index.find(c).is_some()
     })
     .unwrap()
-    .on_duty(cell, UtcMillis(now_ms()))
+    .on_duty(cell, UtcMillis::now())
     .people
 }
 
@@ -603,7 +601,7 @@ async fn sightings_are_stored_and_a_tags_trajectory_comes_back_in_time_order() {
     let (_dir, hub) = embedded_hub("").await;
     let port = hub.mqtt[0].port();
     let bike = "E2000017221101441890ABCD";
-    let t0 = now_ms() - 60_000;
+    let t0 = UtcMillis::now().0 - 60_000;
     let sighting = |tag: &str, reader: &str, at: i64| TagSighting {
         reader: reader.into(),
         tag: tag.into(),
@@ -689,7 +687,7 @@ async fn a_watchlisted_tag_reaches_each_site_as_a_signed_command_with_increasing
                     tag: tag.into(),
                     case_ref: "武公(刑)立字[2026]123号".into(),
                     note: "stolen e-bike".into(),
-                    added_at: UtcMillis(now_ms()),
+                    added_at: UtcMillis::now(),
                     added_by: "p-wangjianguo".into(),
                     scope: WatchScope::Everywhere,
                 },

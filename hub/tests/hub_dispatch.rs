@@ -50,7 +50,7 @@ async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
     // Acknowledged means stored: the alert is on the hub's disk already.
     assert!(hub.store.alerts().contains(&a.id).unwrap());
 
-    let expected = roster().on_duty(M01, UtcMillis(now_ms())).people;
+    let expected = roster().on_duty(M01, UtcMillis::now()).people;
     assert!(
         !expected.is_empty(),
         "the example roster always has someone for M01"
@@ -215,7 +215,7 @@ async fn acknowledged_case_stops_climbing() {
         .await
         .unwrap();
     assert_eq!(first.cell.code, M01);
-    let t = Transition::new(Action::Acknowledge, &person, UtcMillis(now_ms()));
+    let t = Transition::new(Action::Acknowledge, &person, UtcMillis::now());
     let case = hub.dispatch.transition(&first.case, t).await.unwrap();
     assert_eq!(case.state, CaseState::Acknowledged);
     assert_eq!(case.handler.as_deref(), Some(person.as_str()));

@@ -5,14 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "../../edge-agent/tests/common/mosquitto.rs"]
-mod mosquitto;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
 use protocol::Severity;
+use testkit::mosquitto;
 
 fn external(port: u16, client_id: &str, dir: &std::path::Path) -> String {
     std::fs::write(dir.join("broker.pass"), "unused-by-anonymous-mosquitto").unwrap();

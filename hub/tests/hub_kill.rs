@@ -5,7 +5,7 @@
 //! and every escalation deadline that passed while it was down fires.
 //!
 //! The hub runs as its own process (the `hub` binary); the agent is the real edge-agent outbox
-//! and uplink (`edge_agent::service::emit`), in this process, connecting through the hub's
+//! and uplink (`edge_tools::emit`), in this process, connecting through the hub's
 //! gateway with its site credential and resending whatever it did not see acknowledged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -64,19 +64,19 @@ reconnect_max_ms = 500
     );
     let agent_config =
         edge_agent::agent::AgentConfig::from_toml_str(&agent_toml, dir.dir.path()).unwrap();
-    let base_ms = now_ms();
+    let base_ms = protocol::UtcMillis::now().0;
     let emit = tokio::spawn(async move {
-        edge_agent::service::emit(&agent_config, ALERTS, SNAPSHOT_BYTES, base_ms, 2_000.0).await
+        edge_tools::emit::run(&agent_config, ALERTS, SNAPSHOT_BYTES, base_ms, 2_000.0).await
     });
 
     // Mid-stream (about a third of the alerts sent), the hub dies without a word.
     tokio::time::sleep(Duration::from_millis(900)).await;
     hub.start_kill().unwrap();
     hub.wait().await.unwrap();
-    let killed_at = now_ms();
+    let killed_at = protocol::UtcMillis::now().0;
     // Down for longer than two ack deadlines.
     tokio::time::sleep(Duration::from_millis(4_500)).await;
-    let restarted_at = now_ms();
+    let restarted_at = protocol::UtcMillis::now().0;
     let mut hub = spawn_hub(&dir.config_path, &log);
     wait_port(port).await;
 
@@ -109,7 +109,7 @@ reconnect_max_ms = 500
     assert!(store.pending_ids().unwrap().is_empty(), "every alert filed");
     // Whole: each alert as the agent made it, its snapshot's bytes from its blob file.
     for i in 0..ALERTS {
-        let sent = edge_agent::chaos::make_alert(SITE, base_ms, i, SNAPSHOT_BYTES);
+        let sent = testkit::emitted::make_alert(SITE, base_ms, i, SNAPSHOT_BYTES);
         let stored = store.alerts().get(&sent.id).unwrap().expect("stored");
         let jpeg = store
             .alerts()

@@ -55,9 +55,7 @@ impl Hub {
 
 // ---- hand-made MQTT (the shared wire kit) ---------------------------------------------------
 
-#[path = "../../edge-agent/tests/common/mqtt_wire.rs"]
-mod mqtt_wire;
-use mqtt_wire::*;
+use testkit::mqtt_wire::*;
 
 /// A well-formed v5 CONNECT of `site` with its own token.
 fn site_connect(site: &str, client_id: &str) -> Vec<u8> {

@@ -11,6 +11,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UtcMillis(pub i64);
 
+impl UtcMillis {
+    /// The wall clock now. A clock before 1970 (a box without RTC, before NTP) reads as the
+    /// epoch rather than failing: times are data here, and the cores judge them.
+    pub fn now() -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Self(ms)
+    }
+}
+
 impl Serialize for UtcMillis {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_rfc3339_ms(self.0))

@@ -1,4 +1,5 @@
-//! Commands that run the release `edge-agent` binary: `demo` and `bench`.
+//! Commands that run release binaries: `demo` (`edge-agent` and `hub`), `bench` and `soak`
+//! (`edge-tools`).
 
 use std::fs;
 use std::path::PathBuf;
@@ -379,56 +380,56 @@ fn summarize_alert(line: &str, snapshots: &str) -> Result<String> {
     ))
 }
 
-/// `cargo xtask bench [-- ARGS...]`: the agent's own benchmark, arguments passed through.
+/// `cargo xtask bench [-- ARGS...]`: `edge-tools bench` (detection throughput), arguments
+/// passed through.
 pub fn bench(repo: &Repo, args: &[String]) -> Result<()> {
-    agent_command(repo, "bench", args)
+    tools_command(repo, "bench", args)
 }
 
-/// `cargo xtask soak [-- ARGS...]`: `edge-agent soak` (cameras sustained, CPU, memory over
+/// `cargo xtask soak [-- ARGS...]`: `edge-tools soak` (cameras sustained, CPU, memory over
 /// minutes), arguments passed through.
 pub fn soak(repo: &Repo, args: &[String]) -> Result<()> {
-    agent_command(repo, "soak", args)
+    tools_command(repo, "soak", args)
 }
 
-fn agent_command(repo: &Repo, command: &str, args: &[String]) -> Result<()> {
-    // `cargo xtask bench -- --sessions 2` reaches us with the `--`; the agent should not see it.
+fn tools_command(repo: &Repo, command: &str, args: &[String]) -> Result<()> {
+    // `cargo xtask bench -- --sessions 2` reaches us with the `--`; the tool should not see it.
     let args = match args.split_first() {
         Some((first, rest)) if first == "--" => rest,
         _ => args,
     };
     let assets = setup::run(repo)?;
-    let agent = build_release(repo)?;
-    let mut run = Command::new(&agent);
+    let tools = build_release_tools(repo)?;
+    let mut run = Command::new(&tools);
     run.arg(command)
         .args(args)
         .env("ORT_DYLIB_PATH", &assets.ort_lib)
         .current_dir(repo.root());
-    cmd::run(&mut run).with_context(|| format!("edge-agent {command} failed"))
+    cmd::run(&mut run).with_context(|| format!("edge-tools {command} failed"))
 }
 
-/// Builds `edge-agent` in release mode and returns the binary's path.
+/// Builds the release `edge-tools` binary and returns its path.
+pub(crate) fn build_release_tools(repo: &Repo) -> Result<PathBuf> {
+    build_release_binary(repo, "edge-tools")
+}
+
 /// Builds the release `hub` binary and returns its path.
 pub(crate) fn build_release_hub(repo: &Repo) -> Result<PathBuf> {
-    cmd::run(repo.cargo().args(["build", "--release", "-p", "hub"])).context("build hub")?;
-    let binary = repo.target_dir().join("release").join("hub");
-    if !cmd::is_executable(&binary) {
-        bail!("cargo built hub but {} is not there", binary.display());
-    }
-    Ok(binary)
+    build_release_binary(repo, "hub")
 }
 
+/// Builds the release `edge-agent` binary and returns its path.
 pub(crate) fn build_release(repo: &Repo) -> Result<PathBuf> {
-    cmd::run(
-        repo.cargo()
-            .args(["build", "--release", "-p", "edge-agent"]),
-    )
-    .context("build edge-agent")?;
-    let binary = repo.target_dir().join("release").join("edge-agent");
+    build_release_binary(repo, "edge-agent")
+}
+
+/// Builds package `name` (whose binary has the same name) in release mode; the binary's path.
+fn build_release_binary(repo: &Repo, name: &str) -> Result<PathBuf> {
+    cmd::run(repo.cargo().args(["build", "--release", "-p", name]))
+        .with_context(|| format!("build {name}"))?;
+    let binary = repo.target_dir().join("release").join(name);
     if !cmd::is_executable(&binary) {
-        bail!(
-            "cargo built edge-agent but {} is not there",
-            binary.display()
-        );
+        bail!("cargo built {name} but {} is not there", binary.display());
     }
     Ok(binary)
 }

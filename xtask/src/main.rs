@@ -51,19 +51,19 @@ const TASKS: &[Task] = &[
     Task {
         name: "bench",
         usage: "bench [-- ARGS...]",
-        about: "setup, build edge-agent (release), run `edge-agent bench ARGS...`",
+        about: "setup, build edge-tools (release), run `edge-tools bench ARGS...`",
         run: agent::bench,
     },
     Task {
         name: "soak",
         usage: "soak [-- ARGS...]",
-        about: "setup, build edge-agent (release), run `edge-agent soak ARGS...` (minutes)",
+        about: "setup, build edge-tools (release), run `edge-tools soak ARGS...` (minutes)",
         run: agent::soak,
     },
     Task {
         name: "chaos",
         usage: "chaos [-- ARGS...]",
-        about: "setup, build edge-agent (release), run `edge-agent chaos ARGS...`: a real \
+        about: "setup, build edge-tools (release), run `edge-tools chaos ARGS...`: a real \
                 mosquitto restarted 3 times and the agent SIGKILLed twice while 10,000 alerts \
                 flow; last line `sent=… received=… lost=… duplicated=…`",
         run: chaos,
@@ -131,7 +131,7 @@ fn dispatch() -> Result<()> {
     (task.run)(&repo, rest)
 }
 
-/// `cargo xtask chaos [-- ARGS...]`: the delivery chaos test (`edge-agent chaos`), arguments
+/// `cargo xtask chaos [-- ARGS...]`: the delivery chaos test (`edge-tools chaos`), arguments
 /// passed through. Like `soak`, but a failing run exits with the harness's own code and
 /// without an error line of ours, so the harness's summary stays the last line of the output.
 fn chaos(repo: &Repo, args: &[String]) -> Result<()> {
@@ -142,7 +142,7 @@ fn chaos(repo: &Repo, args: &[String]) -> Result<()> {
     };
     // For mosquitto, which setup installs when missing.
     setup::run(repo)?;
-    let binary = agent::build_release(repo)?;
+    let binary = agent::build_release_tools(repo)?;
     let mut run = Command::new(&binary);
     run.arg("chaos").args(args).current_dir(repo.root());
     let line = cmd::display(&run);

@@ -25,6 +25,7 @@
 
 use std::path::{Path, PathBuf};
 
+use infra::sled_store::{self, Versioned};
 use protocol::{Command, Severity};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
@@ -39,8 +40,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const META_TREE: &str = "meta";
 const STATE_TREE: &str = "state";
-/// Key of the schema version in [`META_TREE`].
-const SCHEMA_KEY: &[u8] = b"schema";
 /// Key of the last applied seq in [`STATE_TREE`].
 const SEQ_KEY: &[u8] = b"seq";
 
@@ -134,17 +133,20 @@ impl CommandStore {
         let state = db
             .open_tree(STATE_TREE)
             .map_err(storage("opening the state tree"))?;
-        if read_schema(&meta, &path)?.is_none() {
-            if !state.is_empty() {
-                return Err(CommandStoreError::MissingSchema {
+        match sled_store::open_version(&db, &meta, SCHEMA_VERSION, || state.len())
+            .map_err(|e| schema_error(e, &path))?
+        {
+            Versioned::Created => {
+                info!(message = "Command store created.", path = %path.display(), schema = SCHEMA_VERSION);
+            }
+            Versioned::Found(found) if found != SCHEMA_VERSION => {
+                return Err(CommandStoreError::UnknownSchema {
                     path,
-                    count: state.len(),
+                    found,
+                    supported: SCHEMA_VERSION,
                 });
             }
-            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                .map_err(storage("writing the schema version"))?;
-            db.flush().map_err(storage("flushing the schema version"))?;
-            info!(message = "Command store created.", path = %path.display(), schema = SCHEMA_VERSION);
+            Versioned::Found(_) => {}
         }
         let mut store = Self {
             path,
@@ -297,31 +299,26 @@ impl CommandStore {
     }
 }
 
-/// The schema version stored in `meta`, if any; another version than ours is an error.
-fn read_schema(meta: &sled::Tree, path: &Path) -> Result<Option<u32>, CommandStoreError> {
-    let Some(v) = meta
-        .get(SCHEMA_KEY)
-        .map_err(|source| CommandStoreError::Storage {
-            path: path.to_path_buf(),
+fn schema_error(e: sled_store::SchemaError, path: &Path) -> CommandStoreError {
+    use sled_store::SchemaError as E;
+    let path = path.to_path_buf();
+    match e {
+        E::Read(source) => CommandStoreError::Storage {
+            path,
             op: "reading the schema version",
             source,
-        })?
-    else {
-        return Ok(None);
-    };
-    let bytes = <[u8; 4]>::try_from(v.as_ref()).map_err(|_| CommandStoreError::BadSchemaKey {
-        path: path.to_path_buf(),
-        len: v.len(),
-    })?;
-    let found = u32::from_be_bytes(bytes);
-    if found != SCHEMA_VERSION {
-        return Err(CommandStoreError::UnknownSchema {
-            path: path.to_path_buf(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        },
+        E::Write(source) => CommandStoreError::Storage {
+            path,
+            op: "writing the schema version",
+            source,
+        },
+        E::BadValue { len } => CommandStoreError::BadSchemaKey { path, len },
+        E::Missing { records } => CommandStoreError::MissingSchema {
+            path,
+            count: records,
+        },
     }
-    Ok(Some(found))
 }
 
 /// The `state` key of the thing a change is about.
@@ -561,7 +558,7 @@ mod tests {
                 .open()
                 .expect("sled opens");
             let meta = db.open_tree(META_TREE).expect("tree");
-            meta.insert(SCHEMA_KEY, &99u32.to_be_bytes())
+            meta.insert(sled_store::SCHEMA_KEY, &99u32.to_be_bytes())
                 .expect("insert");
             db.flush().expect("flush");
         }

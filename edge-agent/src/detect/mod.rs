@@ -5,6 +5,7 @@
 //! session and runs it; [`decode`] turns raw output into candidates; [`nms`] removes duplicates;
 //! [`DetectorPool`] runs several detectors over several cameras' latest-frame slots.
 
+pub mod args;
 pub mod decode;
 pub mod detector;
 pub mod manifest;
@@ -13,6 +14,7 @@ pub mod pool;
 pub mod preprocess;
 pub mod runtime;
 
+pub use args::ModelArgs;
 pub use detector::{DetectError, Detector, DetectorOptions, FrameDetections, Model, StageTimes};
 pub use manifest::ModelManifest;
 pub use pool::{Detected, DetectorPool, PoolCamera};

@@ -168,7 +168,7 @@ mod tests {
     use super::*;
 
     fn alert(i: u64, severity: Severity) -> Alert {
-        let mut a = crate::chaos::make_alert("held", 1_795_000_000_000, i, 100);
+        let mut a = testkit::emitted::make_alert("held", testkit::emitted::BASE_MS, i, 100);
         a.severity = severity;
         a
     }

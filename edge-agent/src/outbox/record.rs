@@ -242,34 +242,13 @@ pub(crate) fn seq_of(key: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{AlertKind, AlertPhase, AlertSource, UtcMillis};
+    use protocol::UtcMillis;
 
     fn alert(severity: Severity) -> Alert {
-        Alert {
-            schema: protocol::SCHEMA_VERSION,
-            id: "01J00000000000000000000000".into(),
-            incident: "01J00000000000000000000000".into(),
-            phase: AlertPhase::Start,
-            site: "site".into(),
-            source: AlertSource::Camera("cam".into()),
-            kind: AlertKind::Zone,
-            severity,
-            rule: "rule".into(),
-            time: UtcMillis(5),
-            started_at: UtcMillis(5),
-            ended_at: None,
-            location: None,
-            track: None,
-            label: None,
-            score: None,
-            direction: None,
-            count: None,
-            detections: Vec::new(),
-            tag: None,
-            model: None,
-            detail: None,
-            snapshot: None,
-        }
+        testkit::AlertBuilder::new("site", 0)
+            .severity(severity)
+            .at(UtcMillis(5))
+            .build()
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use infra::sled_store::{self, Versioned};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::{Alert, Severity};
@@ -22,8 +24,6 @@ pub(super) const ALERTS_TREE: &str = "alerts";
 /// an older agent opens only `meta` and `alerts` and never looks at it (it neither sends nor
 /// counts the quarantined alerts, which is what this build does with them too, bar the count).
 pub(super) const QUARANTINE_TREE: &str = "quarantine";
-/// Key of the schema version in [`META_TREE`].
-pub(super) const SCHEMA_KEY: &[u8] = b"schema";
 
 /// What the index keeps of a deliverable record: enough to evict and expire without reading it.
 #[derive(Debug, Clone, Copy)]
@@ -109,23 +109,15 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-/// The schema version stored in `meta`, if any.
+/// The schema version stored in `meta`, if any; another version than ours is an error.
 pub(super) fn read_schema(meta: &sled::Tree, path: &Path) -> Result<Option<u32>, OutboxError> {
-    let Some(v) = meta
-        .get(SCHEMA_KEY)
-        .map_err(|source| OutboxError::Storage {
-            path: path.to_path_buf(),
-            op: "reading the schema version",
-            source,
-        })?
-    else {
-        return Ok(None);
-    };
-    let bytes = <[u8; 4]>::try_from(v.as_ref()).map_err(|_| OutboxError::BadSchemaKey {
-        path: path.to_path_buf(),
-        len: v.len(),
-    })?;
-    let found = u32::from_be_bytes(bytes);
+    match sled_store::read_version(meta).map_err(|e| schema_error(e, path))? {
+        Some(found) => supported(found, path).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn supported(found: u32, path: &Path) -> Result<u32, OutboxError> {
     if found != SCHEMA_VERSION {
         return Err(OutboxError::UnknownSchema {
             path: path.to_path_buf(),
@@ -133,7 +125,29 @@ pub(super) fn read_schema(meta: &sled::Tree, path: &Path) -> Result<Option<u32>,
             supported: SCHEMA_VERSION,
         });
     }
-    Ok(Some(found))
+    Ok(found)
+}
+
+fn schema_error(e: sled_store::SchemaError, path: &Path) -> OutboxError {
+    use sled_store::SchemaError as E;
+    let path = path.to_path_buf();
+    match e {
+        E::Read(source) => OutboxError::Storage {
+            path,
+            op: "reading the schema version",
+            source,
+        },
+        E::Write(source) => OutboxError::Storage {
+            path,
+            op: "writing the schema version",
+            source,
+        },
+        E::BadValue { len } => OutboxError::BadSchemaKey { path, len },
+        E::Missing { records } => OutboxError::MissingSchema {
+            path,
+            count: records,
+        },
+    }
 }
 
 /// Opens the `meta`, `alerts` and `quarantine` trees of `db`.
@@ -170,25 +184,16 @@ fn open_store(path: &Path) -> Result<Handles, OutboxError> {
         alerts,
         quarantine,
     } = open_trees(&db, path)?;
-    if read_schema(&meta, path)?.is_none() {
-        if !alerts.is_empty() || !quarantine.is_empty() {
-            return Err(OutboxError::MissingSchema {
-                path: path.to_path_buf(),
-                count: alerts.len() + quarantine.len(),
-            });
+    let records = || alerts.len() + quarantine.len();
+    match sled_store::open_version(&db, &meta, SCHEMA_VERSION, records)
+        .map_err(|e| schema_error(e, path))?
+    {
+        Versioned::Created => {
+            info!(message = "Outbox created.", path = %path.display(), schema = SCHEMA_VERSION);
         }
-        meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-            .map_err(|source| OutboxError::Storage {
-                path: path.to_path_buf(),
-                op: "writing the schema version",
-                source,
-            })?;
-        db.flush().map_err(|source| OutboxError::Storage {
-            path: path.to_path_buf(),
-            op: "flushing the schema version",
-            source,
-        })?;
-        info!(message = "Outbox created.", path = %path.display(), schema = SCHEMA_VERSION);
+        Versioned::Found(found) => {
+            supported(found, path)?;
+        }
     }
     Ok(Handles {
         db,

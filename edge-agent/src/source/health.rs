@@ -15,7 +15,7 @@ use fast_image_resize as fr;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Frame, SourceCounters, SourceError, SourceEvent, unix_ms};
+use super::{Frame, SourceCounters, SourceError, SourceEvent};
 use crate::backoff::Backoff;
 use crate::detect::preprocess::{FrameDecoder, ImageError, ImageLimits, RgbFrame};
 
@@ -55,7 +55,7 @@ impl Health {
             next_seq: 0,
             bad_in_row: 0,
             last_frame_at: Instant::now(),
-            last_frame_wall_ms: unix_ms(),
+            last_frame_wall_ms: protocol::UtcMillis::now().0,
             offline: false,
             last_error: None,
             pending: None,
@@ -136,7 +136,7 @@ impl Health {
     /// [`take_pending`](Self::take_pending)) after an outage, else the frame.
     pub(crate) fn on_frame(&mut self, image: RgbFrame) -> SourceEvent {
         let now = Instant::now();
-        let wall_ms = unix_ms();
+        let wall_ms = protocol::UtcMillis::now().0;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.backoff.reset();

@@ -464,9 +464,7 @@ impl CameraClient {
         // reqwest is built without TLS for the agent, but in a workspace build another crate
         // (the hub's webhooks) turns on its rustls feature, and then every `Client` needs a
         // process-wide crypto provider even for plain http. Install ring's if none is set.
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        infra::tls::install_default_provider();
         let client = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(connect_timeout)

@@ -245,10 +245,3 @@ pub async fn pump<S: FrameSource>(
     }
     frames.close();
 }
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}

@@ -40,10 +40,7 @@ pub type Clock = fn() -> Timestamp;
 
 /// Wall-clock time, ms since the Unix epoch.
 pub fn system_clock() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    protocol::UtcMillis::now().0
 }
 
 /// What an adapter has seen since it started. Shared (`Arc`) so status reporting can read it

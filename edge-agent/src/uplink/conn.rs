@@ -331,63 +331,16 @@ fn map_v5(ev: rumqttc::v5::Event) -> Ev {
 pub fn tls_config(
     tls: &super::config::TlsConfig,
 ) -> Result<Arc<rustls::ClientConfig>, UplinkError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let read = |field: &'static str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| UplinkError::Tls {
-            field,
-            detail: format!("{}: {e}", path.display()),
-        })
+    use infra::tls::PemFile;
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some((
+            PemFile::new("tls.cert_file", cert),
+            PemFile::new("tls.key_file", key),
+        )),
+        _ => None,
     };
-    let bad = |field: &'static str, path: &std::path::Path, e: String| UplinkError::Tls {
-        field,
-        detail: format!("{}: {e}", path.display()),
-    };
-    let ca = read("tls.ca_file", &tls.ca_file)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&ca) {
-        let cert = cert.map_err(|e| bad("tls.ca_file", &tls.ca_file, e.to_string()))?;
-        roots
-            .add(cert)
-            .map_err(|e| bad("tls.ca_file", &tls.ca_file, e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(
-            "tls.ca_file",
-            &tls.ca_file,
-            "no PEM certificate in it".into(),
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| UplinkError::Tls {
-            field: "tls",
-            detail: e.to_string(),
-        })?
-        .with_root_certificates(roots);
-    let config = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert_file), Some(key_file)) => {
-            let pem = read("tls.cert_file", cert_file)?;
-            let chain = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad("tls.cert_file", cert_file, e.to_string()))?;
-            if chain.is_empty() {
-                return Err(bad(
-                    "tls.cert_file",
-                    cert_file,
-                    "no PEM certificate in it".into(),
-                ));
-            }
-            let key_pem = read("tls.key_file", key_file)?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem)
-                .map_err(|e| bad("tls.key_file", key_file, e.to_string()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| bad("tls.key_file", key_file, e.to_string()))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
+    Ok(infra::tls::client_config(
+        PemFile::new("tls.ca_file", &tls.ca_file),
+        identity,
+    )?)
 }

@@ -136,14 +136,9 @@ pub enum UplinkError {
     /// `[uplink]` is unusable; every problem.
     #[error("uplink config: {}", .0.join("; "))]
     Config(Vec<String>),
-    /// A TLS file could not be used.
-    #[error("uplink {field}: {detail}")]
-    Tls {
-        /// The config field (`tls.ca_file`, ...).
-        field: &'static str,
-        /// What is wrong, with the path.
-        detail: String,
-    },
+    /// A TLS file could not be used (the error names the config field and the file).
+    #[error("uplink {0}")]
+    Tls(#[from] infra::tls::TlsError),
     /// The connection to the broker failed or was lost.
     #[error("uplink connection: {detail}")]
     Connection {
@@ -633,7 +628,7 @@ impl Uplink {
     /// the alerts were raised in; if the disk fails it, it is held.
     fn store(&mut self, alert: protocol::Alert) {
         if self.held.is_empty() && !self.outbox.needs_reopen() {
-            match self.outbox.append(&alert, now_ms()) {
+            match self.outbox.append(&alert, UtcMillis::now().0) {
                 Ok(seq) => {
                     self.stats.appended.fetch_add(1, Ordering::Relaxed);
                     debug!(message = "Alert stored.", id = %alert.id, seq);
@@ -722,7 +717,7 @@ impl Uplink {
         }
         let before = self.held.len();
         while let Some(alert) = self.held.front() {
-            match self.outbox.append(alert, now_ms()) {
+            match self.outbox.append(alert, UtcMillis::now().0) {
                 Ok(seq) => {
                     self.stats.appended.fetch_add(1, Ordering::Relaxed);
                     debug!(message = "Held alert stored.", id = %alert.id, seq);
@@ -750,7 +745,7 @@ impl Uplink {
 
     /// Drops expired alerts; a failure is logged and left for the retry timer's reopen.
     fn expire(&mut self) {
-        if let Err(e) = self.outbox.expire(now_ms()) {
+        if let Err(e) = self.outbox.expire(UtcMillis::now().0) {
             error!(message = "Outbox expiry failed.", error = %e);
         }
     }
@@ -759,7 +754,7 @@ impl Uplink {
         if batch.is_empty() {
             return;
         }
-        let now = now_ms();
+        let now = UtcMillis::now().0;
         self.sighting_count += 1;
         let wire = SightingBatch {
             schema: protocol::SCHEMA_VERSION,
@@ -962,10 +957,12 @@ impl Uplink {
             s.rewind_at.get_or_insert(Instant::now() + REJECT_RETRY);
             return Ok(());
         };
-        let moved = match self
-            .outbox
-            .quarantine(seq, refusal.code, &refusal.text, now_ms())
-        {
+        let moved = match self.outbox.quarantine(
+            seq,
+            refusal.code,
+            &refusal.text,
+            UtcMillis::now().0,
+        ) {
             Ok(m) => m,
             Err(e) => {
                 // Still in the sending queue: offered again, and refused again, later.
@@ -1001,7 +998,7 @@ impl Uplink {
         let Some(commands) = self.commands.as_mut() else {
             return;
         };
-        let now = now_ms();
+        let now = UtcMillis::now().0;
         match commands.gate.check(payload, now) {
             Err(refusal) => {
                 self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
@@ -1055,7 +1052,7 @@ impl Uplink {
         let Some(commands) = self.commands.as_mut() else {
             return;
         };
-        let now = now_ms();
+        let now = UtcMillis::now().0;
         let (outcome, detail) = match result {
             Ok(()) => match commands.store.record(&command) {
                 Ok(()) => {
@@ -1121,7 +1118,7 @@ impl Uplink {
             } else {
                 AgentState::Offline
             },
-            time: UtcMillis(now_ms()),
+            time: UtcMillis::now(),
             health: online.then(|| self.health.health(&outbox, max, &self.stats)),
         };
         match serde_json::to_vec(&status) {
@@ -1143,7 +1140,7 @@ impl Uplink {
             schema: protocol::SCHEMA_VERSION,
             site: self.site.clone(),
             state: AgentState::Offline,
-            time: UtcMillis(now_ms()),
+            time: UtcMillis::now(),
             health: None,
         };
         Will {
@@ -1160,18 +1157,10 @@ async fn recv_results<T>(rx: &mut Option<(mpsc::Sender<T>, mpsc::Receiver<T>)>) 
     }
 }
 
-/// Wall-clock ms since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// A salt that differs between runs (sighting batch ids must not repeat across restarts).
 fn random_salt() -> u64 {
     use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(now_ms())
+    std::collections::hash_map::RandomState::new().hash_one(UtcMillis::now().0)
 }
 
 /// Where the agent keeps its state: `data_dir/outbox` and `data_dir/commands`.

@@ -88,27 +88,14 @@ pub fn alert(severity: Severity) -> Alert {
 }
 
 pub fn alert_at(id: &str, severity: Severity, time: UtcMillis) -> Alert {
-    let mut a: Alert = serde_json::from_value(serde_json::json!({
-        "schema": 1,
-        "id": id,
-        "incident": id,
-        "phase": "start",
-        "site": SITE,
-        "source": { "camera": "gate-east" },
-        "kind": "zone",
-        "severity": "major",
-        "rule": "night-yard",
-        "time": "2026-11-22T08:00:00.000Z",
-        "started_at": "2026-11-22T08:00:00.000Z",
-        "location": { "lon": 102.40325, "lat": 25.5321 },
-        "track": 17,
-        "label": "person",
-        "score": 0.875
-    }))
-    .expect("a valid alert");
-    a.severity = severity;
-    a.time = time;
-    a.started_at = time;
+    let mut a = testkit::AlertBuilder::new(SITE, 17)
+        .id(id)
+        .severity(severity)
+        .at(time)
+        .camera("gate-east")
+        .location(102.40325, 25.5321)
+        .build();
+    a.score = Some(0.875);
     a
 }
 

@@ -84,11 +84,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> UtcMillis {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        UtcMillis(ms)
+        UtcMillis::now()
     }
 }
 

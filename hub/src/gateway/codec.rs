@@ -1142,7 +1142,8 @@ fn put_opt_u32(out: &mut BytesMut, id: u8, v: Option<u32>) {
 mod tests {
     use super::*;
     use crate::gateway::frame::split_frame;
-    use crate::gateway::mqtt_wire::{packet, string};
+    // The test kit's hand-made MQTT, written apart from the codec so each checks the other.
+    use testkit::mqtt_wire::{packet, string};
 
     fn frame_of(bytes: &[u8]) -> Frame {
         let mut b = BytesMut::from(bytes);

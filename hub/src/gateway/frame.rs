@@ -191,7 +191,8 @@ pub mod reason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::mqtt_wire::{packet, string};
+    // The test kit's hand-made MQTT, written apart from the codec so each checks the other.
+    use testkit::mqtt_wire::{packet, string};
 
     fn frame_of(bytes: &[u8]) -> Frame {
         let mut b = BytesMut::from(bytes);

@@ -29,11 +29,6 @@ pub mod admission;
 pub mod auth;
 pub mod codec;
 pub mod frame;
-/// The tests' hand-made MQTT, shared with the integration tests (written apart from the codec
-/// so each checks the other).
-#[cfg(test)]
-#[path = "../../../edge-agent/tests/common/mqtt_wire.rs"]
-mod mqtt_wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +81,7 @@ pub enum GatewayError {
         source: std::io::Error,
     },
     #[error("TLS setup: {0}")]
-    Tls(String),
+    Tls(#[from] infra::tls::TlsError),
     #[error(
         "client {peer}: closed: the hub's disk is nearly full and MQTT 3.1.1 cannot refuse an \
          alert (the agent keeps it and resends after reconnecting)"
@@ -755,52 +750,18 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-/// TLS for a gateway listener from PEM files; with `client_ca`, clients must present a
-/// certificate it signed (in addition to their token).
+/// TLS for the gateway's TLS listeners from the PEM files of `[broker.tls]`; with
+/// `client_ca`, clients must present a certificate it signed (in addition to their token).
 pub fn tls_acceptor(
     cert_file: &std::path::Path,
     key_file: &std::path::Path,
     client_ca: Option<&std::path::Path>,
 ) -> Result<tokio_rustls::TlsAcceptor, GatewayError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| GatewayError::Tls(format!("{}: {e}", p.display())))
-    };
-    let bad = |p: &std::path::Path, e: String| GatewayError::Tls(format!("{}: {e}", p.display()));
-    let pem = read(cert_file)?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(cert_file, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(bad(cert_file, "no PEM certificate in it".into()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(key_file)?)
-        .map_err(|e| bad(key_file, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| GatewayError::Tls(e.to_string()))?;
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(&read(ca)?) {
-                roots
-                    .add(c.map_err(|e| bad(ca, e.to_string()))?)
-                    .map_err(|e| bad(ca, e.to_string()))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| bad(ca, e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| bad(key_file, e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    use infra::tls::PemFile;
+    let config = infra::tls::server_config(
+        PemFile::new("broker.tls.cert_file", cert_file),
+        PemFile::new("broker.tls.key_file", key_file),
+        client_ca.map(|ca| PemFile::new("broker.tls.client_ca_file", ca)),
+    )?;
+    Ok(tokio_rustls::TlsAcceptor::from(config))
 }

@@ -18,7 +18,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::header::CONTENT_TYPE;
 use tracing::{debug, error, info, warn};
@@ -102,11 +102,7 @@ impl WebhookSender {
     /// A sender with its own connection pool. Installs rustls's `ring` provider as the process
     /// default if there is none yet (see the module docs).
     pub fn new(proxy: ProxyPolicy) -> Result<Self, SenderError> {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            // Err only if another thread installed a provider in between: there is one either
-            // way, and this project builds no provider but ring.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        infra::tls::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("hub/", env!("CARGO_PKG_VERSION")))
             // The bots never redirect; a redirect means a wrong URL, which an operator should
@@ -300,9 +296,7 @@ pub(crate) fn backoff_delay(base_ms: u64, cap_ms: u64, retry: u32, random: u64) 
 }
 
 fn system_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    protocol::UtcMillis::now().0
 }
 
 /// xorshift64*: plenty for spreading retries, and no dependency.

@@ -735,7 +735,7 @@ pub async fn fill(r: &Running) -> Cases {
     }
     r.other.publish_alert(&t2).await;
     // Sightings of TAG and the site's health.
-    let t = now_ms();
+    let t = UtcMillis::now().0;
     let batch = protocol::sighting::SightingBatch {
         schema: protocol::SCHEMA_VERSION,
         id: "01KAQ5X3MV0000000000000099".into(),

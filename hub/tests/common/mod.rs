@@ -12,27 +12,23 @@ use hub::dispatch::SystemClock;
 use hub::gateway::auth::sha256_hex;
 use hub::push::Notification;
 use hub::service::{Loaded, RunningHub};
-use protocol::alert::Location;
-use protocol::{Alert, AlertKind, AlertPhase, AlertSource, Severity, UtcMillis};
+use protocol::{Alert, Severity, UtcMillis};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
-#[path = "../../../edge-agent/tests/common/certs.rs"]
-mod certs;
-use certs::{make_ca, make_leaf};
+use testkit::certs::{make_ca, make_leaf};
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use testkit::{eventually, free_port, repo, wait_port};
 
 pub const SITE: &str = "wd-demo-001";
 /// Inside micro-grid 532329101001-G01-M01.
 pub const DEMO_LON: f64 = 102.4040;
 pub const DEMO_LAT: f64 = 25.5300;
 pub const M01: &str = "532329101001-G01-M01";
-
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 pub fn token(id: &str) -> String {
     format!("test-token-{id}")
@@ -186,7 +182,7 @@ pub struct TestClock(std::sync::atomic::AtomicI64);
 impl TestClock {
     /// Starting at the real time now.
     pub fn starting_now() -> Arc<Self> {
-        Arc::new(Self(std::sync::atomic::AtomicI64::new(now_ms())))
+        Arc::new(Self(std::sync::atomic::AtomicI64::new(UtcMillis::now().0)))
     }
 
     pub fn advance(&self, ms: i64) {
@@ -216,42 +212,14 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// A valid alert of `site`; `n` makes the id and the track unique.
+/// A valid alert of `site`, now; `n` makes the id and the track unique.
 pub fn alert(site: &str, n: u64, severity: Severity, location: Option<(f64, f64)>) -> Alert {
-    let t = UtcMillis(now_ms());
-    let id = format!("01KAQ5X3MV{n:016}");
-    Alert {
-        schema: protocol::SCHEMA_VERSION,
-        incident: id.clone(),
-        id,
-        phase: AlertPhase::Start,
-        site: site.to_owned(),
-        source: AlertSource::Camera("cam-1".into()),
-        kind: AlertKind::Zone,
-        severity,
-        rule: "night-yard".into(),
-        time: t,
-        started_at: t,
-        ended_at: None,
-        location: location.map(|(lon, lat)| Location { lon, lat }),
-        track: Some(n),
-        label: Some("person".into()),
-        score: Some(0.9),
-        direction: None,
-        count: None,
-        detections: Vec::new(),
-        tag: None,
-        model: None,
-        detail: None,
-        snapshot: None,
+    let b = testkit::AlertBuilder::new(site, n).severity(severity);
+    match location {
+        Some((lon, lat)) => b.location(lon, lat),
+        None => b,
     }
+    .build()
 }
 
 /// An MQTT 5 client logged in as `user`; its event loop runs in a task and incoming
@@ -641,20 +609,6 @@ impl Drop for Mqtt {
     }
 }
 
-/// Waits until `f` holds, at most `within`; false on timeout.
-pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if f() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 impl Mqtt {
     pub fn state(&self) -> ConnState {
         self.state.borrow().clone()
@@ -840,7 +794,7 @@ pub fn status_online(site: &str) -> protocol::Status {
         std::fs::read_to_string(repo().join("protocol/tests/golden/status_online.json")).unwrap();
     let mut s: protocol::Status = serde_json::from_str(&text).unwrap();
     s.site = site.to_owned();
-    s.time = UtcMillis(now_ms());
+    s.time = UtcMillis::now();
     s
 }
 
@@ -850,7 +804,7 @@ pub fn status_offline(site: &str) -> protocol::Status {
         schema: protocol::SCHEMA_VERSION,
         site: site.to_owned(),
         state: protocol::AgentState::Offline,
-        time: UtcMillis(now_ms()),
+        time: UtcMillis::now(),
         health: None,
     }
 }
@@ -1033,8 +987,7 @@ impl Api {
 
 /// A real JPEG from the shared sample frames, with the size it declares.
 pub fn sample_jpeg() -> Vec<u8> {
-    let path = repo().join("../shared/samples/frames/000000001000.jpg");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    testkit::shared_bytes("samples/frames/000000001000.jpg")
 }
 
 /// Starts the real `hub` binary (`hub run -c config`), its log appended to `log`. Killed when
@@ -1161,29 +1114,6 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status");
     kb * 1024
-}
-
-/// Waits (up to 10 s) until something listens on 127.0.0.1:`port`.
-pub async fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("hub did not listen on {port}");
-}
-
-/// A free TCP port on 127.0.0.1 (for a hub process whose listeners the test must know).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Stops a hub process with SIGTERM and waits (up to 10 s) for it to exit.

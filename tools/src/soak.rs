@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::agent::config::{
+use edge_agent::agent::config::{
     CameraConfig, ModelConfig, SightingsConfig, SnapshotConfig, SourceConfig, defaults,
 };
-use crate::agent::{Agent, AgentConfig, AgentError, AgentStats, Mode, Output};
-use crate::detect::Model;
-use crate::rules::EngineConfig;
-use crate::source::{AtEnd, FfmpegSourceConfig};
+use edge_agent::agent::{Agent, AgentConfig, AgentError, AgentStats, Mode, Output};
+use edge_agent::detect::Model;
+use edge_agent::rules::EngineConfig;
+use edge_agent::source::{AtEnd, FfmpegSourceConfig};
 
 /// What to soak.
 #[derive(Debug, Clone)]

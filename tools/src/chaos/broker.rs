@@ -219,7 +219,7 @@ impl Broker {
 
 fn config_text(port: u16, data: &Path, log: &Path) -> String {
     format!(
-        "# Written by `edge-agent chaos`; why each line: edge-agent/src/chaos/broker.rs.\n\
+        "# Written by `edge-tools chaos`; why each line: tools/src/chaos/broker.rs.\n\
          listener {port} 127.0.0.1\n\
          allow_anonymous true\n\
          persistence true\n\

@@ -12,10 +12,6 @@
 //! reason code for each publish (`f(topic, payload)`; default 0x00 success);
 //! `drop_connections()` closes every open connection (a connection loss, as the client sees
 //! it); `publishes()` is everything received, with the connection's number and the answer.
-//!
-//! Use: `#[path = "common/fake_mqtt5.rs"] mod fake_mqtt5;` in a test file.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 
@@ -24,9 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-#[path = "mqtt_wire.rs"]
-mod mqtt_wire;
-use mqtt_wire::{packet, read_varint, varint};
+use crate::mqtt_wire::{self, packet, read_varint, varint};
 
 /// Largest packet accepted (the agent's own cap is below this).
 const MAX_PACKET: usize = 8 << 20;

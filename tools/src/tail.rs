@@ -1,4 +1,4 @@
-//! `edge-agent tail`: subscribe to a broker and print what agents publish, one line per
+//! `edge-tools tail`: subscribe to a broker and print what agents publish, one line per
 //! message — what the hub will see. For installers checking a box end to end, and for the demo.
 //!
 //! Every payload is decoded with the protocol's `decode_*` (size limit, schema version,
@@ -40,7 +40,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("--broker {:?}: expected host:port", args.broker))?;
     let topics = protocol::Topics::new(&args.prefix)?;
     let mut o = MqttOptions::new(
-        format!("edge-agent-tail-{}", std::process::id()),
+        format!("edge-tools-tail-{}", std::process::id()),
         host,
         port,
     );

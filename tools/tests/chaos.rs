@@ -1,4 +1,4 @@
-//! The delivery chaos harness, small: a real mosquitto, the built `edge-agent emit` publishing
+//! The delivery chaos harness, small: a real mosquitto, the built `edge-tools emit` publishing
 //! 600 alerts with 5 kB snapshots while the broker is stopped twice (once together with an agent
 //! SIGKILL, so the restarted agent starts up and resends while the broker is down); every id
 //! must arrive. `cargo xtask chaos` runs the same harness with 10 000 alerts.
@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use edge_agent::chaos::{BASE_MS, ChaosConfig, execute};
+use edge_tools::chaos::{BASE_MS, ChaosConfig, execute};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_alert_is_lost_through_broker_outages_and_agent_kills() {
@@ -21,7 +21,7 @@ async fn no_alert_is_lost_through_broker_outages_and_agent_kills() {
         snapshot_bytes: 5_000,
         timeout: Duration::from_secs(180),
         work_dir: Some(dir.path().join("work")),
-        agent_program: env!("CARGO_BIN_EXE_edge-agent").into(),
+        agent_program: env!("CARGO_BIN_EXE_edge-tools").into(),
         base_ms: BASE_MS,
         outage_min: Duration::from_secs(2),
         outage_max: Duration::from_secs(3),

@@ -2,11 +2,6 @@
 //! that attacks a parser (the hub's gateway) or stands in for a broker (`fake_mqtt5`) does
 //! not carry its own copy of the wire format. Written from the specification (MQTT 3.1.1 §2.2,
 //! MQTT 5 §1.5), independently of the hub's codec, so the two check each other.
-//!
-//! Use: `#[path = ".../edge-agent/tests/common/mqtt_wire.rs"] mod mqtt_wire;` — the hub's
-//! integration tests and its gateway unit tests include it the same way.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 

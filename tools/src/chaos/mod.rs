@@ -1,7 +1,7 @@
 //! The `chaos` subcommand: proof that no alert is lost between the agent's outbox and a
 //! subscriber, through broker restarts and agent crashes.
 //!
-//! Against a real mosquitto started here ([`broker`]), the agent (`edge-agent emit`, a child
+//! Against a real mosquitto started here ([`broker`]), the agent (`edge-tools emit`, a child
 //! process) appends `--count` alerts to its durable outbox and publishes them over MQTT QoS 1,
 //! while the harness stops the broker gracefully and restarts it, and kills the agent with
 //! `SIGKILL` and restarts it, spread over the run by delivery progress. A persistent subscriber
@@ -44,8 +44,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use protocol::alert::{IdGenerator, Snapshot};
-use protocol::{Alert, AlertKind, AlertPhase, AlertSource, Severity, UtcMillis};
+use testkit::emitted::splitmix64;
+pub use testkit::emitted::{BASE_MS, alert_id, make_alert};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -57,18 +57,9 @@ use subscriber::{Expected, Subscriber, Tally};
 pub const SITE: &str = "chaos";
 /// Where the agent publishes alerts for [`SITE`].
 pub const ALERT_TOPIC: &str = "se/v1/site/chaos/alert";
-/// Time of alert 0 (2026-11-18T…Z): fixed so a run's ids are known before it starts.
-pub const BASE_MS: i64 = 1_795_000_000_000;
 /// Largest snapshot accepted: base64 makes it 4/3 larger, and the subscriber accepts packets up
 /// to 2 MiB.
 pub const MAX_SNAPSHOT_BYTES: usize = 1 << 20;
-/// The camera every emitted alert names.
-const CAMERA: &str = "emit-cam";
-/// The rule every emitted alert names.
-const RULE: &str = "emit";
-/// Snapshot pixel size (the agent's working width).
-const SNAPSHOT_WIDTH: u32 = 640;
-const SNAPSHOT_HEIGHT: u32 = 480;
 
 /// The main loop's period: how quickly an event fires once its progress point is reached.
 const TICK: Duration = Duration::from_millis(50);
@@ -127,7 +118,7 @@ pub struct ChaosConfig {
     pub timeout: Duration,
     /// Where everything goes; `None`: a fresh temporary directory.
     pub work_dir: Option<PathBuf>,
-    /// The `edge-agent` binary run as `emit` (the running one, for the subcommand).
+    /// The `edge-tools` binary run as `emit` (the running one, for the subcommand).
     pub agent_program: PathBuf,
     /// Time of alert 0; alert `i` is at `base_ms + i`.
     pub base_ms: i64,
@@ -244,91 +235,11 @@ pub enum ChaosError {
     #[error("chaos: agent config: {0}")]
     AgentConfig(String),
     /// This process's own path (the agent binary) is unknown.
-    #[error("chaos: cannot find the running edge-agent binary: {0}")]
+    #[error("chaos: cannot find the running edge-tools binary: {0}")]
     CurrentExe(std::io::Error),
     /// The async runtime could not be built.
     #[error("chaos: cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-/// The id of emitted alert `index`: time-ordered (alert `i` is at `base_ms + i`) and the same
-/// in every run, so the harness knows every id before the agent sends it.
-pub fn alert_id(base_ms: i64, index: u64) -> String {
-    IdGenerator::with_salt(0).make(event_ms(base_ms, index), &["emit", &index.to_string()])
-}
-
-fn event_ms(base_ms: i64, index: u64) -> i64 {
-    base_ms.saturating_add(i64::try_from(index).unwrap_or(i64::MAX))
-}
-
-/// Emitted alert `index`: a zone `start` (its own incident) from camera `emit-cam`, rule
-/// `emit`, severity major, `detail` = the index, with a `snapshot_bytes` JPEG-shaped snapshot
-/// (none when 0). Deterministic, so the subscriber can check every received alert byte for
-/// byte.
-pub fn make_alert(site: &str, base_ms: i64, index: u64, snapshot_bytes: usize) -> Alert {
-    let id = alert_id(base_ms, index);
-    let time = UtcMillis(event_ms(base_ms, index));
-    Alert {
-        schema: protocol::SCHEMA_VERSION,
-        incident: id.clone(),
-        id,
-        phase: AlertPhase::Start,
-        site: site.to_string(),
-        source: AlertSource::Camera(CAMERA.to_string()),
-        kind: AlertKind::Zone,
-        severity: Severity::Major,
-        rule: RULE.to_string(),
-        time,
-        started_at: time,
-        ended_at: None,
-        location: None,
-        track: None,
-        label: None,
-        score: None,
-        direction: None,
-        count: None,
-        detections: Vec::new(),
-        tag: None,
-        model: None,
-        detail: Some(index.to_string()),
-        snapshot: (snapshot_bytes > 0).then(|| Snapshot {
-            camera: CAMERA.to_string(),
-            time,
-            width: SNAPSHOT_WIDTH,
-            height: SNAPSHOT_HEIGHT,
-            jpeg: snapshot_jpeg(index, snapshot_bytes),
-        }),
-    }
-}
-
-/// `len` bytes (at least 4) shaped like a JPEG: SOI `FF D8`, filler, EOI `FF D9`. The filler is
-/// pseudo-random per alert so the payload is as incompressible as a real snapshot and two
-/// alerts never share one; it holds no `FF`, so the only markers are SOI and EOI and a reader
-/// scanning for EOI finds the real end.
-fn snapshot_jpeg(index: u64, len: usize) -> Vec<u8> {
-    let len = len.max(4);
-    let mut jpeg = Vec::with_capacity(len);
-    jpeg.extend_from_slice(&[0xFF, 0xD8]);
-    let mut state = index ^ 0x6a09_e667_f3bc_c908;
-    while jpeg.len() < len - 2 {
-        for b in splitmix64(&mut state).to_le_bytes() {
-            // Skipped rather than remapped, so the other 255 values stay equally likely.
-            if b != 0xFF && jpeg.len() < len - 2 {
-                jpeg.push(b);
-            }
-        }
-    }
-    jpeg.extend_from_slice(&[0xFF, 0xD9]);
-    jpeg
-}
-
-/// SplitMix64: a tiny well-mixed generator, enough for filler and outage lengths.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// One disruption.
@@ -600,7 +511,7 @@ impl Report {
     }
 }
 
-/// `edge-agent chaos`: runs the harness with this binary as the agent; exit 0 only if it
+/// `edge-tools chaos`: runs the harness with this binary as the agent; exit 0 only if it
 /// passed. The last line printed is [`Report::summary_line`].
 pub fn run(args: ChaosArgs) -> Result<ExitCode, ChaosError> {
     let agent_program = std::env::current_exe().map_err(ChaosError::CurrentExe)?;
@@ -900,7 +811,7 @@ impl WorkDir {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis())
                     .unwrap_or(0);
-                let name = format!("edge-agent-chaos-{}-{stamp}", std::process::id());
+                let name = format!("edge-tools-chaos-{}-{stamp}", std::process::id());
                 (std::env::temp_dir().join(name), true)
             }
         };
@@ -957,76 +868,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn ids_are_fixed_distinct_and_time_ordered() {
-        let a = alert_id(BASE_MS, 0);
-        assert_eq!(a, alert_id(BASE_MS, 0));
-        assert_eq!(
-            a,
-            IdGenerator::with_salt(0).make(BASE_MS, &["emit", "0"]),
-            "the contract's formula"
-        );
-        let ids: Vec<String> = (0..2000).map(|i| alert_id(BASE_MS, i)).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "time-ordered");
-        assert_eq!(
-            alert_id(BASE_MS, 5),
-            IdGenerator::with_salt(0).make(BASE_MS + 5, &["emit", "5"])
-        );
-    }
-
-    #[test]
-    fn an_emitted_alert_is_a_zone_start_with_a_jpeg_shaped_snapshot() {
-        let a = make_alert("chaos", BASE_MS, 42, 20_000);
-        assert_eq!(a.id, alert_id(BASE_MS, 42));
-        assert_eq!(a.incident, a.id);
-        assert_eq!(a.phase, AlertPhase::Start);
-        assert_eq!(a.kind, AlertKind::Zone);
-        assert_eq!(a.severity, Severity::Major);
-        assert_eq!(a.rule, "emit");
-        assert_eq!(a.source, AlertSource::Camera("emit-cam".into()));
-        assert_eq!(a.site, "chaos");
-        assert_eq!(a.detail.as_deref(), Some("42"));
-        assert_eq!(a.time, UtcMillis(BASE_MS + 42));
-        assert_eq!(a.started_at, a.time);
-        assert_eq!(a.schema, protocol::SCHEMA_VERSION);
-        let s = a.snapshot.as_ref().unwrap();
-        assert_eq!(
-            (s.width, s.height, s.camera.as_str()),
-            (640, 480, "emit-cam")
-        );
-        assert_eq!(s.jpeg.len(), 20_000);
-        assert_eq!(&s.jpeg[..2], &[0xFF, 0xD8]);
-        assert_eq!(&s.jpeg[s.jpeg.len() - 2..], &[0xFF, 0xD9]);
-        assert!(
-            !s.jpeg[2..s.jpeg.len() - 2].contains(&0xFF),
-            "no marker inside"
-        );
-        // Deterministic, different per alert, and survives the wire.
-        assert_eq!(a, make_alert("chaos", BASE_MS, 42, 20_000));
-        let other = make_alert("chaos", BASE_MS, 43, 20_000);
-        assert_ne!(s.jpeg, other.snapshot.unwrap().jpeg);
-        let json = serde_json::to_string(&a).unwrap();
-        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), a);
-        assert!(make_alert("chaos", BASE_MS, 1, 0).snapshot.is_none());
-        assert_eq!(
-            make_alert("chaos", BASE_MS, 1, 1).snapshot.unwrap().jpeg,
-            vec![0xFF, 0xD8, 0xFF, 0xD9]
-        );
-    }
-
-    #[test]
-    fn snapshot_filler_does_not_compress_trivially() {
-        let jpeg = snapshot_jpeg(7, 64 * 1024);
-        let mut seen = [0u32; 256];
-        for &b in &jpeg {
-            seen[usize::from(b)] += 1;
-        }
-        // Close to uniform over 255 values: no byte value is more than twice its share.
-        let share = jpeg.len() as u32 / 255;
-        assert!(seen.iter().all(|&n| n < share * 2), "{seen:?}");
-        assert!(seen[..255].iter().all(|&n| n > share / 2), "{seen:?}");
-    }
 
     #[test]
     fn the_schedule_spreads_outages_and_kills_and_merges_one_pair() {
@@ -1116,7 +957,7 @@ mod tests {
                 work_dir: None,
                 agent_rate: Some(-1.0),
             },
-            PathBuf::from("edge-agent"),
+            PathBuf::from("edge-tools"),
         );
         assert_eq!(cfg.problems().len(), 4, "{:?}", cfg.problems());
         cfg.agent_rate = None;

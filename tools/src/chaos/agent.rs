@@ -1,4 +1,4 @@
-//! [`AgentProcess`]: the agent under test, `edge-agent emit` as a child process, and its
+//! [`AgentProcess`]: the agent under test, `edge-tools emit` as a child process, and its
 //! config.
 //!
 //! `emit` appends alerts `resume..count` (made by [`super::make_alert`]) to its outbox and
@@ -64,7 +64,7 @@ fn config_text(data_dir: &Path, port: u16) -> Result<String, ChaosError> {
     config.insert("outbox".into(), outbox.into());
     let text = toml::to_string(&config).map_err(|e| ChaosError::AgentConfig(e.to_string()))?;
     Ok(format!(
-        "# Written by `edge-agent chaos` for `edge-agent emit`.\n{text}"
+        "# Written by `edge-tools chaos` for `edge-tools emit`.\n{text}"
     ))
 }
 

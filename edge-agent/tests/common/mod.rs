@@ -1,6 +1,5 @@
-//! Running the `edge-agent` binary built for the tests.
-//!
-//! Use: `#[path = "common/cli.rs"] mod cli;` in a test file.
+//! The agent's own test fixtures: running the `edge-agent` binary built for the tests. What
+//! every crate's tests share (brokers, certificates, alerts, ports) is the `testkit` crate.
 
 #![allow(dead_code, clippy::expect_used)]
 

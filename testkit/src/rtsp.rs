@@ -1,7 +1,5 @@
 //! A test RTSP camera: ffmpeg 5.1 cannot *serve* RTSP, so a second ffmpeg encodes a clip to RTP
-//! and a minimal relay here speaks RTSP to the client under test. Shared by test binaries via
-//! `#[path = "common/rtsp.rs"] mod rtsp;`.
-#![allow(dead_code, clippy::unwrap_used)]
+//! and a minimal relay here speaks RTSP to the client under test.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,6 +14,7 @@ use tokio::sync::broadcast;
 /// listen` is a demuxer option: it receives a pushed stream). A second ffmpeg encodes vtest.avi
 /// in real time to RTP/H.264 over UDP; this relay answers OPTIONS, DESCRIBE, SETUP and PLAY
 /// and forwards the RTP packets interleaved on the RTSP connection (`-rtsp_transport tcp`).
+#[derive(Debug)]
 pub struct RtspCamera {
     pub url: String,
     video: PathBuf,

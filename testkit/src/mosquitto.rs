@@ -2,7 +2,7 @@
 //!
 //! `Mosquitto::start()` (anonymous), `Mosquitto::start_with_user(user, password)` (password
 //! file made with `mosquitto_passwd`) or `Mosquitto::start_with_config(extra_lines)` (anonymous,
-//! with more config lines: a TLS listener on another [`free_port`], persistence, limits) write
+//! with more config lines: a TLS listener on another [`crate::free_port`], persistence, limits) write
 //! a config into a temporary directory, spawn
 //! `mosquitto -c <config>` and return once the port accepts connections. `kill()` stops it
 //! (SIGKILL: an outage, not a clean shutdown); `restart()` starts it again on the same port.
@@ -11,13 +11,8 @@
 //!
 //! mosquitto is a set-up requirement (Debian package `mosquitto`): a missing binary fails the
 //! test with a message saying so, rather than skipping it.
-//!
-//! Use: `#[path = "common/mosquitto.rs"] mod mosquitto;` in a test file.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,6 +21,8 @@ use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
+
+use crate::free_port;
 
 /// How long a broker may take to accept connections after being spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,12 +162,6 @@ impl Mosquitto {
             sleep(Duration::from_millis(10)).await;
         }
     }
-}
-
-/// A port nobody listens on right now (the OS picks it; a tiny window for a race remains).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// `$MOSQUITTO`, else `mosquitto` on `PATH`, else the Debian package's `/usr/sbin/mosquitto`

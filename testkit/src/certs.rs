@@ -1,9 +1,5 @@
 //! Test certificates made with rcgen: a CA and leaves it signs (server or client). Shared by
 //! the agent's uplink tests and the hub's gateway tests.
-//!
-//! Use: `#[path = "common/certs.rs"] mod certs;` in a test file.
-
-#![allow(dead_code, clippy::unwrap_used)]
 
 /// A self-signed CA: its certificate and the issuer that signs leaves with it.
 pub fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {

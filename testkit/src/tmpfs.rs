@@ -1,17 +1,13 @@
 //! A small tmpfs mounted for one test, to fill a real filesystem (disk-full tests), and a
-//! ballast file that fills it.
-//!
-//! Use: `#[path = "common/tmpfs.rs"] mod tmpfs;` then `tmpfs::Tmpfs::mount(dir, bytes)`
-//! (`None` when not root: the test skips, saying so). Unmounted when dropped, also when the
-//! test panics.
-
-#![allow(dead_code, clippy::expect_used)]
+//! ballast file that fills it. `Tmpfs::mount(dir, bytes)` is `None` when not root (the test
+//! skips, saying so); the tmpfs is unmounted when dropped, also when the test panics.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A mounted tmpfs; unmounted on drop.
+#[derive(Debug)]
 pub struct Tmpfs {
     dir: PathBuf,
 }

@@ -1,10 +1,6 @@
 //! Every log line of the test process, at DEBUG, kept in memory: for tests that check what
-//! never reaches a log (a camera password).
-//!
-//! Use: `#[path = "common/logs.rs"] mod logs;` then `logs::capture()` before the code under
-//! test runs; `logs::text()` is everything logged so far by any test of the binary.
-
-#![allow(dead_code, clippy::expect_used)]
+//! never reaches a log (a camera password). `capture()` before the code under test runs;
+//! `text()` is everything logged so far by any test of the binary.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
