@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edge_agent::agent::{Agent, AgentConfig, Mode, Output};
+use edge_agent::agent::{Agent, AgentConfig, Mode};
 use edge_agent::detect::{
     Detector, DetectorOptions, FrameDetections, Model, ModelArgs, ModelManifest,
 };
+use edge_agent::pipeline::Output;
 use edge_agent::tags::{TagRead, parse_read};
 use protocol::Detection;
 use serde::Serialize;

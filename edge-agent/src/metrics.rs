@@ -1,11 +1,12 @@
-//! Prometheus `GET /metrics`: the agent's counters in the text exposition format (0.0.4).
+//! Prometheus `GET /metrics`: the agent's counters as OpenMetrics text, through the agent's one
+//! prometheus-client registry ([`infra::metrics`]).
 //!
-//! Rendered on each scrape from the same counters the status heartbeat reads ([`AgentStats`],
+//! Collected on each scrape from the same counters the status heartbeat reads ([`AgentStats`],
 //! [`UplinkStats`]), so the two never disagree. Every drop the agent makes (skipped frames,
 //! reader reads it could not queue, evicted / dropped / expired alerts, sighting batches) has a
 //! counter here.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +20,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::watch;
 
-use crate::agent::AgentStats;
+use infra::metrics::{self, Collector, DescriptorEncoder, Families, Registry};
+
+use crate::pipeline::{AgentStats, CameraSnapshot};
+use crate::tags::CounterSnapshot;
 use crate::uplink::{QUARANTINE_REASONS, UplinkStats, disk_free};
 
 /// Serving `/metrics` failed.
@@ -61,9 +65,12 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| MetricsError::Bind { addr, source })?;
+    // The agent's one registry: everything it counts, read on each scrape.
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(source));
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Arc::new(source));
+        .with_state(Arc::new(registry));
     tokio::spawn(async move {
         let stop = async move {
             while !*shutdown.borrow_and_update() {
@@ -83,394 +90,327 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn scrape(State(source): State<Arc<MetricsSource>>) -> impl IntoResponse {
+async fn scrape(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render(&source),
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::encode(&registry),
     )
 }
 
 /// The exposition text for `source` now.
 pub fn render(source: &MetricsSource) -> String {
-    let mut out = String::with_capacity(4096);
-    let mut m = Metrics { out: &mut out };
-    if let Some(agent) = &source.agent {
-        let cameras = agent.cameras();
-        let online: Vec<bool> = agent
-            .cameras
-            .iter()
-            .map(|c| c.online.load(Ordering::Relaxed))
-            .collect();
-        type CameraValue = fn(&crate::agent::CameraSnapshot) -> f64;
-        let per_camera: [(&str, &str, &str, CameraValue); 8] = [
-            (
-                "edge_camera_frames_total",
-                "counter",
-                "Frames the source delivered.",
-                |c| c.frames as f64,
-            ),
-            (
-                "edge_camera_skipped_total",
-                "counter",
-                "Frames replaced in the latest-frame slot before the detector took them (dropped by policy).",
-                |c| c.skipped as f64,
-            ),
-            (
-                "edge_camera_processed_total",
-                "counter",
-                "Frames whose detections went through the rules.",
-                |c| c.processed as f64,
-            ),
-            (
-                "edge_camera_detect_failed_total",
-                "counter",
-                "Frames the detector failed on.",
-                |c| c.detect_failed as f64,
-            ),
-            (
-                "edge_camera_late_total",
-                "counter",
-                "Results dropped because a newer frame had been handled.",
-                |c| c.late as f64,
-            ),
-            (
-                "edge_camera_alerts_total",
-                "counter",
-                "Alerts raised for the camera.",
-                |c| c.alerts as f64,
-            ),
-            (
-                "edge_camera_source_failures_total",
-                "counter",
-                "Source failures (ffmpeg exits, stalls, HTTP errors).",
-                |c| c.failures as f64,
-            ),
-            (
-                "edge_camera_inference_ms_mean",
-                "gauge",
-                "Mean detector time per processed frame since start, ms.",
-                |c| c.detect_ms,
-            ),
-        ];
-        for (name, kind, help, value) in per_camera {
-            m.head(name, kind, help);
-            for c in &cameras {
-                m.sample(name, &[("camera", &c.id)], value(c));
-            }
+    metrics::encode_one(source.clone())
+}
+
+impl Collector for MetricsSource {
+    fn encode(&self, enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let mut f = Families::new(enc);
+        if let Some(agent) = &self.agent {
+            encode_agent(&mut f, agent)?;
         }
-        m.head(
-            "edge_camera_online",
-            "gauge",
-            "1 while the camera delivers frames.",
-        );
-        for (c, on) in cameras.iter().zip(&online) {
-            m.sample(
-                "edge_camera_online",
-                &[("camera", &c.id)],
-                f64::from(u8::from(*on)),
-            );
+        encode_uplink(&mut f, &self.uplink)?;
+        if let Some(free) = disk_free(&self.data_dir) {
+            f.gauge(
+                "edge_disk_free_bytes",
+                "Free bytes on the filesystem of the data directory.",
+                free,
+            )?;
         }
-        let readers: Vec<_> = agent
-            .readers
-            .iter()
-            .zip(&agent.reader_names)
-            .map(|(r, n)| (n, r.snapshot()))
-            .collect();
-        type ReaderValue = fn(&crate::tags::CounterSnapshot) -> u64;
-        let per_reader: [(&str, &str, ReaderValue); 4] = [
-            ("edge_reader_reads_total", "Tag reads received.", |s| {
-                s.received
-            }),
-            (
-                "edge_reader_malformed_total",
-                "Tag reads that did not parse (skipped).",
-                |s| s.malformed,
-            ),
-            (
-                "edge_reader_oversized_total",
-                "Tag reads over the size limit (skipped).",
-                |s| s.oversized,
-            ),
-            (
-                "edge_reader_dropped_total",
-                "Tag reads that could not be queued (UDP).",
-                |s| s.dropped,
-            ),
-        ];
-        for (name, help, value) in per_reader {
-            m.head(name, "counter", help);
-            for (reader, s) in &readers {
-                m.sample(name, &[("reader", reader)], value(s) as f64);
-            }
-        }
-        m.single(
-            "edge_tag_alerts_total",
-            "counter",
-            "Tag alerts raised.",
-            agent.tag_alerts.load(Ordering::Relaxed) as f64,
-        );
-        m.single(
-            "edge_sightings_total",
-            "counter",
-            "Tag sightings handed on in batches.",
-            agent.sightings.load(Ordering::Relaxed) as f64,
-        );
-        m.single(
-            "edge_snapshot_failures_total",
-            "counter",
-            "Alert snapshots that could not be encoded.",
-            agent.snapshot_failures.load(Ordering::Relaxed) as f64,
-        );
+        f.gauge(
+            "edge_uptime_seconds",
+            "Seconds since the agent started.",
+            self.started.elapsed().as_secs_f64(),
+        )
     }
-    let u = &source.uplink;
+}
+
+fn encode_agent(f: &mut Families<'_>, agent: &AgentStats) -> fmt::Result {
+    let cameras = agent.cameras();
+    let per_camera = |value: fn(&CameraSnapshot) -> u64| {
+        cameras.iter().map(move |c| ([c.id.as_str()], value(c)))
+    };
+    f.counters(
+        "edge_camera_frames",
+        "Frames the source delivered.",
+        ["camera"],
+        per_camera(|c| c.frames),
+    )?;
+    f.counters(
+        "edge_camera_skipped",
+        "Frames replaced in the latest-frame slot before the detector took them (dropped by policy).",
+        ["camera"],
+        per_camera(|c| c.skipped),
+    )?;
+    f.counters(
+        "edge_camera_processed",
+        "Frames whose detections went through the rules.",
+        ["camera"],
+        per_camera(|c| c.processed),
+    )?;
+    f.counters(
+        "edge_camera_detect_failed",
+        "Frames the detector failed on.",
+        ["camera"],
+        per_camera(|c| c.detect_failed),
+    )?;
+    f.counters(
+        "edge_camera_late",
+        "Results dropped because a newer frame had been handled.",
+        ["camera"],
+        per_camera(|c| c.late),
+    )?;
+    f.counters(
+        "edge_camera_alerts",
+        "Alerts raised for the camera.",
+        ["camera"],
+        per_camera(|c| c.alerts),
+    )?;
+    f.counters(
+        "edge_camera_source_failures",
+        "Source failures (ffmpeg exits, stalls, HTTP errors).",
+        ["camera"],
+        per_camera(|c| c.failures),
+    )?;
+    f.gauges(
+        "edge_camera_inference_ms_mean",
+        "Mean detector time per processed frame since start, ms.",
+        ["camera"],
+        cameras.iter().map(|c| ([c.id.as_str()], c.detect_ms)),
+    )?;
+    f.gauges(
+        "edge_camera_online",
+        "1 while the camera delivers frames.",
+        ["camera"],
+        cameras.iter().zip(&agent.cameras).map(|(c, live)| {
+            (
+                [c.id.as_str()],
+                i64::from(live.online.load(Ordering::Relaxed)),
+            )
+        }),
+    )?;
+    let readers: Vec<(&str, CounterSnapshot)> = agent
+        .readers
+        .iter()
+        .zip(&agent.reader_names)
+        .map(|(r, n)| (n.as_str(), r.snapshot()))
+        .collect();
+    let per_reader =
+        |value: fn(&CounterSnapshot) -> u64| readers.iter().map(move |(n, s)| ([*n], value(s)));
+    f.counters(
+        "edge_reader_reads",
+        "Tag reads received.",
+        ["reader"],
+        per_reader(|s| s.received),
+    )?;
+    f.counters(
+        "edge_reader_malformed",
+        "Tag reads that did not parse (skipped).",
+        ["reader"],
+        per_reader(|s| s.malformed),
+    )?;
+    f.counters(
+        "edge_reader_oversized",
+        "Tag reads over the size limit (skipped).",
+        ["reader"],
+        per_reader(|s| s.oversized),
+    )?;
+    f.counters(
+        "edge_reader_dropped",
+        "Tag reads that could not be queued (UDP).",
+        ["reader"],
+        per_reader(|s| s.dropped),
+    )?;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    f.counter(
+        "edge_tag_alerts",
+        "Tag alerts raised.",
+        load(&agent.tag_alerts),
+    )?;
+    f.counter(
+        "edge_sightings",
+        "Tag sightings handed on in batches.",
+        load(&agent.sightings),
+    )?;
+    f.counter(
+        "edge_snapshot_failures",
+        "Alert snapshots that could not be encoded.",
+        load(&agent.snapshot_failures),
+    )
+}
+
+fn encode_uplink(f: &mut Families<'_>, u: &UplinkStats) -> fmt::Result {
     let outbox = u.outbox();
-    m.single(
-        "edge_outbox_depth",
-        "gauge",
-        "Alerts stored, waiting for the broker's PUBACK.",
-        outbox.depth as f64,
-    );
-    m.single(
-        "edge_outbox_bytes",
-        "gauge",
-        "Bytes stored in the outbox.",
-        outbox.bytes as f64,
-    );
-    m.single(
-        "edge_outbox_max_bytes",
-        "gauge",
-        "The outbox's byte cap.",
-        u.outbox_max_bytes.load(Ordering::Relaxed) as f64,
-    );
-    m.single(
-        "edge_outbox_corrupt",
-        "gauge",
-        "Corrupt outbox records (kept, never sent).",
-        outbox.corrupt as f64,
-    );
-    m.single(
-        "edge_outbox_quarantined",
-        "gauge",
-        "Alerts the hub refused for good, kept in the outbox's quarantine (never sent).",
-        outbox.quarantined as f64,
-    );
     let held = u.held();
-    m.single(
+    f.gauge(
+        "edge_outbox_depth",
+        "Alerts stored, waiting for the broker's PUBACK.",
+        outbox.depth,
+    )?;
+    f.gauge(
+        "edge_outbox_bytes",
+        "Bytes stored in the outbox.",
+        outbox.bytes,
+    )?;
+    f.gauge(
+        "edge_outbox_max_bytes",
+        "The outbox's byte cap.",
+        u.outbox_max_bytes.load(Ordering::Relaxed),
+    )?;
+    f.gauge(
+        "edge_outbox_corrupt",
+        "Corrupt outbox records (kept, never sent).",
+        outbox.corrupt,
+    )?;
+    f.gauge(
+        "edge_outbox_quarantined",
+        "Alerts the hub refused for good, kept in the outbox's quarantine (never sent).",
+        outbox.quarantined,
+    )?;
+    f.gauge(
         "edge_outbox_held",
-        "gauge",
         "Alerts held in memory because the outbox could not store them (disk full); retried.",
-        held.len as f64,
-    );
-    m.single(
+        held.len,
+    )?;
+    f.gauge(
         "edge_outbox_held_bytes",
-        "gauge",
         "JSON bytes of the alerts held in memory.",
-        held.bytes as f64,
-    );
-    let name = "edge_outbox_quarantine_removed_total";
-    m.head(
-        name,
-        "counter",
+        held.bytes,
+    )?;
+    f.counters(
+        "edge_outbox_quarantine_removed",
         "Quarantined alerts removed by the full-policy or the time-to-live (also in \
          edge_outbox_evicted_total and edge_outbox_expired_total).",
-    );
-    m.sample(
-        name,
-        &[("cause", "evicted")],
-        outbox.quarantine_evicted as f64,
-    );
-    m.sample(
-        name,
-        &[("cause", "expired")],
-        outbox.quarantine_expired as f64,
-    );
-    let name = "edge_uplink_quarantined_total";
-    m.head(
-        name,
-        "counter",
+        ["cause"],
+        [
+            (["evicted"], outbox.quarantine_evicted),
+            (["expired"], outbox.quarantine_expired),
+        ],
+    )?;
+    f.counters(
+        "edge_uplink_quarantined",
         "Alerts moved to the outbox's quarantine, by the broker's PUBACK reason.",
-    );
-    for ((_, reason), c) in QUARANTINE_REASONS.iter().zip(&u.quarantined) {
-        m.sample(
-            name,
-            &[("reason", reason)],
-            c.load(Ordering::Relaxed) as f64,
-        );
-    }
-    m.single(
-        "edge_outbox_expired_total",
-        "counter",
+        ["reason"],
+        QUARANTINE_REASONS
+            .iter()
+            .zip(&u.quarantined)
+            .map(|((_, reason), c)| ([*reason], c.load(Ordering::Relaxed))),
+    )?;
+    f.counter(
+        "edge_outbox_expired",
         "Alerts dropped unacknowledged after the time-to-live.",
-        outbox.expired as f64,
-    );
+        outbox.expired,
+    )?;
     let oldest_age = outbox.oldest_ms.map_or(0.0, |o| {
         (protocol::UtcMillis::now().0 - o).max(0) as f64 / 1000.0
     });
-    m.single(
+    f.gauge(
         "edge_outbox_oldest_age_seconds",
-        "gauge",
         "Age of the oldest undelivered alert.",
         oldest_age,
-    );
+    )?;
     for (name, help, counts) in [
         (
-            "edge_outbox_evicted_total",
+            "edge_outbox_evicted",
             "Alerts evicted by the full-policy (lowest severity first).",
             outbox.evicted,
         ),
         (
-            "edge_outbox_dropped_total",
+            "edge_outbox_dropped",
             "New alerts refused by the full-policy.",
             outbox.dropped,
         ),
         (
-            "edge_outbox_held_dropped_total",
+            "edge_outbox_held_dropped",
             "Alerts lost because the in-memory hold (outbox appends failing) was full.",
             held.dropped,
         ),
     ] {
-        m.head(name, "counter", help);
-        for (sev, n) in [
-            ("info", counts.info),
-            ("minor", counts.minor),
-            ("major", counts.major),
-            ("critical", counts.critical),
-        ] {
-            m.sample(name, &[("severity", sev)], n as f64);
-        }
+        f.counters(
+            name,
+            help,
+            ["severity"],
+            [
+                (["info"], counts.info),
+                (["minor"], counts.minor),
+                (["major"], counts.major),
+                (["critical"], counts.critical),
+            ],
+        )?;
     }
-    let counters = [
+    for (name, help, c) in [
         (
-            "edge_uplink_reconnects_total",
+            "edge_uplink_reconnects",
             "Connections after the first.",
             &u.reconnects,
         ),
         (
-            "edge_uplink_connection_failures_total",
+            "edge_uplink_connection_failures",
             "Failed connection attempts and lost connections.",
             &u.connection_failures,
         ),
         (
-            "edge_uplink_appended_total",
+            "edge_uplink_appended",
             "Alerts stored in the outbox.",
             &u.appended,
         ),
         (
-            "edge_uplink_append_failed_total",
+            "edge_uplink_append_failed",
             "Alerts that could not be stored.",
             &u.append_failed,
         ),
         (
-            "edge_uplink_append_errors_total",
+            "edge_uplink_append_errors",
             "Outbox appends that failed for the disk, retries included (the alert is held).",
             &u.append_errors,
         ),
         (
-            "edge_uplink_published_total",
+            "edge_uplink_published",
             "Alert publishes sent, resends included.",
             &u.published,
         ),
         (
-            "edge_uplink_acked_total",
+            "edge_uplink_acked",
             "Alerts acknowledged by the broker.",
             &u.acked,
         ),
         (
-            "edge_uplink_rejected_total",
+            "edge_uplink_rejected",
             "Alerts the broker refused for a passing reason (kept, offered again).",
             &u.rejected,
         ),
         (
-            "edge_uplink_sightings_sent_total",
+            "edge_uplink_sightings_sent",
             "Sighting batches acknowledged.",
             &u.sightings_sent,
         ),
         (
-            "edge_uplink_sightings_dropped_total",
+            "edge_uplink_sightings_dropped",
             "Sighting batches dropped (queue full or too large).",
             &u.sightings_dropped,
         ),
         (
-            "edge_uplink_status_published_total",
+            "edge_uplink_status_published",
             "Status messages published.",
             &u.status_published,
         ),
         (
-            "edge_commands_applied_total",
+            "edge_commands_applied",
             "Hub commands applied.",
             &u.commands_applied,
         ),
         (
-            "edge_commands_refused_total",
+            "edge_commands_refused",
             "Hub commands refused.",
             &u.commands_refused,
         ),
-    ];
-    for (name, help, c) in counters {
-        m.single(name, "counter", help, c.load(Ordering::Relaxed) as f64);
+    ] {
+        f.counter(name, help, c.load(Ordering::Relaxed))?;
     }
-    m.single(
+    f.gauge(
         "edge_uplink_connected",
-        "gauge",
         "1 while connected to the broker.",
-        f64::from(u8::from(u.connected.load(Ordering::Relaxed))),
-    );
-    if let Some(free) = disk_free(&source.data_dir) {
-        m.single(
-            "edge_disk_free_bytes",
-            "gauge",
-            "Free bytes on the filesystem of the data directory.",
-            free as f64,
-        );
-    }
-    m.single(
-        "edge_uptime_seconds",
-        "gauge",
-        "Seconds since the agent started.",
-        source.started.elapsed().as_secs_f64(),
-    );
-    out
-}
-
-struct Metrics<'a> {
-    out: &'a mut String,
-}
-
-impl Metrics<'_> {
-    fn head(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
-        self.head(name, kind, help);
-        self.sample(name, &[], value);
-    }
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+        i64::from(u.connected.load(Ordering::Relaxed)),
+    )
 }
 
 #[cfg(test)]
@@ -478,7 +418,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_uplink_counters_and_escapes_labels() {
+    fn renders_uplink_counters() {
         let uplink = Arc::new(UplinkStats::default());
         uplink.acked.store(7, Ordering::Relaxed);
         let mut outbox = uplink.outbox();
@@ -501,6 +441,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE edge_outbox_depth gauge\n"), "{text}");
+        assert!(
+            text.contains("# TYPE edge_uplink_acked counter\n"),
+            "{text}"
+        );
         assert!(text.contains("\nedge_outbox_quarantined 2\n"), "{text}");
         assert!(
             text.contains("edge_outbox_quarantine_removed_total{cause=\"expired\"} 1\n"),
@@ -515,6 +459,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nedge_disk_free_bytes "), "{text}");
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

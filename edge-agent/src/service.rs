@@ -24,11 +24,12 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::agent::{Agent, AgentConfig, Mode, Output};
+use crate::agent::{Agent, AgentConfig, Mode};
 use crate::command::{CommandGate, CommandStore};
 use crate::detect::Model;
 use crate::metrics::{self, MetricsSource};
 use crate::outbox::Outbox;
+use crate::pipeline::Output;
 use crate::uplink::{Commands, HealthReporter, Uplink, UplinkConfig, outbox_dir};
 
 /// Output channel depth between the core and the uplink: the core waits when it is full.
@@ -57,7 +58,11 @@ pub async fn run(
     let store = match &commands_config {
         Some(_) => {
             let store = CommandStore::open(commands_dir(&config.data_dir))?;
-            for warning in store.overrides().apply_to(&mut config) {
+            let cameras = config
+                .cameras
+                .iter_mut()
+                .map(|c| (c.id.as_str(), &mut c.rules));
+            for warning in store.overrides().apply_to(&mut config.tag_rules, cameras) {
                 warn!(message = "A persisted hub command no longer applies.", detail = %warning);
             }
             Some(store)

@@ -13,7 +13,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 use protocol::Detection;
 
-use crate::detect::preprocess::RgbFrame;
+use crate::frame::RgbFrame;
 
 /// Qualities tried in order before shrinking the image.
 const QUALITIES: [u8; 4] = [85, 70, 55, 40];

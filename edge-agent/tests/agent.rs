@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use edge_agent::agent::config::{CameraConfig, ListenConfig, SourceConfig, TagReaderConfig};
-use edge_agent::agent::{Agent, AgentConfig, Mode, Output};
+use edge_agent::agent::config::{CameraConfig, ListenConfig, TagReaderConfig};
+use edge_agent::agent::{Agent, AgentConfig, Mode};
 use edge_agent::detect::{Model, ModelManifest, manifest};
+use edge_agent::pipeline::Output;
 use edge_agent::rules::{Point, Polygon};
-use edge_agent::source::{AtEnd, FfmpegSourceConfig};
+use edge_agent::source::{AtEnd, FfmpegSourceConfig, SourceConfig};
 use edge_agent::tags::{TagKind, TagRead};
 use protocol::{Alert, AlertKind, AlertPhase};
 use testkit::{logs, repo as root, rtsp, vtest};

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use edge_agent::frame::Frame;
 use edge_agent::source::{
-    AfterRead, AuthMode, DirSource, DirSourceConfig, Frame, FrameSource, HttpSnapshotSource,
+    AfterRead, AuthMode, DirSource, DirSourceConfig, FrameSource, HttpSnapshotSource,
     HttpSnapshotSourceConfig, MjpegSource, MjpegSourceConfig, Secret, SourceEvent,
 };
 use md5::Md5;

@@ -8,10 +8,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edge_agent::detect::preprocess::RgbFrame;
-use edge_agent::source::{
-    AtEnd, FfmpegSource, FfmpegSourceConfig, Frame, FrameSource, LatestFrame, SourceEvent, pump,
-};
+use edge_agent::frame::{Frame, LatestFrame, RgbFrame};
+use edge_agent::source::{AtEnd, FfmpegSource, FfmpegSourceConfig, FrameSource, SourceEvent, pump};
 use testkit::{free_port, rtsp};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};

@@ -8,11 +8,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use edge_agent::detect::preprocess::{FrameDecoder, RgbFrame};
 use edge_agent::detect::{
     DetectorOptions, DetectorPool, Model, ModelManifest, PoolCamera, manifest,
 };
-use edge_agent::source::{Frame, LatestFrame};
+use edge_agent::frame::{Frame, FrameDecoder, LatestFrame, RgbFrame};
 
 fn sample(name: &str) -> RgbFrame {
     let path = testkit::shared("samples/frames").join(name);

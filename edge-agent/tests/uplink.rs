@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{edge_agent, text};
-use edge_agent::agent::Output;
 use edge_agent::metrics::{MetricsSource, render};
 use edge_agent::outbox::{Outbox, OutboxConfig, OutboxStats};
+use edge_agent::pipeline::Output;
 use edge_agent::secret::Secret;
 use edge_agent::uplink::{
     HealthReporter, MqttVersion, TlsConfig, Uplink, UplinkConfig, UplinkError, UplinkStats,

@@ -68,7 +68,7 @@ pub struct CaseSummary {
 }
 
 /// Deadline state of a case at a moment: how a pin is coloured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadlineState {
     OnTime,
@@ -157,7 +157,7 @@ impl CaseSummary {
 }
 
 /// What kind of change an event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A new case.

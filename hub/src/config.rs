@@ -1,5 +1,5 @@
 //! The hub's TOML config ([`HubConfig`]): typed, unknown keys refused, and every problem in
-//! every section listed at once (each section is parsed on its own so one bad section does not
+//! every section listed at once ([`infra::config::Sections`], shared with the agent: each section is parsed on its own so one bad section does not
 //! hide another's problems). Relative paths resolve against the config file's directory.
 //!
 //! Loading also checks what the config points at: the grid file must import, the roster must
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use infra::config::Sections;
 use serde::Deserialize;
 
 use crate::case::Policy;
@@ -483,59 +484,54 @@ impl HubConfig {
     /// Parses and checks the config's own fields (not the files it points at; see
     /// [`crate::service::Loaded`] for those). Every problem is returned.
     pub fn from_toml_str(text: &str, base: &Path) -> Result<Self, Vec<String>> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            vec![format!("TOML syntax: {}", e.to_string().trim_end())]
-        })?;
-        let mut errors = Vec::new();
-        const KNOWN: [&str; 15] = [
-            "data_dir",
-            "topic_prefix",
-            "grid",
-            "roster",
-            "broker",
-            "sites",
-            "escalation",
-            "registry",
-            "push",
-            "commands",
-            "metrics",
-            "http",
-            "ingest",
-            "storage",
-            "retention",
-        ];
-        for key in table.keys() {
-            if !KNOWN.contains(&key.as_str()) {
-                errors.push(format!(
-                    "{key}: unknown key; expected one of {}",
-                    KNOWN.join(", ")
-                ));
-            }
-        }
-        let mut take = |k: &str| table.remove(k);
-        let data_dir = opt::<PathBuf>("data_dir", take("data_dir"), &mut errors)
+        let mut s = Sections::parse(text)?;
+        let data_dir = s
+            .optional::<PathBuf>("data_dir")
+            .flatten()
             .unwrap_or_else(|| PathBuf::from("/var/lib/hub"));
-        let topic_prefix = opt::<String>("topic_prefix", take("topic_prefix"), &mut errors)
+        let topic_prefix = s
+            .optional::<String>("topic_prefix")
+            .flatten()
             .unwrap_or_else(|| protocol::topics::DEFAULT_PREFIX.to_owned());
-        let grid = req::<GridSection>("grid", take("grid"), &mut errors);
-        let roster = req::<RosterSection>("roster", take("roster"), &mut errors);
-        let broker = req::<BrokerSection>("broker", take("broker"), &mut errors);
-        let sites = opt::<BTreeMap<String, SiteSection>>("sites", take("sites"), &mut errors)
+        let grid = s.required::<GridSection>("grid", "section [grid] names the grid file");
+        let roster = s.required::<RosterSection>("roster", "section [roster] names its directory");
+        let broker =
+            s.required::<BrokerSection>("broker", "section [broker] says where sites connect");
+        let sites = s
+            .optional::<BTreeMap<String, SiteSection>>("sites")
+            .flatten()
             .unwrap_or_default();
-        let escalation =
-            opt::<Policy>("escalation", take("escalation"), &mut errors).unwrap_or_default();
-        let registry =
-            opt::<RegistrySection>("registry", take("registry"), &mut errors).unwrap_or_default();
-        let push = opt::<PushSection>("push", take("push"), &mut errors).unwrap_or_default();
-        let commands = req::<CommandsSection>("commands", take("commands"), &mut errors);
-        let metrics = opt::<MetricsSection>("metrics", take("metrics"), &mut errors);
-        let mut http = opt::<HttpSection>("http", take("http"), &mut errors);
-        let ingest =
-            opt::<IngestSection>("ingest", take("ingest"), &mut errors).unwrap_or_default();
-        let storage =
-            opt::<StorageSection>("storage", take("storage"), &mut errors).unwrap_or_default();
-        let retention = opt::<RetentionSection>("retention", take("retention"), &mut errors)
+        let escalation = s
+            .optional::<Policy>("escalation")
+            .flatten()
             .unwrap_or_default();
+        let registry = s
+            .optional::<RegistrySection>("registry")
+            .flatten()
+            .unwrap_or_default();
+        let push = s
+            .optional::<PushSection>("push")
+            .flatten()
+            .unwrap_or_default();
+        let commands =
+            s.required::<CommandsSection>("commands", "section [commands] names the signing key");
+        let metrics = s.optional::<MetricsSection>("metrics").flatten();
+        let mut http = s.optional::<HttpSection>("http").flatten();
+        let ingest = s
+            .optional::<IngestSection>("ingest")
+            .flatten()
+            .unwrap_or_default();
+        let storage = s
+            .optional::<StorageSection>("storage")
+            .flatten()
+            .unwrap_or_default();
+        let retention = s
+            .optional::<RetentionSection>("retention")
+            .flatten()
+            .unwrap_or_default();
+        // Invalid sections fall back to their defaults above (their problem is recorded), so the
+        // checks below still run and report theirs too.
+        let mut errors = Vec::new();
         errors.extend(retention.problems());
         if storage.min_free_mb == Some(0) {
             errors.push(
@@ -662,14 +658,9 @@ impl HubConfig {
         if registry.offline_after_s == 0 {
             errors.push("registry.offline_after_s: must be at least 1".into());
         }
-        let (Some(mut grid), Some(mut roster), Some(mut broker), Some(mut commands)) =
-            (grid, roster, broker, commands)
-        else {
-            return Err(errors);
-        };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        s.errors(errors);
+        let (mut grid, mut roster, mut broker, mut commands) =
+            s.finish_with((|| Some((grid?, roster?, broker?, commands?)))())?;
         let r = |p: &mut PathBuf| *p = resolve(base, p);
         r(&mut grid.file);
         r(&mut roster.dir);
@@ -737,48 +728,6 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
         p.to_path_buf()
     } else {
         base.join(p)
-    }
-}
-
-fn section<T: for<'de> Deserialize<'de>>(
-    name: &str,
-    v: toml::Value,
-    errors: &mut Vec<String>,
-) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let path = e.path().to_string();
-            let at = if path == "." || path.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{name}.{path}")
-            };
-            errors.push(format!("{at}: {}", e.inner().to_string().trim_end()));
-            None
-        }
-    }
-}
-
-fn opt<T: for<'de> Deserialize<'de>>(
-    name: &str,
-    v: Option<toml::Value>,
-    errors: &mut Vec<String>,
-) -> Option<T> {
-    v.and_then(|v| section(name, v, errors))
-}
-
-fn req<T: for<'de> Deserialize<'de>>(
-    name: &str,
-    v: Option<toml::Value>,
-    errors: &mut Vec<String>,
-) -> Option<T> {
-    match v {
-        Some(v) => section(name, v, errors),
-        None => {
-            errors.push(format!("{name}: missing section [{name}]"));
-            None
-        }
     }
 }
 

@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn the_guard_reads_the_real_filesystem_and_renders_its_gauges() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = HubMetrics::default();
+        let metrics = std::sync::Arc::new(HubMetrics::default());
         // A threshold no disk meets, then one every disk meets.
         let huge = DiskGuard::new(dir.path(), Some(u64::MAX), 0, &metrics);
         assert!(!huge.accepting());

@@ -45,7 +45,19 @@ pub enum Outcome {
 }
 
 /// Why the hub refused an alert, as the MQTT 5 PUBACK reason tells the sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectCode {
     /// Not a valid alert: size, JSON, schema version, a field, a text bound.

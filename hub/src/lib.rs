@@ -18,7 +18,8 @@
 //!   refuses them without `--demo`.
 //! - [`secret_file`]: secret files written owner-only (0600); a signing key others can read
 //!   is refused.
-//! - [`metrics`]: counters of everything received, refused and dropped.
+//! - [`metrics`]: counters of everything received, refused and dropped, and the hub's one
+//!   prometheus-client registry that `/metrics` encodes.
 //! - [`retention`]: how long each kind of record is kept; the sweeper that removes the rest.
 //! - [`watchlist`]: who sees and changes a watchlist entry, which sites it reaches (pure).
 

@@ -20,7 +20,7 @@ use protocol::topics::TopicKind;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::ingest::Ingest;
 
@@ -50,6 +50,8 @@ pub struct LinkOptions {
 #[derive(Debug, Clone)]
 pub struct Link {
     client: AsyncClient,
+    /// True once the broker has acknowledged every subscription of the current connection.
+    subscribed: watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +106,17 @@ impl Link {
             ));
         }
         let sub_client = client.clone();
+        let (subscribed_tx, subscribed) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
+            // SUBACKs still to come on this connection.
+            let mut pending = 0usize;
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff = Duration::from_millis(200);
+                        pending = filters.len();
+                        subscribed_tx.send_replace(false);
                         tracing::info!(host = %opts.host, port = opts.port, "hub link connected");
                         for f in &filters {
                             if let Err(e) = sub_client.subscribe(f.clone(), QoS::AtLeastOnce).await
@@ -142,8 +149,17 @@ impl Link {
                             }
                         }
                     }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        pending = pending.saturating_sub(1);
+                        if pending == 0 {
+                            tracing::info!(filters = filters.len(), "hub link subscribed");
+                            subscribed_tx.send_replace(true);
+                        }
+                        tracing::debug!(codes = ?ack.return_codes, "hub link SUBACK");
+                    }
                     Ok(_) => {}
                     Err(e) => {
+                        subscribed_tx.send_replace(false);
                         tracing::warn!(error = %e, retry_in = ?backoff, "hub link lost");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -151,7 +167,18 @@ impl Link {
                 }
             }
         });
-        (Self { client }, task)
+        (Self { client, subscribed }, task)
+    }
+
+    /// Waits until the broker has acknowledged every subscription, at most `wait`; false if
+    /// it has not. The embedded broker's sites are let in only after this: a status or a
+    /// sighting batch published before the link subscribed would be acknowledged to the site
+    /// and delivered to nobody.
+    pub async fn subscribed(&self, wait: Duration) -> bool {
+        let mut rx = self.subscribed.clone();
+        tokio::time::timeout(wait, rx.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Publishes at QoS 1; `Ok` means queued to the broker.

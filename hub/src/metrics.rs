@@ -2,9 +2,11 @@
 //! Nothing is dropped silently: each drop has a counter here, per site where a site is known.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use infra::metrics::{Collector, DescriptorEncoder, Families, Registry};
 
 /// Shared counters. Cheap to bump from any task.
 #[derive(Debug, Default)]
@@ -181,260 +183,278 @@ impl HubMetrics {
         self.rejected.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+    /// The exposition text of these counters alone (the hub's `/metrics` serves them with the
+    /// API's from one registry, [`registry`]).
+    pub fn render(self: &Arc<Self>) -> String {
+        infra::metrics::encode_one(self.clone())
+    }
+}
+
+/// The hub's one registry: its counters and the API's, read on each scrape.
+pub fn registry(hub: Arc<HubMetrics>, api: Arc<crate::api::ApiMetrics>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(hub));
+    registry.register_collector(Box::new(api));
+    registry
+}
+
+impl Collector for HubMetrics {
+    fn encode(&self, enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let mut f = Families::new(enc);
         let counters: [(&str, &str, &AtomicU64); 26] = [
             (
-                "hub_alerts_stored_total",
+                "hub_alerts_stored",
                 "Alerts stored for the first time.",
                 &self.alerts_stored,
             ),
             (
-                "hub_ingest_batches_total",
+                "hub_ingest_batches",
                 "Batches ingest stored (one store and one flush each).",
                 &self.ingest_batches,
             ),
             (
-                "hub_ingest_batched_total",
+                "hub_ingest_batched",
                 "Alerts and refused payloads in those batches.",
                 &self.ingest_batched,
             ),
             (
-                "hub_alerts_duplicate_total",
+                "hub_alerts_duplicate",
                 "Alerts received again (resends) and not stored twice.",
                 &self.alerts_duplicate,
             ),
             (
-                "hub_alerts_filed_total",
+                "hub_alerts_filed",
                 "Alerts filed into a case.",
                 &self.alerts_filed,
             ),
+            ("hub_cases_opened", "Cases opened.", &self.cases_opened),
             (
-                "hub_cases_opened_total",
-                "Cases opened.",
-                &self.cases_opened,
-            ),
-            (
-                "hub_escalations_total",
+                "hub_escalations",
                 "Cases that climbed a level.",
                 &self.escalations,
             ),
             (
-                "hub_notifications_sent_total",
+                "hub_notifications_sent",
                 "Notifications delivered.",
                 &self.notifications_sent,
             ),
             (
-                "hub_notifications_failed_total",
+                "hub_notifications_failed",
                 "Notifications that failed after every retry.",
                 &self.notifications_failed,
             ),
             (
-                "hub_notifications_dropped_total",
+                "hub_notifications_dropped",
                 "Notifications dropped because the push queue was full.",
                 &self.notifications_dropped,
             ),
             (
-                "hub_connections_accepted_total",
+                "hub_connections_accepted",
                 "MQTT connections accepted by the gateway.",
                 &self.connections_accepted,
             ),
             (
-                "hub_connections_refused_auth_total",
+                "hub_connections_refused_auth",
                 "MQTT connections refused for bad credentials.",
                 &self.connections_refused_auth,
             ),
             (
-                "hub_acl_denied_total",
+                "hub_acl_denied",
                 "Publishes or subscriptions refused by topic ACL (connection closed).",
                 &self.acl_denied,
             ),
             (
-                "hub_protocol_errors_total",
+                "hub_protocol_errors",
                 "Connections closed for malformed MQTT.",
                 &self.protocol_errors,
             ),
             (
-                "hub_gateway_preauth_timeouts_total",
+                "hub_gateway_preauth_timeouts",
                 "Connections closed for sending no CONNECT in time (TLS handshake included).",
                 &self.preauth_timeouts,
             ),
             (
-                "hub_gateway_preauth_evicted_total",
+                "hub_gateway_preauth_evicted",
                 "Unauthenticated connections ended to make room for newer ones.",
                 &self.preauth_evicted,
             ),
             (
-                "hub_gateway_over_capacity_total",
+                "hub_gateway_over_capacity",
                 "Authenticated connections refused at broker.max_connections.",
                 &self.connections_over_capacity,
             ),
             (
-                "hub_gateway_login_logs_suppressed_total",
+                "hub_gateway_login_logs_suppressed",
                 "Failed-login log lines left out by the rate limit.",
                 &self.login_logs_suppressed,
             ),
             (
-                "hub_status_received_total",
+                "hub_status_received",
                 "Site status messages received.",
                 &self.status_received,
             ),
             (
-                "hub_sightings_stored_total",
+                "hub_sightings_stored",
                 "Tag sightings stored.",
                 &self.sightings_stored,
             ),
             (
-                "hub_alerts_silenced_total",
+                "hub_alerts_silenced",
                 "Alerts stored but not dispatched: a silence covered them.",
                 &self.silenced,
             ),
             (
-                "hub_alerts_inhibited_total",
+                "hub_alerts_inhibited",
                 "Camera-offline alerts of an offline site, stored but not dispatched.",
                 &self.inhibited,
             ),
             (
-                "hub_deadlines_missed_total",
+                "hub_deadlines_missed",
                 "Deadlines the auditor found missed and fired late; should stay 0.",
                 &self.deadlines_missed,
             ),
             (
-                "hub_alerts_deferred_total",
+                "hub_alerts_deferred",
                 "Alerts not stored because the data disk was below min_free (the agents keep and resend them).",
                 &self.alerts_deferred,
             ),
             (
-                "hub_health_case_failures_total",
+                "hub_health_case_failures",
                 "Failed writes of the hub-health case (disk low / space back), each retried; should stay 0.",
                 &self.health_case_failures,
             ),
             (
-                "hub_quarantine_evicted_total",
+                "hub_quarantine_evicted",
                 "Quarantine records dropped, oldest first, because the quarantine was full.",
                 &self.quarantine_evicted,
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
+            f.counter(name, help, v.load(Relaxed))?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP hub_payloads_rejected_total Malformed payloads counted and dropped, by site and topic.\n# TYPE hub_payloads_rejected_total counter"
-        );
         if let Ok(m) = self.rejected.lock() {
-            for ((site, kind), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "hub_payloads_rejected_total{{site=\"{site}\",topic=\"{kind}\"}} {n}"
-                );
-            }
+            f.counters(
+                "hub_payloads_rejected",
+                "Malformed payloads counted and dropped, by site and topic.",
+                ["site", "topic"],
+                m.iter()
+                    .map(|((site, kind), n)| ([site.as_str(), *kind], *n)),
+            )?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP hub_alerts_quarantined_total Alert payloads refused and kept in the quarantine, by site and reason code.\n# TYPE hub_alerts_quarantined_total counter"
-        );
         if let Ok(m) = self.quarantined.lock() {
-            for ((site, code), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "hub_alerts_quarantined_total{{site=\"{site}\",code=\"{code}\"}} {n}"
-                );
-            }
+            f.counters(
+                "hub_alerts_quarantined",
+                "Alert payloads refused and kept in the quarantine, by site and reason code.",
+                ["site", "code"],
+                m.iter()
+                    .map(|((site, code), n)| ([site.as_str(), *code], *n)),
+            )?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP hub_quarantine_records Records in the quarantine.\n# TYPE hub_quarantine_records gauge\nhub_quarantine_records {}\n\
-             # HELP hub_quarantine_bytes Payload bytes kept in the quarantine.\n# TYPE hub_quarantine_bytes gauge\nhub_quarantine_bytes {}",
-            self.quarantine_records.load(Relaxed),
-            self.quarantine_bytes.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP hub_plaintext_listeners Listeners without TLS on a non-loopback address (credentials and sessions cross the network in clear).\n# TYPE hub_plaintext_listeners gauge\n\
-             hub_plaintext_listeners{{kind=\"mqtt\"}} {}\nhub_plaintext_listeners{{kind=\"http\"}} {}",
-            self.plaintext_mqtt.load(Relaxed),
-            self.plaintext_http.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP hub_disk_free_bytes Free bytes on the data directory's filesystem.\n# TYPE hub_disk_free_bytes gauge\nhub_disk_free_bytes {}\n\
-             # HELP hub_disk_min_free_bytes Below this, new alerts are deferred.\n# TYPE hub_disk_min_free_bytes gauge\nhub_disk_min_free_bytes {}\n\
-             # HELP hub_disk_low 1 while new alerts are deferred for lack of disk space.\n# TYPE hub_disk_low gauge\nhub_disk_low {}",
-            self.disk_free.load(Relaxed),
-            self.disk_min_free.load(Relaxed),
-            self.disk_low.load(Relaxed),
-        );
-        let [bytes, live, segments, damaged] = self.case_log.each_ref().map(|a| a.load(Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP hub_case_log_bytes Bytes of the case log's segment files.\n# TYPE hub_case_log_bytes gauge\nhub_case_log_bytes {bytes}\n\
-             # HELP hub_case_log_live_bytes Of those, the latest version of each case (the rest is given back by compaction).\n# TYPE hub_case_log_live_bytes gauge\nhub_case_log_live_bytes {live}\n\
-             # HELP hub_case_log_segments Segment files of the case log.\n# TYPE hub_case_log_segments gauge\nhub_case_log_segments {segments}\n\
-             # HELP hub_case_log_damaged_segments Segments whose rest was skipped at start because a record in them did not check out.\n# TYPE hub_case_log_damaged_segments gauge\nhub_case_log_damaged_segments {damaged}",
-        );
-        self.render_retention(&mut out);
-        self.render_stages(&mut out);
-        out
+        let gauges: [(&str, &str, &AtomicU64); 9] = [
+            (
+                "hub_quarantine_records",
+                "Records in the quarantine.",
+                &self.quarantine_records,
+            ),
+            (
+                "hub_quarantine_bytes",
+                "Payload bytes kept in the quarantine.",
+                &self.quarantine_bytes,
+            ),
+            (
+                "hub_disk_free_bytes",
+                "Free bytes on the data directory's filesystem.",
+                &self.disk_free,
+            ),
+            (
+                "hub_disk_min_free_bytes",
+                "Below this, new alerts are deferred.",
+                &self.disk_min_free,
+            ),
+            (
+                "hub_disk_low",
+                "1 while new alerts are deferred for lack of disk space.",
+                &self.disk_low,
+            ),
+            (
+                "hub_case_log_bytes",
+                "Bytes of the case log's segment files.",
+                &self.case_log[0],
+            ),
+            (
+                "hub_case_log_live_bytes",
+                "Of those, the latest version of each case (the rest is given back by compaction).",
+                &self.case_log[1],
+            ),
+            (
+                "hub_case_log_segments",
+                "Segment files of the case log.",
+                &self.case_log[2],
+            ),
+            (
+                "hub_case_log_damaged_segments",
+                "Segments whose rest was skipped at start because a record in them did not check out.",
+                &self.case_log[3],
+            ),
+        ];
+        for (name, help, v) in gauges {
+            f.gauge(name, help, v.load(Relaxed))?;
+        }
+        f.gauges(
+            "hub_plaintext_listeners",
+            "Listeners without TLS on a non-loopback address (credentials and sessions cross the network in clear).",
+            ["kind"],
+            [
+                (["mqtt"], self.plaintext_mqtt.load(Relaxed)),
+                (["http"], self.plaintext_http.load(Relaxed)),
+            ],
+        )?;
+        self.encode_retention(&mut f)?;
+        f.counters(
+            "hub_stage_busy_seconds",
+            "Time each serial stage of alert handling spent working or waiting on its store flush; one near 1 s per second is the bottleneck.",
+            ["stage"],
+            Stage::ALL.map(|s| ([s.as_str()], self.stage_seconds(s))),
+        )
     }
+}
 
-    fn render_retention(&self, out: &mut String) {
+impl HubMetrics {
+    fn encode_retention(&self, f: &mut Families<'_>) -> fmt::Result {
         let Ok(m) = self.retention.lock() else {
-            return;
+            return Ok(());
         };
-        let _ = writeln!(
-            out,
-            "# HELP hub_retention_swept_total Records removed by retention, by kind.\n# TYPE hub_retention_swept_total counter"
-        );
-        for (kind, c) in m.iter() {
-            let _ = writeln!(
-                out,
-                "hub_retention_swept_total{{kind=\"{kind}\"}} {}",
-                c.swept
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hub_retention_swept_bytes_total Bytes those records held, by kind.\n# TYPE hub_retention_swept_bytes_total counter"
-        );
-        for (kind, c) in m.iter() {
-            let _ = writeln!(
-                out,
-                "hub_retention_swept_bytes_total{{kind=\"{kind}\"}} {}",
-                c.swept_bytes
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hub_retention_errors_total Sweeps of a kind that failed (tried again at the next sweep).\n# TYPE hub_retention_errors_total counter"
-        );
-        for (kind, c) in m.iter() {
-            let _ = writeln!(
-                out,
-                "hub_retention_errors_total{{kind=\"{kind}\"}} {}",
-                c.errors
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hub_store_bytes Bytes each kind of record holds (as its owner counts them).\n# TYPE hub_store_bytes gauge"
-        );
-        for (kind, c) in m.iter() {
-            if let Some(b) = c.bytes {
-                let _ = writeln!(out, "hub_store_bytes{{kind=\"{kind}\"}} {b}");
-            }
-        }
-        let at = self.retention_last_sweep_ms.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP hub_retention_last_sweep_seconds When the last retention sweep ran (Unix time, hub clock; 0: none yet).\n# TYPE hub_retention_last_sweep_seconds gauge\nhub_retention_last_sweep_seconds {}",
-            at.max(0) / 1000
-        );
+        let per_kind =
+            |value: fn(&RetentionCounts) -> u64| m.iter().map(move |(k, c)| ([*k], value(c)));
+        f.counters(
+            "hub_retention_swept",
+            "Records removed by retention, by kind.",
+            ["kind"],
+            per_kind(|c| c.swept),
+        )?;
+        f.counters(
+            "hub_retention_swept_bytes",
+            "Bytes those records held, by kind.",
+            ["kind"],
+            per_kind(|c| c.swept_bytes),
+        )?;
+        f.counters(
+            "hub_retention_errors",
+            "Sweeps of a kind that failed (tried again at the next sweep).",
+            ["kind"],
+            per_kind(|c| c.errors),
+        )?;
+        f.gauges(
+            "hub_store_bytes",
+            "Bytes each kind of record holds (as its owner counts them).",
+            ["kind"],
+            m.iter().filter_map(|(k, c)| Some(([*k], c.bytes?))),
+        )?;
+        f.gauge(
+            "hub_retention_last_sweep_seconds",
+            "When the last retention sweep ran (Unix time, hub clock; 0: none yet).",
+            self.retention_last_sweep_ms.load(Relaxed).max(0) / 1000,
+        )
     }
 }
 
@@ -488,21 +508,6 @@ impl HubMetrics {
     pub fn stage_seconds(&self, stage: Stage) -> f64 {
         self.stages[stage as usize].load(Relaxed) as f64 / 1e6
     }
-
-    fn render_stages(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP hub_stage_busy_seconds_total Time each serial stage of alert handling spent working or waiting on its store flush; one near 1 s per second is the bottleneck.\n# TYPE hub_stage_busy_seconds_total counter"
-        );
-        for s in Stage::ALL {
-            let _ = writeln!(
-                out,
-                "hub_stage_busy_seconds_total{{stage=\"{}\"}} {:.6}",
-                s.as_str(),
-                self.stage_seconds(s)
-            );
-        }
-    }
 }
 
 pub fn bump(c: &AtomicU64) {
@@ -515,7 +520,7 @@ mod tests {
 
     #[test]
     fn rejections_are_counted_per_site_and_rendered() {
-        let m = HubMetrics::default();
+        let m = Arc::new(HubMetrics::default());
         m.reject("s1", "alert");
         m.reject("s1", "alert");
         m.reject("s2", "status");
@@ -532,7 +537,7 @@ mod tests {
     #[test]
     fn quarantine_counts_by_site_and_code_and_its_size_are_rendered() {
         use crate::ingest::RejectCode;
-        let m = HubMetrics::default();
+        let m = Arc::new(HubMetrics::default());
         m.quarantined("s1", RejectCode::NotAuthorized);
         m.quarantined("s1", RejectCode::Malformed);
         m.quarantined("s1", RejectCode::Malformed);

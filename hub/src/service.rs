@@ -36,6 +36,10 @@ use crate::store::Store;
 use crate::trust::SitePolicy;
 use crate::users::Users;
 
+/// How long start-up waits for the link's subscriptions on the embedded broker (loopback, in
+/// process: milliseconds normally).
+const LINK_SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
+
 /// Largest MQTT packet accepted: the largest alert plus headroom for topic and properties.
 pub const MAX_PACKET: usize = protocol::MAX_ALERT_BYTES + 4096;
 
@@ -354,6 +358,25 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         let embedded = tokio::task::spawn_blocking(move || crate::broker::start(MAX_PACKET, creds))
             .await
             .map_err(|e| ServiceError::Setup(e.to_string()))??;
+        let opts = LinkOptions {
+            host: embedded.v5.ip().to_string(),
+            port: embedded.v5.port(),
+            client_id: "hub-internal".into(),
+            username: "hub-internal".into(),
+            password: internal_token,
+            alert_group: None,
+            tls: None,
+            max_packet: MAX_PACKET,
+        };
+        let link = Link::start(opts, topics.clone(), inbound_tx, None).0;
+        // Sites come in only once the link listens: rumqttd drops a message nobody has
+        // subscribed to, after the gateway has acknowledged it to the site.
+        if !link.subscribed(LINK_SUBSCRIBE_WAIT).await {
+            return Err(ServiceError::Setup(format!(
+                "the hub's link to its embedded broker did not subscribe within {}s",
+                LINK_SUBSCRIBE_WAIT.as_secs()
+            )));
+        }
         let gateway = Gateway::new(
             credentials,
             Acl::new(topics.clone()),
@@ -409,17 +432,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                 );
             }
         }
-        let opts = LinkOptions {
-            host: embedded.v5.ip().to_string(),
-            port: embedded.v5.port(),
-            client_id: "hub-internal".into(),
-            username: "hub-internal".into(),
-            password: internal_token,
-            alert_group: None,
-            tls: None,
-            max_packet: MAX_PACKET,
-        };
-        Link::start(opts, topics.clone(), inbound_tx, None).0
+        link
     };
 
     let pusher = Pusher::new(
@@ -534,13 +547,23 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                     source,
                 })?;
             let addr = l.local_addr().ok();
-            let metrics = metrics.clone();
-            let api = api_metrics.clone();
+            let registry = Arc::new(crate::metrics::registry(
+                metrics.clone(),
+                api_metrics.clone(),
+            ));
             let app = axum::Router::new().route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let (m, a) = (metrics.clone(), api.clone());
-                    async move { m.render() + &a.render() }
+                    let registry = registry.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                infra::metrics::CONTENT_TYPE,
+                            )],
+                            infra::metrics::encode(&registry),
+                        )
+                    }
                 }),
             );
             let mut stop = shutdown_rx.clone();

@@ -15,6 +15,7 @@ use crate::Detection;
 use crate::time::UtcMillis;
 
 /// How urgent an alert is. Ordered: `Info < Minor < Major < Critical`.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -32,6 +33,7 @@ pub enum Severity {
 }
 
 /// What raised the alert.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
@@ -57,6 +59,7 @@ pub enum AlertKind {
 }
 
 /// Where an alert is in its incident.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertPhase {
@@ -67,6 +70,7 @@ pub enum AlertPhase {
 }
 
 /// Which device of the site the alert comes from.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertSource {
@@ -81,11 +85,14 @@ pub enum AlertSource {
 }
 
 /// A WGS-84 position.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Location {
     /// Longitude, degrees east.
+    #[cfg_attr(feature = "utoipa", schema(minimum = -180, maximum = 180))]
     pub lon: f64,
     /// Latitude, degrees north.
+    #[cfg_attr(feature = "utoipa", schema(minimum = -90, maximum = 90))]
     pub lat: f64,
 }
 

@@ -62,13 +62,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 ///
 /// The JSON shape (`label`, `score`, `box_xyxy`) is the one of the model reference files, so a
 /// detection can be compared with a reference implementation's output field for field.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     /// Class label from the model's label file (`person`, `car`, ...).
     pub label: String,
     /// Confidence in `0..=1` (objectness times class probability for YOLOX/YOLOv5).
+    #[cfg_attr(feature = "utoipa", schema(minimum = 0, maximum = 1))]
     pub score: f32,
     /// `[x1, y1, x2, y2]`, clipped to the image.
+    #[cfg_attr(feature = "utoipa", schema(min_items = 4, max_items = 4))]
     pub box_xyxy: [f32; 4],
 }
 

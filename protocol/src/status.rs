@@ -61,6 +61,7 @@ pub struct Health {
 }
 
 /// One camera's pipeline.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraHealth {
@@ -81,6 +82,7 @@ pub struct CameraHealth {
 }
 
 /// One tag reader.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderHealth {

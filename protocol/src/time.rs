@@ -22,6 +22,32 @@ impl UtcMillis {
     }
 }
 
+/// Shape of [`UtcMillis`] on the wire: the schema says exactly what the serialiser writes
+/// (one fixed RFC 3339 form), so a document generated from the types holds clients to it.
+#[cfg(feature = "utoipa")]
+impl utoipa::PartialSchema for UtcMillis {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .pattern(Some(RFC3339_MS_PATTERN))
+            .description(Some("RFC 3339 time, UTC, with milliseconds."))
+            .into()
+    }
+}
+
+#[cfg(feature = "utoipa")]
+impl utoipa::ToSchema for UtcMillis {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Millis".into()
+    }
+}
+
+/// The form [`format_rfc3339_ms`] writes, as a regular expression (for schemas).
+pub const RFC3339_MS_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$";
+
 impl Serialize for UtcMillis {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_rfc3339_ms(self.0))

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use edge_agent::detect::preprocess::{FrameDecoder, RgbFrame};
 use edge_agent::detect::{DetectError, Detector, DetectorOptions, Model, StageTimes};
+use edge_agent::frame::{FrameDecoder, RgbFrame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

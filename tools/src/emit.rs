@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use edge_agent::agent::{AgentConfig, Output};
+use edge_agent::agent::AgentConfig;
+use edge_agent::pipeline::Output;
 use edge_agent::uplink::UplinkConfig;
 use tokio::sync::mpsc;
 use tracing::info;

@@ -179,7 +179,7 @@ fn run_soak(
         .cameras
         .first()
         .with_context(|| format!("{} has no camera to take rules from", path.display()))?;
-    let edge_agent::agent::config::SourceConfig::Ffmpeg(f) = &first.source else {
+    let edge_agent::source::SourceConfig::Ffmpeg(f) = &first.source else {
         anyhow::bail!(
             "{}: the soak plays the first camera's video file; it is not an ffmpeg source",
             path.display()

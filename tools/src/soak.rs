@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use edge_agent::agent::config::{
-    CameraConfig, ModelConfig, SightingsConfig, SnapshotConfig, SourceConfig, defaults,
+    CameraConfig, ModelConfig, SightingsConfig, SnapshotConfig, defaults,
 };
-use edge_agent::agent::{Agent, AgentConfig, AgentError, AgentStats, Mode, Output};
+use edge_agent::agent::{Agent, AgentConfig, AgentError, Mode};
 use edge_agent::detect::Model;
+use edge_agent::pipeline::{AgentStats, Output};
 use edge_agent::rules::EngineConfig;
-use edge_agent::source::{AtEnd, FfmpegSourceConfig};
+use edge_agent::source::{AtEnd, FfmpegSourceConfig, SourceConfig};
 
 /// What to soak.
 #[derive(Debug, Clone)]

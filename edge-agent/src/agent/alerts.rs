@@ -19,7 +19,7 @@ use protocol::alert::{IdGenerator, Location, ModelRef, Snapshot, TagInfo};
 use protocol::{Alert, AlertKind, AlertPhase, AlertSource, Detection, Severity, UtcMillis};
 use tracing::warn;
 
-use crate::detect::preprocess::RgbFrame;
+use crate::frame::RgbFrame;
 use crate::rules::lifecycle::Subject;
 use crate::rules::{AlertEvent, Crossing, Phase, RuleKind};
 use crate::snapshot::{draw_boxes, encode_bounded};

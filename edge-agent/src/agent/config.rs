@@ -4,12 +4,12 @@
 //! in each stage's own config module), and a load that reports **every** problem at once, each
 //! with its path (`cameras[2].rules.zones[0].polygon: needs at least 3 points`).
 //!
-//! How "every problem at once" works although serde stops at the first error: the file is parsed
-//! into a TOML table first (a syntax error is reported alone, with its line and column, since
-//! nothing after it can be trusted), then each top-level section and each camera is deserialised
-//! on its own, so a typo in one camera does not hide a typo in another, and the paths inside a
-//! section come from `serde_path_to_error`. The semantic checks of every stage then run over
-//! everything that did deserialise.
+//! "Every problem at once" although serde stops at the first error: [`infra::config::Sections`]
+//! (shared with the hub) parses the TOML table first (a syntax error is reported alone, with its
+//! line and column), then deserialises each top-level section and each camera on its own, so a
+//! typo in one camera does not hide a typo in another, and reports the keys the loader never
+//! asked for as unknown. The semantic checks of every stage then run over everything that did
+//! deserialise.
 //!
 //! Relative paths in the file (model manifest, tag-rule file, video files, pushed-JPEG
 //! directories) are relative to the config file's directory, so a config and its footage can be
@@ -21,14 +21,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use infra::config::Sections;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::outbox::OutboxConfig;
 use crate::rules::{EngineConfig, TimeOfDay};
-use crate::source::{
-    DirSourceConfig, FfmpegSourceConfig, HttpSnapshotSourceConfig, MjpegSourceConfig,
-};
+use crate::source::SourceConfig;
 use crate::tags::TagConfig;
 use crate::tags::mqtt::MqttReaderConfig;
 use crate::tags::read::check_reader_id;
@@ -226,67 +224,6 @@ pub struct CameraConfig {
     /// Alert rules and tracking.
     #[serde(default)]
     pub rules: EngineConfig,
-}
-
-/// Where a camera's frames come from; `kind` chooses.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// RTSP or a video file, through an ffmpeg child process.
-    Ffmpeg(FfmpegSourceConfig),
-    /// A JPEG snapshot URL polled at the camera's fps.
-    Http(HttpSnapshotSourceConfig),
-    /// An HTTP MJPEG stream.
-    Mjpeg(MjpegSourceConfig),
-    /// A directory the camera uploads JPEGs into (FTP push).
-    Dir(DirSourceConfig),
-}
-
-impl SourceConfig {
-    /// Problems of the source's own fields, paths relative to the source table.
-    fn validate(&self) -> Vec<String> {
-        match self {
-            Self::Ffmpeg(c) => c.validate(),
-            Self::Http(c) => c.validate(),
-            Self::Mjpeg(c) => c.validate(),
-            Self::Dir(c) => c.validate(),
-        }
-    }
-
-    /// The `camera` field every source config carries, which the agent fills in.
-    fn camera_field(&mut self) -> &mut String {
-        match self {
-            Self::Ffmpeg(c) => &mut c.camera,
-            Self::Http(c) => &mut c.camera,
-            Self::Mjpeg(c) => &mut c.camera,
-            Self::Dir(c) => &mut c.camera,
-        }
-    }
-
-    fn resolve_paths(&mut self, base: &Path) {
-        match self {
-            Self::Ffmpeg(c) => {
-                if c.is_file() && !c.input.expose().starts_with("file:") {
-                    c.input = resolve(base, Path::new(c.input.expose()))
-                        .display()
-                        .to_string()
-                        .into();
-                }
-            }
-            Self::Dir(c) => c.path = resolve(base, &c.path),
-            Self::Http(_) | Self::Mjpeg(_) => {}
-        }
-    }
-
-    /// Frames per second the source delivers.
-    pub fn fps(&self) -> f64 {
-        match self {
-            Self::Ffmpeg(c) => c.fps,
-            Self::Http(c) => c.fps,
-            Self::Mjpeg(c) => c.fps,
-            Self::Dir(c) => c.fps,
-        }
-    }
 }
 
 /// A tag reader; `kind` chooses the transport. Every transport carries the one documented read
@@ -615,102 +552,22 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 
 /// Deserialises each section (and each camera) on its own, collecting every error.
 fn parse_sections(text: &str) -> Result<AgentConfig, Vec<String>> {
-    let mut table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| vec![format!("TOML syntax: {}", e.to_string().trim_end())])?;
-    let mut errors = Vec::new();
-    const KNOWN: [&str; 14] = [
-        "site",
-        "utc_offset_minutes",
-        "location",
-        "model",
-        "snapshot",
-        "cameras",
-        "tag_rules",
-        "tag_rules_file",
-        "tag_readers",
-        "sightings",
-        "data_dir",
-        "outbox",
-        "uplink",
-        "metrics",
-    ];
-    for key in table.keys() {
-        if !KNOWN.contains(&key.as_str()) {
-            errors.push(format!(
-                "{key}: unknown key; expected one of {}",
-                KNOWN.join(", ")
-            ));
-        }
-    }
-    // Each camera separately, so one bad camera does not hide the others' problems.
-    let cameras = match table.remove("cameras") {
-        None => Some(Vec::new()),
-        Some(toml::Value::Array(items)) => {
-            let mut cameras = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                if let Some(c) =
-                    section::<CameraConfig>(&format!("cameras[{i}]"), item, &mut errors)
-                {
-                    cameras.push(c);
-                }
-            }
-            Some(cameras)
-        }
-        Some(other) => {
-            errors.push(format!(
-                "cameras: expected an array of tables ([[cameras]]), got {}",
-                other.type_str()
-            ));
-            None
-        }
-    };
-    let mut take = |key: &str| table.remove(key);
-    let site = match take("site") {
-        Some(v) => section::<String>("site", v, &mut errors),
-        None => {
-            errors.push("site: missing; every box needs a site id".into());
-            None
-        }
-    };
-    let utc = take("utc_offset_minutes");
-    let location = take("location");
-    let model = take("model");
-    let snapshot = take("snapshot");
-    let tag_rules = take("tag_rules");
-    let tag_rules_file = take("tag_rules_file");
-    let tag_readers = take("tag_readers");
-    let sightings = take("sightings");
-    let data_dir = take("data_dir");
-    let outbox = take("outbox");
-    let uplink = take("uplink");
-    let metrics = take("metrics");
-
-    let utc_offset_minutes = optional(
-        "utc_offset_minutes",
-        utc,
-        defaults::utc_offset_minutes,
-        &mut errors,
-    );
-    let location = optional("location", location, || None, &mut errors);
-    let model = optional("model", model, ModelConfig::default, &mut errors);
-    let snapshot = optional("snapshot", snapshot, SnapshotConfig::default, &mut errors);
-    let tag_rules = optional("tag_rules", tag_rules, || None, &mut errors);
-    let tag_rules_file = optional("tag_rules_file", tag_rules_file, || None, &mut errors);
-    let tag_readers = optional("tag_readers", tag_readers, Vec::new, &mut errors);
-    let sightings = optional(
-        "sightings",
-        sightings,
-        SightingsConfig::default,
-        &mut errors,
-    );
-
-    let data_dir = optional("data_dir", data_dir, defaults::data_dir, &mut errors);
-    let outbox = optional("outbox", outbox, OutboxConfig::default, &mut errors);
-    let uplink = optional("uplink", uplink, || None, &mut errors);
-    let metrics = optional("metrics", metrics, || None, &mut errors);
-
-    // Each section is `None` only if it had an error, which is in `errors`.
+    let mut s = Sections::parse(text)?;
+    let site = s.required("site", "every box needs a site id");
+    let utc_offset_minutes = s.or_else("utc_offset_minutes", defaults::utc_offset_minutes);
+    let location = s.optional("location");
+    let model = s.or_default::<ModelConfig>("model");
+    let snapshot = s.or_default::<SnapshotConfig>("snapshot");
+    let cameras = s.each::<CameraConfig>("cameras");
+    let tag_rules = s.optional("tag_rules");
+    let tag_rules_file = s.optional("tag_rules_file");
+    let tag_readers = s.or_default("tag_readers");
+    let sightings = s.or_default::<SightingsConfig>("sightings");
+    let data_dir = s.or_else("data_dir", defaults::data_dir);
+    let outbox = s.or_default::<OutboxConfig>("outbox");
+    let uplink = s.optional("uplink");
+    let metrics = s.optional("metrics");
+    // Each section is `None` only if it had an error, which `s` holds.
     let config = (|| {
         Some(AgentConfig {
             site: site?,
@@ -729,46 +586,7 @@ fn parse_sections(text: &str) -> Result<AgentConfig, Vec<String>> {
             metrics: metrics?,
         })
     })();
-    match config {
-        Some(c) if errors.is_empty() => Ok(c),
-        _ => Err(errors),
-    }
-}
-
-/// Deserialises an optional section, or returns its default when absent.
-fn optional<T: DeserializeOwned>(
-    key: &str,
-    value: Option<toml::Value>,
-    default: impl FnOnce() -> T,
-    errors: &mut Vec<String>,
-) -> Option<T> {
-    match value {
-        None => Some(default()),
-        Some(v) => section(key, v, errors),
-    }
-}
-
-/// Deserialises `value` as a `T`, recording an error with its full path on failure.
-fn section<T: DeserializeOwned>(
-    at: &str,
-    value: toml::Value,
-    errors: &mut Vec<String>,
-) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." || inner.is_empty() {
-                at.to_string()
-            } else if inner.starts_with('[') {
-                format!("{at}{inner}")
-            } else {
-                format!("{at}.{inner}")
-            };
-            errors.push(format!("{path}: {}", e.inner().to_string().trim_end()));
-            None
-        }
-    }
+    s.finish_with(config)
 }
 
 #[cfg(test)]

@@ -7,14 +7,16 @@
 //!        │ Refusal ──▶ reply                        ▼
 //!                                   CommandStore::record (store.rs, sled: Overrides + last seq,
 //!                                                         one batch, flushed)
-//! start-up: CommandStore::open ──Overrides::apply_to(AgentConfig)──▶ config as last changed
+//! start-up: CommandStore::open ──Overrides::apply_to(tag rules, cameras' rules)──▶ config as
+//!           last changed
 //!           CommandStore::last_seq ──▶ CommandGate::new (replays stay refused across restarts)
 //! ```
 //!
 //! - [`gate`]: [`CommandGate`], the pure checks, and the [`Refusal`] they produce.
 //! - [`store`]: [`CommandStore`], what the hub changed and the last applied seq, on disk.
 //! - [`overrides`]: [`Overrides`], the latest state per changed key (not a journal), and how it
-//!   is laid over the configuration at start-up.
+//!   is laid over the configuration at start-up. It is handed the tag rules and the cameras'
+//!   rules, not the agent's whole config, so `command` does not depend on `agent`.
 //!
 //! The conversions from wire bodies to the agent's own update types live here ([`tag_update`],
 //! [`rule_update`]) so that `tags` and `rules` do not depend on the wire format of commands.

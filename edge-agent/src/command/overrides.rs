@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 
 use protocol::CommandBody;
 
-use crate::agent::AgentConfig;
-use crate::rules::RuleUpdate;
+use crate::rules::{EngineConfig, RuleUpdate};
 use crate::tags::config::{pairing_problems, watch_entry_problems};
 use crate::tags::read::normalize_tag;
 use crate::tags::{Pairing, TagConfig, WatchEntry};
@@ -188,28 +187,36 @@ impl Overrides {
         }
     }
 
-    /// Lays the hub's changes over a loaded configuration (`AgentConfig::load`, which has read
-    /// `tag_rules_file` into `tag_rules`), before the agent is built from it: watchlist entries
-    /// and pairings are added, replaced or removed in `tag_rules`, arm states set, and rule
-    /// parameters applied with [`crate::rules::EngineConfig::apply_update`] on their camera.
+    /// Lays the hub's changes over the parts of a loaded configuration they change, before
+    /// the agent is built from it: `tag_rules` (with `tag_rules_file` already read into it, as
+    /// `AgentConfig::load` does) and each camera's rules, given as (camera id, rules) in the
+    /// file's order. Watchlist entries and pairings are added, replaced or removed in
+    /// `tag_rules`, arm states set, and rule parameters applied with
+    /// [`EngineConfig::apply_update`] on their camera. The parts are passed rather than the
+    /// whole configuration so that this module does not depend on the agent that owns it.
     ///
     /// An override that no longer applies (its camera or rule is gone from the file, its bike
     /// no longer paired, or it fails validation) is skipped and described in the returned
     /// warnings, so that an edited configuration file never stops the box from starting.
-    pub fn apply_to(&self, config: &mut AgentConfig) -> Vec<String> {
+    pub fn apply_to<'a>(
+        &self,
+        tag_rules: &mut Option<TagConfig>,
+        camera_rules: impl IntoIterator<Item = (&'a str, &'a mut EngineConfig)>,
+    ) -> Vec<String> {
         let mut warnings = Vec::new();
         if !(self.watchlist.is_empty() && self.pairings.is_empty() && self.armed.is_empty()) {
-            let tags = config.tag_rules.get_or_insert_with(TagConfig::default);
+            let tags = tag_rules.get_or_insert_with(TagConfig::default);
             self.apply_to_tags(tags, &mut warnings);
         }
+        let mut cameras: Vec<(&str, &mut EngineConfig)> = camera_rules.into_iter().collect();
         for ((camera, rule), update) in &self.rules {
-            let Some(cam) = config.cameras.iter_mut().find(|c| c.id == *camera) else {
+            let Some((_, rules)) = cameras.iter_mut().find(|(id, _)| *id == camera) else {
                 warnings.push(format!(
                     "rule parameters of {camera}/{rule}: no camera {camera:?} any more; ignored"
                 ));
                 continue;
             };
-            if let Err(errors) = cam.rules.apply_update(update) {
+            if let Err(errors) = rules.apply_update(update) {
                 warnings.push(format!(
                     "rule parameters of {camera}/{rule}: no longer apply ({}); ignored",
                     errors.join("; ")
@@ -270,33 +277,49 @@ fn join_problems(problems: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use protocol::{RuleParams, Severity};
 
     use super::*;
 
-    const CONFIG: &str = r#"
-site = "site-1"
-
-[[cameras]]
-id = "plaza"
-source = { kind = "ffmpeg", input = "rtsp://10.0.0.7/sub" }
-
-[[cameras.rules.zones]]
+    /// The rules of camera `plaza`.
+    const RULES: &str = r#"
+[[zones]]
 id = "cordon"
 polygon = [[0, 0], [100, 0], [100, 100]]
+"#;
 
-[tag_rules.watchlist]
+    const TAG_RULES: &str = r#"
+[watchlist]
 tags = [{ tag = "aa01", case_ref = "WD-1" }, { tag = "BB02", case_ref = "WD-2" }]
 
-[[tag_rules.theft.pairings]]
+[[theft.pairings]]
 bike = "b1"
 keys = ["c1"]
 "#;
 
-    fn config() -> AgentConfig {
-        AgentConfig::from_toml_str(CONFIG, Path::new("/etc/edge-agent")).expect("valid config")
+    /// The parts of a configuration the overrides change.
+    struct Config {
+        tag_rules: Option<TagConfig>,
+        /// (camera id, its rules).
+        cameras: Vec<(String, EngineConfig)>,
+    }
+
+    fn config() -> Config {
+        let rules: EngineConfig = toml::from_str(RULES).expect("valid rules");
+        assert!(rules.validate().is_empty());
+        let tags: TagConfig = toml::from_str(TAG_RULES).expect("valid tag rules");
+        assert_eq!(tags.validate(), Ok(()));
+        Config {
+            tag_rules: Some(tags),
+            cameras: vec![("plaza".into(), rules)],
+        }
+    }
+
+    fn apply(o: &Overrides, c: &mut Config) -> Vec<String> {
+        o.apply_to(
+            &mut c.tag_rules,
+            c.cameras.iter_mut().map(|(id, rules)| (id.as_str(), rules)),
+        )
     }
 
     fn record(o: &mut Overrides, body: CommandBody) {
@@ -329,7 +352,7 @@ keys = ["c1"]
         );
         record(&mut o, CommandBody::WatchRemove { tag: "AA01".into() });
         let mut c = config();
-        assert!(o.apply_to(&mut c).is_empty());
+        assert!(apply(&o, &mut c).is_empty());
         let tags = c.tag_rules.expect("tag rules");
         let listed: Vec<(&str, &str)> = tags
             .watchlist
@@ -404,7 +427,7 @@ keys = ["c1"]
         assert!(!o.armed().contains_key("B9"));
 
         let mut c = config();
-        assert!(o.apply_to(&mut c).is_empty());
+        assert!(apply(&o, &mut c).is_empty());
         let pairings = c.tag_rules.expect("tag rules").theft.pairings;
         let state: Vec<(&str, bool)> = pairings
             .iter()
@@ -432,8 +455,8 @@ keys = ["c1"]
             }),
         );
         let mut c = config();
-        assert!(o.apply_to(&mut c).is_empty());
-        let zone = &c.cameras[0].rules.zones[0];
+        assert!(apply(&o, &mut c).is_empty());
+        let zone = &c.cameras[0].1.zones[0];
         assert_eq!((zone.threshold, zone.severity), (0.8, Severity::Critical));
     }
 
@@ -462,8 +485,8 @@ keys = ["c1"]
             },
         );
         let mut c = config();
-        let before = c.cameras.clone();
-        let warnings = o.apply_to(&mut c);
+        let before = c.cameras.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>();
+        let warnings = apply(&o, &mut c);
         assert_eq!(
             warnings,
             [
@@ -473,7 +496,10 @@ keys = ["c1"]
                  \"renamed\" (this camera has: cordon)); ignored",
             ]
         );
-        assert_eq!(c.cameras, before);
+        assert_eq!(
+            c.cameras.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            before
+        );
     }
 
     #[test]

@@ -18,10 +18,9 @@ use sha2::{Digest, Sha256};
 use super::decode::{self, Candidate};
 use super::manifest::{Layout, ModelManifest};
 use super::nms::nms_classwise;
-use super::preprocess::{
-    FrameDecoder, ImageError, ImageLimits, Letterbox, PreprocessError, Preprocessor, RgbFrame,
-};
+use super::preprocess::{Letterbox, PreprocessError, Preprocessor};
 use super::runtime::{self, RuntimeError};
+use crate::frame::{FrameDecoder, ImageError, ImageLimits, RgbFrame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {

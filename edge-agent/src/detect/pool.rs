@@ -24,7 +24,7 @@ use protocol::Detection;
 use tokio::sync::mpsc;
 
 use super::{DetectError, Detector, DetectorOptions, Model};
-use crate::source::{Frame, LatestFrame};
+use crate::frame::{Frame, LatestFrame};
 
 /// How long an idle worker sleeps before looking at the slots again.
 pub const IDLE_POLL: Duration = Duration::from_millis(5);

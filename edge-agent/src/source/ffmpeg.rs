@@ -37,7 +37,7 @@ use tracing::{debug, info};
 
 use super::health::{CommonFields, Health, sleep_until_opt};
 use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
-use crate::detect::preprocess::RgbFrame;
+use crate::frame::RgbFrame;
 use crate::secret::CameraUrl;
 
 /// How many of ffmpeg's last stderr lines are kept for error messages.

@@ -15,9 +15,9 @@ use fast_image_resize as fr;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Frame, SourceCounters, SourceError, SourceEvent};
+use super::{SourceCounters, SourceError, SourceEvent};
 use crate::backoff::Backoff;
-use crate::detect::preprocess::{FrameDecoder, ImageError, ImageLimits, RgbFrame};
+use crate::frame::{Frame, FrameDecoder, ImageError, ImageLimits, RgbFrame};
 
 /// Offline/online bookkeeping, frame numbering, back-off and counters of one source.
 #[derive(Debug)]

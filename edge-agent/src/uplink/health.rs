@@ -13,9 +13,8 @@ use protocol::status::{CameraHealth, Health, OutboxHealth, ReaderHealth, UplinkH
 use protocol::time::UtcMillis;
 
 use super::UplinkStats;
-use crate::agent::AgentStats;
-use crate::agent::runtime::CameraSnapshot;
 use crate::outbox::{HeldStats, OutboxStats};
+use crate::pipeline::{AgentStats, CameraSnapshot};
 
 /// Builds [`Health`] values; keeps the previous camera counters for rates.
 #[derive(Debug)]

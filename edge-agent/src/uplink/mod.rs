@@ -100,10 +100,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, interval, sleep_until};
 use tracing::{debug, error, info, warn};
 
-use crate::agent::runtime::Output;
 use crate::backoff::Backoff;
 use crate::command::{CommandGate, CommandStore};
 use crate::outbox::{Held, HeldStats, Outbox, OutboxError, OutboxStats};
+use crate::pipeline::{Applied, ApplyCommand, Output};
 use crate::tags::dedup::Sighting;
 use crate::tags::read::TagKind;
 pub use config::{CommandsConfig, MqttVersion, TlsConfig, UplinkConfig};
@@ -223,19 +223,6 @@ impl UplinkStats {
             Err(p) => *p.into_inner() = s,
         }
     }
-}
-
-/// A command and what the core made of it: `Err` with the reason when it refused the change.
-pub type Applied = (Command, Result<(), String>);
-
-/// A verified hub command for the agent core to apply; the core answers on `done`.
-#[derive(Debug)]
-pub struct ApplyCommand {
-    /// The command (already checked by the gate).
-    pub command: Command,
-    /// Where the core sends the outcome: `Err` with the reason when it refused the change (the
-    /// core's state is then unchanged).
-    pub done: mpsc::Sender<Applied>,
 }
 
 /// Hub commands: the gate, the store, and the way into the agent core.

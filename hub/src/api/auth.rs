@@ -18,9 +18,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::UtcMillis;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
+use utoipa::ToSchema;
 
 use super::ApiState;
 use super::error::ApiError;
@@ -599,36 +599,95 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A login (`/auth/login`) or an app token's request (`/auth/tokens`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = LoginRequest)]
 pub struct LoginBody {
+    #[schema(min_length = 1)]
     pub username: String,
     pub password: String,
+    /// App tokens: a name to tell it by in the session list.
     #[serde(default)]
     pub label: String,
-    /// App tokens only: how long the token lasts (1..=[`MAX_TOKEN_DAYS`], default
-    /// `http.token_days`).
+    /// App tokens only: how long the token lasts, days (default `http.token_days`, 30).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 365)]
     pub expires_in_days: Option<u32>,
 }
 
 /// The caller as `/me` and login show them.
-pub fn me_json(state: &ApiState, user: &User, csrf: Option<&str>) -> serde_json::Value {
-    let g = state.grid.hierarchy();
-    let cells: Vec<CellRef> = user
-        .cells
-        .iter()
-        .filter_map(|c| g.find(c).and_then(|id| g.get(id)))
-        .map(|c| CellRef::new(c.code(), c.name(), c.level()))
-        .collect();
-    json!({
-        "id": user.login,
-        "name": user.name,
-        "role": user.role,
-        "person": user.person,
-        "cells": cells,
-        "csrf": csrf,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Me<'a> {
+    id: &'a str,
+    name: &'a str,
+    role: UserRole,
+    /// Roster person id.
+    #[schema(required = true)]
+    person: Option<&'a str>,
+    cells: Vec<CellRef>,
+    /// CSRF token of the cookie session; null for bearer auth.
+    #[schema(required = true)]
+    csrf: Option<&'a str>,
+}
+
+impl<'a> Me<'a> {
+    pub fn new(state: &ApiState, user: &'a User, csrf: Option<&'a str>) -> Self {
+        let g = state.grid.hierarchy();
+        let cells: Vec<CellRef> = user
+            .cells
+            .iter()
+            .filter_map(|c| g.find(c).and_then(|id| g.get(id)))
+            .map(|c| CellRef::new(c.code(), c.name(), c.level()))
+            .collect();
+        Self {
+            id: &user.login,
+            name: &user.name,
+            role: user.role,
+            person: user.person.as_deref(),
+            cells,
+            csrf,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginResponse<'a> {
+    user: Me<'a>,
+    #[schema(min_length = 1)]
+    csrf: &'a str,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenResponse {
+    #[schema(min_length = 1)]
+    token: String,
+    expires_at: UtcMillis,
+}
+
+/// A live browser session or app token, as admins see it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionInfo {
+    /// SHA-256 of the token, hex: names the session, cannot act as it.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    id: String,
+    login: String,
+    via: Via,
+    label: String,
+    created: UtcMillis,
+    expires: UtcMillis,
+    /// The session of this request.
+    current: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionList {
+    sessions: Vec<SessionInfo>,
 }
 
 /// Checks a login: bounded username, a limiter slot for (login, source), an argon2 slot, then
@@ -697,6 +756,19 @@ async fn authenticate(
     }
 }
 
+/// Log in with a password; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth",
+    request_body = LoginBody,
+    security(()),
+    responses(
+        (status = 200, description = "Logged in.", body = LoginResponse,
+            headers(("Set-Cookie" = String, description = "`hub_session=<opaque>; HttpOnly; SameSite=Strict; Path=/`"))),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 429, response = super::doc::RateLimited),
+        (status = 503, response = super::doc::Busy),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn login(
     State(state): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -725,10 +797,10 @@ pub async fn login(
         "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
         state.http.session_hours * 3600
     );
-    let mut r = Json(json!({
-        "user": me_json(&state, &user, Some(&session.csrf)),
-        "csrf": session.csrf,
-    }))
+    let mut r = Json(LoginResponse {
+        user: Me::new(&state, &user, Some(&session.csrf)),
+        csrf: &session.csrf,
+    })
     .into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -736,6 +808,18 @@ pub async fn login(
     Ok(r)
 }
 
+/// A bearer token for an app (`Authorization: Bearer <token>`).
+#[utoipa::path(post, path = "/api/v1/auth/tokens", operation_id = "createToken", tag = "auth",
+    request_body = LoginBody,
+    security(()),
+    responses(
+        (status = 201, description = "Token issued.", body = TokenResponse),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 429, response = super::doc::RateLimited),
+        (status = 503, response = super::doc::Busy),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn token(
     State(state): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -760,11 +844,24 @@ pub async fn token(
     tracing::info!(login = %user.login, label, days, "app token issued");
     Ok((
         StatusCode::CREATED,
-        Json(json!({"token": token, "expires_at": session.expires})),
+        Json(TokenResponse {
+            token,
+            expires_at: session.expires,
+        }),
     )
         .into_response())
 }
 
+/// Deletes the session and clears the cookie.
+#[utoipa::path(post, path = "/api/v1/auth/logout", operation_id = "logout", tag = "auth",
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "Logged out.",
+            headers(("Set-Cookie" = String, description = "Clears `hub_session`."))),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn logout(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
     state.sessions.remove(&caller.token);
     tracing::info!(login = %caller.user.login, "logged out");
@@ -779,34 +876,50 @@ pub async fn logout(State(state): State<Arc<ApiState>>, caller: Caller) -> Respo
     r
 }
 
-/// `GET /api/v1/sessions` (admins): every live browser session and app token.
+/// Every live browser session and app token (admin).
+#[utoipa::path(get, path = "/api/v1/sessions", operation_id = "listSessions", tag = "auth",
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Sessions, oldest first.", body = SessionList),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn sessions_list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SessionList>, ApiError> {
     caller.require(&[UserRole::Admin], "list sessions")?;
     let own = Sessions::id_of(&caller.token);
-    let list: Vec<serde_json::Value> = state
+    let sessions = state
         .sessions
         .list(state.clock.now())
         .into_iter()
-        .map(|(id, s)| {
-            json!({
-                "current": id == own,
-                "id": id,
-                "login": s.login,
-                "via": s.via,
-                "label": s.label,
-                "created": s.created,
-                "expires": s.expires,
-            })
+        .map(|(id, s)| SessionInfo {
+            current: id == own,
+            id,
+            login: s.login,
+            via: s.via,
+            label: s.label,
+            created: s.created,
+            expires: s.expires,
         })
         .collect();
-    Ok(Json(json!({ "sessions": list })))
+    Ok(Json(SessionList { sessions }))
 }
 
-/// `DELETE /api/v1/sessions/{id}` (admins): ends a session or app token now; its live feeds
-/// close within a second.
+/// Ends a session or app token now; its live feeds close within a second (admin).
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", operation_id = "revokeSession", tag = "auth",
+    params(("id" = String, Path, description = "Session id from the list.", min_length = 1)),
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn session_revoke(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -828,8 +941,16 @@ pub async fn session_revoke(
     }
 }
 
-pub async fn me(State(state): State<Arc<ApiState>>, caller: Caller) -> Json<serde_json::Value> {
-    Json(me_json(&state, &caller.user, caller.csrf.as_deref()))
+/// The caller.
+#[utoipa::path(get, path = "/api/v1/me", operation_id = "me", tag = "auth",
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The caller.", body = Me),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = "default", response = super::doc::Failure),
+    ))]
+pub async fn me(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
+    Json(Me::new(&state, &caller.user, caller.csrf.as_deref())).into_response()
 }
 
 #[cfg(test)]

@@ -14,13 +14,17 @@ use protocol::{
     Alert, AlertKind, AlertPhase, AlertSource, Severity, UtcMillis, alert::Location, validate_id,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::book::{CaseSummary, DeadlineState, Row};
-use crate::case::{Action, Actor, Case, CaseState, CellRef, Transition};
+use crate::case::{
+    Action, Actor, AuditRecord, Case, CaseState, CellRef, Deadline, Delivery, Transition,
+    UntrustedPosition,
+};
 use crate::grid::Level;
 use crate::store::PhotoMeta;
 use crate::users::UserRole;
@@ -45,11 +49,79 @@ fn check_note(note: &str) -> Result<(), ApiError> {
 /// The pseudo-site patrol reports are filed under.
 pub use crate::trust::PATROL_SITE;
 
-/// A summary as the API shows it: with its deadline state at this moment.
-pub fn summary_json(s: &CaseSummary, now: UtcMillis) -> Value {
-    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
-    v["deadline_state"] = json!(s.deadline_state(now));
-    v
+/// A case as lists, the feed and the detail show it: the book's summary with its deadline
+/// state at this moment, borrowed so a page of 500 rows is serialised without copies.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CaseSummary)]
+pub struct CaseOut<'a> {
+    #[schema(value_type = String, pattern = "^C-")]
+    pub id: &'a crate::case::CaseId,
+    pub state: CaseState,
+    pub severity: Severity,
+    pub kind: AlertKind,
+    pub rule: &'a str,
+    pub site: &'a str,
+    /// The camera or reader of the first alert, the person who filed a patrol report, or the
+    /// part of the hub a hub-health case is about (`disk`).
+    pub source: &'a AlertSource,
+    #[schema(minimum = 1)]
+    pub count: u64,
+    pub opened_at: UtcMillis,
+    pub updated_at: UtcMillis,
+    pub last_alert_at: UtcMillis,
+    #[schema(required = true)]
+    pub location: Option<Location>,
+    /// Level of the cell holding the case now (null only for a case with an empty path).
+    #[schema(required = true)]
+    pub level: Option<Level>,
+    /// The cell holding the case now (null only for a case with an empty path).
+    #[schema(required = true)]
+    pub cell: Option<&'a CellRef>,
+    /// From the top (county) down to the deepest cell.
+    pub path: &'a [CellRef],
+    #[schema(required = true)]
+    pub deadline: Option<Deadline>,
+    /// near = less than 25% of the span or < 60 s left.
+    pub deadline_state: DeadlineState,
+    #[schema(required = true)]
+    pub handler: Option<&'a str>,
+    pub step: u32,
+    #[schema(required = true)]
+    pub acked_at: Option<UtcMillis>,
+    #[schema(required = true)]
+    pub resolved_at: Option<UtcMillis>,
+    /// How many times a deadline made it climb.
+    pub escalations: u32,
+}
+
+impl<'a> CaseOut<'a> {
+    pub fn new(s: &'a CaseSummary, now: UtcMillis) -> Self {
+        Self {
+            id: &s.id,
+            state: s.state,
+            severity: s.severity,
+            kind: s.kind,
+            rule: &s.rule,
+            site: &s.site,
+            source: &s.source,
+            count: s.count,
+            opened_at: s.opened_at,
+            updated_at: s.updated_at,
+            last_alert_at: s.last_alert_at,
+            location: s.location,
+            level: s.level,
+            cell: s.cell.as_ref(),
+            path: &s.path,
+            deadline: s.deadline,
+            deadline_state: s.deadline_state(now),
+            handler: s.handler.as_deref(),
+            step: s.step,
+            acked_at: s.acked_at,
+            resolved_at: s.resolved_at,
+            escalations: s.escalations,
+        }
+    }
 }
 
 fn list_of<T: std::str::FromStr>(field: &str, raw: &str) -> Result<Vec<T>, ApiError> {
@@ -144,6 +216,50 @@ impl Filter {
     }
 }
 
+/// The list's query. Read by hand (below) so every bad value names its parameter; this
+/// type only documents it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListQuery {
+    /// Comma list of states (`new`, `dispatched`, `acknowledged`, `handling`, `resolved`,
+    /// `closed`), or `open` (= neither resolved nor closed).
+    state: Option<String>,
+    /// Comma list of severities (`info`, `minor`, `major`, `critical`).
+    severity: Option<String>,
+    /// Comma list of levels of the cell holding the case.
+    level: Option<String>,
+    /// A cell code: cases whose path contains it (its subtree). Out of the caller's scope → 403.
+    #[param(min_length = 1)]
+    cell: Option<String>,
+    /// Site id.
+    #[param(min_length = 1)]
+    site: Option<String>,
+    /// Comma list of kinds.
+    kind: Option<String>,
+    /// `opened_at` ≥ from: milliseconds since the Unix epoch, or an RFC 3339 time.
+    from: Option<String>,
+    /// `opened_at` < to: milliseconds since the Unix epoch, or an RFC 3339 time.
+    to: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
+    cursor: Option<String>,
+}
+
+/// Cases in the caller's scope, newest first (`opened_at` desc, then id).
+#[utoipa::path(get, path = "/api/v1/cases", operation_id = "listCases", tag = "cases",
+    params(ListQuery),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "A page of cases.", body = CaseList),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -229,14 +345,7 @@ pub async fn list(
         .book
         .page(|r| scope.sees(r) && f.keep(r), cursor, limit);
     let now = state.clock.now();
-    let cases: Vec<SummaryOut<'_>> = page
-        .cases
-        .iter()
-        .map(|s| SummaryOut {
-            deadline_state: s.deadline_state(now),
-            s,
-        })
-        .collect();
+    let cases: Vec<CaseOut<'_>> = page.cases.iter().map(|s| CaseOut::new(s, now)).collect();
     Ok(Json(CaseList {
         cases,
         total: page.total,
@@ -245,18 +354,13 @@ pub async fn list(
     .into_response())
 }
 
-/// A summary with its deadline state now, serialised straight into the response.
-#[derive(Serialize)]
-struct SummaryOut<'a> {
-    #[serde(flatten)]
-    s: &'a CaseSummary,
-    deadline_state: DeadlineState,
-}
-
-#[derive(Serialize)]
-struct CaseList<'a> {
-    cases: Vec<SummaryOut<'a>>,
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseList<'a> {
+    cases: Vec<CaseOut<'a>>,
     total: usize,
+    /// Opaque; pass as `cursor` for the next page.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -274,10 +378,86 @@ fn visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Arc<CaseSummar
     Ok(s)
 }
 
-fn detail_json(state: &ApiState, case: &Case) -> Result<Value, ApiError> {
+/// The latest snapshot of a case, with the boxes drawn on it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SnapshotRef)]
+pub struct SnapshotOut {
+    alert: String,
+    camera: String,
+    time: UtcMillis,
+    width: u32,
+    height: u32,
+    #[schema(pattern = "^/api/v1/alerts/[^/]+/snapshot$")]
+    url: String,
+    detections: Vec<protocol::Detection>,
+}
+
+/// One alert of a case, without its snapshot.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertBrief {
+    id: String,
+    time: UtcMillis,
+    phase: AlertPhase,
+    rule: String,
+    #[schema(required = true)]
+    label: Option<String>,
+    #[schema(required = true, minimum = 0, maximum = 1)]
+    score: Option<f32>,
+    /// The alert's human-readable detail (camera offline: the last error; patrol report: the
+    /// note).
+    #[schema(required = true)]
+    detail: Option<String>,
+    has_snapshot: bool,
+}
+
+/// A photo attached to a case action or a patrol report.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhotoRef {
+    id: String,
+    #[schema(pattern = "^/api/v1/photos/[^/]+$")]
+    url: String,
+    at: UtcMillis,
+    by: String,
+}
+
+impl PhotoRef {
+    fn new(id: &str, at: UtcMillis, by: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            url: format!("/api/v1/photos/{id}"),
+            at,
+            by: by.to_owned(),
+        }
+    }
+}
+
+/// One case with everything the detail view shows.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseDetail<'a> {
+    case: CaseOut<'a>,
+    audit: &'a [AuditRecord],
+    deliveries: &'a [Delivery],
+    alerts: Vec<AlertBrief>,
+    /// Set when an alert of the case claimed a position its site is not trusted with (farther
+    /// than the site's radius from where the site is registered): the case was filed in the
+    /// site's cell instead; the claim is kept for forensics.
+    #[schema(required = true)]
+    position_untrusted: Option<&'a UntrustedPosition>,
+    #[schema(required = true)]
+    snapshot: Option<SnapshotOut>,
+    photos: Vec<PhotoRef>,
+}
+
+/// The detail of `case` as JSON bytes (built off the async threads: decoding up to 100
+/// alerts with their snapshots is CPU work).
+fn detail_json(state: &ApiState, case: &Case) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     let mut alerts = Vec::new();
-    let mut snapshot = Value::Null;
+    let mut snapshot = None;
     for id in case.alert_ids.iter() {
         let Some(stored) = state.store.alerts().get(id)? else {
             continue;
@@ -285,55 +465,66 @@ fn detail_json(state: &ApiState, case: &Case) -> Result<Value, ApiError> {
         let a = &stored.alert;
         if let Some(s) = &stored.snapshot {
             // The latest snapshot is the one shown.
-            snapshot = json!({
-                "alert": a.id,
-                "camera": s.camera,
-                "time": s.time,
-                "width": s.width,
-                "height": s.height,
-                "url": format!("/api/v1/alerts/{}/snapshot", a.id),
-                "detections": a.detections,
+            snapshot = Some(SnapshotOut {
+                alert: a.id.clone(),
+                camera: s.camera.clone(),
+                time: s.time,
+                width: s.width,
+                height: s.height,
+                url: format!("/api/v1/alerts/{}/snapshot", a.id),
+                detections: a.detections.clone(),
             });
         }
-        alerts.push(json!({
-            "id": a.id,
-            "time": a.time,
-            "phase": a.phase,
-            "rule": a.rule,
-            "label": a.label,
-            "score": a.score,
-            "detail": a.detail,
-            "has_snapshot": stored.snapshot.is_some(),
-        }));
+        alerts.push(AlertBrief {
+            id: a.id.clone(),
+            time: a.time,
+            phase: a.phase,
+            rule: a.rule.clone(),
+            label: a.label.clone(),
+            score: a.score,
+            detail: a.detail.clone(),
+            has_snapshot: stored.snapshot.is_some(),
+        });
     }
     let mut photos = Vec::new();
     for r in &case.audit {
         if let Some(p) = &r.photo {
-            photos.push(json!({
-                "id": p, "url": format!("/api/v1/photos/{p}"), "at": r.at, "by": r.actor.id,
-            }));
+            photos.push(PhotoRef::new(p, r.at, &r.actor.id));
         }
     }
     // A patrol report's photo belongs to the case from its first alert.
     if case.kind == AlertKind::Patrol
         && let Some(m) = state.store.photos().meta(&case.first_alert)?
     {
-        photos.insert(
-            0,
-            json!({"id": case.first_alert, "url": format!("/api/v1/photos/{}", case.first_alert), "at": m.at, "by": m.by}),
-        );
+        photos.insert(0, PhotoRef::new(&case.first_alert, m.at, &m.by));
     }
-    Ok(json!({
-        "case": summary_json(&CaseSummary::of(case), now),
-        "audit": case.audit,
-        "deliveries": case.deliveries,
-        "alerts": alerts,
-        "position_untrusted": case.position_untrusted,
-        "snapshot": snapshot,
-        "photos": photos,
-    }))
+    let summary = CaseSummary::of(case);
+    let detail = CaseDetail {
+        case: CaseOut::new(&summary, now),
+        audit: &case.audit,
+        deliveries: &case.deliveries,
+        alerts,
+        position_untrusted: case.position_untrusted.as_ref(),
+        snapshot,
+        photos,
+    };
+    // A value (not the borrowed struct) crosses back from the blocking thread.
+    serde_json::to_value(&detail)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// One case with its audit trail, deliveries, alerts, snapshot and photos.
+#[utoipa::path(get, path = "/api/v1/cases/{id}", operation_id = "getCase", tag = "cases",
+    params(("id" = String, Path, description = "Case id, `C-…`.", min_length = 1)),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The case.", body = CaseDetail),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn detail(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -344,10 +535,9 @@ pub async fn detail(
         .ok_or_else(|| ApiError::not_found(format!("case {id} not found")))?;
     let st = state.clone();
     // Decoding up to 100 alerts with their snapshots is CPU work.
-    let v = tokio::task::spawn_blocking(move || detail_json(&st, &case))
+    tokio::task::spawn_blocking(move || detail_json(&st, &case))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    Ok(Json(v))
+        .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 fn jpeg(bytes: Vec<u8>) -> Response {
@@ -361,6 +551,18 @@ fn jpeg(bytes: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// The alert's snapshot JPEG.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}/snapshot", operation_id = "getSnapshot", tag = "cases",
+    params(("id" = String, Path, description = "Alert id.", min_length = 1)),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The JPEG.", content_type = "image/jpeg", body = String),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = 410, response = super::doc::Gone),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn snapshot(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -389,6 +591,18 @@ pub async fn snapshot(
     Ok(jpeg(bytes))
 }
 
+/// A photo attached to a case action or report.
+#[utoipa::path(get, path = "/api/v1/photos/{id}", operation_id = "getPhoto", tag = "cases",
+    params(("id" = String, Path, description = "Photo id.", min_length = 1)),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The JPEG.", content_type = "image/jpeg", body = String),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = 410, response = super::doc::Gone),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn photo(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -452,17 +666,38 @@ async fn store_photo(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+/// What a person does to a case.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionName {
+    Acknowledge,
+    StartHandling,
+    Resolve,
+    Close,
+    Reopen,
+    Return,
+    Extend,
+    Comment,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ActionRequest)]
 pub struct ActionBody {
+    /// Read as text so an unknown action is refused by name, with the list.
+    #[schema(value_type = ActionName)]
     action: String,
     #[serde(default)]
     note: Option<String>,
+    /// A JPEG, base64, at most 2 MB decoded.
     #[serde(default)]
+    #[schema(content_encoding = "base64", content_media_type = "image/jpeg")]
     photo: Option<String>,
-    /// Milliseconds since 1970 or an RFC 3339 time.
+    /// extend: the new deadline, ms since the epoch or RFC 3339.
     #[serde(default)]
+    #[schema(value_type = Option<super::doc::MsOrTime>)]
     until: Option<Value>,
+    /// return: the code of the cell to send the case to.
     #[serde(default)]
     cell: Option<String>,
 }
@@ -474,6 +709,23 @@ fn json_body<T>(
         .map_err(|e| ApiError::invalid("body", e.body_text()))
 }
 
+/// Acknowledge, start handling, resolve, close, reopen, return, extend or comment.
+///
+/// Members may acknowledge, start_handling, resolve, return and comment; close, reopen and
+/// extend need an operator or admin.
+#[utoipa::path(post, path = "/api/v1/cases/{id}/actions", operation_id = "actOnCase", tag = "cases",
+    params(("id" = String, Path, description = "Case id.", min_length = 1)),
+    request_body = ActionBody,
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The case after the action.", body = CaseDetail),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = 409, response = super::doc::Conflict),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn act(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -589,23 +841,47 @@ pub async fn act(
         }
     };
     let st = state.clone();
-    let v = tokio::task::spawn_blocking(move || detail_json(&st, &case))
+    tokio::task::spawn_blocking(move || detail_json(&st, &case))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    Ok(Json(v))
+        .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
-#[derive(Debug, Deserialize)]
+/// What a patrol report is about.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    FireHazard,
+    RoadDamage,
+    Dispute,
+    IllegalParking,
+    Suspicious,
+    Other,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReportRequest)]
 pub struct ReportBody {
+    /// Optional; the only kind.
     #[serde(default)]
+    #[schema(pattern = "^patrol$")]
     kind: Option<String>,
+    /// Read as text so an unknown category is refused by name, with the list.
+    #[schema(value_type = Category)]
     category: String,
     #[serde(default)]
     note: String,
     location: Location,
+    /// A JPEG, base64, at most 2 MB decoded.
     #[serde(default)]
+    #[schema(content_encoding = "base64", content_media_type = "image/jpeg")]
     photo: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportResponse<'a> {
+    case: CaseOut<'a>,
 }
 
 const CATEGORIES: &[&str] = &[
@@ -617,8 +893,20 @@ const CATEGORIES: &[&str] = &[
     "other",
 ];
 
-/// A patrol report: filed like an alert (stored, located by its position, dispatched, with
-/// deadlines and escalation), from the member as its source.
+/// A patrol report, filed as a `patrol` alert through the dispatcher.
+///
+/// Filed like an alert (stored, located by its position, dispatched, with deadlines and
+/// escalation), from the member as its source.
+#[utoipa::path(post, path = "/api/v1/reports", operation_id = "fileReport", tag = "cases",
+    request_body = ReportBody,
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 201, description = "The case the report opened or joined.", body = ReportResponse),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn report(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -731,11 +1019,10 @@ pub async fn report(
     for _ in 0..100 {
         if let Some(s) = state.book.get(&case_id) {
             tracing::info!(case = %case_id, login = %caller.user.login, category = %body.category, "patrol report filed");
-            return Ok((
-                StatusCode::CREATED,
-                Json(json!({"case": summary_json(&s, state.clock.now())})),
-            )
-                .into_response());
+            let body = ReportResponse {
+                case: CaseOut::new(&s, state.clock.now()),
+            };
+            return Ok((StatusCode::CREATED, Json(body)).into_response());
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

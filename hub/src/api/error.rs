@@ -4,22 +4,87 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::dispatch::DispatchError;
+
+/// What went wrong, for programs: each code goes with one status (but `malformed` 422 and
+/// `not_authorized` 409 come from a quarantine re-ingest only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    Csrf,
+    NotFound,
+    Gone,
+    Invalid,
+    Conflict,
+    RateLimited,
+    Internal,
+    Unavailable,
+    Malformed,
+    NotAuthorized,
+}
+
+impl ErrorCode {
+    /// The wire name, so logs and bodies say the same.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::Csrf => "csrf",
+            Self::NotFound => "not_found",
+            Self::Gone => "gone",
+            Self::Invalid => "invalid",
+            Self::Conflict => "conflict",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+            Self::Malformed => "malformed",
+            Self::NotAuthorized => "not_authorized",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every non-2xx JSON response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail<'a> {
+    pub code: ErrorCode,
+    /// Human-readable text.
+    pub message: &'a str,
+    /// The offending field or parameter (`invalid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -30,45 +95,45 @@ impl ApiError {
     }
 
     pub fn unauthenticated(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", m)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, m)
     }
 
     pub fn forbidden(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m)
     }
 
     pub fn csrf() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
-            "csrf",
+            ErrorCode::Csrf,
             "missing or wrong X-CSRF-Token header (the token comes with the login and /api/v1/me)",
         )
     }
 
     pub fn not_found(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, m)
     }
 
     /// Something that was kept and is now deleted by retention.
     pub fn gone(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::GONE, "gone", m)
+        Self::new(StatusCode::GONE, ErrorCode::Gone, m)
     }
 
     /// A bad parameter or body field, named.
     pub fn invalid(field: &str, m: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid", m);
+        let mut e = Self::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, m);
         e.field = Some(field.to_owned());
         e
     }
 
     pub fn conflict(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", m)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, m)
     }
 
     pub fn rate_limited(retry_after_s: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             format!("too many failed logins; try again in {retry_after_s} s"),
         );
         e.retry_after = Some(retry_after_s);
@@ -79,7 +144,7 @@ impl ApiError {
     pub fn busy(retry_after_s: u64) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             format!("too many logins at once; try again in {retry_after_s} s"),
         );
         e.retry_after = Some(retry_after_s);
@@ -87,11 +152,11 @@ impl ApiError {
     }
 
     pub fn internal(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, m)
     }
 
     pub fn unavailable(m: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, m)
     }
 
     /// An alert the hub still refuses: 422 when it is malformed, 409 when it is valid but
@@ -101,7 +166,11 @@ impl ApiError {
             crate::ingest::RejectCode::Malformed => StatusCode::UNPROCESSABLE_ENTITY,
             crate::ingest::RejectCode::NotAuthorized => StatusCode::CONFLICT,
         };
-        Self::new(status, code.as_str(), m)
+        let code = match code {
+            crate::ingest::RejectCode::Malformed => ErrorCode::Malformed,
+            crate::ingest::RejectCode::NotAuthorized => ErrorCode::NotAuthorized,
+        };
+        Self::new(status, code, m)
     }
 }
 
@@ -151,11 +220,14 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"code": self.code, "message": self.message});
-        if let Some(f) = &self.field {
-            body["field"] = json!(f);
-        }
-        let mut r = (self.status, Json(json!({ "error": body }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        };
+        let mut r = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {

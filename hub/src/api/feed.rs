@@ -19,24 +19,45 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use protocol::UtcMillis;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+
 use super::ApiState;
 use super::auth::Caller;
-use super::cases::summary_json;
+use super::cases::CaseOut;
 use super::error::ApiError;
-use crate::book::{CaseEvent, CatchUp};
+use crate::book::{CaseEvent, CatchUp, EventKind};
+use crate::case::AuditAction;
+
+/// The `data` of an SSE `case` event (the event's `id` is `seq`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Event)]
+pub struct EventData<'a> {
+    #[schema(minimum = 1)]
+    seq: u64,
+    at: UtcMillis,
+    kind: EventKind,
+    /// The audit action behind the event (`acknowledge`, `escalate`, …).
+    #[schema(required = true)]
+    action: Option<AuditAction>,
+    case: CaseOut<'a>,
+}
 
 fn event(e: &CaseEvent, state: &ApiState) -> Event {
-    let data = serde_json::json!({
-        "seq": e.seq,
-        "at": e.at,
-        "kind": e.kind,
-        "action": e.action,
-        "case": summary_json(&e.case, state.clock.now()),
-    });
+    let data = EventData {
+        seq: e.seq,
+        at: e.at,
+        kind: e.kind,
+        action: e.action,
+        case: CaseOut::new(&e.case, state.clock.now()),
+    };
+    let data = serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_owned());
     Event::default()
         .id(e.seq.to_string())
         .event("case")
-        .data(data.to_string())
+        .data(data)
 }
 
 fn reset() -> Event {
@@ -55,6 +76,33 @@ impl Drop for Gauge {
     }
 }
 
+/// The feed's query; read by hand below (with `Last-Event-ID` first).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct EventsQuery {
+    /// Replay events after this seq (for clients that cannot set headers).
+    since: Option<u64>,
+}
+
+/// Live feed of case events in scope (Server-Sent Events).
+///
+/// Each event: `id: <seq>`, `event: case`, `data: <Event JSON>` (schema
+/// `#/components/schemas/Event`). If the requested replay point is older than the in-memory
+/// log: `event: reset`, `data: {}`. A `: ping` comment every 15 s.
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "events", tag = "events",
+    params(
+        ("Last-Event-ID" = Option<u64>, Header, description = "Replay events after this seq."),
+        EventsQuery,
+    ),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The event stream; the data of `case` events is an `Event`.",
+            content_type = "text/event-stream", body = String),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn events(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

@@ -10,11 +10,16 @@
 //! ```
 //!
 //! Every route but login, token and the OpenAPI document needs a caller, and every case,
-//! cell, site and photo is checked against the caller's cells. The document is
-//! `openapi.json` beside this file; the tests validate real responses against it.
+//! cell, site and photo is checked against the caller's cells.
+//!
+//! The OpenAPI document is generated (utoipa, `doc.rs`) from the handlers' `#[utoipa::path]`
+//! attributes and the request and response types they use, so it cannot drift from the code;
+//! [`openapi_json`] renders it once, `/api/v1/openapi.json` serves it, and
+//! the tests validate real responses against it.
 
 mod auth;
 mod cases;
+mod doc;
 mod error;
 mod feed;
 mod places;
@@ -33,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use auth::{COOKIE, CSRF_HEADER, Limiter, Logins, Sessions, client_ip};
+pub use doc::openapi_json;
 pub use error::ApiError;
 
 /// Rows per page of a list when `limit=` is absent, and the most it may ask for.
@@ -97,9 +103,6 @@ use crate::roster::Roster;
 use crate::store::Store;
 use crate::users::Users;
 
-/// The OpenAPI document served at `/api/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
 /// Largest request body: a 2 MB photo as base64 plus the rest.
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -116,28 +119,43 @@ pub struct ApiMetrics {
     pub login_limiter_evicted: AtomicU64,
 }
 
-impl ApiMetrics {
-    pub fn render(&self) -> String {
+impl infra::metrics::Collector for ApiMetrics {
+    fn encode(&self, enc: infra::metrics::DescriptorEncoder<'_>) -> std::fmt::Result {
+        let mut f = infra::metrics::Families::new(enc);
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# HELP hub_api_csrf_refused_total Unsafe requests refused for a missing or wrong CSRF token.\n\
-             # TYPE hub_api_csrf_refused_total counter\nhub_api_csrf_refused_total {}\n\
-             # HELP hub_api_feed_resets_total Live-feed clients told to reload because they fell behind.\n\
-             # TYPE hub_api_feed_resets_total counter\nhub_api_feed_resets_total {}\n\
-             # HELP hub_api_feed_clients Live-feed connections open.\n\
-             # TYPE hub_api_feed_clients gauge\nhub_api_feed_clients {}\n\
-             # HELP hub_api_login_rate_limited_total Logins refused: too many wrong passwords from that address for that login.\n\
-             # TYPE hub_api_login_rate_limited_total counter\nhub_api_login_rate_limited_total {}\n\
-             # HELP hub_api_login_busy_total Logins refused because every password-check slot stayed busy.\n\
-             # TYPE hub_api_login_busy_total counter\nhub_api_login_busy_total {}\n\
-             # HELP hub_api_login_limiter_evicted_total Login limiter entries forgotten to bound its memory.\n\
-             # TYPE hub_api_login_limiter_evicted_total counter\nhub_api_login_limiter_evicted_total {}\n",
-            g(&self.csrf_refused),
-            g(&self.feed_resets),
+        for (name, help, v) in [
+            (
+                "hub_api_csrf_refused",
+                "Unsafe requests refused for a missing or wrong CSRF token.",
+                &self.csrf_refused,
+            ),
+            (
+                "hub_api_feed_resets",
+                "Live-feed clients told to reload because they fell behind.",
+                &self.feed_resets,
+            ),
+            (
+                "hub_api_login_rate_limited",
+                "Logins refused: too many wrong passwords from that address for that login.",
+                &self.login_rate_limited,
+            ),
+            (
+                "hub_api_login_busy",
+                "Logins refused because every password-check slot stayed busy.",
+                &self.login_busy,
+            ),
+            (
+                "hub_api_login_limiter_evicted",
+                "Login limiter entries forgotten to bound its memory.",
+                &self.login_limiter_evicted,
+            ),
+        ] {
+            f.counter(name, help, g(v))?;
+        }
+        f.gauge(
+            "hub_api_feed_clients",
+            "Live-feed connections open.",
             g(&self.feed_clients),
-            g(&self.login_rate_limited),
-            g(&self.login_busy),
-            g(&self.login_limiter_evicted),
         )
     }
 }

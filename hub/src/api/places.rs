@@ -10,8 +10,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::UtcMillis;
 use protocol::alert::Location;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use protocol::status::{CameraHealth, ReaderHealth};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::auth::Caller;
@@ -19,7 +21,8 @@ use super::error::ApiError;
 use crate::book::DeadlineState;
 use crate::case::CellRef;
 use crate::grid::{CellId, Level};
-use crate::store::{AuditQuery, WatchAudit, WatchEntry, WatchScope};
+use crate::roster::Role;
+use crate::store::{AuditQuery, WatchAction, WatchAudit, WatchEntry, WatchScope};
 use crate::users::UserRole;
 use crate::watchlist::{WatchAuthority, WatchBy};
 
@@ -48,6 +51,17 @@ fn on_map(state: &ApiState, caller: &Caller, id: CellId) -> bool {
         .any(|c| g.find(c).is_some_and(|mine| g.path(mine).contains(&id)))
 }
 
+/// The cells in scope and their ancestors, as GeoJSON.
+///
+/// The body is the grid's GeoJSON as the import and export write it (`grid::geojson`), not a
+/// struct of this module, so the document describes it with [`super::doc::Grid`].
+#[utoipa::path(get, path = "/api/v1/grid", operation_id = "getGrid", tag = "grid",
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "A FeatureCollection.", body = super::doc::Grid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn grid(State(state): State<Arc<ApiState>>, caller: Caller) -> Json<Value> {
     if caller.is_admin() {
         return Json(state.grid_geojson.clone());
@@ -65,11 +79,43 @@ pub async fn grid(State(state): State<Arc<ApiState>>, caller: Caller) -> Json<Va
     Json(doc)
 }
 
+/// A person of a cell, as the roster has them.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Person {
+    id: String,
+    name: String,
+    phone: String,
+    roles: Vec<Role>,
+    on_duty: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CellDetail {
+    cell: CellRef,
+    #[schema(required = true)]
+    parent: Option<String>,
+    children: Vec<CellRef>,
+    people: Vec<Person>,
+}
+
+/// A cell, its children and its people.
+#[utoipa::path(get, path = "/api/v1/cells/{code}", operation_id = "getCell", tag = "grid",
+    params(("code" = String, Path, description = "Cell code.", min_length = 1)),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The cell.", body = CellDetail),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn cell(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Path(code): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CellDetail>, ApiError> {
     let g = state.grid.hierarchy();
     let id = g
         .find(&code)
@@ -81,18 +127,16 @@ pub async fn cell(
     }
     let now = state.clock.now();
     let on_duty = state.roster.on_duty(&code, now).people;
-    let people: Vec<Value> = state
+    let people: Vec<Person> = state
         .roster
         .people_of(&code)
         .into_iter()
-        .map(|p| {
-            json!({
-                "id": p.id(),
-                "name": p.name(),
-                "phone": p.phone(),
-                "roles": p.roles().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                "on_duty": on_duty.iter().any(|d| d == p.id()),
-            })
+        .map(|p| Person {
+            id: p.id().to_owned(),
+            name: p.name().to_owned(),
+            phone: p.phone().to_owned(),
+            roles: p.roles().to_vec(),
+            on_duty: on_duty.iter().any(|d| d == p.id()),
         })
         .collect();
     let children: Vec<CellRef> = g
@@ -101,12 +145,17 @@ pub async fn cell(
         .filter(|c| c.parent() == Some(id))
         .map(|c| CellRef::new(c.code(), c.name(), c.level()))
         .collect();
-    Ok(Json(json!({
-        "cell": cell_ref(&state, id),
-        "parent": g.parent(id).and_then(|p| g.get(p)).map(|p| p.code().to_owned()),
-        "children": children,
-        "people": people,
-    })))
+    let cell = cell_ref(&state, id)
+        .ok_or_else(|| ApiError::not_found(format!("cell {code} not found")))?;
+    Ok(Json(CellDetail {
+        cell,
+        parent: g
+            .parent(id)
+            .and_then(|p| g.get(p))
+            .map(|p| p.code().to_owned()),
+        children,
+        people,
+    }))
 }
 
 /// A site's position: configured, else the centre of its cell.
@@ -132,10 +181,43 @@ fn sees_site(state: &ApiState, caller: &Caller, site: &str) -> bool {
         || site_cell(state, site).is_some_and(|c| caller.sees_path(&path_of(state, c)))
 }
 
+/// A site and its health.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    id: String,
+    name: String,
+    #[schema(required = true)]
+    cell: Option<CellRef>,
+    #[schema(required = true)]
+    location: Option<Location>,
+    online: bool,
+    #[schema(required = true)]
+    last_seen: Option<UtcMillis>,
+    #[schema(required = true)]
+    since: Option<UtcMillis>,
+    cameras: Vec<CameraHealth>,
+    readers: Vec<ReaderHealth>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteList {
+    sites: Vec<Site>,
+}
+
+/// Sites in scope (by the site's cell) with their health.
+#[utoipa::path(get, path = "/api/v1/sites", operation_id = "listSites", tag = "sites",
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The sites.", body = SiteList),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn sites(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SiteList>, ApiError> {
     let live: HashMap<String, crate::registry::SiteState> = state
         .dispatch
         .sites()
@@ -153,19 +235,23 @@ pub async fn sites(
         }
         let st = live.get(id);
         let health = st.and_then(|s| s.health.as_ref());
-        out.push(json!({
-            "id": id,
-            "name": state.sites.get(id).map(|s| s.name.clone()).unwrap_or_default(),
-            "cell": site_cell(&state, id).and_then(|c| cell_ref(&state, c)),
-            "location": site_location(&state, id),
-            "online": st.is_some_and(|s| s.online),
-            "last_seen": st.and_then(|s| s.last_seen),
-            "since": st.and_then(|s| s.since),
-            "cameras": health.map(|h| json!(h.cameras)).unwrap_or(json!([])),
-            "readers": health.map(|h| json!(h.readers)).unwrap_or(json!([])),
-        }));
+        out.push(Site {
+            id: id.clone(),
+            name: state
+                .sites
+                .get(id)
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            cell: site_cell(&state, id).and_then(|c| cell_ref(&state, c)),
+            location: site_location(&state, id),
+            online: st.is_some_and(|s| s.online),
+            last_seen: st.and_then(|s| s.last_seen),
+            since: st.and_then(|s| s.since),
+            cameras: health.map(|h| h.cameras.clone()).unwrap_or_default(),
+            readers: health.map(|h| h.readers.clone()).unwrap_or_default(),
+        });
     }
-    Ok(Json(json!({ "sites": out })))
+    Ok(Json(SiteList { sites: out }))
 }
 
 /// Longest police case number and note on a watchlist entry, and removal reason (in
@@ -189,68 +275,202 @@ fn watch_by(caller: &Caller) -> WatchBy {
     }
 }
 
+/// The cell an entry applies in, with its name and level (null: every site; a cell since
+/// removed from the grid has a null level).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ScopeRef {
+    Cell(CellRef),
+    /// A cell removed from the grid since: still shown, by its code.
+    Removed(RemovedCell),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemovedCell {
+    code: String,
+    name: String,
+    /// Always null: the grid no longer knows the cell.
+    #[schema(value_type = super::doc::Null, inline)]
+    level: (),
+}
+
 /// A scope as the API shows it: the cell's code, name and level, or null for hub-wide.
-fn scope_ref(state: &ApiState, scope: &WatchScope) -> Value {
+fn scope_ref(state: &ApiState, scope: &WatchScope) -> Option<ScopeRef> {
     match scope {
-        WatchScope::Everywhere => Value::Null,
+        WatchScope::Everywhere => None,
         WatchScope::Cell(code) => {
             let g = state.grid.hierarchy();
-            match g.find(code).and_then(|id| cell_ref(state, id)) {
-                Some(c) => json!(c),
-                // Removed from the grid since: still shown, by its code.
-                None => json!({ "code": code, "name": code, "level": Value::Null }),
-            }
+            Some(match g.find(code).and_then(|id| cell_ref(state, id)) {
+                Some(c) => ScopeRef::Cell(c),
+                None => ScopeRef::Removed(RemovedCell {
+                    code: code.clone(),
+                    name: code.clone(),
+                    level: (),
+                }),
+            })
         }
     }
 }
 
-fn watch_json(state: &ApiState, e: &WatchEntry) -> Value {
-    let mut v = json!(e);
-    v["scope"] = scope_ref(state, &e.scope);
-    v
+/// A watchlisted tag (布控). It is sent to the sites registered in its cell and the cells
+/// under it; operators see and change the entries of their cells and below, admins every
+/// entry (only they make hub-wide ones).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = WatchEntry)]
+pub struct WatchOut {
+    tag: String,
+    /// The police case number (报警回执号).
+    case_ref: String,
+    note: String,
+    added_at: UtcMillis,
+    /// Actor id of who added or last changed it.
+    added_by: String,
+    /// Code of the cell it applies in; null: every site.
+    #[schema(required = true)]
+    cell: Option<String>,
+    #[schema(required = true)]
+    scope: Option<ScopeRef>,
 }
 
-fn audit_json(state: &ApiState, r: &WatchAudit) -> Value {
-    let mut v = json!(r);
-    v["scope"] = scope_ref(state, &r.scope);
-    if let (Some(prev), Some(p)) = (&r.previous, v.get_mut("previous")) {
-        *p = watch_json(state, prev);
+fn watch_out(state: &ApiState, e: &WatchEntry) -> WatchOut {
+    WatchOut {
+        tag: e.tag.clone(),
+        case_ref: e.case_ref.clone(),
+        note: e.note.clone(),
+        added_at: e.added_at,
+        added_by: e.added_by.clone(),
+        cell: e.scope.clone().into(),
+        scope: scope_ref(state, &e.scope),
     }
-    v
 }
 
-/// `GET /api/v1/watchlist`: the entries the caller may see (an operator: those of their cells
-/// and below; an admin: all).
+/// One change to the watchlist.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchAuditRecord {
+    /// Record number; later changes have larger ones.
+    #[schema(minimum = 1)]
+    seq: u64,
+    at: UtcMillis,
+    /// `changed`: an existing entry was replaced (see `previous`); `migrated`: kept, hub-wide,
+    /// from a hub before watchlist scopes.
+    action: WatchAction,
+    tag: String,
+    /// The police case number the change was made under (a removal: the removed entry's).
+    case_ref: String,
+    /// The entry's cell after the change (a removal: before it); null: every site.
+    #[schema(required = true)]
+    cell: Option<String>,
+    #[schema(required = true)]
+    scope: Option<ScopeRef>,
+    note: String,
+    /// The dashboard login that made the change (empty for `migrated`).
+    login: String,
+    /// Their actor id (roster person, else the login).
+    actor: String,
+    /// Why (removals), when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// The entry before a change or removal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<WatchOut>,
+    /// Sites the change was sent to.
+    sites: usize,
+}
+
+fn audit_out(state: &ApiState, r: &WatchAudit) -> WatchAuditRecord {
+    WatchAuditRecord {
+        seq: r.seq,
+        at: r.at,
+        action: r.action,
+        tag: r.tag.clone(),
+        case_ref: r.case_ref.clone(),
+        cell: r.scope.clone().into(),
+        scope: scope_ref(state, &r.scope),
+        note: r.note.clone(),
+        login: r.login.clone(),
+        actor: r.actor.clone(),
+        reason: r.reason.clone(),
+        previous: r.previous.as_ref().map(|p| watch_out(state, p)),
+        sites: r.sites,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchList {
+    entries: Vec<WatchOut>,
+}
+
+/// Watchlisted (布控) tags the caller may see: an operator's cells and below; all for an admin.
+#[utoipa::path(get, path = "/api/v1/watchlist", operation_id = "getWatchlist", tag = "watchlist",
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The entries.", body = WatchList),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn watchlist(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WatchList>, ApiError> {
     caller.require(&[UserRole::Operator, UserRole::Admin], "read the watchlist")?;
     let authority = watch_authority(&caller);
     let g = state.grid.hierarchy();
-    let entries: Vec<Value> = state
+    let entries = state
         .store
         .watchlist()
         .entries()?
         .iter()
         .filter(|e| authority.sees(g, &e.scope))
-        .map(|e| watch_json(&state, e))
+        .map(|e| watch_out(&state, e))
         .collect();
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(WatchList { entries }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Adds a tag, or replaces the entry of a tag the caller may see (the audit log keeps the
+/// previous one).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = WatchAddRequest)]
 pub struct WatchBody {
+    #[schema(min_length = 1)]
     tag: String,
+    /// The police case number (报警回执号). Required (refused by name when empty).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     case_ref: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     note: String,
-    /// The cell it applies in (and below). Absent: an operator's only cell; for an admin,
-    /// every site.
+    /// Code of the cell it applies in (and below): one of the caller's cells or under them.
+    /// Absent or null: an operator's only cell (required when they have several); for an
+    /// admin, every site.
     #[serde(default)]
     cell: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchAdded {
+    entry: WatchOut,
+    /// Sites of the entry's scope the listing was sent to.
+    sites: usize,
+    /// The change's record number in the audit log.
+    #[schema(minimum = 1)]
+    audit: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRemoved {
+    sites: usize,
+    /// The change's record number in the audit log.
+    #[schema(minimum = 1)]
+    audit: u64,
 }
 
 /// The scope a request asks for, checked against the grid and the caller's cells.
@@ -305,7 +525,20 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /api/v1/watchlist`: adds a tag, or replaces the entry of a tag the caller may see.
+/// Watchlists a tag in a cell (or replaces an entry the caller may see) and sends it to that
+/// cell's sites (operator/admin).
+#[utoipa::path(post, path = "/api/v1/watchlist", operation_id = "addWatch", tag = "watchlist",
+    request_body = WatchBody,
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "An existing entry of the tag was replaced.", body = WatchAdded),
+        (status = 201, description = "Added.", body = WatchAdded),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 409, response = super::doc::Conflict),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn watch_add(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -340,27 +573,42 @@ pub async fn watch_add(
         .watch_add(entry.clone(), watch_by(&caller))
         .await?;
     let status = match record.action {
-        crate::store::WatchAction::Added => StatusCode::CREATED,
+        WatchAction::Added => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
     Ok((
         status,
-        Json(json!({
-            "entry": watch_json(&state, &entry),
-            "sites": record.sites,
-            "audit": record.seq,
-        })),
+        Json(WatchAdded {
+            entry: watch_out(&state, &entry),
+            sites: record.sites,
+            audit: record.seq,
+        }),
     )
         .into_response())
 }
 
-/// `DELETE /api/v1/watchlist/{tag}?reason=`: an entry the caller may not see is not found.
+/// Removes a tag from the watchlist at the sites of its cell (operator/admin); an entry
+/// outside the caller's cells is not found.
+#[utoipa::path(delete, path = "/api/v1/watchlist/{tag}", operation_id = "removeWatch", tag = "watchlist",
+    params(
+        ("tag" = String, Path, description = "Tag id, upper-case hex.", min_length = 1),
+        ("reason" = Option<String>, Query, description = "Why (kept in the audit log), at most 500 characters.", max_length = 500),
+    ),
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Removed.", body = WatchRemoved),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn watch_remove(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Path(tag): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WatchRemoved>, ApiError> {
     caller.require(
         &[UserRole::Operator, UserRole::Admin],
         "change the watchlist",
@@ -384,16 +632,52 @@ pub async fn watch_remove(
         .dispatch
         .watch_remove(&tag, watch_by(&caller), reason)
         .await?;
-    Ok(Json(json!({ "sites": record.sites, "audit": record.seq })))
+    Ok(Json(WatchRemoved {
+        sites: record.sites,
+        audit: record.seq,
+    }))
 }
 
-/// `GET /api/v1/watchlist/audit?tag=&limit=&before=` (admins): every change to the watchlist,
-/// newest first, with who, when and the police case number.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WatchAuditList {
+    records: Vec<WatchAuditRecord>,
+    /// Pass as `before` for the next (older) page.
+    #[schema(required = true)]
+    next_before: Option<String>,
+}
+
+/// A page of a newest-first list (read by [`super::Page::parse`]; this type documents it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageQuery {
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    limit: Option<u32>,
+    /// Only records older than this one (the previous page's `next_before`).
+    before: Option<String>,
+}
+
+/// Every change to the watchlist, newest first: who, when, the police case number (admin).
+#[utoipa::path(get, path = "/api/v1/watchlist/audit", operation_id = "watchlistAudit", tag = "watchlist",
+    params(
+        ("tag" = Option<String>, Query, description = "Only this tag's changes."),
+        PageQuery,
+    ),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "A page.", body = WatchAuditList),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn watch_audit(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WatchAuditList>, ApiError> {
     caller.require(&[UserRole::Admin], "read the watchlist's audit log")?;
     let page = super::Page::parse(&q, &["tag"])?;
     let tag = q.get("tag").cloned();
@@ -416,10 +700,10 @@ pub async fn watch_audit(
     let next_before = more
         .then(|| records.last().map(|r| r.seq.to_string()))
         .flatten();
-    Ok(Json(json!({
-        "records": records.iter().map(|r| audit_json(&state, r)).collect::<Vec<_>>(),
-        "next_before": next_before,
-    })))
+    Ok(Json(WatchAuditList {
+        records: records.iter().map(|r| audit_out(&state, r)).collect(),
+        next_before,
+    }))
 }
 
 fn range(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(i64, i64), ApiError> {
@@ -437,26 +721,77 @@ fn range(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(i64, i64), Ap
     Ok((get("from", 0)?, get("to", i64::MAX)?))
 }
 
+/// Where and when a reader heard a tag.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sighting {
+    site: String,
+    reader: String,
+    first: UtcMillis,
+    last: UtcMillis,
+    reads: u32,
+    /// dBm
+    rssi: i16,
+    #[schema(required = true)]
+    location: Option<Location>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trajectory {
+    tag: String,
+    /// Time order.
+    sightings: Vec<Sighting>,
+}
+
+/// A time range (read by hand below; this type documents it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct RangeQuery {
+    /// From (inclusive): milliseconds since the Unix epoch, or an RFC 3339 time.
+    from: Option<String>,
+    /// To (exclusive): milliseconds since the Unix epoch, or an RFC 3339 time.
+    to: Option<String>,
+}
+
+/// Where a tag was heard, in time order.
+#[utoipa::path(get, path = "/api/v1/tags/{tag}/trajectory", operation_id = "getTrajectory", tag = "watchlist",
+    params(
+        ("tag" = String, Path, description = "Tag id, upper-case hex.", min_length = 1),
+        RangeQuery,
+    ),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The sightings.", body = Trajectory),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn trajectory(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Path(tag): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Trajectory>, ApiError> {
     caller.require(&[UserRole::Operator, UserRole::Admin], "trace a tag")?;
     let (from, to) = range(&q, &["from", "to"])?;
     let all = crate::dispatch::trajectory(&state.store, &tag, UtcMillis(from), UtcMillis(to))?;
-    let sightings: Vec<Value> = all
+    let sightings = all
         .into_iter()
         .filter(|s| sees_site(&state, &caller, &s.site))
-        .map(|s| {
-            json!({
-                "site": s.site, "reader": s.reader, "first": s.first, "last": s.last,
-                "reads": s.reads, "rssi": s.rssi, "location": site_location(&state, &s.site),
-            })
+        .map(|s| Sighting {
+            location: site_location(&state, &s.site),
+            site: s.site,
+            reader: s.reader,
+            first: s.first,
+            last: s.last,
+            reads: s.reads,
+            rssi: s.rssi,
         })
         .collect();
-    Ok(Json(json!({ "tag": tag, "sightings": sightings })))
+    Ok(Json(Trajectory { tag, sightings }))
 }
 
 #[derive(Default)]
@@ -472,11 +807,66 @@ struct CellStats {
     on_time: u64,
 }
 
+/// One cell's figures.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CellStats)]
+pub struct CellStatsOut {
+    cell: CellRef,
+    cases: u64,
+    open: u64,
+    overdue: u64,
+    acknowledged: u64,
+    resolved: u64,
+    #[schema(required = true, minimum = 0)]
+    mean_ack_ms: Option<i64>,
+    #[schema(required = true, minimum = 0)]
+    mean_resolve_ms: Option<i64>,
+    #[schema(required = true, minimum = 0, maximum = 1)]
+    on_time_ratio: Option<f64>,
+}
+
+/// 红黑榜.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ranking {
+    /// Cell codes, best first.
+    red: Vec<String>,
+    /// Cell codes, worst first.
+    black: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    from: UtcMillis,
+    /// Null when not given (no upper bound).
+    #[schema(required = true)]
+    to: Option<UtcMillis>,
+    level: Level,
+    cells: Vec<CellStatsOut>,
+    ranking: Ranking,
+}
+
+/// Per-cell case figures and the red/black ranking.
+#[utoipa::path(get, path = "/api/v1/stats", operation_id = "getStats", tag = "stats",
+    params(
+        RangeQuery,
+        ("level" = Option<Level>, Query, description = "Level of the cells counted (default `grid`)."),
+    ),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The figures.", body = Stats),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn stats(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     caller.require(&[UserRole::Operator, UserRole::Admin], "read statistics")?;
     let mut rest = q.clone();
     let level = match rest.remove("level") {
@@ -520,22 +910,22 @@ pub async fn stats(
         }
     });
     let mean = |sum: i64, n: u64| (n > 0).then(|| sum / n as i64);
-    let mut rows: Vec<(String, f64, u64, Value)> = by_cell
+    let mut rows: Vec<(String, f64, u64, CellStatsOut)> = by_cell
         .into_values()
         .map(|(cell, s)| {
             let ratio = (s.acknowledged > 0).then(|| s.on_time as f64 / s.acknowledged as f64);
             let code = cell.code.clone();
-            let v = json!({
-                "cell": cell,
-                "cases": s.cases,
-                "open": s.open,
-                "overdue": s.overdue,
-                "acknowledged": s.acknowledged,
-                "resolved": s.resolved,
-                "mean_ack_ms": mean(s.ack_ms, s.acknowledged),
-                "mean_resolve_ms": mean(s.resolve_ms, s.resolved),
-                "on_time_ratio": ratio,
-            });
+            let v = CellStatsOut {
+                cell,
+                cases: s.cases,
+                open: s.open,
+                overdue: s.overdue,
+                acknowledged: s.acknowledged,
+                resolved: s.resolved,
+                mean_ack_ms: mean(s.ack_ms, s.acknowledged),
+                mean_resolve_ms: mean(s.resolve_ms, s.resolved),
+                on_time_ratio: ratio,
+            };
             (code, ratio.unwrap_or(0.0), s.overdue, v)
         })
         .collect();
@@ -547,22 +937,42 @@ pub async fn stats(
             .then(a.0.cmp(&b.0))
     });
     let n = rows.len().min(5);
-    let red: Vec<&str> = rows.iter().take(n).map(|r| r.0.as_str()).collect();
-    let black: Vec<&str> = rows.iter().rev().take(n).map(|r| r.0.as_str()).collect();
-    Ok(Json(json!({
-        "from": UtcMillis(from),
-        "to": (to != i64::MAX).then_some(UtcMillis(to)),
-        "level": level,
-        "cells": rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>(),
-        "ranking": {"red": red, "black": black},
-    })))
+    let red: Vec<String> = rows.iter().take(n).map(|r| r.0.clone()).collect();
+    let black: Vec<String> = rows.iter().rev().take(n).map(|r| r.0.clone()).collect();
+    Ok(Json(Stats {
+        from: UtcMillis(from),
+        to: (to != i64::MAX).then_some(UtcMillis(to)),
+        level,
+        cells: rows.into_iter().map(|r| r.3).collect(),
+        ranking: Ranking { red, black },
+    }))
 }
 
-pub async fn ui_config(State(state): State<Arc<ApiState>>, _caller: Caller) -> Json<Value> {
+/// What the web pages need before they draw the map.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    #[schema(required = true)]
+    tile_url: Option<String>,
+    /// [lon, lat]
+    #[schema(min_items = 2, max_items = 2)]
+    center: [f64; 2],
+    title: String,
+}
+
+/// Map tiles, centre and title for the web pages.
+#[utoipa::path(get, path = "/api/v1/config/ui", operation_id = "uiConfig", tag = "meta",
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The UI configuration.", body = UiConfig),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = "default", response = super::doc::Failure),
+    ))]
+pub async fn ui_config(State(state): State<Arc<ApiState>>, _caller: Caller) -> Json<UiConfig> {
     let b = state.grid.hierarchy().bbox();
-    Json(json!({
-        "tile_url": state.http.tile_url,
-        "center": [(b.min.lon + b.max.lon) / 2.0, (b.min.lat + b.max.lat) / 2.0],
-        "title": state.http.title,
-    }))
+    Json(UiConfig {
+        tile_url: state.http.tile_url.clone(),
+        center: [(b.min.lon + b.max.lon) / 2.0, (b.min.lat + b.max.lat) / 2.0],
+        title: state.http.title.clone(),
+    })
 }

@@ -9,12 +9,14 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use protocol::UtcMillis;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::ingest::Reingested;
+use crate::ingest::{Reingested, RejectCode};
 use crate::store::{QuarantineEntry, QuarantineId};
 use crate::users::UserRole;
 
@@ -45,32 +47,99 @@ pub fn preview(raw: &[u8]) -> String {
         .collect()
 }
 
-fn entry_json(e: &QuarantineEntry, preview: String) -> Value {
-    json!({
-        "id": e.id.to_string(),
-        "site": e.site,
-        "at": e.at,
-        "code": e.code,
-        "reason": e.reason,
-        "bytes": e.len,
-        "kept": e.kept,
-        "truncated": e.truncated(),
-        "sha256": e.sha256,
-        "preview": preview,
-    })
+/// A refused payload, as the list shows it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineRecord {
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// The site of the topic it came on.
+    site: String,
+    at: UtcMillis,
+    /// `malformed`: not a valid alert (MQTT 5 PUBACK 0x99); `not_authorized`: a valid alert
+    /// the site may not file (0x87).
+    code: RejectCode,
+    reason: String,
+    /// The payload's full length.
+    bytes: u64,
+    /// Bytes kept (less than `bytes` only for a payload larger than any alert).
+    kept: u64,
+    truncated: bool,
+    /// Of the full payload.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    sha256: String,
+    /// The payload's start as printable text (control characters as ·); for display with
+    /// textContent only.
+    #[schema(max_length = 120)]
+    preview: String,
 }
 
-/// `GET /api/v1/quarantine?limit=&before=`: newest first.
+fn record_out(e: &QuarantineEntry, preview: String) -> QuarantineRecord {
+    QuarantineRecord {
+        id: e.id.to_string(),
+        site: e.site.clone(),
+        at: e.at,
+        code: e.code,
+        reason: e.reason.clone(),
+        bytes: e.len,
+        kept: e.kept,
+        truncated: e.truncated(),
+        sha256: e.sha256.clone(),
+        preview,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineList {
+    records: Vec<QuarantineRecord>,
+    total: u64,
+    /// Payload bytes kept over all records.
+    bytes: u64,
+    /// Pass as `before` for the next (older) page.
+    #[schema(required = true)]
+    next_before: Option<String>,
+}
+
+/// What a re-ingest did.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReingestOutcome {
+    Stored,
+    Duplicate,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Reingested)]
+pub struct ReingestedOut {
+    outcome: ReingestOutcome,
+    alert: String,
+    /// The case the alert is filed into (`C-<alert>` unless it joined an open case).
+    case: String,
+}
+
+/// Alert payloads the hub refused, newest first (admin).
+#[utoipa::path(get, path = "/api/v1/quarantine", operation_id = "listQuarantine", tag = "quarantine",
+    params(super::places::PageQuery),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "A page.", body = QuarantineList),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QuarantineList>, ApiError> {
     caller.require(&[UserRole::Admin], "read the quarantine")?;
     let page = super::Page::parse(&q, &[])?;
     let (limit, before) = (page.limit, page.before.map(QuarantineId));
     let st = state.clone();
-    let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let v = tokio::task::spawn_blocking(move || -> Result<QuarantineList, ApiError> {
         let q = st.store.quarantine();
         // One more than asked, to know whether there is a next page.
         let mut entries = q.list(before, limit + 1)?;
@@ -79,21 +148,36 @@ pub async fn list(
         let mut records = Vec::with_capacity(entries.len());
         for e in &entries {
             let raw = q.get(e.id)?.map(|r| r.raw).unwrap_or_default();
-            records.push(entry_json(e, preview(&raw)));
+            records.push(record_out(e, preview(&raw)));
         }
-        Ok(json!({
-            "records": records,
-            "total": q.len(),
-            "bytes": q.bytes(),
-            "next_before": if more { entries.last().map(|e| e.id.to_string()) } else { None },
-        }))
+        Ok(QuarantineList {
+            records,
+            total: q.len(),
+            bytes: q.bytes(),
+            next_before: if more {
+                entries.last().map(|e| e.id.to_string())
+            } else {
+                None
+            },
+        })
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Json(v))
 }
 
-/// `GET /api/v1/quarantine/{id}/raw`: the kept bytes, as they arrived.
+/// The kept bytes of a refused payload, as they arrived (admin).
+#[utoipa::path(get, path = "/api/v1/quarantine/{id}/raw", operation_id = "getQuarantineRaw", tag = "quarantine",
+    params(("id" = String, Path, description = "Quarantine record id.", min_length = 1)),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The bytes.", content_type = "application/octet-stream", body = String),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn raw(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -120,7 +204,21 @@ pub async fn raw(
         .into_response())
 }
 
-/// `POST /api/v1/quarantine/{id}/reingest`: today's decoding and site policy again.
+/// Runs today's decoding and site policy on the payload again: valid now, it is stored and
+/// dispatched like a fresh alert and leaves the quarantine (admin).
+#[utoipa::path(post, path = "/api/v1/quarantine/{id}/reingest", operation_id = "reingestQuarantined", tag = "quarantine",
+    params(("id" = String, Path, description = "Quarantine record id.", min_length = 1)),
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Stored.", body = ReingestedOut),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = 409, response = super::doc::StillRefused),
+        (status = 422, response = super::doc::StillRefused),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn reingest(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -136,11 +234,15 @@ pub async fn reingest(
             tracing::info!(quarantine = %id, %alert, login = %caller.user.login, "quarantined alert re-ingested by an admin");
             Ok((
                 StatusCode::OK,
-                Json(json!({
-                    "outcome": if duplicate { "duplicate" } else { "stored" },
-                    "alert": alert,
-                    "case": format!("C-{alert}"),
-                })),
+                Json(ReingestedOut {
+                    outcome: if duplicate {
+                        ReingestOutcome::Duplicate
+                    } else {
+                        ReingestOutcome::Stored
+                    },
+                    case: format!("C-{alert}"),
+                    alert,
+                }),
             )
                 .into_response())
         }
@@ -148,7 +250,18 @@ pub async fn reingest(
     }
 }
 
-/// `DELETE /api/v1/quarantine/{id}`.
+/// Deletes a refused payload for good (admin).
+#[utoipa::path(delete, path = "/api/v1/quarantine/{id}", operation_id = "deleteQuarantined", tag = "quarantine",
+    params(("id" = String, Path, description = "Quarantine record id.", min_length = 1)),
+    security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = super::doc::Invalid),
+        (status = 401, response = super::doc::Unauthenticated),
+        (status = 403, response = super::doc::Forbidden),
+        (status = 404, response = super::doc::NotFound),
+        (status = "default", response = super::doc::Failure),
+    ))]
 pub async fn remove(
     State(state): State<Arc<ApiState>>,
     caller: Caller,

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::ApiState;
 use super::error::ApiError;
-use super::{ApiState, OPENAPI};
 
 #[derive(rust_embed::Embed)]
 #[folder = "web/"]
@@ -45,14 +45,28 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Operator dashboard (HTML).
+#[utoipa::path(get, path = "/", operation_id = "dashboard", tag = "pages", security(()),
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)))]
 pub async fn index(headers: HeaderMap) -> Response {
     file("index.html", &headers)
 }
 
+/// Grid-member page (HTML).
+#[utoipa::path(get, path = "/m", operation_id = "memberPage", tag = "pages", security(()),
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)))]
 pub async fn member(headers: HeaderMap) -> Response {
     file("m.html", &headers)
 }
 
+/// Embedded static file (revalidated by ETag).
+#[utoipa::path(get, path = "/assets/{file}", operation_id = "asset", tag = "pages", security(()),
+    params(("file" = String, Path, description = "File name.", min_length = 1)),
+    responses(
+        (status = 200, description = "The file.", content_type = "*/*", body = String,
+            headers(("Cache-Control" = String), ("ETag" = String))),
+        (status = 404, description = "No such file.", content_type = "text/plain", body = String),
+    ))]
 pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     if path.contains("..") {
         return (StatusCode::NOT_FOUND, "not found").into_response();
@@ -60,10 +74,13 @@ pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     file(&format!("assets/{path}"), &headers)
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi", tag = "meta", security(()),
+    responses((status = 200, description = "OpenAPI 3.1.", body = Object)))]
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        OPENAPI.to_owned(),
+        super::openapi_json(),
     )
         .into_response()
 }

@@ -18,7 +18,7 @@ pub const MAX_ALERT_IDS: usize = 100;
 
 /// A grid cell as a case remembers it: by code (stable across re-imports of the grid), with
 /// its name and level for people to read.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CellRef {
     /// The cell's code (its GeoJSON `id`).
     pub code: String,
@@ -69,7 +69,19 @@ impl fmt::Display for CellRef {
 /// ```
 ///
 /// The full table of actions is in [`super::Action`]'s module (`transition.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CaseState {
     /// Recorded, nobody notified: record-only severities, or no grid cell to send it to.
@@ -107,7 +119,7 @@ impl fmt::Display for CaseState {
 }
 
 /// What a deadline waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadlineKind {
     /// Someone must acknowledge (while dispatched).
@@ -126,7 +138,7 @@ impl fmt::Display for DeadlineKind {
 }
 
 /// The one running timer of a case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deadline {
     /// When it is due.
     pub at: UtcMillis,
@@ -136,7 +148,7 @@ pub struct Deadline {
 
 /// Who did something. Authorisation (may this person act on this case?) is the API's job,
 /// against the roster; the case only records who it was and refuses what the rules forbid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
     /// Person id from the roster, or `hub` for the hub's own timer.
     pub id: String,
@@ -181,7 +193,7 @@ impl Actor {
 }
 
 /// What an audit record is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     /// The case was opened from its first alert.
@@ -215,7 +227,7 @@ pub enum AuditAction {
 }
 
 /// One entry of a case's append-only audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// 1, 2, 3, … within the case, strictly increasing.
     pub seq: u64,
@@ -248,7 +260,7 @@ pub struct AuditRecord {
 }
 
 /// Where a notification went.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryTarget {
     /// A person (their MQTT topic or app).
@@ -258,7 +270,7 @@ pub enum DeliveryTarget {
 }
 
 /// How a notification fared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum DeliveryOutcome {
     /// Handed to the transport, not yet confirmed (an MQTT publish before its PUBACK).
@@ -273,7 +285,7 @@ pub enum DeliveryOutcome {
 }
 
 /// One notification of a case to one target over one channel for one step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// To whom or where.
     pub target: DeliveryTarget,
@@ -372,7 +384,7 @@ pub struct Case {
 }
 
 /// A position an alert claimed and the hub did not believe (see `crate::trust`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UntrustedPosition {
     /// The alert that claimed it.
     pub alert: String,

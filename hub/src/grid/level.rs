@@ -7,7 +7,19 @@ use serde::{Deserialize, Serialize};
 
 /// A level of the grid hierarchy. Ordered from the top: `County < Township < … < MicroGrid`,
 /// so "deeper" is "greater". An alert nobody acknowledges climbs from a level to its parent's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     /// County or county-level district (县/区); its comprehensive-governance centre is the top.

@@ -10,7 +10,7 @@ use serde::Serialize;
 pub const MAX_PERSON_ID_CHARS: usize = 64;
 
 /// What a person may do. A person has one or more roles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// 网格员: a grid member, who receives, acknowledges and resolves a cell's cases.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{StoreError, io};
 
 /// How a session's token travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     Cookie,

@@ -146,7 +146,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::detect::preprocess::RgbFrame;
+    use crate::frame::RgbFrame;
 
     fn frame(seq: u64) -> Frame {
         Frame {
