@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common.rs"]
 mod common;
 
 use hub::case::CaseId;
@@ -211,7 +211,7 @@ async fn main() {
     let dir = hub_dir(EMBEDDED, "");
     let t = Instant::now();
     {
-        let store = Store::open(&dir.dir.path().join("state/store")).unwrap();
+        let store = Store::open(&dir.dir.path().join("state")).unwrap();
         fill(&store, n);
     }
     println!(

@@ -485,50 +485,25 @@ impl HubConfig {
     /// [`crate::service::Loaded`] for those). Every problem is returned.
     pub fn from_toml_str(text: &str, base: &Path) -> Result<Self, Vec<String>> {
         let mut s = Sections::parse(text)?;
-        let data_dir = s
-            .optional::<PathBuf>("data_dir")
-            .flatten()
-            .unwrap_or_else(|| PathBuf::from("/var/lib/hub"));
-        let topic_prefix = s
-            .optional::<String>("topic_prefix")
-            .flatten()
-            .unwrap_or_else(|| protocol::topics::DEFAULT_PREFIX.to_owned());
+        let data_dir = s.or_else::<PathBuf>("data_dir", || PathBuf::from("/var/lib/hub"));
+        let topic_prefix = s.or_else::<String>("topic_prefix", || {
+            protocol::topics::DEFAULT_PREFIX.to_owned()
+        });
         let grid = s.required::<GridSection>("grid", "section [grid] names the grid file");
         let roster = s.required::<RosterSection>("roster", "section [roster] names its directory");
         let broker =
             s.required::<BrokerSection>("broker", "section [broker] says where sites connect");
-        let sites = s
-            .optional::<BTreeMap<String, SiteSection>>("sites")
-            .flatten()
-            .unwrap_or_default();
-        let escalation = s
-            .optional::<Policy>("escalation")
-            .flatten()
-            .unwrap_or_default();
-        let registry = s
-            .optional::<RegistrySection>("registry")
-            .flatten()
-            .unwrap_or_default();
-        let push = s
-            .optional::<PushSection>("push")
-            .flatten()
-            .unwrap_or_default();
+        let sites = s.or_default::<BTreeMap<String, SiteSection>>("sites");
+        let escalation = s.or_default::<Policy>("escalation");
+        let registry = s.or_default::<RegistrySection>("registry");
+        let push = s.or_default::<PushSection>("push");
         let commands =
             s.required::<CommandsSection>("commands", "section [commands] names the signing key");
-        let metrics = s.optional::<MetricsSection>("metrics").flatten();
-        let mut http = s.optional::<HttpSection>("http").flatten();
-        let ingest = s
-            .optional::<IngestSection>("ingest")
-            .flatten()
-            .unwrap_or_default();
-        let storage = s
-            .optional::<StorageSection>("storage")
-            .flatten()
-            .unwrap_or_default();
-        let retention = s
-            .optional::<RetentionSection>("retention")
-            .flatten()
-            .unwrap_or_default();
+        let metrics = s.optional::<MetricsSection>("metrics");
+        let mut http = s.optional::<HttpSection>("http");
+        let ingest = s.or_default::<IngestSection>("ingest");
+        let storage = s.or_default::<StorageSection>("storage");
+        let retention = s.or_default::<RetentionSection>("retention");
         // Invalid sections fall back to their defaults above (their problem is recorded), so the
         // checks below still run and report theirs too.
         let mut errors = Vec::new();

@@ -49,58 +49,48 @@ impl Sections {
         }
     }
 
-    /// A key that may be absent: `Some(None)` when absent, `None` when invalid (recorded).
-    pub fn optional<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<Option<T>> {
-        match self.take(key) {
-            Some(v) => deserialize(key, v, &mut self.errors).map(Some),
-            None => Some(None),
-        }
+    /// A key that may be absent: `None` when absent, and when invalid (the problem is
+    /// recorded, so [`Sections::finish_with`] refuses the file anyway).
+    pub fn optional<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<T> {
+        let v = self.take(key)?;
+        deserialize(key, v, &mut self.errors)
     }
 
-    /// A key with a default when absent; `None` when invalid (recorded).
+    /// A key with a default when absent. An invalid value also gives the default (its problem
+    /// is recorded): the checks that read the section afterwards still run, and report theirs
+    /// beside it.
     pub fn or_else<T: DeserializeOwned>(
         &mut self,
         key: &'static str,
         default: impl FnOnce() -> T,
-    ) -> Option<T> {
-        self.optional(key).map(|v| v.unwrap_or_else(default))
+    ) -> T {
+        self.optional(key).unwrap_or_else(default)
     }
 
     /// [`Sections::or_else`] with `T::default()`.
-    pub fn or_default<T: DeserializeOwned + Default>(&mut self, key: &'static str) -> Option<T> {
+    pub fn or_default<T: DeserializeOwned + Default>(&mut self, key: &'static str) -> T {
         self.or_else(key, T::default)
     }
 
     /// An array of tables (`[[key]]`, empty when absent), each element deserialised on its own
-    /// so that one bad element does not hide the others' problems. `None` when any element is
-    /// invalid or the key is not an array (recorded).
-    pub fn each<T: DeserializeOwned>(&mut self, key: &'static str) -> Option<Vec<T>> {
+    /// so that one bad element does not hide the others' problems. The good elements are
+    /// returned; the bad ones, or a key that is not an array, are recorded.
+    pub fn each<T: DeserializeOwned>(&mut self, key: &'static str) -> Vec<T> {
         match self.take(key) {
-            None => Some(Vec::new()),
-            Some(toml::Value::Array(items)) => {
-                let n = items.len();
-                let good: Vec<T> = items
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, item)| {
-                        deserialize(&format!("{key}[{i}]"), item, &mut self.errors)
-                    })
-                    .collect();
-                (good.len() == n).then_some(good)
-            }
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| deserialize(&format!("{key}[{i}]"), item, &mut self.errors))
+                .collect(),
             Some(other) => {
                 self.errors.push(format!(
                     "{key}: expected an array of tables ([[{key}]]), got {}",
                     other.type_str()
                 ));
-                None
+                Vec::new()
             }
         }
-    }
-
-    /// Records a problem found by a check after deserialising.
-    pub fn error(&mut self, problem: impl Into<String>) {
-        self.errors.push(problem.into());
     }
 
     /// Records several problems.
@@ -119,7 +109,8 @@ impl Sections {
         self.errors
     }
 
-    /// [`Sections::finish`], giving `value` when there was no problem and it was built.
+    /// [`Sections::finish`], giving `value` when there was no problem and it was built (it is
+    /// `None` when a required key was missing or invalid).
     pub fn finish_with<T>(self, value: Option<T>) -> Result<T, Vec<String>> {
         let errors = self.finish();
         match value {
@@ -181,7 +172,7 @@ mod tests {
         let cameras = s.each::<Camera>("cameras");
         let outbox = s.or_default::<Outbox>("outbox");
         let port = s.optional::<u32>("port");
-        let value = (|| Some((site?, cameras?, outbox?, port?)))();
+        let value = site.map(|site| (site, cameras, outbox, port));
         s.finish_with(value)
     }
 

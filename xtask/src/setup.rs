@@ -289,7 +289,7 @@ fn debian_packages(apt: &mut Apt) -> Result<()> {
     if mosquitto().is_none() {
         missing.push("mosquitto");
     }
-    // The dashboard's end-to-end tests (hub/tests/dashboard_e2e.rs) drive Debian's Chromium
+    // The dashboard's end-to-end tests (hub/tests/integration/dashboard_e2e.rs) drive Debian's Chromium
     // with Playwright; a CJK font so the Chinese UI renders in their screenshots.
     if !cmd::is_executable(Path::new(CHROMIUM)) {
         missing.push("chromium");

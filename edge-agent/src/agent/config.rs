@@ -567,25 +567,24 @@ fn parse_sections(text: &str) -> Result<AgentConfig, Vec<String>> {
     let outbox = s.or_default::<OutboxConfig>("outbox");
     let uplink = s.optional("uplink");
     let metrics = s.optional("metrics");
-    // Each section is `None` only if it had an error, which `s` holds.
-    let config = (|| {
-        Some(AgentConfig {
-            site: site?,
-            utc_offset_minutes: utc_offset_minutes?,
-            location: location?,
-            model: model?,
-            snapshot: snapshot?,
-            cameras: cameras?,
-            tag_rules: tag_rules?,
-            tag_rules_file: tag_rules_file?,
-            tag_readers: tag_readers?,
-            sightings: sightings?,
-            data_dir: data_dir?,
-            outbox: outbox?,
-            uplink: uplink?,
-            metrics: metrics?,
-        })
-    })();
+    // Only a missing or invalid site leaves nothing to build; every other problem is in `s`,
+    // which refuses the file.
+    let config = site.map(|site| AgentConfig {
+        site,
+        utc_offset_minutes,
+        location,
+        model,
+        snapshot,
+        cameras,
+        tag_rules,
+        tag_rules_file,
+        tag_readers,
+        sightings,
+        data_dir,
+        outbox,
+        uplink,
+        metrics,
+    });
     s.finish_with(config)
 }
 

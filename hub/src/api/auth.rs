@@ -858,9 +858,8 @@ pub async fn token(
     responses(
         (status = 204, description = "Logged out.",
             headers(("Set-Cookie" = String, description = "Clears `hub_session`."))),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn logout(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
     state.sessions.remove(&caller.token);
@@ -881,9 +880,8 @@ pub async fn logout(State(state): State<Arc<ApiState>>, caller: Caller) -> Respo
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "Sessions, oldest first.", body = SessionList),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn sessions_list(
     State(state): State<Arc<ApiState>>,
@@ -915,10 +913,9 @@ pub async fn sessions_list(
     responses(
         (status = 204, description = "Revoked."),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn session_revoke(
     State(state): State<Arc<ApiState>>,
@@ -946,8 +943,7 @@ pub async fn session_revoke(
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The caller.", body = Me),
-        (status = 401, response = super::doc::Unauthenticated),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn me(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
     Json(Me::new(&state, &caller.user, caller.csrf.as_deref())).into_response()

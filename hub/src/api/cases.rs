@@ -1,11 +1,11 @@
 //! Cases: the list (from the in-memory book), detail (from the store), actions (through the
 //! dispatcher), snapshots, photos and patrol reports.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::params::{CommaList, Limit, Params, TimeParam};
 use crate::book::{CaseSummary, DeadlineState, Row};
 use crate::case::{
     Action, Actor, AuditRecord, Case, CaseState, CellRef, Deadline, Delivery, Transition,
@@ -124,42 +125,6 @@ impl<'a> CaseOut<'a> {
     }
 }
 
-fn list_of<T: std::str::FromStr>(field: &str, raw: &str) -> Result<Vec<T>, ApiError> {
-    raw.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<T>()
-                .map_err(|_| ApiError::invalid(field, format!("{s:?} is not a valid {field}")))
-        })
-        .collect()
-}
-
-fn snake<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, ()> {
-    serde_json::from_value(Value::String(s.to_owned())).map_err(|_| ())
-}
-
-struct Wrap<T>(T);
-
-impl<T: for<'de> Deserialize<'de>> std::str::FromStr for Wrap<T> {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        snake(s).map(Wrap)
-    }
-}
-
-/// A time parameter: milliseconds since 1970, or RFC 3339 as the API writes times.
-pub fn ms(field: &str, raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .or_else(|| protocol::time::parse_rfc3339_ms(raw))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                format!("{raw:?} is neither milliseconds since 1970 nor an RFC 3339 time"),
-            )
-        })
-}
-
 /// The list's filters, parsed with every parameter named in its error.
 #[derive(Debug, Default)]
 struct Filter {
@@ -216,37 +181,103 @@ impl Filter {
     }
 }
 
-/// The list's query. Read by hand (below) so every bad value names its parameter; this
-/// type only documents it.
+/// A `state=` item: a case state, or `open` (neither resolved nor closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateParam {
+    Open,
+    Is(CaseState),
+}
+
+impl<'de> Deserialize<'de> for StateParam {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "open" {
+            return Ok(Self::Open);
+        }
+        serde_json::from_value(Value::String(s.clone()))
+            .map(Self::Is)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a case state or open")))
+    }
+}
+
+impl utoipa::PartialSchema for StateParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name(CaseState::name()))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["open"]))
+                    .description(Some("Neither resolved nor closed.")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for StateParam {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            CaseState::name().into(),
+            <CaseState as utoipa::PartialSchema>::schema(),
+        ));
+    }
+}
+
+/// The list's query.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct ListQuery {
-    /// Comma list of states (`new`, `dispatched`, `acknowledged`, `handling`, `resolved`,
-    /// `closed`), or `open` (= neither resolved nor closed).
-    state: Option<String>,
-    /// Comma list of severities (`info`, `minor`, `major`, `critical`).
-    severity: Option<String>,
-    /// Comma list of levels of the cell holding the case.
-    level: Option<String>,
+    /// States, comma-separated; `open` = neither resolved nor closed.
+    #[param(value_type = Option<Vec<StateParam>>, inline, style = Form, explode = false)]
+    state: Option<CommaList<StateParam>>,
+    /// Severities, comma-separated.
+    #[param(value_type = Option<Vec<Severity>>, style = Form, explode = false)]
+    severity: Option<CommaList<Severity>>,
+    /// Levels of the cell holding the case, comma-separated.
+    #[param(value_type = Option<Vec<Level>>, style = Form, explode = false)]
+    level: Option<CommaList<Level>>,
     /// A cell code: cases whose path contains it (its subtree). Out of the caller's scope → 403.
     #[param(min_length = 1)]
     cell: Option<String>,
     /// Site id.
     #[param(min_length = 1)]
     site: Option<String>,
-    /// Comma list of kinds.
-    kind: Option<String>,
+    /// Kinds, comma-separated.
+    #[param(value_type = Option<Vec<AlertKind>>, style = Form, explode = false)]
+    kind: Option<CommaList<AlertKind>>,
     /// `opened_at` ≥ from: milliseconds since the Unix epoch, or an RFC 3339 time.
-    from: Option<String>,
+    #[param(value_type = Option<super::doc::MsOrTime>)]
+    from: Option<TimeParam>,
     /// `opened_at` < to: milliseconds since the Unix epoch, or an RFC 3339 time.
-    to: Option<String>,
+    #[param(value_type = Option<super::doc::MsOrTime>)]
+    to: Option<TimeParam>,
     /// Page size.
-    #[param(minimum = 1, maximum = 500, default = 50)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
+    #[serde(default)]
+    limit: Limit,
     /// `next_cursor` of the previous page.
-    #[param(min_length = 1)]
-    cursor: Option<String>,
+    #[param(value_type = Option<String>, min_length = 1)]
+    cursor: Option<Cursor>,
+}
+
+/// Where the previous page ended: `opened_at:case id`, as `next_cursor` gives it out.
+#[derive(Debug, Clone)]
+pub struct Cursor(i64, crate::case::CaseId);
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = String::deserialize(d)?;
+        v.split_once(':')
+            .and_then(|(at, id)| Some(Cursor(at.parse().ok()?, crate::case::CaseId::parse(id)?)))
+            .ok_or_else(|| serde::de::Error::custom("not a cursor this API gave out"))
+    }
 }
 
 /// Cases in the caller's scope, newest first (`opened_at` desc, then id).
@@ -256,90 +287,45 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "A page of cases.", body = CaseList),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let mut f = Filter::default();
-    let mut limit = super::DEFAULT_LIMIT;
-    let mut cursor = None;
-    for (k, v) in &q {
-        match k.as_str() {
-            "state" => {
-                let mut set = BTreeSet::new();
-                for s in v.split(',').filter(|s| !s.is_empty()) {
-                    if s == "open" {
-                        f.open_only = true;
-                    } else {
-                        set.insert(snake::<CaseState>(s).map_err(|_| {
-                            ApiError::invalid("state", format!("{s:?} is not a case state or open"))
-                        })?);
-                    }
-                }
-                if !set.is_empty() {
-                    f.states = Some(set);
-                }
-            }
-            "severity" => {
-                f.severities = Some(
-                    list_of::<Wrap<Severity>>("severity", v)?
-                        .into_iter()
-                        .map(|w| w.0)
-                        .collect(),
-                )
-            }
-            "level" => {
-                f.levels = Some(
-                    list_of::<Wrap<Level>>("level", v)?
-                        .into_iter()
-                        .map(|w| w.0)
-                        .collect(),
-                )
-            }
-            "kind" => {
-                f.kinds = Some(
-                    list_of::<Wrap<AlertKind>>("kind", v)?
-                        .into_iter()
-                        .map(|w| w.0)
-                        .collect(),
-                )
-            }
-            "cell" => {
-                let g = state.grid.hierarchy();
-                let Some(id) = g.find(v) else {
-                    return Err(ApiError::invalid("cell", format!("{v:?} is not a cell")));
-                };
-                let path: Vec<CellRef> = CellRef::path_to(g, id);
-                if !caller.sees_path(&path) {
-                    return Err(ApiError::forbidden(format!(
-                        "cell {v} is outside your cells"
-                    )));
-                }
-                f.cell = Some(state.book.interned(v));
-            }
-            "site" => f.site = Some(state.book.interned(v)),
-            "from" => f.from = Some(ms("from", v)?),
-            "to" => f.to = Some(ms("to", v)?),
-            "limit" => limit = super::parse_limit(v)?,
-            "cursor" => {
-                let bad = || ApiError::invalid("cursor", "not a cursor this API gave out");
-                let (at, id) = v.split_once(':').ok_or_else(bad)?;
-                let id = crate::case::CaseId::parse(id).ok_or_else(bad)?;
-                cursor = Some((at.parse::<i64>().map_err(|_| bad())?, id));
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    format!("unknown parameter {other:?}"),
-                ));
+    let mut f = Filter {
+        severities: q.severity.map(|l| l.0),
+        levels: q.level.map(|l| l.0),
+        kinds: q.kind.map(|l| l.0),
+        site: q.site.map(|v| state.book.interned(&v)),
+        from: q.from.map(|t| t.0),
+        to: q.to.map(|t| t.0),
+        ..Filter::default()
+    };
+    for item in q.state.map(|l| l.0).unwrap_or_default() {
+        match item {
+            StateParam::Open => f.open_only = true,
+            StateParam::Is(s) => {
+                f.states.get_or_insert_with(BTreeSet::new).insert(s);
             }
         }
     }
+    if let Some(v) = q.cell {
+        let g = state.grid.hierarchy();
+        let Some(id) = g.find(&v) else {
+            return Err(ApiError::invalid("cell", format!("{v:?} is not a cell")));
+        };
+        let path: Vec<CellRef> = CellRef::path_to(g, id);
+        if !caller.sees_path(&path) {
+            return Err(ApiError::forbidden(format!(
+                "cell {v} is outside your cells"
+            )));
+        }
+        f.cell = Some(state.book.interned(&v));
+    }
+    let (cursor, limit) = (q.cursor.map(|c| (c.0, c.1)), q.limit.get());
     let scope = caller.scope(&state.book);
     let page = state
         .book
@@ -520,10 +506,9 @@ fn detail_json(state: &ApiState, case: &Case) -> Result<Json<Value>, ApiError> {
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The case.", body = CaseDetail),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn detail(
     State(state): State<Arc<ApiState>>,
@@ -557,11 +542,10 @@ fn jpeg(bytes: Vec<u8>) -> Response {
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The JPEG.", content_type = "image/jpeg", body = String),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
         (status = 410, response = super::doc::Gone),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn snapshot(
     State(state): State<Arc<ApiState>>,
@@ -597,11 +581,10 @@ pub async fn snapshot(
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The JPEG.", content_type = "image/jpeg", body = String),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
         (status = 410, response = super::doc::Gone),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn photo(
     State(state): State<Arc<ApiState>>,
@@ -720,11 +703,10 @@ fn json_body<T>(
     responses(
         (status = 200, description = "The case after the action.", body = CaseDetail),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
         (status = 409, response = super::doc::Conflict),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn act(
     State(state): State<Arc<ApiState>>,
@@ -746,7 +728,11 @@ pub async fn act(
                 Some(Value::Number(n)) => n
                     .as_i64()
                     .ok_or_else(|| ApiError::invalid("until", "not a whole number of ms"))?,
-                Some(Value::String(s)) => ms("until", s)?,
+                Some(Value::String(s)) => {
+                    TimeParam::parse(s)
+                        .map_err(|m| ApiError::invalid("until", m))?
+                        .0
+                }
                 _ => return Err(ApiError::invalid("until", "extend needs until (a time)")),
             };
             Action::Extend {
@@ -903,9 +889,8 @@ const CATEGORIES: &[&str] = &[
     responses(
         (status = 201, description = "The case the report opened or joined.", body = ReportResponse),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn report(
     State(state): State<Arc<ApiState>>,

@@ -204,6 +204,67 @@ fn close_objects(schema: &mut Value, in_all_of: bool) {
     }
 }
 
+/// A schema made of an `allOf` (a `#[serde(flatten)]` field) is closed as a whole with
+/// `unevaluatedProperties: false`, which sees the properties every part names; its parts stay
+/// open (see [`close_objects`]), so together they refuse a field none of them names.
+fn close_all_of(doc: &mut Value) {
+    let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") else {
+        return;
+    };
+    for schema in schemas.values_mut() {
+        if let Value::Object(m) = schema
+            && m.contains_key("allOf")
+            && !m.contains_key("unevaluatedProperties")
+        {
+            m.insert("unevaluatedProperties".into(), Value::Bool(false));
+        }
+    }
+}
+
+/// Response bodies that are not JSON, which utoipa writes as a bare `string`: the document
+/// says what the bytes are (`contentMediaType`), and for the event stream which schema each
+/// event's `data` follows (`x-event-schema`, an extension: OpenAPI has no word for it).
+fn describe_bodies(doc: &mut Value) {
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
+        return;
+    };
+    let event = format!(
+        "#/components/schemas/{}",
+        <feed::EventData as ToSchema>::name()
+    );
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|m| m.values_mut())
+    {
+        let Some(Value::Object(responses)) = op.get_mut("responses") else {
+            continue;
+        };
+        for response in responses.values_mut() {
+            let Some(Value::Object(content)) = response.get_mut("content") else {
+                continue;
+            };
+            for (media, body) in content.iter_mut() {
+                let Value::Object(body) = body else { continue };
+                match media.as_str() {
+                    "image/jpeg" | "application/octet-stream" => {
+                        if let Some(Value::Object(schema)) = body.get_mut("schema") {
+                            schema.insert("contentMediaType".into(), media.as_str().into());
+                        }
+                    }
+                    "text/event-stream" => {
+                        body.insert(
+                            "x-event-schema".into(),
+                            serde_json::json!({ "$ref": event }),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// The document as JSON, generated once.
 pub fn openapi_json() -> &'static str {
     static DOC: LazyLock<String> = LazyLock::new(|| {
@@ -217,6 +278,8 @@ pub fn openapi_json() -> &'static str {
                 }
             }
         }
+        close_all_of(&mut v);
+        describe_bodies(&mut v);
         if let Some(m) = v.as_object_mut() {
             m.insert("jsonSchemaDialect".into(), JSON_SCHEMA_DIALECT.into());
         }
@@ -267,6 +330,23 @@ error_responses! {
         with this reason.";
     /// Any status without its own entry.
     Failure => "Any other error: `internal` (500), `unavailable` (503).";
+}
+
+/// What every route behind a caller can answer besides its own responses: 401 without a
+/// valid session or token, and `default` for the rest. Listed once here rather than in each
+/// handler's `responses(...)`, which name only what is particular to them.
+pub struct Authenticated;
+
+impl utoipa::IntoResponses for Authenticated {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        [
+            ("401", <Unauthenticated as ToResponse>::response().0),
+            ("default", <Failure as ToResponse>::response().0),
+        ]
+        .into_iter()
+        .map(|(status, name)| (status.to_owned(), RefOr::Ref(Ref::from_response_name(name))))
+        .collect()
+    }
 }
 
 /// Too many failed logins: the error body and when to try again.

@@ -6,13 +6,12 @@
 //! nothing comes twice. A client too far behind (beyond the log, or lagging the broadcast) gets
 //! `event: reset` and reloads the list; each reset is counted.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -20,13 +19,14 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use protocol::UtcMillis;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
 use super::auth::Caller;
 use super::cases::CaseOut;
 use super::error::ApiError;
+use super::params::Params;
 use crate::book::{CaseEvent, CatchUp, EventKind};
 use crate::case::AuditAction;
 
@@ -76,10 +76,10 @@ impl Drop for Gauge {
     }
 }
 
-/// The feed's query; read by hand below (with `Last-Event-ID` first).
-#[derive(IntoParams)]
+/// The feed's query (`Last-Event-ID`, when sent, wins).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct EventsQuery {
     /// Replay events after this seq (for clients that cannot set headers).
     since: Option<u64>,
@@ -100,25 +100,23 @@ pub struct EventsQuery {
         (status = 200, description = "The event stream; the data of `case` events is an `Event`.",
             content_type = "text/event-stream", body = String),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn events(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let since = match headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .or(q.get("since").map(String::as_str))
-    {
-        None => None,
+    let since = match headers.get("last-event-id") {
+        None => q.since,
         Some(v) => Some(
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::invalid("since", format!("{v:?} is not an event id")))?,
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid("Last-Event-ID", format!("{v:?} is not an event id"))
+                })?,
         ),
     };
     let (token, expires) = (caller.token.clone(), caller.expires);

@@ -22,6 +22,7 @@ mod cases;
 mod doc;
 mod error;
 mod feed;
+mod params;
 mod places;
 mod quarantine;
 mod web;
@@ -44,54 +45,6 @@ pub use error::ApiError;
 /// Rows per page of a list when `limit=` is absent, and the most it may ask for.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
-
-/// A `limit=` value: 1..=[`MAX_LIMIT`].
-fn parse_limit(v: &str) -> Result<usize, ApiError> {
-    v.parse::<usize>()
-        .ok()
-        .filter(|n| (1..=MAX_LIMIT).contains(n))
-        .ok_or_else(|| ApiError::invalid("limit", format!("{v:?} is not 1..={MAX_LIMIT}")))
-}
-
-/// `limit=` and `before=` of a newest-first list keyed by sequence numbers.
-#[derive(Debug, Clone, Copy)]
-struct Page {
-    limit: usize,
-    /// Only records older than this one (the previous page's `next_before`).
-    before: Option<u64>,
-}
-
-impl Page {
-    /// Reads `limit` and `before` from `q`; parameters named in `extra` are the caller's to
-    /// read, any other is refused by name.
-    fn parse(
-        q: &std::collections::HashMap<String, String>,
-        extra: &[&str],
-    ) -> Result<Self, ApiError> {
-        let mut page = Self {
-            limit: DEFAULT_LIMIT,
-            before: None,
-        };
-        for (k, v) in q {
-            match k.as_str() {
-                "limit" => page.limit = parse_limit(v)?,
-                "before" => {
-                    page.before = Some(v.parse().map_err(|_| {
-                        ApiError::invalid("before", format!("{v:?} is not a record number"))
-                    })?)
-                }
-                other if extra.contains(&other) => {}
-                other => {
-                    return Err(ApiError::invalid(
-                        other,
-                        format!("unknown parameter {other:?}"),
-                    ));
-                }
-            }
-        }
-        Ok(page)
-    }
-}
 
 use crate::book::CaseBook;
 use crate::config::{HttpSection, SiteSection};

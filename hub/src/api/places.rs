@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::UtcMillis;
@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::params::{Limit, Params, TimeParam};
 use crate::book::DeadlineState;
 use crate::case::CellRef;
 use crate::grid::{CellId, Level};
@@ -51,20 +52,26 @@ fn on_map(state: &ApiState, caller: &Caller, id: CellId) -> bool {
         .any(|c| g.find(c).is_some_and(|mine| g.path(mine).contains(&id)))
 }
 
-/// The cells in scope and their ancestors, as GeoJSON.
-///
-/// The body is the grid's GeoJSON as the import and export write it (`grid::geojson`), not a
-/// struct of this module, so the document describes it with [`super::doc::Grid`].
+/// The cells in scope and their ancestors, as GeoJSON (RFC 7946, WGS-84).
+// The body is the grid's GeoJSON as the import and export write it (`grid::geojson`), not a
+// struct of this module, so the document describes it with `doc::Grid`.
 #[utoipa::path(get, path = "/api/v1/grid", operation_id = "getGrid", tag = "grid",
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
-        (status = 200, description = "A FeatureCollection.", body = super::doc::Grid),
-        (status = 401, response = super::doc::Unauthenticated),
-        (status = "default", response = super::doc::Failure),
+        (status = 200, description = "A FeatureCollection.", body = super::doc::Grid,
+            content_type = "application/geo+json"),
+        super::doc::Authenticated,
     ))]
-pub async fn grid(State(state): State<Arc<ApiState>>, caller: Caller) -> Json<Value> {
+pub async fn grid(State(state): State<Arc<ApiState>>, caller: Caller) -> Response {
+    let geojson = |doc: Value| {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/geo+json")],
+            Json(doc),
+        )
+            .into_response()
+    };
     if caller.is_admin() {
-        return Json(state.grid_geojson.clone());
+        return geojson(state.grid_geojson.clone());
     }
     let g = state.grid.hierarchy();
     let mut doc = state.grid_geojson.clone();
@@ -76,7 +83,7 @@ pub async fn grid(State(state): State<Arc<ApiState>>, caller: Caller) -> Json<Va
                 .is_some_and(|id| on_map(&state, &caller, id))
         });
     }
-    Json(doc)
+    geojson(doc)
 }
 
 /// A person of a cell, as the roster has them.
@@ -106,10 +113,9 @@ pub struct CellDetail {
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The cell.", body = CellDetail),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn cell(
     State(state): State<Arc<ApiState>>,
@@ -211,8 +217,7 @@ pub struct SiteList {
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The sites.", body = SiteList),
-        (status = 401, response = super::doc::Unauthenticated),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn sites(
     State(state): State<Arc<ApiState>>,
@@ -409,9 +414,8 @@ pub struct WatchList {
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The entries.", body = WatchList),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn watchlist(
     State(state): State<Arc<ApiState>>,
@@ -534,10 +538,9 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
         (status = 200, description = "An existing entry of the tag was replaced.", body = WatchAdded),
         (status = 201, description = "Added.", body = WatchAdded),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 409, response = super::doc::Conflict),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn watch_add(
     State(state): State<Arc<ApiState>>,
@@ -587,46 +590,43 @@ pub async fn watch_add(
         .into_response())
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Why (kept in the audit log), at most 500 characters.
+    #[param(max_length = 500)]
+    reason: Option<String>,
+}
+
 /// Removes a tag from the watchlist at the sites of its cell (operator/admin); an entry
 /// outside the caller's cells is not found.
 #[utoipa::path(delete, path = "/api/v1/watchlist/{tag}", operation_id = "removeWatch", tag = "watchlist",
     params(
         ("tag" = String, Path, description = "Tag id, upper-case hex.", min_length = 1),
-        ("reason" = Option<String>, Query, description = "Why (kept in the audit log), at most 500 characters.", max_length = 500),
+        RemoveQuery,
     ),
     security(("cookieAuth" = [], "csrfToken" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "Removed.", body = WatchRemoved),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn watch_remove(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Path(tag): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<RemoveQuery>,
 ) -> Result<Json<WatchRemoved>, ApiError> {
     caller.require(
         &[UserRole::Operator, UserRole::Admin],
         "change the watchlist",
     )?;
-    let mut reason = None;
-    for (k, v) in q {
-        match k.as_str() {
-            "reason" => {
-                bounded("reason", &v, MAX_WATCH_NOTE_CHARS)?;
-                reason = Some(v).filter(|r| !r.trim().is_empty());
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    format!("unknown parameter {other:?}"),
-                ));
-            }
-        }
+    let reason = q.reason.filter(|r| !r.trim().is_empty());
+    if let Some(r) = &reason {
+        bounded("reason", r, MAX_WATCH_NOTE_CHARS)?;
     }
     let record = state
         .dispatch
@@ -647,51 +647,50 @@ pub struct WatchAuditList {
     next_before: Option<String>,
 }
 
-/// A page of a newest-first list (read by [`super::Page::parse`]; this type documents it).
-#[derive(IntoParams)]
+/// The audit log's query: a tag, and a page of the newest-first log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct PageQuery {
+pub struct WatchAuditQuery {
+    /// Only this tag's changes.
+    #[param(min_length = 1)]
+    tag: Option<String>,
     /// Page size.
-    #[param(minimum = 1, maximum = 500, default = 50)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
+    #[serde(default)]
+    limit: Limit,
     /// Only records older than this one (the previous page's `next_before`).
-    before: Option<String>,
+    before: Option<u64>,
 }
 
 /// Every change to the watchlist, newest first: who, when, the police case number (admin).
 #[utoipa::path(get, path = "/api/v1/watchlist/audit", operation_id = "watchlistAudit", tag = "watchlist",
-    params(
-        ("tag" = Option<String>, Query, description = "Only this tag's changes."),
-        PageQuery,
-    ),
+    params(WatchAuditQuery),
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "A page.", body = WatchAuditList),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn watch_audit(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<WatchAuditQuery>,
 ) -> Result<Json<WatchAuditList>, ApiError> {
     caller.require(&[UserRole::Admin], "read the watchlist's audit log")?;
-    let page = super::Page::parse(&q, &["tag"])?;
-    let tag = q.get("tag").cloned();
+    let (tag, before, limit) = (q.tag, q.before, q.limit.get());
     let st = state.clone();
     let (records, more) = tokio::task::spawn_blocking(move || {
         let query = AuditQuery {
-            before: page.before,
+            before,
             tag: tag.as_deref(),
             // One more than asked, to know whether there is a next page.
-            limit: page.limit + 1,
+            limit: limit + 1,
         };
         st.store.watchlist().audit(&query).map(|mut r| {
-            let more = r.len() > page.limit;
-            r.truncate(page.limit);
+            let more = r.len() > limit;
+            r.truncate(limit);
             (r, more)
         })
     })
@@ -704,21 +703,6 @@ pub async fn watch_audit(
         records: records.iter().map(|r| audit_out(&state, r)).collect(),
         next_before,
     }))
-}
-
-fn range(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(i64, i64), ApiError> {
-    for k in q.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::invalid(k, format!("unknown parameter {k:?}")));
-        }
-    }
-    let get = |k: &str, default: i64| -> Result<i64, ApiError> {
-        match q.get(k) {
-            None => Ok(default),
-            Some(v) => super::cases::ms(k, v),
-        }
-    };
-    Ok((get("from", 0)?, get("to", i64::MAX)?))
 }
 
 /// Where and when a reader heard a tag.
@@ -744,15 +728,17 @@ pub struct Trajectory {
     sightings: Vec<Sighting>,
 }
 
-/// A time range (read by hand below; this type documents it).
-#[derive(IntoParams)]
+/// A time range; either end may be left open.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct RangeQuery {
     /// From (inclusive): milliseconds since the Unix epoch, or an RFC 3339 time.
-    from: Option<String>,
+    #[param(value_type = Option<super::doc::MsOrTime>)]
+    from: Option<TimeParam>,
     /// To (exclusive): milliseconds since the Unix epoch, or an RFC 3339 time.
-    to: Option<String>,
+    #[param(value_type = Option<super::doc::MsOrTime>)]
+    to: Option<TimeParam>,
 }
 
 /// Where a tag was heard, in time order.
@@ -765,18 +751,17 @@ pub struct RangeQuery {
     responses(
         (status = 200, description = "The sightings.", body = Trajectory),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn trajectory(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     Path(tag): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<RangeQuery>,
 ) -> Result<Json<Trajectory>, ApiError> {
     caller.require(&[UserRole::Operator, UserRole::Admin], "trace a tag")?;
-    let (from, to) = range(&q, &["from", "to"])?;
+    let (from, to) = TimeParam::range(q.from, q.to);
     let all = crate::dispatch::trajectory(&state.store, &tag, UtcMillis(from), UtcMillis(to))?;
     let sightings = all
         .into_iter()
@@ -848,33 +833,39 @@ pub struct Stats {
     ranking: Ranking,
 }
 
+/// The statistics' query: a time range of `opened_at` and the level counted.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// From (inclusive): milliseconds since the Unix epoch, or an RFC 3339 time.
+    #[param(value_type = Option<super::doc::MsOrTime>)]
+    from: Option<TimeParam>,
+    /// To (exclusive): milliseconds since the Unix epoch, or an RFC 3339 time.
+    #[param(value_type = Option<super::doc::MsOrTime>)]
+    to: Option<TimeParam>,
+    /// Level of the cells counted (default `grid`).
+    level: Option<Level>,
+}
+
 /// Per-cell case figures and the red/black ranking.
 #[utoipa::path(get, path = "/api/v1/stats", operation_id = "getStats", tag = "stats",
-    params(
-        RangeQuery,
-        ("level" = Option<Level>, Query, description = "Level of the cells counted (default `grid`)."),
-    ),
+    params(StatsQuery),
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The figures.", body = Stats),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn stats(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<StatsQuery>,
 ) -> Result<Json<Stats>, ApiError> {
     caller.require(&[UserRole::Operator, UserRole::Admin], "read statistics")?;
-    let mut rest = q.clone();
-    let level = match rest.remove("level") {
-        None => Level::Grid,
-        Some(l) => serde_json::from_value::<Level>(Value::String(l.clone()))
-            .map_err(|_| ApiError::invalid("level", format!("{l:?} is not a level")))?,
-    };
-    let (from, to) = range(&rest, &["from", "to"])?;
+    let level = q.level.unwrap_or(Level::Grid);
+    let (from, to) = TimeParam::range(q.from, q.to);
     let now = state.clock.now();
     let mut by_cell: BTreeMap<String, (CellRef, CellStats)> = BTreeMap::new();
     let scope = caller.scope(&state.book);
@@ -965,8 +956,7 @@ pub struct UiConfig {
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "The UI configuration.", body = UiConfig),
-        (status = 401, response = super::doc::Unauthenticated),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn ui_config(State(state): State<Arc<ApiState>>, _caller: Caller) -> Json<UiConfig> {
     let b = state.grid.hierarchy().bbox();

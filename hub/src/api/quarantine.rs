@@ -2,11 +2,10 @@
 //! bytes, re-ingest after a fix, delete. Admins only: a refused payload is whatever a
 //! (possibly hostile) site sent, so nobody else gets to read it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::UtcMillis;
@@ -16,6 +15,7 @@ use utoipa::ToSchema;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::params::{PageQuery, Params};
 use crate::ingest::{Reingested, RejectCode};
 use crate::store::{QuarantineEntry, QuarantineId};
 use crate::users::UserRole;
@@ -121,23 +121,21 @@ pub struct ReingestedOut {
 
 /// Alert payloads the hub refused, newest first (admin).
 #[utoipa::path(get, path = "/api/v1/quarantine", operation_id = "listQuarantine", tag = "quarantine",
-    params(super::places::PageQuery),
+    params(PageQuery),
     security(("cookieAuth" = []), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "A page.", body = QuarantineList),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<PageQuery>,
 ) -> Result<Json<QuarantineList>, ApiError> {
     caller.require(&[UserRole::Admin], "read the quarantine")?;
-    let page = super::Page::parse(&q, &[])?;
-    let (limit, before) = (page.limit, page.before.map(QuarantineId));
+    let (limit, before) = (q.limit.get(), q.before.map(QuarantineId));
     let st = state.clone();
     let v = tokio::task::spawn_blocking(move || -> Result<QuarantineList, ApiError> {
         let q = st.store.quarantine();
@@ -173,10 +171,9 @@ pub async fn list(
     responses(
         (status = 200, description = "The bytes.", content_type = "application/octet-stream", body = String),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn raw(
     State(state): State<Arc<ApiState>>,
@@ -212,12 +209,11 @@ pub async fn raw(
     responses(
         (status = 200, description = "Stored.", body = ReingestedOut),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
         (status = 409, response = super::doc::StillRefused),
         (status = 422, response = super::doc::StillRefused),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn reingest(
     State(state): State<Arc<ApiState>>,
@@ -257,10 +253,9 @@ pub async fn reingest(
     responses(
         (status = 204, description = "Deleted."),
         (status = 400, response = super::doc::Invalid),
-        (status = 401, response = super::doc::Unauthenticated),
         (status = 403, response = super::doc::Forbidden),
         (status = 404, response = super::doc::NotFound),
-        (status = "default", response = super::doc::Failure),
+        super::doc::Authenticated,
     ))]
 pub async fn remove(
     State(state): State<Arc<ApiState>>,

@@ -83,6 +83,12 @@ impl fmt::Display for CellRef {
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+// The API document gets a sentence, not the diagram and the rustdoc link above.
+#[schema(
+    description = "Where a case is in its life: new → dispatched → acknowledged → \
+    handling → resolved → closed; a deadline climbs a dispatched case one cell, reopen takes a \
+    resolved case back to handling."
+)]
 pub enum CaseState {
     /// Recorded, nobody notified: record-only severities, or no grid cell to send it to.
     New,
@@ -383,7 +389,8 @@ pub struct Case {
     pub position_untrusted: Option<UntrustedPosition>,
 }
 
-/// A position an alert claimed and the hub did not believe (see `crate::trust`).
+/// A position an alert claimed and the hub did not believe: too far from where its site is
+/// registered (the rule is in the `trust` module).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UntrustedPosition {
     /// The alert that claimed it.

@@ -8,8 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod api_util;
-mod common;
+use crate::api_util;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

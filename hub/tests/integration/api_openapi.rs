@@ -7,8 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod api_util;
-mod common;
+use crate::api_util;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -261,6 +261,32 @@ fn the_schemas_are_strict() {
     );
     w["added_at"] = json!("2026-11-22 08:00");
     assert!(!v.is_valid(&w), "times are RFC 3339 UTC with milliseconds");
+    // A delivery flattens its outcome into itself (`allOf`): closed as a whole, so a field
+    // neither part names is refused, while each outcome's own fields are accepted.
+    let v = oas.validator("/components/schemas/Delivery");
+    let mut d = json!({"outcome": "failed", "error": "timeout", "target": {"person": "p1"},
+                       "channel": "mqtt", "step": 0, "attempts": 1,
+                       "at": "2026-11-22T08:00:00.000Z"});
+    assert!(v.is_valid(&d), "{d}");
+    d["extra"] = json!(1);
+    assert!(!v.is_valid(&d), "a delivery with a field nobody names");
+    // Bodies that are not JSON say what they are; the event stream names its events' schema.
+    let doc = &oas.doc;
+    assert_eq!(
+        doc["paths"]["/api/v1/alerts/{id}/snapshot"]["get"]["responses"]["200"]["content"]["image/jpeg"]
+            ["schema"]["contentMediaType"],
+        "image/jpeg"
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]["x-event-schema"]
+            ["$ref"],
+        "#/components/schemas/Event"
+    );
+    // Descriptions are for API users: no rustdoc links or crate paths.
+    let text = doc.to_string();
+    for leak in ["crate::", "super::", "[`"] {
+        assert!(!text.contains(leak), "the document says {leak:?}");
+    }
 }
 
 /// (template, method, status) that the scenario below cannot produce without breaking the
@@ -415,6 +441,8 @@ async fn every_response_matches_the_document() {
         ("to=1.5", "to"),
         ("cursor=garbage", "cursor"),
         ("cell=000000", "cell"),
+        ("colour=red", "colour"),
+        ("state=open&state=closed", "state"),
     ] {
         let e = api
             .get(&format!("/api/v1/cases?{query}"), &admin.auth())

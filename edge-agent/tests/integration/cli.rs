@@ -4,7 +4,7 @@
 // Test helpers panic on a failed set-up step, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

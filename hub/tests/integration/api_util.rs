@@ -18,7 +18,7 @@ use protocol::alert::{Snapshot, TagInfo};
 use protocol::{AlertKind, AlertSource, Detection, Severity, UtcMillis};
 
 // ---------------------------------------------------------------------------------------------
-// Test users (the API author's test users file, `hub/tests/common`).
+// Test users (the API author's test users file, `hub/tests/integration/common.rs`).
 
 /// Logins of the test users (`common::USERS`; passwords `common::password(login)`).
 pub const ADMIN: &str = "admin";

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use hub::case::CaseId;
 use std::sync::{Arc, Mutex};

@@ -559,7 +559,7 @@ end = [0, 0]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_password_never_reaches_logs_alerts_or_status() {
-    logs::capture();
+    let capture = logs::capture();
     // Nothing listens there: ffmpeg's refusal quotes the URL, password and all
     // (`rtsp://cam:…@127.0.0.1:PORT/stream: Connection refused`).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -628,7 +628,7 @@ async fn a_camera_password_never_reaches_logs_alerts_or_status() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let log = logs::text();
+    let log = capture.text();
     // The log did see the camera (the start line and ffmpeg's stderr), only never its password.
     assert!(log.contains("rtsp://cam:***@127.0.0.1"), "{log}");
     assert!(log.contains("Connection refused"), "{log}");

@@ -16,7 +16,7 @@
 // Test helpers panic on a failed set-up step, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
