@@ -1,6 +1,8 @@
 //! `cargo xtask fuzz [--seconds N] [--target NAME]`: builds the cargo-fuzz targets in `fuzz/`
 //! and runs each for N seconds, one line per target with its exec count; fails naming the
-//! target and the crashing input when one crashes. `cargo xtask test` runs it as a smoke.
+//! target and the crashing input when one crashes. The targets' bodies are the `fuzz-targets`
+//! crate, which `cargo test` (so `cargo xtask test`) also runs over the corpus and mutations of
+//! it; this command is the coverage-guided search, run apart from CI like the soak.
 //!
 //! Layout: build output, libFuzzer's logs and the corpus it grows live under
 //! `target/fuzz/`; the committed seeds in `fuzz/corpus/<target>/` are only read (libFuzzer
@@ -19,10 +21,9 @@ use crate::{Repo, cmd, setup};
 
 /// Pinned like every other tool; installed into `.cache/cargo-fuzz/` when missing.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
-/// Per target, for the CI smoke and by default: enough to replay the seeds and mutate them
-/// thousands of times (the slowest target, roster_csv, runs a few hundred inputs a second;
-/// the parsers of the MQTT gateway tens of thousands), so a regression in a parser shows. The
-/// long searches are `--seconds 600` runs outside CI.
+/// Per target by default: enough to replay the seeds and mutate them thousands of times (the
+/// slowest target, roster_csv, runs a few hundred inputs a second; the parsers of the MQTT
+/// gateway tens of thousands). Long searches are `--seconds 600` and more.
 pub const SMOKE_SECONDS: u64 = 10;
 /// A single input taking longer than this is reported as a hang (libFuzzer's default is
 /// 20 minutes, longer than a smoke run).
@@ -32,11 +33,6 @@ const INPUT_TIMEOUT_SECONDS: u64 = 10;
 pub fn command(repo: &Repo, args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     run(repo, options.seconds, options.target.as_deref())
-}
-
-/// Every target for [`SMOKE_SECONDS`] (the step of `cargo xtask test`).
-pub fn smoke(repo: &Repo) -> Result<()> {
-    run(repo, SMOKE_SECONDS, None)
 }
 
 #[derive(Debug, PartialEq)]

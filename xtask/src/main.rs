@@ -37,8 +37,8 @@ const TASKS: &[Task] = &[
     Task {
         name: "test",
         usage: "test",
-        about: "setup, then cargo fmt --check, clippy -D warnings, cargo test, a 20 s fuzz \
-                smoke per target (what CI runs)",
+        about: "setup, then the dependency policy, cargo fmt --check, clippy -D warnings and \
+                cargo test (the fuzz targets over their corpus included): what CI runs",
         run: ci::test,
     },
     Task {
