@@ -57,8 +57,11 @@ pub enum Outcome {
     Serialize,
     Deserialize,
     utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumIter,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RejectCode {
     /// Not a valid alert: size, JSON, schema version, a field, a text bound.
     Malformed,
@@ -77,10 +80,7 @@ impl RejectCode {
 
     /// The name in metrics, the API and the store.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::NotAuthorized => "not_authorized",
-        }
+        self.into()
     }
 }
 
@@ -612,4 +612,18 @@ async fn answer(
         }));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    #[test]
+    fn reject_code_names_are_their_serde_names() {
+        for code in RejectCode::iter() {
+            assert_eq!(serde_json::to_value(code).ok(), Some(code.as_str().into()));
+        }
+    }
 }

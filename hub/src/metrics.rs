@@ -460,7 +460,8 @@ impl HubMetrics {
 
 /// The serial stages an alert goes through, each one task: a stage whose time grows by
 /// nearly a second per second is the one holding throughput down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Stage {
     /// Ingest's writer storing a batch (snapshot files, then one sled transaction).
     IngestStore,
@@ -487,14 +488,7 @@ impl Stage {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::IngestStore => "ingest_store",
-            Stage::IngestFlush => "ingest_flush",
-            Stage::DispatchFile => "dispatch_file",
-            Stage::DispatchWrite => "dispatch_write",
-            Stage::DispatchFlush => "dispatch_flush",
-            Stage::DispatchPush => "dispatch_push",
-        }
+        self.into()
     }
 }
 
@@ -517,6 +511,22 @@ pub fn bump(c: &AtomicU64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_names_are_the_metric_labels() {
+        // Pinned: the `stage` label values that dashboards select on.
+        assert_eq!(
+            Stage::ALL.map(Stage::as_str),
+            [
+                "ingest_store",
+                "ingest_flush",
+                "dispatch_file",
+                "dispatch_write",
+                "dispatch_flush",
+                "dispatch_push"
+            ]
+        );
+    }
 
     #[test]
     fn rejections_are_counted_per_site_and_rendered() {

@@ -32,7 +32,10 @@ use crate::store::{BlobId, Store, StoreError};
 const DAY_MS: i64 = 86_400_000;
 
 /// A kind of stored record with its own retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Kind {
     /// Alert snapshots (JPEG).
     Snapshots,
@@ -60,20 +63,7 @@ impl Kind {
 
     /// The name in `/metrics` (`kind` label) and logs.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Snapshots => "snapshots",
-            Kind::Photos => "photos",
-            Kind::Alerts => "alerts",
-            Kind::ClosedCases => "closed_cases",
-            Kind::Sightings => "sightings",
-            Kind::Sessions => "sessions",
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -379,9 +369,18 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_distinct_metric_name() {
-        let names: std::collections::BTreeSet<&str> =
-            Kind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(names.len(), Kind::ALL.len());
+        // Pinned: the names are `/metrics` labels that dashboards and alert rules select on.
+        assert_eq!(
+            Kind::ALL.map(Kind::as_str),
+            [
+                "snapshots",
+                "photos",
+                "alerts",
+                "closed_cases",
+                "sightings",
+                "sessions"
+            ]
+        );
     }
 
     #[derive(Debug)]

@@ -41,9 +41,21 @@ pub enum UsersError {
 
 /// What a user may do.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumIter,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum UserRole {
     /// Everything, every cell.
     Admin,
@@ -57,11 +69,7 @@ pub enum UserRole {
 
 impl UserRole {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Operator => "operator",
-            Self::Member => "member",
-        }
+        self.into()
     }
 }
 
@@ -305,6 +313,14 @@ pub fn add_user(path: &Path, user: User) -> Result<(), UsersError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_names_are_their_serde_names() {
+        use strum::IntoEnumIterator;
+        for role in UserRole::iter() {
+            assert_eq!(serde_json::to_value(role).ok(), Some(role.as_str().into()));
+        }
+    }
 
     fn user(login: &str, role: UserRole, cells: &[&str], pw: &str) -> User {
         User {

@@ -59,10 +59,13 @@ pub enum CommandStoreError {
         found: u32,
         supported: u32,
     },
-    #[error("command store {path}: schema key is {len} bytes, expected a 4-byte version")]
-    BadSchemaKey { path: PathBuf, len: usize },
-    #[error("command store {path}: holds {count} records but no schema version; refusing to guess")]
-    MissingSchema { path: PathBuf, count: usize },
+    /// The schema version could not be read or written, is not a version, or is missing from
+    /// a store that holds records (`infra::sled_store` says which).
+    #[error("command store {path}: {source}")]
+    Schema {
+        path: PathBuf,
+        source: sled_store::SchemaError,
+    },
     #[error("command store {path}: {op} failed: {source}")]
     Storage {
         path: PathBuf,
@@ -133,9 +136,12 @@ impl CommandStore {
         let state = db
             .open_tree(STATE_TREE)
             .map_err(storage("opening the state tree"))?;
-        match sled_store::open_version(&db, &meta, SCHEMA_VERSION, || state.len())
-            .map_err(|e| schema_error(e, &path))?
-        {
+        match sled_store::open_version(&db, &meta, SCHEMA_VERSION, || state.len()).map_err(
+            |source| CommandStoreError::Schema {
+                path: path.clone(),
+                source,
+            },
+        )? {
             Versioned::Created => {
                 info!(message = "Command store created.", path = %path.display(), schema = SCHEMA_VERSION);
             }
@@ -296,28 +302,6 @@ impl CommandStore {
             op,
             source,
         }
-    }
-}
-
-fn schema_error(e: sled_store::SchemaError, path: &Path) -> CommandStoreError {
-    use sled_store::SchemaError as E;
-    let path = path.to_path_buf();
-    match e {
-        E::Read(source) => CommandStoreError::Storage {
-            path,
-            op: "reading the schema version",
-            source,
-        },
-        E::Write(source) => CommandStoreError::Storage {
-            path,
-            op: "writing the schema version",
-            source,
-        },
-        E::BadValue { len } => CommandStoreError::BadSchemaKey { path, len },
-        E::Missing { records } => CommandStoreError::MissingSchema {
-            path,
-            count: records,
-        },
     }
 }
 

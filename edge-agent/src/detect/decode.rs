@@ -19,8 +19,6 @@
 //! memory order, reject anchors as early as possible and never allocate: candidates are appended
 //! to a vector that the caller reuses.
 
-use std::fmt;
-
 /// Strides of the three detection heads, in the order their anchors appear in the output.
 const STRIDES: [u32; 3] = [8, 16, 32];
 
@@ -37,8 +35,20 @@ const V8_BOX_CHANNELS: usize = 4;
 const V8_BLOCK: usize = 16;
 
 /// Output layout of a detection model, selected by the model manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DecoderKind {
     /// YOLOX (Megvii) exported without decoding: box offsets relative to the anchor's grid cell
     /// and log sizes, followed by objectness and per-class probabilities.
@@ -54,11 +64,7 @@ pub enum DecoderKind {
 impl DecoderKind {
     /// The name used in manifests (`output.decoder`) and in error messages.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Yolox => "yolox",
-            Self::Yolov5 => "yolov5",
-            Self::Yolov8 => "yolov8",
-        }
+        self.into()
     }
 
     /// The output shape this decoder expects for a model with this input size and class count,
@@ -91,12 +97,6 @@ impl DecoderKind {
                 to_i64(cells),
             ],
         }
-    }
-}
-
-impl fmt::Display for DecoderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -386,6 +386,14 @@ fn is_finite(bbox: &[f32; 4]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoder_names_are_their_serde_names() {
+        use strum::IntoEnumIterator;
+        for kind in DecoderKind::iter() {
+            assert_eq!(serde_json::to_value(kind).ok(), Some(kind.as_str().into()));
+        }
+    }
 
     /// A small input keeps hand-built tensors readable: 64x64 gives grids of 8x8, 4x4 and 2x2,
     /// so 84 cells; YOLOX rows start at 0 (stride 8), 64 (stride 16) and 80 (stride 32).

@@ -111,10 +111,13 @@ pub enum OutboxError {
         found: u32,
         supported: u32,
     },
-    #[error("outbox {path}: schema key is {len} bytes, expected a 4-byte version")]
-    BadSchemaKey { path: PathBuf, len: usize },
-    #[error("outbox {path}: holds {count} alerts but no schema version; refusing to guess")]
-    MissingSchema { path: PathBuf, count: usize },
+    /// The schema version could not be read or written, is not a version, or is missing from
+    /// a store that holds records (`infra::sled_store` says which).
+    #[error("outbox {path}: {source}")]
+    Schema {
+        path: PathBuf,
+        source: infra::sled_store::SchemaError,
+    },
     #[error("outbox {path}: {op} failed: {source}")]
     Storage {
         path: PathBuf,

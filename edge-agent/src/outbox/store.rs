@@ -111,7 +111,10 @@ impl std::fmt::Debug for Outbox {
 
 /// The schema version stored in `meta`, if any; another version than ours is an error.
 pub(super) fn read_schema(meta: &sled::Tree, path: &Path) -> Result<Option<u32>, OutboxError> {
-    match sled_store::read_version(meta).map_err(|e| schema_error(e, path))? {
+    match sled_store::read_version(meta).map_err(|source| OutboxError::Schema {
+        path: path.to_path_buf(),
+        source,
+    })? {
         Some(found) => supported(found, path).map(Some),
         None => Ok(None),
     }
@@ -126,28 +129,6 @@ fn supported(found: u32, path: &Path) -> Result<u32, OutboxError> {
         });
     }
     Ok(found)
-}
-
-fn schema_error(e: sled_store::SchemaError, path: &Path) -> OutboxError {
-    use sled_store::SchemaError as E;
-    let path = path.to_path_buf();
-    match e {
-        E::Read(source) => OutboxError::Storage {
-            path,
-            op: "reading the schema version",
-            source,
-        },
-        E::Write(source) => OutboxError::Storage {
-            path,
-            op: "writing the schema version",
-            source,
-        },
-        E::BadValue { len } => OutboxError::BadSchemaKey { path, len },
-        E::Missing { records } => OutboxError::MissingSchema {
-            path,
-            count: records,
-        },
-    }
 }
 
 /// Opens the `meta`, `alerts` and `quarantine` trees of `db`.
@@ -185,9 +166,12 @@ fn open_store(path: &Path) -> Result<Handles, OutboxError> {
         quarantine,
     } = open_trees(&db, path)?;
     let records = || alerts.len() + quarantine.len();
-    match sled_store::open_version(&db, &meta, SCHEMA_VERSION, records)
-        .map_err(|e| schema_error(e, path))?
-    {
+    match sled_store::open_version(&db, &meta, SCHEMA_VERSION, records).map_err(|source| {
+        OutboxError::Schema {
+            path: path.to_path_buf(),
+            source,
+        }
+    })? {
         Versioned::Created => {
             info!(message = "Outbox created.", path = %path.display(), schema = SCHEMA_VERSION);
         }

@@ -38,7 +38,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, warn};
 
-use super::health::{CommonFields, FrameError, FrameMaker, Health, head, sleep_until_opt};
+use super::health::{
+    CommonFields, FrameError, FrameMaker, Health, check_config, head, sleep_until_opt,
+};
 use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
 
 /// Polls an empty file must stay empty before it is treated as complete (and rejected).
@@ -316,14 +318,7 @@ impl DirSource {
         config: DirSourceConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, SourceError> {
-        let camera: Arc<str> = Arc::from(config.camera.as_str());
-        let problems = config.validate();
-        if !problems.is_empty() {
-            return Err(SourceError::Config {
-                camera,
-                problems: problems.join("; "),
-            });
-        }
+        check_config(&config.camera, config.validate())?;
         let now = Instant::now();
         let (health, maker) = config.common().parts();
         Ok(Self {

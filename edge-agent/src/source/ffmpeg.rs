@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info};
 
-use super::health::{CommonFields, Health, sleep_until_opt};
+use super::health::{CommonFields, Health, check_config, sleep_until_opt};
 use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
 use crate::frame::RgbFrame;
 use crate::secret::CameraUrl;
@@ -283,24 +283,12 @@ impl FfmpegSource {
         config: FfmpegSourceConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, SourceError> {
-        let camera: Arc<str> = Arc::from(config.camera.as_str());
-        let problems = config.validate();
-        if !problems.is_empty() {
-            return Err(SourceError::Config {
-                camera,
-                problems: problems.join("; "),
-            });
-        }
+        check_config(&config.camera, config.validate())?;
+        let health = config.common().health();
         Ok(Self {
-            health: Health::new(
-                camera.clone(),
-                config.fps,
-                config.offline_after_ms,
-                config.backoff_min_ms,
-                config.backoff_max_ms,
-            ),
+            camera: health.camera().clone(),
+            health,
             config,
-            camera,
             shutdown,
             state: State::Waiting {
                 until: Instant::now(),

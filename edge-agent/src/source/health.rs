@@ -175,6 +175,18 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// Refuses a config with problems (a source's `validate`): one [`SourceError::Config`] for
+/// `camera` listing them all.
+pub(crate) fn check_config(camera: &str, problems: Vec<String>) -> Result<(), SourceError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(SourceError::Config {
+        camera: Arc::from(camera),
+        problems: problems.join("; "),
+    })
+}
+
 /// The fields every source config shares: their checks (each error prefixed with its field)
 /// and what they build.
 #[derive(Debug, Clone)]
@@ -190,15 +202,17 @@ pub(crate) struct CommonFields {
 impl CommonFields {
     /// The health bookkeeping and the frame maker of a source with these fields.
     pub(crate) fn parts(&self) -> (Health, FrameMaker) {
-        (
-            Health::new(
-                Arc::from(self.camera.as_str()),
-                self.fps,
-                self.offline_after_ms,
-                self.backoff_min_ms,
-                self.backoff_max_ms,
-            ),
-            FrameMaker::new(self.width),
+        (self.health(), FrameMaker::new(self.width))
+    }
+
+    /// The health bookkeeping alone, for a source that does not decode JPEGs itself (ffmpeg).
+    pub(crate) fn health(&self) -> Health {
+        Health::new(
+            Arc::from(self.camera.as_str()),
+            self.fps,
+            self.offline_after_ms,
+            self.backoff_min_ms,
+            self.backoff_max_ms,
         )
     }
 

@@ -81,8 +81,12 @@ impl fmt::Display for CellRef {
     Serialize,
     Deserialize,
     utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 // The API document gets a sentence, not the diagram and the rustdoc link above.
 #[schema(
     description = "Where a case is in its life: new → dispatched → acknowledged → \
@@ -107,40 +111,31 @@ pub enum CaseState {
 impl CaseState {
     /// The snake_case name (as in JSON and error messages).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Dispatched => "dispatched",
-            Self::Acknowledged => "acknowledged",
-            Self::Handling => "handling",
-            Self::Resolved => "resolved",
-            Self::Closed => "closed",
-        }
-    }
-}
-
-impl fmt::Display for CaseState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 /// What a deadline waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::Display,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum DeadlineKind {
     /// Someone must acknowledge (while dispatched).
     Ack,
     /// The handler must resolve (while acknowledged or handling).
     Resolve,
-}
-
-impl fmt::Display for DeadlineKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Ack => "ack",
-            Self::Resolve => "resolve",
-        })
-    }
 }
 
 /// The one running timer of a case.
@@ -565,8 +560,27 @@ impl Case {
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::super::testkit::*;
     use super::*;
+
+    #[test]
+    fn state_and_deadline_names_are_their_serde_names() {
+        for state in CaseState::iter() {
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(state.as_str().into())
+            );
+            assert_eq!(state.to_string(), state.as_str());
+        }
+        for kind in DeadlineKind::iter() {
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(kind.to_string().into())
+            );
+        }
+    }
 
     #[test]
     fn case_round_trips_through_json_and_refuses_an_unknown_schema() {

@@ -13,16 +13,29 @@
 //! exactly as the map that drew it treated it.
 
 use std::f64::consts::PI;
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use strum::VariantArray as _;
 
 use super::geometry::Point;
 
 /// The coordinate system a grid file declares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum CoordSystem {
     /// WGS-84 longitude/latitude (GNSS, OpenStreetMap, the hub's own system).
     Wgs84,
@@ -33,10 +46,7 @@ pub enum CoordSystem {
 impl CoordSystem {
     /// The name used in config files and on the command line.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Wgs84 => "wgs84",
-            Self::Gcj02 => "gcj02",
-        }
+        self.into()
     }
 
     /// Converts a point in this system to WGS-84.
@@ -48,12 +58,6 @@ impl CoordSystem {
     }
 }
 
-impl fmt::Display for CoordSystem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The error for a coordinate system name that is neither `wgs84` nor `gcj02`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown coordinate system {0:?} (expected wgs84 or gcj02)")]
@@ -62,12 +66,15 @@ pub struct UnknownCoordSystem(pub String);
 impl FromStr for CoordSystem {
     type Err = UnknownCoordSystem;
 
+    /// Ignores case and `-`/`_` anywhere (`GCJ-02`, `wgs_84`): hand-written, not strum's
+    /// `EnumString`, because that matches whole names and cannot drop separators.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
-            "wgs84" => Ok(Self::Wgs84),
-            "gcj02" => Ok(Self::Gcj02),
-            _ => Err(UnknownCoordSystem(s.to_owned())),
-        }
+        let name = s.to_ascii_lowercase().replace(['-', '_'], "");
+        Self::VARIANTS
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == name)
+            .ok_or_else(|| UnknownCoordSystem(s.to_owned()))
     }
 }
 
@@ -148,4 +155,22 @@ pub fn metres_between(a: Point, b: Point) -> f64 {
     let dx = (b.lon - a.lon).to_radians() * mean_lat.cos();
     let dy = (b.lat - a.lat).to_radians();
     EARTH_RADIUS_M * dx.hypot(dy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_their_serde_names_and_parse_back() {
+        for &c in CoordSystem::VARIANTS {
+            assert_eq!(serde_json::to_value(c).ok(), Some(c.as_str().into()));
+            assert_eq!(c.as_str().parse::<CoordSystem>(), Ok(c));
+        }
+        assert_eq!("WGS_84".parse::<CoordSystem>(), Ok(CoordSystem::Wgs84));
+        assert_eq!(
+            "bd09".parse::<CoordSystem>(),
+            Err(UnknownCoordSystem("bd09".to_owned()))
+        );
+    }
 }

@@ -1,6 +1,5 @@
 //! The administrative levels of grid management, from the county down to the micro-grid.
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -19,8 +18,11 @@ use serde::{Deserialize, Serialize};
     Serialize,
     Deserialize,
     utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::Display,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Level {
     /// County or county-level district (县/区); its comprehensive-governance centre is the top.
     County,
@@ -62,19 +64,7 @@ impl Level {
 
     /// The name used in GeoJSON `level` properties and config files.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::County => "county",
-            Self::Township => "township",
-            Self::Village => "village",
-            Self::Grid => "grid",
-            Self::MicroGrid => "micro_grid",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -87,15 +77,17 @@ impl FromStr for Level {
     type Err = UnknownLevel;
 
     /// Accepts the names of [`Level::as_str`], `community` for a village, and `-`/no separator
-    /// in `micro_grid`, ignoring case: files come from many hands.
+    /// in `micro_grid`, ignoring case and surrounding blanks: files come from many hands.
+    /// Hand-written, not strum's `EnumString`, because that cannot trim.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-            "county" => Ok(Self::County),
-            "township" => Ok(Self::Township),
-            "village" | "community" => Ok(Self::Village),
-            "grid" => Ok(Self::Grid),
-            "micro_grid" | "microgrid" => Ok(Self::MicroGrid),
-            _ => Err(UnknownLevel(s.to_owned())),
+        let name = s.trim().to_ascii_lowercase().replace('-', "_");
+        match name.as_str() {
+            "community" => Ok(Self::Village),
+            "microgrid" => Ok(Self::MicroGrid),
+            _ => Self::ALL
+                .into_iter()
+                .find(|l| l.as_str() == name)
+                .ok_or_else(|| UnknownLevel(s.to_owned())),
         }
     }
 }
@@ -117,7 +109,9 @@ mod tests {
     fn names_round_trip_and_aliases_parse() {
         for l in Level::ALL {
             assert_eq!(l.as_str().parse::<Level>(), Ok(l));
+            assert_eq!(serde_json::to_value(l).ok(), Some(l.as_str().into()));
         }
+        assert_eq!(" Micro_Grid ".parse::<Level>(), Ok(Level::MicroGrid));
         assert_eq!("Community".parse::<Level>(), Ok(Level::Village));
         assert_eq!("micro-grid".parse::<Level>(), Ok(Level::MicroGrid));
         assert!("street".parse::<Level>().is_err());

@@ -1,8 +1,5 @@
 //! People: who they are, how to reach them, and what they may do.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::Serialize;
 
 /// Longest person id: ids become an MQTT topic level (`se/v1/person/{id}/notify`), and the
@@ -10,8 +7,31 @@ use serde::Serialize;
 pub const MAX_PERSON_ID_CHARS: usize = 64;
 
 /// What a person may do. A person has one or more roles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "lowercase")]
+// Case-insensitive, so a spreadsheet's `Member` is accepted; an unknown name comes back as
+// [`UnknownRole`] naming it.
+#[strum(
+    serialize_all = "lowercase",
+    ascii_case_insensitive,
+    parse_err_ty = UnknownRole,
+    parse_err_fn = UnknownRole::of
+)]
 pub enum Role {
     /// 网格员: a grid member, who receives, acknowledges and resolves a cell's cases.
     Member,
@@ -29,18 +49,7 @@ impl Role {
 
     /// The name used in `people.csv`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Member => "member",
-            Self::Leader => "leader",
-            Self::Operator => "operator",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -49,15 +58,9 @@ impl fmt::Display for Role {
 #[error("unknown role {0:?}")]
 pub struct UnknownRole(pub String);
 
-impl FromStr for Role {
-    type Err = UnknownRole;
-
-    /// Case-insensitive, so a spreadsheet's `Member` is accepted.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownRole(s.to_owned()))
+impl UnknownRole {
+    fn of(name: &str) -> Self {
+        Self(name.to_owned())
     }
 }
 
@@ -204,6 +207,17 @@ mod tests {
         ] {
             assert!(!check_phone(bad), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn role_names_are_their_serde_names_and_parse_back() {
+        use strum::IntoEnumIterator;
+        assert_eq!(Role::iter().collect::<Vec<_>>(), Role::ALL);
+        for r in Role::iter() {
+            assert_eq!(serde_json::to_value(r).ok(), Some(r.as_str().into()));
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+        }
+        assert_eq!("boss".parse::<Role>(), Err(UnknownRole("boss".to_owned())));
     }
 
     #[test]

@@ -44,8 +44,24 @@ impl LocalInstant {
 }
 
 /// A day of the week.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "lowercase")]
+// Case-insensitive, so a spreadsheet's `Mon` is accepted.
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
 pub enum Weekday {
     /// Monday.
     Mon,
@@ -77,15 +93,7 @@ impl Weekday {
 
     /// The three-letter name used in `duty.csv`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mon => "mon",
-            Self::Tue => "tue",
-            Self::Wed => "wed",
-            Self::Thu => "thu",
-            Self::Fri => "fri",
-            Self::Sat => "sat",
-            Self::Sun => "sun",
-        }
+        self.into()
     }
 
     /// The weekday of a day count since 1970-01-01, which was a Thursday.
@@ -100,15 +108,7 @@ impl Weekday {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-impl fmt::Display for Weekday {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        s.parse().ok()
     }
 }
 
@@ -382,8 +382,21 @@ impl Shift {
 }
 
 /// What a one-off override does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
 pub enum OverrideKind {
     /// Extra duty: on duty in the cell for the period, shift or not.
     On,
@@ -394,22 +407,11 @@ pub enum OverrideKind {
 impl OverrideKind {
     /// The name used in `overrides.csv`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::On => "on",
-            Self::Off => "off",
-        }
+        self.into()
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        [Self::On, Self::Off]
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-impl fmt::Display for OverrideKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        s.parse().ok()
     }
 }
 
@@ -463,7 +465,21 @@ impl Override {
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
+
+    #[test]
+    fn weekday_and_override_names_are_their_serde_names_and_parse_back() {
+        for d in Weekday::iter() {
+            assert_eq!(serde_json::to_value(d).ok(), Some(d.as_str().into()));
+            assert_eq!(Weekday::parse(&d.as_str().to_uppercase()), Some(d));
+        }
+        for k in OverrideKind::iter() {
+            assert_eq!(serde_json::to_value(k).ok(), Some(k.as_str().into()));
+            assert_eq!(OverrideKind::parse(&k.as_str().to_uppercase()), Some(k));
+        }
+    }
 
     fn days(s: &str) -> Days {
         Days::parse(s).expect("valid days")

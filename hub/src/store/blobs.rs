@@ -98,10 +98,14 @@ impl<'de> Deserialize<'de> for BlobId {
 }
 
 /// What a blob is kept as; each kind has its own retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
 pub enum BlobKind {
+    // Plural, unlike the serde name: the retention kind's name (`retention::Kind`), which
+    // metrics label by.
+    #[strum(serialize = "snapshots")]
     Snapshot,
+    #[strum(serialize = "photos")]
     Photo,
 }
 
@@ -123,10 +127,7 @@ impl BlobKind {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Snapshot => "snapshots",
-            Self::Photo => "photos",
-        }
+        self.into()
     }
 }
 

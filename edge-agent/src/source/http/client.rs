@@ -4,6 +4,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -15,6 +16,7 @@ use super::digest::{
     Challenge, DigestChallenge, describe_offered, digest_authorization, parse_challenges,
 };
 use crate::secret::Secret;
+use crate::source::SourceError;
 use crate::source::health::FrameError;
 
 /// What went wrong with one HTTP exchange with a camera.
@@ -114,6 +116,24 @@ pub(crate) struct CameraClient {
 }
 
 impl CameraClient {
+    /// [`Self::new`] for an HTTP source's camera (URL trimmed): a URL or client that cannot be
+    /// built is a config error of `camera`, like the problems `validate` finds.
+    pub(crate) fn for_camera(
+        camera: &str,
+        url: &str,
+        username: &str,
+        password: &Secret,
+        mode: AuthMode,
+        connect_timeout: Duration,
+    ) -> Result<Self, SourceError> {
+        Self::new(url.trim(), username, password, mode, connect_timeout).map_err(|problems| {
+            SourceError::Config {
+                camera: Arc::from(camera),
+                problems,
+            }
+        })
+    }
+
     /// `connect_timeout` bounds the TCP connect only; callers bound the rest.
     pub(crate) fn new(
         url: &str,

@@ -7,8 +7,11 @@ use crate::secret::Secret;
 use crate::source::health::CommonFields;
 
 /// How a source authenticates to a camera that has a `username`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, strum::IntoStaticStr, strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AuthMode {
     /// HTTP Basic on every request: the password crosses the network base64-encoded, i.e. in
     /// clear. Only for cameras that support nothing else.
@@ -22,11 +25,7 @@ pub enum AuthMode {
 
 impl AuthMode {
     pub(super) fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::Basic => "basic",
-            AuthMode::Digest => "digest",
-            AuthMode::Auto => "auto",
-        }
+        self.into()
     }
 }
 
@@ -180,6 +179,15 @@ impl HttpSnapshotSourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_mode_names_are_their_serde_names() {
+        use strum::IntoEnumIterator;
+        for mode in AuthMode::iter() {
+            let quoted = serde_json::Value::from(mode.as_str());
+            assert_eq!(serde_json::from_value::<AuthMode>(quoted).ok(), Some(mode));
+        }
+    }
 
     #[test]
     fn validation_lists_every_problem_with_its_path() {

@@ -46,7 +46,7 @@ pub(crate) use config::validate_http;
 pub use config::{AuthMode, HttpSnapshotSourceConfig};
 pub use digest::{Algorithm, Challenge, DigestChallenge, digest_authorization, parse_challenges};
 
-use super::health::{FrameMaker, Health, head, sleep_until_opt};
+use super::health::{FrameMaker, Health, check_config, head, sleep_until_opt};
 use super::{FrameSource, SourceCounters, SourceError, SourceEvent};
 pub use crate::secret::Secret;
 
@@ -74,23 +74,15 @@ impl HttpSnapshotSource {
         config: HttpSnapshotSourceConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, SourceError> {
-        let camera: Arc<str> = Arc::from(config.camera.as_str());
-        let config_error = |problems: String| SourceError::Config {
-            camera: camera.clone(),
-            problems,
-        };
-        let problems = config.validate();
-        if !problems.is_empty() {
-            return Err(config_error(problems.join("; ")));
-        }
-        let client = CameraClient::new(
-            config.url.trim(),
+        check_config(&config.camera, config.validate())?;
+        let client = CameraClient::for_camera(
+            &config.camera,
+            &config.url,
             &config.username,
             &config.password,
             config.auth,
             Duration::from_millis(config.timeout_ms),
-        )
-        .map_err(config_error)?;
+        )?;
         let (health, maker) = config.common().parts();
         Ok(Self {
             health,

@@ -41,7 +41,9 @@ pub(crate) use parser::boundary;
 pub use parser::{MultipartParser, Parsed, Part};
 use sampler::Sampler;
 
-use super::health::{CommonFields, FrameError, FrameMaker, Health, head, sleep_until_opt};
+use super::health::{
+    CommonFields, FrameError, FrameMaker, Health, check_config, head, sleep_until_opt,
+};
 use super::http::{
     AuthMode, CameraClient, HttpError, Secret, describe, is_jpeg_type, validate_http,
 };
@@ -307,23 +309,15 @@ impl MjpegSource {
         config: MjpegSourceConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, SourceError> {
-        let camera: Arc<str> = Arc::from(config.camera.as_str());
-        let config_error = |problems: String| SourceError::Config {
-            camera: camera.clone(),
-            problems,
-        };
-        let problems = config.validate();
-        if !problems.is_empty() {
-            return Err(config_error(problems.join("; ")));
-        }
-        let client = CameraClient::new(
-            config.url.trim(),
+        check_config(&config.camera, config.validate())?;
+        let client = CameraClient::for_camera(
+            &config.camera,
+            &config.url,
             &config.username,
             &config.password,
             config.auth,
             Duration::from_millis(config.connect_timeout_ms),
-        )
-        .map_err(config_error)?;
+        )?;
         let (health, maker) = config.common().parts();
         Ok(Self {
             health,
