@@ -281,6 +281,13 @@ fn title(case: &Case, reason: NotifyReason) -> String {
         NotifyReason::ResolveOverdue => "超时未办结，已提级",
         NotifyReason::Returned => "案件退回改派",
         NotifyReason::Reopened => "案件重新打开",
+        NotifyReason::Routed => "分类交办",
+        NotifyReason::Transferred => "案件交办，请按时办结",
+        NotifyReason::Assist => "请协助办理",
+        NotifyReason::Supervised => "上级督办",
+        NotifyReason::SupervisionOverdue => "督办超时，请尽快办结",
+        NotifyReason::TaskOverdue => "交办部门超时未办结",
+        NotifyReason::EscalatedByHand => "案件提级",
     };
     format!(
         "[{}] {what}: {} {}",

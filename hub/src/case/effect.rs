@@ -24,6 +24,21 @@ pub enum NotifyReason {
     Returned,
     /// A resolution was rejected on verification; back to the handler.
     Reopened,
+    /// A routing rule sent the new case to their department as well as to its cell.
+    Routed,
+    /// The case was transferred to their department (交办), with a time limit.
+    Transferred,
+    /// Their unit was asked to assist (协办).
+    Assist,
+    /// A level above supervises the case (督办): they are its handlers.
+    Supervised,
+    /// The supervision's deadline passed with the case unresolved.
+    SupervisionOverdue,
+    /// The department the case was transferred to missed its time limit: the cell holding
+    /// the case is told.
+    TaskOverdue,
+    /// The case was taken up to their level by hand (提级).
+    EscalatedByHand,
 }
 
 /// Why a case moved up its path.
@@ -38,6 +53,8 @@ pub enum ClimbReason {
     NobodyOnDuty,
     /// Someone acting for a higher cell acknowledged it, taking it up (提级).
     TakenUp,
+    /// Someone escalated it by hand, with a reason ([`super::Action::Escalate`]).
+    ByHand,
 }
 
 /// Why a case was recorded without being dispatched.

@@ -76,6 +76,10 @@ impl Case {
             deliveries: Vec::new(),
             extensions: 0,
             position_untrusted: None,
+            tasks: Vec::new(),
+            supervision: None,
+            reply: None,
+            archived: None,
         };
         let record = if !policy.for_severity(alert.severity).dispatch {
             Some((
@@ -239,6 +243,7 @@ impl Case {
             self.reach(round, duty, &mut effects);
             self.deadline = self.deadline_after(due.at, due.kind, policy);
         }
+        fired |= self.tick_workflow(now, duty, &mut effects);
         if fired {
             self.updated_at = now;
             effects.push(Effect::DeadlineSet(self.next_deadline()));
@@ -259,6 +264,20 @@ impl Case {
             at: UtcMillis(from.0.saturating_add(span.as_ms())),
             kind,
         })
+    }
+
+    /// [`Case::deadline_after`], except while a department's time limit is the case's timer
+    /// ([`Case::timed_lead`]): then no grid deadline runs.
+    pub(crate) fn grid_deadline_after(
+        &self,
+        from: UtcMillis,
+        kind: DeadlineKind,
+        policy: &Policy,
+    ) -> Option<Deadline> {
+        if self.timed_lead().is_some() {
+            return None;
+        }
+        self.deadline_after(from, kind, policy)
     }
 
     /// Sends the case to the cell at `level_index` (climbing past cells with nobody on duty)

@@ -45,6 +45,7 @@ mod silence;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod transition;
+mod workflow;
 
 use protocol::UtcMillis;
 
@@ -59,6 +60,9 @@ pub use model::{
 pub use policy::{LevelSpans, Policy, PolicyError, SeverityPolicy, Span, SpanError};
 pub use silence::{Silence, inhibited, silenced_by};
 pub use transition::{Action, Transition, TransitionError, check_path};
+pub use workflow::{
+    ActionKind, Archived, Reply, Satisfaction, Standing, Supervision, Task, TaskRole, permitted,
+};
 
 /// Who is on duty: the roster and duty schedule, behind a seam so the core stays pure.
 pub trait Duty {

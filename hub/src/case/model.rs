@@ -7,6 +7,7 @@ use protocol::alert::Location;
 use protocol::{AlertKind, AlertSource, Severity, UtcMillis};
 use serde::{Deserialize, Serialize};
 
+use super::workflow::{Archived, Reply, Supervision, Task};
 use crate::grid::{CellId, Hierarchy, Level};
 
 /// Version of the persisted case format. Bumped on any incompatible change;
@@ -225,6 +226,24 @@ pub enum AuditAction {
     Extend,
     /// [`super::Action::Comment`].
     Comment,
+    /// A routing rule sent the case to a department as well as its cell (分类交办).
+    Route,
+    /// [`super::Action::Transfer`] (交办/转派).
+    Transfer,
+    /// [`super::Action::Assist`] (协办).
+    Assist,
+    /// [`super::Action::Supervise`] (督办).
+    Supervise,
+    /// A supervision's deadline passed with the case unresolved: the handlers were reminded.
+    SupervisionOverdue,
+    /// A transferred department's time limit passed with the case unresolved.
+    TaskOverdue,
+    /// [`super::Action::Escalate`]: taken up a level by hand (提级).
+    EscalateByHand,
+    /// [`super::Action::Reply`] (回复征询).
+    Reply,
+    /// [`super::Action::Archive`] (销号归档).
+    Archive,
 }
 
 /// One entry of a case's append-only audit trail.
@@ -382,6 +401,19 @@ pub struct Case {
     /// instead. The first such claim is kept, for whoever investigates the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_untrusted: Option<UntrustedPosition>,
+    /// The departments (and assisting cells) working on the case, in the order they joined
+    /// (see [`super::workflow`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<Task>,
+    /// The latest supervision (督办), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervision: Option<Supervision>,
+    /// The reply to the reporter of a patrol or citizen report (回复征询).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+    /// Set when the closed case was archived (销号归档); nothing changes it afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<Archived>,
 }
 
 /// A position an alert claimed and the hub did not believe: too far from where its site is
@@ -463,9 +495,38 @@ impl Case {
         Some(close.map_or(self.updated_at, |r| r.at))
     }
 
-    /// When the caller's timer should next call [`Case::tick`]; `None`: no timer.
+    /// When the caller's timer should next call [`Case::tick`]; `None`: no timer. The
+    /// earliest of the grid deadline, a running lead task's time limit and a supervision's
+    /// deadline, the last two only while the case is unresolved.
     pub fn next_deadline(&self) -> Option<UtcMillis> {
-        self.deadline.map(|d| d.at)
+        let unresolved = matches!(
+            self.state,
+            CaseState::New | CaseState::Dispatched | CaseState::Acknowledged | CaseState::Handling
+        );
+        let task = self
+            .tasks
+            .iter()
+            .filter(|t| unresolved && t.is_active_lead() && !t.overdue)
+            .filter_map(|t| t.due);
+        let supervision = self
+            .supervision
+            .iter()
+            .filter(|s| unresolved && !s.overdue)
+            .map(|s| s.due);
+        self.deadline
+            .map(|d| d.at)
+            .into_iter()
+            .chain(task)
+            .chain(supervision)
+            .min()
+    }
+
+    /// The running lead task with a time limit, if any: while there is one, its limit is the
+    /// case's resolve timer and the grid's deadlines do not run.
+    pub fn timed_lead(&self) -> Option<&Task> {
+        self.tasks
+            .iter()
+            .find(|t| t.is_active_lead() && t.due.is_some())
     }
 
     /// Appends an audit record stamped with the case's current state and cell.

@@ -11,6 +11,15 @@
 //! | return | new, dispatched, acknowledged | dispatched (new cell) | a reason, a valid new path |
 //! | extend | dispatched, acknowledged, handling | same | a reason, a later deadline, extensions left |
 //! | comment | any | same | the text |
+//! | transfer | new, dispatched, acknowledged, handling | dispatched (to the department) | a department not already leading, a time limit |
+//! | assist | new … resolved | same | a unit not already on the case |
+//! | supervise | new, dispatched, acknowledged, handling | same | a note, a time limit |
+//! | escalate | new, dispatched, acknowledged, handling | dispatched (a higher cell) | a reason, a level above |
+//! | reply | resolved, closed | same | a patrol or citizen report, the reply's text, the satisfaction |
+//! | archive | closed | closed, archived | a reply first, for a report |
+//!
+//! An archived case takes no action at all. Who may do what is [`super::permitted`]'s table
+//! (the API applies it); here only the lifecycle is checked.
 //!
 //! Every check runs before anything changes, so a refused transition changes nothing.
 
@@ -22,7 +31,9 @@ use super::Duty;
 use super::effect::{ClimbReason, Effect, NotifyReason};
 use super::escalate::Round;
 use super::model::{Actor, AuditAction, Case, CaseState, CellRef, Deadline, DeadlineKind, Entry};
-use super::policy::Policy;
+use super::policy::{Policy, Span};
+use super::workflow::{ActionKind, Archived, Reply, Satisfaction, Supervision, Task, TaskRole};
+use crate::grid::Level;
 
 /// What someone does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +61,38 @@ pub enum Action {
     },
     /// A remark for the record.
     Comment,
+    /// Hand the case to a department (交办/转派) that must resolve it within `within`; its
+    /// on-duty people are notified, and its time limit replaces the grid's deadlines.
+    Transfer {
+        /// The department, as cases name units.
+        department: CellRef,
+        /// The time limit, from now.
+        within: Span,
+    },
+    /// Ask a department or another cell to help (协办): notified, may comment.
+    Assist {
+        /// The unit.
+        unit: CellRef,
+    },
+    /// Supervise the case from a level above (督办): its handlers are reminded now and again
+    /// if it is not resolved `within`.
+    Supervise {
+        /// The supervision's deadline, from now.
+        within: Span,
+    },
+    /// Take the case up now (提级): one level, or to the cell of `to` on its path.
+    Escalate {
+        /// The level to take it to; `None`: the next one up.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Level>,
+    },
+    /// Reply to the reporter of a patrol or citizen report (回复征询); the note is the reply.
+    Reply {
+        /// What the reporter thought of the handling.
+        satisfaction: Satisfaction,
+    },
+    /// Archive a closed case (销号归档): final.
+    Archive,
 }
 
 impl Action {
@@ -64,6 +107,32 @@ impl Action {
             Self::Return { .. } => "return",
             Self::Extend { .. } => "extend",
             Self::Comment => "comment on",
+            Self::Transfer { .. } => "transfer",
+            Self::Assist { .. } => "ask for assistance on",
+            Self::Supervise { .. } => "supervise",
+            Self::Escalate { .. } => "escalate",
+            Self::Reply { .. } => "reply on",
+            Self::Archive => "archive",
+        }
+    }
+
+    /// The action without its data, for [`super::permitted`].
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Self::Acknowledge => ActionKind::Acknowledge,
+            Self::StartHandling => ActionKind::StartHandling,
+            Self::Resolve => ActionKind::Resolve,
+            Self::Close => ActionKind::Close,
+            Self::Reopen => ActionKind::Reopen,
+            Self::Return { .. } => ActionKind::Return,
+            Self::Extend { .. } => ActionKind::Extend,
+            Self::Comment => ActionKind::Comment,
+            Self::Transfer { .. } => ActionKind::Transfer,
+            Self::Assist { .. } => ActionKind::Assist,
+            Self::Supervise { .. } => ActionKind::Supervise,
+            Self::Escalate { .. } => ActionKind::Escalate,
+            Self::Reply { .. } => ActionKind::Reply,
+            Self::Archive => ActionKind::Archive,
         }
     }
 
@@ -75,7 +144,15 @@ impl Action {
             Self::Return { .. } => Some("a reason saying why the cell is wrong"),
             Self::Extend { .. } => Some("a reason for the extension"),
             Self::Comment => Some("the comment's text"),
-            Self::Acknowledge | Self::StartHandling | Self::Close => None,
+            Self::Supervise { .. } => Some("a note saying what the supervision asks for"),
+            Self::Escalate { .. } => Some("a reason for taking the case up"),
+            Self::Reply { .. } => Some("the reply's text"),
+            Self::Acknowledge
+            | Self::StartHandling
+            | Self::Close
+            | Self::Transfer { .. }
+            | Self::Assist { .. }
+            | Self::Archive => None,
         }
     }
 }
@@ -203,6 +280,48 @@ pub enum TransitionError {
         /// The current deadline, or the transition's time if later.
         than: UtcMillis,
     },
+    /// The unit already has a running task of that kind on the case.
+    #[error("cannot {action} case {case}: {unit} is already on it")]
+    AlreadyOnCase {
+        /// Case id.
+        case: CaseId,
+        /// The verb.
+        action: &'static str,
+        /// The unit.
+        unit: String,
+    },
+    /// A time limit of zero or less.
+    #[error("cannot {action} case {case}: the time limit must be positive")]
+    NoTimeLimit {
+        /// Case id.
+        case: CaseId,
+        /// The verb.
+        action: &'static str,
+    },
+    /// An escalation with nowhere to go.
+    #[error("cannot escalate case {case}: {problem}")]
+    NoHigherLevel {
+        /// Case id.
+        case: CaseId,
+        /// Why.
+        problem: String,
+    },
+    /// A reply on a case no person reported.
+    #[error(
+        "cannot reply on case {case}: it was raised by {source_kind}, not reported by a person"
+    )]
+    NotAReport {
+        /// Case id.
+        case: CaseId,
+        /// What raised it.
+        source_kind: &'static str,
+    },
+    /// An archive of a report nobody replied to.
+    #[error("cannot archive case {case}: reply to its reporter first (回复征询)")]
+    ReplyFirst {
+        /// Case id.
+        case: CaseId,
+    },
     /// The policy's limit on extensions is reached.
     #[error("cannot extend case {case}: it was extended {count} times, the policy allows {max}")]
     TooManyExtensions {
@@ -221,7 +340,16 @@ fn refusal(state: CaseState, action: &Action) -> Option<&'static str> {
     use CaseState as S;
     match (action, state) {
         (A::Comment, _) => None,
+        (A::Archive, S::Closed) => None,
+        (A::Archive, _) => Some("close it first"),
+        (A::Reply { .. }, S::Resolved | S::Closed) => None,
+        (A::Reply { .. }, _) => Some("resolve it first"),
         (_, S::Closed) => Some("it is closed"),
+        (A::Assist { .. }, _) => None,
+        (
+            A::Transfer { .. } | A::Supervise { .. } | A::Escalate { .. },
+            S::New | S::Dispatched | S::Acknowledged | S::Handling,
+        ) => None,
         (A::Acknowledge, S::New | S::Dispatched) => None,
         (A::Acknowledge, S::Acknowledged | S::Handling) => Some("it is already acknowledged"),
         (A::StartHandling, S::Acknowledged) => None,
@@ -278,7 +406,7 @@ impl Case {
         let actor_cell = self.check(&t, policy)?;
         let from = self.state;
         let mut effects = Vec::new();
-        let deadline_before = self.deadline;
+        let deadline_before = self.next_deadline();
         let Transition {
             action,
             actor,
@@ -316,7 +444,7 @@ impl Case {
                     });
                 }
                 self.overdue_at_top = None;
-                self.deadline = self.deadline_after(at, DeadlineKind::Resolve, policy);
+                self.deadline = self.grid_deadline_after(at, DeadlineKind::Resolve, policy);
                 self.log(entry);
             }
             Action::StartHandling => {
@@ -345,7 +473,7 @@ impl Case {
                 self.state = CaseState::Handling;
                 self.resolved_by = None;
                 self.step += 1;
-                self.deadline = self.deadline_after(at, DeadlineKind::Resolve, policy);
+                self.deadline = self.grid_deadline_after(at, DeadlineKind::Resolve, policy);
                 entry.action = AuditAction::Reopen;
                 self.log(entry);
                 if let (Some(handler), Some(cell)) =
@@ -400,6 +528,134 @@ impl Case {
                 self.log(entry);
             }
             Action::Comment => self.log(entry),
+            Action::Transfer { department, within } => {
+                for k in self.tasks.iter_mut().filter(|k| k.is_active_lead()) {
+                    k.ended_at = Some(at);
+                }
+                let due = UtcMillis(at.0.saturating_add(within.as_ms()));
+                self.tasks.push(Task {
+                    unit: department.clone(),
+                    role: TaskRole::Lead,
+                    by: actor.id.clone(),
+                    at,
+                    due: Some(due),
+                    overdue: false,
+                    ended_at: None,
+                });
+                self.state = CaseState::Dispatched;
+                self.handler = None;
+                self.step += 1;
+                // The department's time limit is the case's timer now (see `timed_lead`).
+                self.deadline = None;
+                self.overdue_at_top = None;
+                entry.action = AuditAction::Transfer;
+                entry.detail = Some(format!("transferred to {department}, to resolve by {due}"));
+                self.log(entry);
+                let round = Round {
+                    at,
+                    fired_at: None,
+                    duty_at: at,
+                    reason: NotifyReason::Transferred,
+                };
+                let people = duty.on_duty(&department.code, at);
+                self.tell(people, department, round, &mut effects);
+            }
+            Action::Assist { unit } => {
+                self.tasks.push(Task {
+                    unit: unit.clone(),
+                    role: TaskRole::Assist,
+                    by: actor.id.clone(),
+                    at,
+                    due: None,
+                    overdue: false,
+                    ended_at: None,
+                });
+                entry.action = AuditAction::Assist;
+                entry.detail = Some(format!("{unit} asked to assist"));
+                self.log(entry);
+                let round = Round {
+                    at,
+                    fired_at: None,
+                    duty_at: at,
+                    reason: NotifyReason::Assist,
+                };
+                let people = duty.on_duty(&unit.code, at);
+                self.tell(people, unit, round, &mut effects);
+            }
+            Action::Supervise { within } => {
+                let due = UtcMillis(at.0.saturating_add(within.as_ms()));
+                self.supervision = Some(Supervision {
+                    by: actor.id.clone(),
+                    cell: actor.cell.clone(),
+                    at,
+                    due,
+                    overdue: false,
+                });
+                self.step += 1;
+                entry.action = AuditAction::Supervise;
+                entry.detail = Some(format!("supervised: to be resolved by {due}"));
+                self.log(entry);
+                if let Some((people, unit)) = self.handlers(duty, at) {
+                    let round = Round {
+                        at,
+                        fired_at: None,
+                        duty_at: at,
+                        reason: NotifyReason::Supervised,
+                    };
+                    self.tell(people, unit, round, &mut effects);
+                }
+            }
+            Action::Escalate { to } => {
+                // Checked in `check`; the fallback keeps the case where it is.
+                let target = self.escalation_target(to).unwrap_or(self.level_index);
+                let old = self.current_cell().cloned();
+                for k in self.tasks.iter_mut().filter(|k| k.is_active_lead()) {
+                    k.ended_at = Some(at);
+                }
+                self.level_index = target;
+                self.handler = None;
+                self.step += 1;
+                let new = self.path[target].clone();
+                if let Some(old) = old {
+                    entry.detail = Some(format!("taken up from {old} to {new}"));
+                    effects.push(Effect::Escalated {
+                        from: old,
+                        to: new,
+                        reason: ClimbReason::ByHand,
+                    });
+                }
+                entry.action = AuditAction::EscalateByHand;
+                let round = Round {
+                    at,
+                    fired_at: None,
+                    duty_at: at,
+                    reason: NotifyReason::EscalatedByHand,
+                };
+                self.dispatch(round, entry, policy, duty, &mut effects);
+            }
+            Action::Reply { satisfaction } => {
+                self.reply = Some(Reply {
+                    by: actor.id.clone(),
+                    at,
+                    text: entry.note.clone().unwrap_or_default(),
+                    satisfaction,
+                });
+                entry.action = AuditAction::Reply;
+                entry.detail = Some(format!(
+                    "replied to the reporter; satisfaction: {}",
+                    <&str>::from(satisfaction)
+                ));
+                self.log(entry);
+            }
+            Action::Archive => {
+                self.archived = Some(Archived {
+                    by: actor.id.clone(),
+                    at,
+                });
+                entry.action = AuditAction::Archive;
+                entry.detail = Some("archived (销号归档)".to_owned());
+                self.log(entry);
+            }
         }
         self.updated_at = at;
         if self.state != from {
@@ -408,10 +664,208 @@ impl Case {
                 to: self.state,
             });
         }
-        if self.deadline != deadline_before {
+        if self.next_deadline() != deadline_before {
             effects.push(Effect::DeadlineSet(self.next_deadline()));
         }
         Ok(effects)
+    }
+
+    /// The index on the path an escalation to `to` (or one level up) takes the case to.
+    fn escalation_target(&self, to: Option<Level>) -> Result<usize, String> {
+        let Some(here) = self.current_cell() else {
+            return Err("it is in no grid cell".to_owned());
+        };
+        match to {
+            None if self.level_index == 0 => Err(format!("it is already at the top, {here}")),
+            None => Ok(self.level_index - 1),
+            Some(level) => match self.path[..self.level_index]
+                .iter()
+                .position(|c| c.level == level)
+            {
+                Some(i) => Ok(i),
+                None => Err(format!("no {level} cell above {here} on its path")),
+            },
+        }
+    }
+
+    /// Who to remind of the case, and for which unit: its handler if it has one, else the
+    /// on-duty people of its lead department, else of the cell holding it.
+    fn handlers(&self, duty: &dyn Duty, at: UtcMillis) -> Option<(Vec<String>, CellRef)> {
+        let unit = match self.tasks.iter().rev().find(|k| k.is_active_lead()) {
+            Some(k) => k.unit.clone(),
+            None => self.current_cell()?.clone(),
+        };
+        let people = match &self.handler {
+            Some(h) => vec![h.clone()],
+            None => duty.on_duty(&unit.code, at),
+        };
+        Some((people, unit))
+    }
+
+    /// Notifies `people` of `unit` for the current step, or records that nobody is on duty
+    /// there (a unit off the path: nothing to climb to).
+    pub(crate) fn tell(
+        &mut self,
+        people: Vec<String>,
+        unit: CellRef,
+        round: Round,
+        effects: &mut Vec<Effect>,
+    ) {
+        if !people.is_empty() {
+            self.notify(people, unit, round, effects);
+            return;
+        }
+        self.log(Entry {
+            at: round.at,
+            fired_at: round.fired_at,
+            actor: Actor::hub(),
+            action: AuditAction::NobodyOnDuty,
+            from: self.state,
+            note: None,
+            detail: Some(format!(
+                "nobody on duty at {unit}: nobody notified (step {})",
+                self.step
+            )),
+            photo: None,
+        });
+        effects.push(Effect::NobodyToNotify {
+            cell: unit,
+            step: self.step,
+        });
+    }
+
+    /// Sends a dispatched case to `units` as well as its cell (分类交办 by a routing rule):
+    /// each becomes a lead unit (no time limit: the grid's deadlines keep running) and its
+    /// on-duty people are notified. A case that was not dispatched (record only, no cell) is
+    /// not routed. Returns the effects (notifications; no deadline changes).
+    pub fn route(
+        &mut self,
+        units: &[CellRef],
+        why: &str,
+        now: UtcMillis,
+        duty: &dyn Duty,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self.state != CaseState::Dispatched {
+            return effects;
+        }
+        for unit in units {
+            if self
+                .tasks
+                .iter()
+                .any(|k| k.is_active() && k.unit.code == unit.code)
+            {
+                continue;
+            }
+            self.tasks.push(Task {
+                unit: unit.clone(),
+                role: TaskRole::Lead,
+                by: Actor::HUB.to_owned(),
+                at: now,
+                due: None,
+                overdue: false,
+                ended_at: None,
+            });
+            self.log(Entry {
+                at: now,
+                fired_at: None,
+                actor: Actor::hub(),
+                action: AuditAction::Route,
+                from: self.state,
+                note: None,
+                detail: Some(format!("routed to {unit} as well ({why})")),
+                photo: None,
+            });
+            let round = Round {
+                at: now,
+                fired_at: None,
+                duty_at: now,
+                reason: NotifyReason::Routed,
+            };
+            let people = duty.on_duty(&unit.code, now);
+            self.tell(people, unit.clone(), round, &mut effects);
+        }
+        effects
+    }
+
+    /// Fires a lead task's time limit and a supervision's deadline that passed by `now`
+    /// while the case is unresolved ([`Case::tick`] calls it after the grid deadline).
+    /// Returns whether anything fired.
+    pub(crate) fn tick_workflow(
+        &mut self,
+        now: UtcMillis,
+        duty: &dyn Duty,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        if !matches!(
+            self.state,
+            CaseState::New | CaseState::Dispatched | CaseState::Acknowledged | CaseState::Handling
+        ) {
+            return false;
+        }
+        let mut fired = false;
+        let late = self
+            .tasks
+            .iter()
+            .position(|k| k.is_active_lead() && !k.overdue && k.due.is_some_and(|d| d <= now));
+        if let Some(i) = late {
+            fired = true;
+            self.tasks[i].overdue = true;
+            let (unit, due) = (self.tasks[i].unit.clone(), self.tasks[i].due.unwrap_or(now));
+            self.step += 1;
+            self.log(Entry {
+                at: due,
+                fired_at: Some(now),
+                actor: Actor::hub(),
+                action: AuditAction::TaskOverdue,
+                from: self.state,
+                note: None,
+                detail: Some(format!("{unit} did not resolve it by its time limit {due}")),
+                photo: None,
+            });
+            if let Some(cell) = self.current_cell().cloned() {
+                let round = Round {
+                    at: due,
+                    fired_at: Some(now),
+                    duty_at: now,
+                    reason: NotifyReason::TaskOverdue,
+                };
+                let people = duty.on_duty(&cell.code, now);
+                self.tell(people, cell, round, effects);
+            }
+        }
+        if let Some(due) = self
+            .supervision
+            .as_ref()
+            .filter(|s| !s.overdue && s.due <= now)
+            .map(|s| s.due)
+        {
+            fired = true;
+            if let Some(s) = self.supervision.as_mut() {
+                s.overdue = true;
+            }
+            self.step += 1;
+            self.log(Entry {
+                at: due,
+                fired_at: Some(now),
+                actor: Actor::hub(),
+                action: AuditAction::SupervisionOverdue,
+                from: self.state,
+                note: None,
+                detail: Some(format!("not resolved by the supervision's deadline {due}")),
+                photo: None,
+            });
+            if let Some((people, unit)) = self.handlers(duty, now) {
+                let round = Round {
+                    at: due,
+                    fired_at: Some(now),
+                    duty_at: now,
+                    reason: NotifyReason::SupervisionOverdue,
+                };
+                self.tell(people, unit, round, effects);
+            }
+        }
+        fired
     }
 
     /// Every check of [`Case::apply`], before anything changes. Returns the index on the path
@@ -423,6 +877,14 @@ impl Case {
             return Err(TransitionError::NoActor {
                 case: case(),
                 action,
+            });
+        }
+        if self.archived.is_some() {
+            return Err(TransitionError::NotAllowed {
+                case: case(),
+                action,
+                state: self.state,
+                hint: "it is archived",
             });
         }
         if let Some(hint) = refusal(self.state, &t.action) {
@@ -443,6 +905,15 @@ impl Case {
             });
         }
         let actor_cell = match (&t.actor.cell, &t.action) {
+            // A department working on the case acts for itself, not for a cell of the path.
+            (Some(code), _)
+                if self
+                    .tasks
+                    .iter()
+                    .any(|k| k.is_active() && &k.unit.code == code) =>
+            {
+                None
+            }
             (Some(code), action) if !matches!(action, Action::Comment) => {
                 let i = self.path.iter().position(|c| &c.code == code);
                 Some(i.ok_or_else(|| {
@@ -501,6 +972,74 @@ impl Case {
                         count: self.extensions,
                         max: policy.max_extensions,
                     });
+                }
+            }
+            Action::Transfer { department, within } => {
+                if within.as_ms() <= 0 {
+                    return Err(TransitionError::NoTimeLimit {
+                        case: case(),
+                        action,
+                    });
+                }
+                if self
+                    .tasks
+                    .iter()
+                    .any(|k| k.is_active_lead() && k.unit.code == department.code)
+                {
+                    return Err(TransitionError::AlreadyOnCase {
+                        case: case(),
+                        action,
+                        unit: department.to_string(),
+                    });
+                }
+            }
+            Action::Assist { unit } => {
+                let held = self.current_cell().is_some_and(|c| c.code == unit.code);
+                if held
+                    || self
+                        .tasks
+                        .iter()
+                        .any(|k| k.is_active() && k.unit.code == unit.code)
+                {
+                    return Err(TransitionError::AlreadyOnCase {
+                        case: case(),
+                        action,
+                        unit: unit.to_string(),
+                    });
+                }
+            }
+            Action::Supervise { within } => {
+                if within.as_ms() <= 0 {
+                    return Err(TransitionError::NoTimeLimit {
+                        case: case(),
+                        action,
+                    });
+                }
+            }
+            Action::Escalate { to } => {
+                self.escalation_target(*to)
+                    .map_err(|problem| TransitionError::NoHigherLevel {
+                        case: case(),
+                        problem,
+                    })?;
+            }
+            Action::Reply { .. } => {
+                let source_kind = match &self.source {
+                    protocol::AlertSource::Person(_) => None,
+                    protocol::AlertSource::Camera(_) => Some("a camera"),
+                    protocol::AlertSource::Reader(_) => Some("a tag reader"),
+                    protocol::AlertSource::Hub(_) => Some("the hub"),
+                };
+                if let Some(source_kind) = source_kind {
+                    return Err(TransitionError::NotAReport {
+                        case: case(),
+                        source_kind,
+                    });
+                }
+            }
+            Action::Archive => {
+                if matches!(self.source, protocol::AlertSource::Person(_)) && self.reply.is_none() {
+                    return Err(TransitionError::ReplyFirst { case: case() });
                 }
             }
             _ => {}
