@@ -41,6 +41,9 @@ pub struct HubConfig {
     pub storage: StorageSection,
     /// How long stored records are kept (see [`crate::retention`]).
     pub retention: RetentionSection,
+    /// `[[routing]]`: alerts sent to departments as well as their cell
+    /// ([`crate::case::RoutingRule`]).
+    pub routing: Vec<crate::case::RoutingRule>,
 }
 
 /// `[retention]`: how long each kind of record is kept, and how the sweeper works. Days are
@@ -504,6 +507,7 @@ impl HubConfig {
         let ingest = s.or_default::<IngestSection>("ingest");
         let storage = s.or_default::<StorageSection>("storage");
         let retention = s.or_default::<RetentionSection>("retention");
+        let routing = s.or_default::<Vec<crate::case::RoutingRule>>("routing");
         // Invalid sections fall back to their defaults above (their problem is recorded), so the
         // checks below still run and report theirs too.
         let mut errors = Vec::new();
@@ -630,6 +634,11 @@ impl HubConfig {
                 errors.push(format!("push.webhooks[{i}]: {p}"));
             }
         }
+        for (i, r) in routing.iter().enumerate() {
+            for p in r.problems() {
+                errors.push(format!("routing[{i}].{p}"));
+            }
+        }
         if registry.offline_after_s == 0 {
             errors.push("registry.offline_after_s: must be at least 1".into());
         }
@@ -673,6 +682,7 @@ impl HubConfig {
             ingest,
             storage,
             retention,
+            routing,
         })
     }
 

@@ -289,7 +289,8 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             let roster = hub::roster::Roster::load_dir(&dir, &known).map_err(|e| e.to_string())?;
             let target = config.data_dir.join("roster");
             std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-            for name in ["people.csv", "duty.csv", "overrides.csv", "backups.csv"] {
+            for file in hub::roster::RosterFile::ALL {
+                let name = file.file_name();
                 let src = dir.join(name);
                 match std::fs::read(&src) {
                     Ok(bytes) => write_atomically(&target.join(name), &bytes)?,

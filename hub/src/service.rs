@@ -107,9 +107,21 @@ impl Loaded {
                 }
             }
         }
+        if let Some(r) = &roster {
+            for (i, rule) in config.routing.iter().enumerate() {
+                for d in &rule.departments {
+                    if r.department(d).is_none() {
+                        errors.push(format!(
+                            "routing[{i}].departments: {d:?} is not in the roster's departments.csv"
+                        ));
+                    }
+                }
+            }
+        }
         let users = match (&config.http, &grid, &roster) {
             (Some(h), Some(g), Some(r)) => {
-                let known_cell = |c: &str| g.find(c).is_some();
+                // A department's people sign in for it as a grid member does for a cell.
+                let known_cell = |c: &str| g.find(c).is_some() || r.department(c).is_some();
                 let known_person = |p: &str| r.person(p).is_some();
                 match Users::load(&h.users, &known_cell, &known_person) {
                     Ok(u) => Some(u),
@@ -459,6 +471,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         book: book.clone(),
         trust,
         disk: disk.clone(),
+        routing: config.routing.clone(),
     })?;
     let mut sweeper = Sweeper::new(config.retention.clone(), clock.clone(), metrics.clone());
     sweeper.register(

@@ -41,6 +41,7 @@ mod group;
 mod id;
 mod model;
 mod policy;
+mod routing;
 mod silence;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -58,6 +59,7 @@ pub use model::{
     UntrustedPosition,
 };
 pub use policy::{LevelSpans, Policy, PolicyError, SeverityPolicy, Span, SpanError};
+pub use routing::{RoutingRule, departments_for};
 pub use silence::{Silence, inhibited, silenced_by};
 pub use transition::{Action, Transition, TransitionError, check_path};
 pub use workflow::{

@@ -101,6 +101,24 @@ impl Dispatcher {
         }
     }
 
+    /// A unit by code, as cases name it: a department of the roster (at the level of the
+    /// cell it serves), or a grid cell.
+    pub(super) fn unit(&self, code: &str) -> Option<CellRef> {
+        let h = self.p.grid.hierarchy();
+        if let Some(d) = self.p.roster.department(code) {
+            let level = self
+                .p
+                .grid
+                .find(d.cell())
+                .and_then(|c| h.get(c))
+                .map_or(crate::grid::Level::County, |c| c.level());
+            return Some(CellRef::new(d.code(), d.name(), level));
+        }
+        let cell = self.p.grid.find(code)?;
+        h.get(cell)
+            .map(|c| CellRef::new(c.code(), c.name(), c.level()))
+    }
+
     /// Files one alert into `staged`; returns its case as filed and what to do about it (no
     /// effects when the alert joined an open case), or `None` for an alert filed before or
     /// muted.
@@ -174,7 +192,19 @@ impl Dispatcher {
             _ => {
                 let path = self.path_for(alert);
                 let id = CaseId::for_alert(&alert.id);
-                let (case, effects) = Case::open(id, alert, path, now, &self.p.policy, &duty);
+                let (mut case, mut effects) =
+                    Case::open(id, alert, path, now, &self.p.policy, &duty);
+                for (code, rule) in crate::case::departments_for(&self.p.routing, alert) {
+                    match self.unit(code) {
+                        Some(unit) => {
+                            let why = format!("routing rule {rule}");
+                            effects.extend(case.route(&[unit], &why, now, &duty));
+                        }
+                        None => {
+                            tracing::error!(case = %case.id, department = code, rule, "routing rule names a department the roster does not have");
+                        }
+                    }
+                }
                 bump(&self.p.metrics.cases_opened);
                 (case, effects, None)
             }

@@ -332,6 +332,8 @@ pub struct DispatcherParts {
     pub trust: Arc<SitePolicy>,
     /// The data disk: its low episodes become hub-health cases ([`crate::health`]).
     pub disk: Arc<DiskGuard>,
+    /// Which alerts go to departments as well as their cell.
+    pub routing: Vec<crate::case::RoutingRule>,
 }
 
 /// The hub-health case write still owed (retried on the sweep until it succeeds).

@@ -6,6 +6,7 @@ use std::fmt;
 use protocol::time::UtcMillis;
 use serde::Serialize;
 
+use super::department::Department;
 use super::person::Person;
 use super::schedule::{LocalInstant, Override, OverrideKind, Shift};
 use super::validate::RosterError;
@@ -34,6 +35,8 @@ pub struct Roster {
     cells: BTreeMap<String, CellDuty>,
     warnings: Vec<Warning>,
     utc_offset_minutes: i32,
+    /// Sorted by code.
+    departments: Vec<Department>,
 }
 
 /// What the roster holds about one cell.
@@ -161,7 +164,28 @@ impl Roster {
             cells,
             warnings,
             utc_offset_minutes: DEFAULT_UTC_OFFSET_MINUTES,
+            departments: Vec::new(),
         }
+    }
+
+    /// The same roster with `departments` (their codes may already be in the shifts).
+    pub(crate) fn with_departments(mut self, mut departments: Vec<Department>) -> Self {
+        departments.sort_by(|a, b| a.code.cmp(&b.code));
+        self.departments = departments;
+        self
+    }
+
+    /// The departments, by code.
+    pub fn departments(&self) -> &[Department] {
+        &self.departments
+    }
+
+    /// The department with `code`.
+    pub fn department(&self, code: &str) -> Option<&Department> {
+        self.departments
+            .binary_search_by(|d| d.code.as_str().cmp(code))
+            .ok()
+            .map(|i| &self.departments[i])
     }
 
     /// The same roster read on a clock `minutes` ahead of UTC (negative: behind). Shift and

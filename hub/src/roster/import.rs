@@ -16,6 +16,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::Roster;
+use super::department::Department;
 use super::person::{Person, check_id, check_phone, parse_roles};
 use super::schedule::{Days, LocalDateTime, Override, OverrideKind, Shift, TimeOfDay};
 use super::validate::{Issue, Issues, Problem, RosterError, RosterFile};
@@ -34,6 +35,8 @@ pub struct RosterFiles<T> {
     pub overrides: Option<T>,
     /// `backups.csv`: `cell,person`.
     pub backups: T,
+    /// `departments.csv`: `code,name,kind,cell`; `None` when there is none.
+    pub departments: Option<T>,
 }
 
 impl Roster {
@@ -53,11 +56,12 @@ impl Roster {
                 Err(source) => Err(RosterError::Read { path, source }),
             }
         };
-        let (people, duty, overrides, backups) = (
+        let (people, duty, overrides, backups, departments) = (
             read(RosterFile::People)?,
             read(RosterFile::Duty)?,
             read(RosterFile::Overrides)?,
             read(RosterFile::Backups)?,
+            read(RosterFile::Departments)?,
         );
         import(
             [
@@ -65,6 +69,7 @@ impl Roster {
                 duty.as_deref(),
                 overrides.as_deref(),
                 backups.as_deref(),
+                departments.as_deref(),
             ],
             is_known_cell,
         )
@@ -82,6 +87,7 @@ impl Roster {
                 Some(files.duty.as_bytes()),
                 files.overrides.map(str::as_bytes),
                 Some(files.backups.as_bytes()),
+                files.departments.map(str::as_bytes),
             ],
             is_known_cell,
         )
@@ -108,12 +114,17 @@ impl Roster {
             .map(|r| read_all(RosterFile::Overrides, r))
             .transpose()?;
         let backups = read_all(RosterFile::Backups, files.backups)?;
+        let departments = files
+            .departments
+            .map(|r| read_all(RosterFile::Departments, r))
+            .transpose()?;
         import(
             [
                 Some(&people[..]),
                 Some(&duty[..]),
                 overrides.as_deref(),
                 Some(&backups[..]),
+                departments.as_deref(),
             ],
             is_known_cell,
         )
@@ -344,6 +355,8 @@ impl Fields<'_, '_> {
 /// What the later files check their references against.
 struct Context<'a> {
     is_known_cell: &'a dyn Fn(&str) -> bool,
+    /// Every code `departments.csv` names: they stand where cell codes do.
+    department_codes: HashSet<String>,
     /// Every id `people.csv` names, valid or not, so a person with a bad phone is reported once
     /// rather than again at every reference; `None` when `people.csv` was unreadable, in which
     /// case references are not checked at all.
@@ -353,7 +366,7 @@ struct Context<'a> {
 impl Context<'_> {
     fn cell(&self, f: &mut Fields<'_, '_>) -> Option<String> {
         let cell = f.required("cell")?;
-        if !(self.is_known_cell)(&cell) {
+        if !(self.is_known_cell)(&cell) && !self.department_codes.contains(&cell) {
             f.report("cell", Problem::UnknownCell(cell));
             return None;
         }
@@ -375,15 +388,17 @@ impl Context<'_> {
 /// Validates the files (indexed as [`RosterFile::ALL`]) and builds the roster, or lists every
 /// problem.
 fn import(
-    files: [Option<&[u8]>; 4],
+    files: [Option<&[u8]>; 5],
     is_known_cell: &dyn Fn(&str) -> bool,
 ) -> Result<Roster, RosterError> {
     let mut issues = Vec::new();
-    let mut tables: [Option<Vec<Row>>; 4] = Default::default();
+    let mut tables: [Option<Vec<Row>>; 5] = Default::default();
     for (k, file) in RosterFile::ALL.into_iter().enumerate() {
         match files[k] {
             Some(bytes) => tables[k] = read_table(file, bytes, &mut issues),
-            None if file == RosterFile::Overrides => tables[k] = Some(Vec::new()),
+            None if matches!(file, RosterFile::Overrides | RosterFile::Departments) => {
+                tables[k] = Some(Vec::new());
+            }
             None => issues.push(Issue {
                 file,
                 line: None,
@@ -392,7 +407,13 @@ fn import(
             }),
         }
     }
-    let [people_rows, duty_rows, override_rows, backup_rows] = tables;
+    let [
+        people_rows,
+        duty_rows,
+        override_rows,
+        backup_rows,
+        department_rows,
+    ] = tables;
 
     let (people, person_ids) = match &people_rows {
         Some(rows) => {
@@ -401,8 +422,12 @@ fn import(
         }
         None => (Vec::new(), None),
     };
+    let departments = department_rows.map_or_else(Vec::new, |rows| {
+        departments(&rows, is_known_cell, &mut issues)
+    });
     let cx = Context {
         is_known_cell,
+        department_codes: departments.iter().map(|d| d.code.clone()).collect(),
         person_ids,
     };
     let shifts = duty_rows.map_or_else(Vec::new, |rows| shifts(&rows, &cx, &mut issues));
@@ -414,7 +439,70 @@ fn import(
         issues.sort_by_key(|i| (i.file, i.line));
         return Err(RosterError::Invalid(Issues(issues)));
     }
-    Ok(Roster::new(people, shifts, overrides, backups))
+    Ok(Roster::new(people, shifts, overrides, backups).with_departments(departments))
+}
+
+fn departments(
+    rows: &[Row],
+    is_known_cell: &dyn Fn(&str) -> bool,
+    issues: &mut Vec<Issue>,
+) -> Vec<Department> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut first_line: HashMap<String, u64> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let mut f = Fields {
+            file: RosterFile::Departments,
+            row,
+            issues,
+        };
+        let code = f.required("code").and_then(|code| {
+            if let Some(&first) = first_line.get(&code) {
+                f.report(
+                    "code",
+                    Problem::DuplicateDepartment {
+                        code,
+                        first_line: first,
+                    },
+                );
+                return None;
+            }
+            first_line.insert(code.clone(), row.line);
+            if let Err(reason) = check_id(&code) {
+                f.report(
+                    "code",
+                    Problem::BadId {
+                        value: code,
+                        reason,
+                    },
+                );
+                return None;
+            }
+            if is_known_cell(&code) {
+                f.report("code", Problem::DepartmentIsACell(code));
+                return None;
+            }
+            Some(code)
+        });
+        let name = f.required("name");
+        let kind = f.required("kind");
+        let cell = f.required("cell").and_then(|cell| {
+            if is_known_cell(&cell) {
+                Some(cell)
+            } else {
+                f.report("cell", Problem::UnknownCell(cell));
+                None
+            }
+        });
+        if let (Some(code), Some(name), Some(kind), Some(cell)) = (code, name, kind, cell) {
+            out.push(Department {
+                code,
+                name,
+                kind,
+                cell,
+            });
+        }
+    }
+    out
 }
 
 fn people(rows: &[Row], issues: &mut Vec<Issue>) -> (Vec<Person>, HashSet<String>) {

@@ -29,16 +29,21 @@
 //!   `YYYY-MM-DD HH:MM`, `until` exclusive; kind `on` (extra duty) or `off` (leave in that
 //!   cell).
 //! - `backups.csv`: `cell,person` — at most one per cell; notified when nobody is on duty there.
+//! - `departments.csv` (optional): `code,name,kind,cell` — functional departments (交警, 消防
+//!   …); a department's code stands where a cell code does in the other files, so its people
+//!   have shifts, overrides and a backup like a cell's (see [`Department`]).
 //!
 //! Times are local on a fixed offset from UTC ([`DEFAULT_UTC_OFFSET_MINUTES`], China), so
 //! [`Roster::on_duty`] is a pure function of the roster and a [`UtcMillis`](protocol::UtcMillis).
 
+mod department;
 mod duty;
 pub mod import;
 mod person;
 mod schedule;
 pub mod validate;
 
+pub use department::Department;
 pub use duty::{
     DEFAULT_UTC_OFFSET_MINUTES, FoundBy, MAX_UTC_OFFSET_MINUTES, OnDuty, Roster, Summary, Warning,
 };

@@ -75,11 +75,19 @@ pub enum RosterFile {
     Overrides,
     /// `backups.csv`: `cell,person`.
     Backups,
+    /// `departments.csv` (optional): `code,name,kind,cell`.
+    Departments,
 }
 
 impl RosterFile {
     /// All of them, in the order they are read and reported.
-    pub const ALL: [Self; 4] = [Self::People, Self::Duty, Self::Overrides, Self::Backups];
+    pub const ALL: [Self; 5] = [
+        Self::People,
+        Self::Duty,
+        Self::Overrides,
+        Self::Backups,
+        Self::Departments,
+    ];
 
     /// The file's name in a roster directory.
     pub fn file_name(self) -> &'static str {
@@ -88,6 +96,7 @@ impl RosterFile {
             Self::Duty => "duty.csv",
             Self::Overrides => "overrides.csv",
             Self::Backups => "backups.csv",
+            Self::Departments => "departments.csv",
         }
     }
 
@@ -98,6 +107,7 @@ impl RosterFile {
             Self::Duty => &["cell", "person", "days", "start", "end"],
             Self::Overrides => &["cell", "person", "from", "until", "kind", "reason"],
             Self::Backups => &["cell", "person"],
+            Self::Departments => &["code", "name", "kind", "cell"],
         }
     }
 }
@@ -206,6 +216,17 @@ pub enum Problem {
     /// A reference to an id `people.csv` does not define.
     #[error("unknown person {0:?}: not in people.csv")]
     UnknownPerson(String),
+    /// The second department with a code.
+    #[error("duplicate department code {code:?}; it is first defined on line {first_line}")]
+    DuplicateDepartment {
+        /// The code.
+        code: String,
+        /// Where the first one is in `departments.csv`.
+        first_line: u64,
+    },
+    /// A department code that is also a grid cell's: references to it would be ambiguous.
+    #[error("department code {0:?} is a grid cell's code; choose another (e.g. D-{0})")]
+    DepartmentIsACell(String),
     /// A cell code the grid does not know.
     #[error("unknown cell {0:?}: not in the grid")]
     UnknownCell(String),

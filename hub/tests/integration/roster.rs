@@ -33,6 +33,7 @@ fn roster(duty: &str, overrides: &str, backups: &str) -> Roster {
             duty: &duty,
             overrides: Some(&overrides),
             backups: &backups,
+            departments: None,
         },
         &known_cell,
     )
@@ -452,6 +453,7 @@ fn import(people: &str, duty: &str, overrides: Option<&str>, backups: &str) -> R
             duty,
             overrides,
             backups,
+            departments: None,
         },
         &known_cell,
     ) {
@@ -655,6 +657,7 @@ fn columns_may_come_in_any_order_and_case() {
             duty: &format!("end,start,days,person,cell\n18:00,08:00,daily,p-a,{G1}\n"),
             overrides: None,
             backups: &format!("person,cell\np-a,{G1}\n"),
+            departments: None,
         },
         &known_cell,
     )
@@ -682,6 +685,7 @@ fn the_cell_check_is_the_callers() {
         duty: "cell,person,days,start,end\nanything-goes,p-a,daily,08:00,18:00\n",
         overrides: None,
         backups: "cell,person\n",
+        departments: None,
     };
     assert!(Roster::from_strs(files, &|_| true).is_ok());
     let e = Roster::from_strs(files, &|c| c == G1).expect_err("unknown cell");
@@ -702,6 +706,7 @@ fn spreadsheet_csv_with_bom_comments_quotes_and_spaces_is_accepted() {
             duty: &format!("cell,person,days,start,end\r\n{G1},p-a,Mon-Fri,8:00,18:00\r\n"),
             overrides: Some("cell,person,from,until,kind,reason\n"),
             backups: "cell,person\n",
+            departments: None,
         },
         &known_cell,
     )
@@ -759,6 +764,7 @@ fn a_file_not_in_utf8_is_reported_with_its_line() {
             duty: &b"cell,person,days,start,end\n"[..],
             overrides: None,
             backups: &b"cell,person\n"[..],
+            departments: None,
         },
         &known_cell,
     )
@@ -777,6 +783,7 @@ fn from_readers_reads_the_same_roster_as_from_strs() {
             duty: duty.as_bytes(),
             overrides: None,
             backups: backups.as_bytes(),
+            departments: None,
         },
         &known_cell,
     )
