@@ -65,6 +65,28 @@ pub struct CaseSummary {
     pub resolved_at: Option<UtcMillis>,
     /// How many times a deadline made it climb.
     pub escalations: u32,
+    /// The codes of the departments (and assisting cells) working on it now: their people
+    /// see it as they see their cells' cases.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
+    /// The department leading it now, if any (routed or transferred).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub department: Option<CellRef>,
+    /// Supervised (督办) and not yet resolved; `overdue` when its deadline passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervised: Option<Supervised>,
+    /// Archived (销号归档).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
+}
+
+/// A supervision as the list shows it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Supervised {
+    /// By when the case must be resolved.
+    pub due: UtcMillis,
+    /// The deadline passed with the case unresolved.
+    pub overdue: bool,
 }
 
 /// Deadline state of a case at a moment: how a pin is coloured.
@@ -111,7 +133,21 @@ impl CaseSummary {
             level: case.level(),
             cell: case.current_cell().cloned(),
             path: case.path.clone(),
-            deadline: case.deadline,
+            // While a department's time limit is the case's timer, it is the deadline shown.
+            deadline: case.deadline.or_else(|| {
+                let t = case.timed_lead().filter(|_| case.is_open())?;
+                let at = t.due?;
+                Some(Deadline {
+                    at,
+                    kind: crate::case::DeadlineKind::Resolve,
+                })
+                .filter(|_| {
+                    matches!(
+                        case.state,
+                        CaseState::Dispatched | CaseState::Acknowledged | CaseState::Handling
+                    )
+                })
+            }),
             deadline_since,
             overdue_at_top: case.overdue_at_top.is_some() && case.is_open(),
             audit_seq: case.audit.last().map_or(0, |r| r.seq),
@@ -124,6 +160,27 @@ impl CaseSummary {
                 .iter()
                 .filter(|r| r.action == AuditAction::Escalate)
                 .count() as u32,
+            units: case
+                .tasks
+                .iter()
+                .filter(|t| t.is_active())
+                .map(|t| t.unit.code.clone())
+                .collect(),
+            department: case
+                .tasks
+                .iter()
+                .rev()
+                .find(|t| t.is_active_lead())
+                .map(|t| t.unit.clone()),
+            supervised: case
+                .supervision
+                .as_ref()
+                .filter(|_| !matches!(case.state, CaseState::Resolved | CaseState::Closed))
+                .map(|s| Supervised {
+                    due: s.due,
+                    overdue: s.overdue,
+                }),
+            archived: case.archived.is_some(),
         }
     }
 
@@ -222,11 +279,16 @@ pub struct Scope {
     /// Everything (admins).
     pub all: bool,
     pub cells: Vec<u32>,
+    /// The same codes as text, for the units (departments) working on a case, which are few
+    /// and not interned.
+    pub codes: Vec<String>,
 }
 
 impl Scope {
     pub fn sees(&self, row: &Row) -> bool {
-        self.all || row.path().iter().any(|c| self.cells.contains(c))
+        self.all
+            || row.path().iter().any(|c| self.cells.contains(c))
+            || row.summary.units.iter().any(|u| self.codes.contains(u))
     }
 }
 
@@ -344,6 +406,7 @@ impl CaseBook {
         Scope {
             all,
             cells: cells.iter().map(|c| self.interned(c)).collect(),
+            codes: cells.to_vec(),
         }
     }
 

@@ -491,8 +491,15 @@ impl Caller {
         self.is_admin() || path.iter().any(|c| self.user.cells.contains(&c.code))
     }
 
+    /// Whether the case is the user's to see: its path passes through one of their cells, or
+    /// a department (or cell) of theirs works on it.
     pub fn sees(&self, case: &CaseSummary) -> bool {
-        self.sees_path(&case.path)
+        self.sees_path(&case.path) || case.units.iter().any(|u| self.user.cells.contains(u))
+    }
+
+    /// The user's cell and department codes (what [`crate::case::Standing::of`] weighs).
+    pub fn units(&self) -> impl Iterator<Item = &str> {
+        self.user.cells.iter().map(String::as_str)
     }
 
     /// The user's cells for scanning the book.

@@ -23,9 +23,10 @@ use super::error::ApiError;
 use super::params::{CommaList, Limit, Params, TimeParam};
 use crate::book::{CaseSummary, DeadlineState, Row};
 use crate::case::{
-    Action, Actor, AuditRecord, Case, CaseState, CellRef, Deadline, Delivery, Transition,
-    UntrustedPosition,
+    Action, Actor, Archived, AuditRecord, Authority, Case, CaseState, CellRef, Deadline, Delivery,
+    Reply, Span, Supervision, Task, Transition, UntrustedPosition,
 };
+use crate::dispatch::unit_ref;
 use crate::grid::Level;
 use crate::store::PhotoMeta;
 use crate::users::UserRole;
@@ -94,6 +95,14 @@ pub struct CaseOut<'a> {
     pub resolved_at: Option<UtcMillis>,
     /// How many times a deadline made it climb.
     pub escalations: u32,
+    /// The department leading the case now (routed to it, or transferred: 交办), if any.
+    #[schema(required = true)]
+    pub department: Option<&'a CellRef>,
+    /// Supervised by a level above (督办) and not yet resolved.
+    #[schema(required = true)]
+    pub supervised: Option<crate::book::Supervised>,
+    /// Archived (销号归档): final.
+    pub archived: bool,
 }
 
 impl<'a> CaseOut<'a> {
@@ -121,6 +130,9 @@ impl<'a> CaseOut<'a> {
             acked_at: s.acked_at,
             resolved_at: s.resolved_at,
             escalations: s.escalations,
+            department: s.department.as_ref(),
+            supervised: s.supervised,
+            archived: s.archived,
         }
     }
 }
@@ -436,6 +448,18 @@ pub struct CaseDetail<'a> {
     #[schema(required = true)]
     snapshot: Option<SnapshotOut>,
     photos: Vec<PhotoRef>,
+    /// The departments and cells that worked or work on the case (routed, transferred,
+    /// assisting), in the order they joined.
+    tasks: &'a [Task],
+    /// The latest supervision (督办).
+    #[schema(required = true)]
+    supervision: Option<&'a Supervision>,
+    /// The reply to the reporter (回复征询).
+    #[schema(required = true)]
+    reply: Option<&'a Reply>,
+    /// When and by whom it was archived.
+    #[schema(required = true)]
+    archived: Option<&'a Archived>,
 }
 
 /// The detail of `case` as JSON bytes (built off the async threads: decoding up to 100
@@ -493,6 +517,10 @@ fn detail_json(state: &ApiState, case: &Case) -> Result<Json<Value>, ApiError> {
         position_untrusted: case.position_untrusted.as_ref(),
         snapshot,
         photos,
+        tasks: &case.tasks,
+        supervision: case.supervision.as_ref(),
+        reply: case.reply.as_ref(),
+        archived: case.archived.as_ref(),
     };
     // A value (not the borrowed struct) crosses back from the blocking thread.
     serde_json::to_value(&detail)
@@ -661,7 +689,16 @@ pub enum ActionName {
     Return,
     Extend,
     Comment,
+    Transfer,
+    Assist,
+    Supervise,
+    Escalate,
+    Reply,
+    Archive,
 }
+
+/// The most minutes a transfer's or supervision's time limit may be (90 days).
+const MAX_LIMIT_MINUTES: u32 = 90 * 24 * 60;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -683,6 +720,34 @@ pub struct ActionBody {
     /// return: the code of the cell to send the case to.
     #[serde(default)]
     cell: Option<String>,
+    /// transfer: the department's code; assist: the department's or cell's code.
+    #[serde(default)]
+    unit: Option<String>,
+    /// transfer and supervise: the time limit in minutes from now.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 129600)]
+    within_minutes: Option<u32>,
+    /// escalate: the level to take the case to (default: the next one up).
+    #[serde(default)]
+    level: Option<Level>,
+    /// reply: what the reporter thought of the handling.
+    #[serde(default)]
+    satisfaction: Option<crate::case::Satisfaction>,
+}
+
+/// A time limit for `action` from the body, in 1..=[`MAX_LIMIT_MINUTES`].
+fn within(body: &ActionBody, action: &str) -> Result<Span, ApiError> {
+    match body.within_minutes {
+        None => Err(ApiError::invalid(
+            "within_minutes",
+            format!("{action} needs within_minutes (the time limit)"),
+        )),
+        Some(m) if m == 0 || m > MAX_LIMIT_MINUTES => Err(ApiError::invalid(
+            "within_minutes",
+            format!("{m} is outside 1..={MAX_LIMIT_MINUTES}"),
+        )),
+        Some(m) => Ok(Span::from_mins(i64::from(m))),
+    }
 }
 
 fn json_body<T>(
@@ -692,10 +757,12 @@ fn json_body<T>(
         .map_err(|e| ApiError::invalid("body", e.body_text()))
 }
 
-/// Acknowledge, start handling, resolve, close, reopen, return, extend or comment.
+/// Acknowledge, start handling, resolve, close, reopen, return, extend, comment, transfer,
+/// assist, supervise, escalate, reply or archive.
 ///
-/// Members may acknowledge, start_handling, resolve, return and comment; close, reopen and
-/// extend need an operator or admin.
+/// Who may do what, by role and by where the caller's cells and departments stand on the case
+/// (holding it, above or below it on its path, leading or assisting it), is one table
+/// (ARCHITECTURE.md, "Case workflow"); a refusal says who may.
 #[utoipa::path(post, path = "/api/v1/cases/{id}/actions", operation_id = "actOnCase", tag = "cases",
     params(("id" = String, Path, description = "Case id.", min_length = 1)),
     request_body = ActionBody,
@@ -752,29 +819,53 @@ pub async fn act(
                 path: CellRef::path_to(g, cell),
             }
         }
+        "transfer" => {
+            let code = body
+                .unit
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("unit", "transfer needs the department's code"))?;
+            if state.roster.department(code).is_none() {
+                return Err(ApiError::invalid(
+                    "unit",
+                    format!("{code:?} is not a department of the roster"),
+                ));
+            }
+            Action::Transfer {
+                department: unit_ref(&state.grid, &state.roster, code)
+                    .ok_or_else(|| ApiError::invalid("unit", format!("{code:?} is unknown")))?,
+                within: within(&body, "transfer")?,
+            }
+        }
+        "assist" => {
+            let code = body.unit.as_deref().ok_or_else(|| {
+                ApiError::invalid("unit", "assist needs the department's or cell's code")
+            })?;
+            Action::Assist {
+                unit: unit_ref(&state.grid, &state.roster, code).ok_or_else(|| {
+                    ApiError::invalid("unit", format!("{code:?} is not a department or a cell"))
+                })?,
+            }
+        }
+        "supervise" => Action::Supervise {
+            within: within(&body, "supervise")?,
+        },
+        "escalate" => Action::Escalate { to: body.level },
+        "reply" => Action::Reply {
+            satisfaction: body.satisfaction.ok_or_else(|| {
+                ApiError::invalid("satisfaction", "reply needs the reporter's satisfaction")
+            })?,
+        },
+        "archive" => Action::Archive,
         other => {
             return Err(ApiError::invalid(
                 "action",
                 format!(
-                    "{other:?} is not one of acknowledge, start_handling, resolve, close, reopen, return, extend, comment"
+                    "{other:?} is not one of acknowledge, start_handling, resolve, close, reopen, \
+                     return, extend, comment, transfer, assist, supervise, escalate, reply, archive"
                 ),
             ));
         }
     };
-    let member_may = matches!(
-        action,
-        Action::Acknowledge
-            | Action::StartHandling
-            | Action::Resolve
-            | Action::Return { .. }
-            | Action::Comment
-    );
-    if caller.role() == UserRole::Member && !member_may {
-        return Err(ApiError::forbidden(format!(
-            "a grid member may not {}; an operator does",
-            action.verb()
-        )));
-    }
     if let Some(note) = &body.note {
         check_note(note)?;
     }
@@ -805,8 +896,16 @@ pub async fn act(
         None => None,
     };
     let mut actor = Actor::person(caller.user.actor_id()).with_role(caller.role().as_str());
-    if let Some(cell) = caller.acting_cell(&summary.path) {
-        actor = actor.for_cell(cell);
+    // The cell of the path they act for, else the department of theirs working on the case.
+    let acting = caller.acting_cell(&summary.path).or_else(|| {
+        summary
+            .units
+            .iter()
+            .find(|u| caller.units().any(|c| c == u.as_str()))
+            .cloned()
+    });
+    if let Some(unit) = acting {
+        actor = actor.for_cell(unit);
     }
     let t = Transition {
         action,
@@ -814,6 +913,11 @@ pub async fn act(
         note: body.note.filter(|n| !n.trim().is_empty()),
         photo,
         at: now,
+        // Who may do what is decided on the case as it is when the action applies.
+        authority: Some(Authority {
+            role: caller.role(),
+            units: caller.units().map(str::to_owned).collect(),
+        }),
     };
     tracing::info!(case = %id, login = %caller.user.login, action = t.action.verb(), "case action");
     let stored_photo = t.photo.clone();

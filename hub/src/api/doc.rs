@@ -47,6 +47,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         places::grid,
         places::cell,
         places::sites,
+        places::departments,
         places::watchlist,
         places::watch_add,
         places::watch_remove,

@@ -195,6 +195,8 @@ impl From<DispatchError> for ApiError {
                 match t {
                     T::NoteRequired { .. } => Self::invalid("note", msg),
                     T::InvalidPath { .. } => Self::invalid("cell", msg),
+                    T::Forbidden { .. } => Self::forbidden(msg),
+                    T::NoTimeLimit { .. } => Self::invalid("within_minutes", msg),
                     _ => Self::conflict(msg),
                 }
             }

@@ -210,6 +210,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/grid", get(places::grid))
         .route("/cells/{code}", get(places::cell))
         .route("/sites", get(places::sites))
+        .route("/departments", get(places::departments))
         .route("/watchlist", get(places::watchlist).post(places::watch_add))
         .route("/watchlist/audit", get(places::watch_audit))
         .route("/watchlist/{tag}", delete(places::watch_remove))

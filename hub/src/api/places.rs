@@ -212,6 +212,60 @@ pub struct SiteList {
     sites: Vec<Site>,
 }
 
+/// A department (职能部门) cases can be routed or transferred to.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentOut {
+    /// Its code (e.g. `D-JJ`).
+    code: String,
+    /// Its name.
+    name: String,
+    /// Its kind in words (交警, 消防 …).
+    kind: String,
+    /// The grid cell it serves.
+    cell: String,
+    /// That cell's level.
+    #[schema(required = true)]
+    level: Option<Level>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentList {
+    departments: Vec<DepartmentOut>,
+}
+
+/// The roster's departments, for transfers and assists.
+#[utoipa::path(get, path = "/api/v1/departments", operation_id = "listDepartments", tag = "grid",
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The departments, by code.", body = DepartmentList),
+        super::doc::Authenticated,
+    ))]
+pub async fn departments(
+    State(state): State<Arc<ApiState>>,
+    _caller: Caller,
+) -> Json<DepartmentList> {
+    let h = state.grid.hierarchy();
+    let departments = state
+        .roster
+        .departments()
+        .iter()
+        .map(|d| DepartmentOut {
+            code: d.code().to_owned(),
+            name: d.name().to_owned(),
+            kind: d.kind().to_owned(),
+            cell: d.cell().to_owned(),
+            level: state
+                .grid
+                .find(d.cell())
+                .and_then(|c| h.get(c))
+                .map(|c| c.level()),
+        })
+        .collect();
+    Json(DepartmentList { departments })
+}
+
 /// Sites in scope (by the site's cell) with their health.
 #[utoipa::path(get, path = "/api/v1/sites", operation_id = "listSites", tag = "sites",
     security(("cookieAuth" = []), ("bearerAuth" = [])),

@@ -61,7 +61,7 @@ pub use model::{
 pub use policy::{LevelSpans, Policy, PolicyError, SeverityPolicy, Span, SpanError};
 pub use routing::{RoutingRule, departments_for};
 pub use silence::{Silence, inhibited, silenced_by};
-pub use transition::{Action, Transition, TransitionError, check_path};
+pub use transition::{Action, Authority, Transition, TransitionError, check_path};
 pub use workflow::{
     ActionKind, Archived, Reply, Satisfaction, Standing, Supervision, Task, TaskRole, permitted,
 };

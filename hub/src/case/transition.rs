@@ -172,6 +172,20 @@ pub struct Transition {
     pub photo: Option<String>,
     /// When (hub time of the request).
     pub at: UtcMillis,
+    /// The caller's role and units, when a person asks through the API: checked against
+    /// [`super::permitted`] on the case as it is when the transition applies. `None`: not
+    /// checked (the hub itself, tests of the lifecycle).
+    #[serde(skip)]
+    pub authority: Option<Authority>,
+}
+
+/// What [`super::permitted`] weighs about the person asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// Their role.
+    pub role: crate::users::UserRole,
+    /// Their cell and department codes.
+    pub units: Vec<String>,
 }
 
 impl Transition {
@@ -183,6 +197,7 @@ impl Transition {
             note: None,
             photo: None,
             at,
+            authority: None,
         }
     }
 
@@ -322,6 +337,20 @@ pub enum TransitionError {
         /// Case id.
         case: CaseId,
     },
+    /// The person may not do this on this case ([`super::permitted`]).
+    #[error("a {role} {standing} may not {action} case {case}; {who} may")]
+    Forbidden {
+        /// Case id.
+        case: CaseId,
+        /// The verb.
+        action: &'static str,
+        /// Their role.
+        role: &'static str,
+        /// Where they stand, in words.
+        standing: &'static str,
+        /// Who may.
+        who: &'static str,
+    },
     /// The policy's limit on extensions is reached.
     #[error("cannot extend case {case}: it was extended {count} times, the policy allows {max}")]
     TooManyExtensions {
@@ -413,6 +442,7 @@ impl Case {
             note,
             photo,
             at,
+            authority: _,
         } = t;
         let mut entry = Entry {
             at,
@@ -878,6 +908,18 @@ impl Case {
                 case: case(),
                 action,
             });
+        }
+        if let Some(a) = &t.authority {
+            let standing = super::Standing::of(self, a.units.iter().map(String::as_str));
+            super::permitted(t.action.kind(), a.role, standing).map_err(|who| {
+                TransitionError::Forbidden {
+                    case: case(),
+                    action,
+                    role: a.role.as_str(),
+                    standing: standing.in_words(),
+                    who,
+                }
+            })?;
         }
         if self.archived.is_some() {
             return Err(TransitionError::NotAllowed {

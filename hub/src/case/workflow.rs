@@ -216,6 +216,18 @@ impl Standing {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+
+    /// Where they stand, in words, for a refusal (`a member of a cell below the case's`).
+    pub fn in_words(self) -> &'static str {
+        match self {
+            Self::Outside => "outside the case's cells and departments",
+            Self::Assisting => "of a unit assisting the case",
+            Self::LeadUnit => "of the department leading the case",
+            Self::Below => "of a cell below the one holding the case",
+            Self::Holding => "of the cell holding the case",
+            Self::Above => "of a level above the case",
+        }
+    }
 }
 
 /// The kinds of action [`permitted`] decides on (an [`super::Action`] without its data).

@@ -101,22 +101,9 @@ impl Dispatcher {
         }
     }
 
-    /// A unit by code, as cases name it: a department of the roster (at the level of the
-    /// cell it serves), or a grid cell.
+    /// A unit by code, as cases name it ([`unit_ref`]).
     pub(super) fn unit(&self, code: &str) -> Option<CellRef> {
-        let h = self.p.grid.hierarchy();
-        if let Some(d) = self.p.roster.department(code) {
-            let level = self
-                .p
-                .grid
-                .find(d.cell())
-                .and_then(|c| h.get(c))
-                .map_or(crate::grid::Level::County, |c| c.level());
-            return Some(CellRef::new(d.code(), d.name(), level));
-        }
-        let cell = self.p.grid.find(code)?;
-        h.get(cell)
-            .map(|c| CellRef::new(c.code(), c.name(), c.level()))
+        unit_ref(&self.p.grid, &self.p.roster, code)
     }
 
     /// Files one alert into `staged`; returns its case as filed and what to do about it (no

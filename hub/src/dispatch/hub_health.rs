@@ -85,6 +85,7 @@ impl Dispatcher {
             note: None,
             photo: None,
             at: now,
+            authority: None,
         };
         if matches!(case.state, CaseState::New | CaseState::Dispatched) {
             self.transition(&case.id, hub(Action::Acknowledge)).await?;

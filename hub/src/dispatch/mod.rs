@@ -664,6 +664,22 @@ impl Dispatcher {
     }
 }
 
+/// A unit by code, as cases name it: a department of the roster (at the level of the cell
+/// it serves), or a grid cell; `None` for neither.
+pub fn unit_ref(grid: &GridIndex, roster: &Roster, code: &str) -> Option<CellRef> {
+    let h = grid.hierarchy();
+    if let Some(d) = roster.department(code) {
+        let level = grid
+            .find(d.cell())
+            .and_then(|c| h.get(c))
+            .map_or(crate::grid::Level::County, |c| c.level());
+        return Some(CellRef::new(d.code(), d.name(), level));
+    }
+    let cell = grid.find(code)?;
+    h.get(cell)
+        .map(|c| CellRef::new(c.code(), c.name(), c.level()))
+}
+
 /// Writes cases as the dispatcher files them, in one batch ([`crate::store::Cases::import`]),
 /// flushed. For benchmarks that need a big store fast and for migrations; the hub must not be
 /// running on this store.

@@ -131,6 +131,8 @@ pub const USERS: &[(&str, &str, &[&str], Option<&str>)] = &[
     ("op-other", "operator", &["532329102"], Some("p-yangjie")),
     // Grid members: micro-grid M01 (on duty there 17:00-21:00) and a grid of the other township.
     ("m-m01", "member", &[M01], Some("p-zhouguiying")),
+    // The traffic police's duty officer (a department of the example roster).
+    ("m-jj", "member", &["D-JJ"], Some("p-liujing")),
     (
         "m-other",
         "member",
@@ -207,6 +209,21 @@ pub async fn start_hub_on(config_path: &Path, clock: Arc<TestClock>) -> RunningH
 
 /// The value of one sample in a Prometheus text exposition (`name` with its labels, as
 /// rendered), if present.
+/// The example roster (configs/hub/roster) checked against the example grid, as the test hub
+/// loads it: who the hub will find on duty.
+pub fn example_roster() -> hub::roster::Roster {
+    let grid = hub::grid::geojson::import_str(
+        &std::fs::read_to_string(repo().join("configs/hub/wuding.geojson")).unwrap(),
+        hub::grid::CoordSystem::Wgs84,
+    )
+    .unwrap();
+    let index = hub::grid::GridIndex::new(grid);
+    hub::roster::Roster::load_dir(repo().join("configs/hub/roster"), &|c| {
+        index.find(c).is_some()
+    })
+    .unwrap()
+}
+
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

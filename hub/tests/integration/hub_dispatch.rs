@@ -12,21 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hub::case::{Action, CaseState, NotifyReason, Transition};
-use hub::roster::Roster;
 use protocol::{Severity, UtcMillis};
-
-fn roster() -> Roster {
-    let grid = hub::grid::geojson::import_str(
-        &std::fs::read_to_string(repo().join("configs/hub/wuding.geojson")).unwrap(),
-        hub::grid::CoordSystem::Wgs84,
-    )
-    .unwrap();
-    let index = hub::grid::GridIndex::new(grid);
-    Roster::load_dir(repo().join("configs/hub/roster"), &|c| {
-        index.find(c).is_some()
-    })
-    .unwrap()
-}
 
 /// Every level gets 2 s to acknowledge, so a climb through all five takes ~8 s.
 const FAST: &str = r#"
@@ -50,7 +36,7 @@ async fn alert_lands_in_the_deepest_cell_and_notifies_its_on_duty_person() {
     // Acknowledged means stored: the alert is on the hub's disk already.
     assert!(hub.store.alerts().contains(&a.id).unwrap());
 
-    let expected = roster().on_duty(M01, UtcMillis::now()).people;
+    let expected = example_roster().on_duty(M01, UtcMillis::now()).people;
     assert!(
         !expected.is_empty(),
         "the example roster always has someone for M01"

@@ -28,4 +28,5 @@ mod secrets;
 mod trust_boundary;
 mod trust_ingest;
 mod webhook;
+mod workflow;
 mod wuding;

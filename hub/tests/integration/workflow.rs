@@ -1,0 +1,309 @@
+//! The governance centre's workflow over real MQTT and HTTP with the real hub: an alert routed
+//! to a department and its cell at once; a transfer (交办) handled by the department's member
+//! and closed and archived by the operator; a supervision (督办) reminding the handler and
+//! shown on the list; an escalation by hand (提级) notifying the next level at once; and the
+//! permission table's refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use crate::common::*;
+use hub::case::{CaseId, NotifyReason};
+use hub::push::Notification;
+use protocol::{Severity, UtcMillis};
+use serde_json::json;
+
+/// Vehicles in zones go to the traffic police as well as their cell.
+const ROUTING: &str = r#"
+[[routing]]
+name = "vehicles to traffic police"
+kinds = ["zone"]
+labels = ["car", "truck"]
+departments = ["D-JJ"]
+"#;
+const JJ: &str = "D-JJ";
+const G01: &str = "532329101001-G01";
+
+/// Notifications until `n` have come (or 5 s passed), as (person, cell, reason, case).
+async fn notifications(
+    watcher: &mut Client,
+    n: usize,
+) -> Vec<(String, String, NotifyReason, CaseId)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let Some((
+            person,
+            Notification {
+                cell, reason, case, ..
+            },
+        )) = watcher.next_notification(Duration::from_secs(5)).await
+        else {
+            break;
+        };
+        got.push((person, cell.code, reason, case));
+    }
+    got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    got
+}
+
+fn on_duty(unit: &str) -> Vec<String> {
+    let people = example_roster().on_duty(unit, UtcMillis::now()).people;
+    assert!(
+        !people.is_empty(),
+        "the example roster has someone at {unit}"
+    );
+    people
+}
+
+/// What `who` gets for `case` at `unit` for `reason`, sorted by person.
+fn expect(
+    who: &[String],
+    unit: &str,
+    reason: NotifyReason,
+    case: &CaseId,
+) -> Vec<(String, String, NotifyReason, CaseId)> {
+    who.iter()
+        .map(|p| (p.clone(), unit.to_owned(), reason, case.clone()))
+        .collect()
+}
+
+struct Setup {
+    hub: hub::service::RunningHub,
+    _dir: HubDir,
+    watcher: Client,
+    site: Client,
+}
+
+async fn setup() -> Setup {
+    let dir = hub_dir(EMBEDDED, ROUTING);
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let watcher = client(port, "watcher", "svc", &token("svc")).await;
+    watcher.subscribe("se/v1/person/+/notify").await;
+    let site = client(port, "agent", SITE, &token(SITE)).await;
+    Setup {
+        hub,
+        _dir: dir,
+        watcher,
+        site,
+    }
+}
+
+impl Setup {
+    /// Publishes a major zone alert at the demo position with `label`; its case id.
+    async fn raise(&self, n: u64, label: &str) -> CaseId {
+        let mut a = alert(SITE, n, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+        a.label = Some(label.into());
+        let acks = self.site.acks.load(std::sync::atomic::Ordering::SeqCst);
+        self.site.publish_alert(&a).await;
+        self.site.wait_acks(acks + 1, Duration::from_secs(5)).await;
+        CaseId::for_alert(&a.id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_alert_reaches_its_cell_and_the_department_at_once() {
+    let mut s = setup().await;
+    let case = s.raise(1, "car").await;
+    let cell = on_duty(M01);
+    let jj = on_duty(JJ);
+    let mut want = expect(&cell, M01, NotifyReason::NewCase, &case);
+    want.extend(expect(&jj, JJ, NotifyReason::Routed, &case));
+    want.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(notifications(&mut s.watcher, want.len()).await, want);
+
+    let op = Api::login(&s.hub, "op-county").await;
+    let d = op.get(&format!("/api/v1/cases/{case}")).await;
+    assert_eq!(d.status, 200, "{:?}", d.json);
+    assert_eq!(d.json["case"]["department"]["code"], JJ);
+    assert_eq!(d.json["tasks"][0]["role"], "lead");
+    assert_eq!(d.json["tasks"][0]["by"], "hub");
+
+    // The department's member sees it and may acknowledge it for the department.
+    let m_jj = Api::login(&s.hub, "m-jj").await;
+    let list = m_jj.get("/api/v1/cases").await;
+    let ids: Vec<&str> = list.json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, [case.as_str()]);
+    let r = m_jj
+        .post(
+            &format!("/api/v1/cases/{case}/actions"),
+            &json!({"action": "acknowledge"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["case"]["state"], "acknowledged");
+
+    // A person's case (not routed) is not the department's to see.
+    let other = s.raise(2, "person").await;
+    let r = m_jj.get(&format!("/api/v1/cases/{other}")).await;
+    assert_eq!(r.status, 403, "{:?}", r.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_is_handled_by_the_department_then_closed_and_archived() {
+    let mut s = setup().await;
+    let case = s.raise(1, "person").await;
+    let cell = on_duty(M01);
+    notifications(&mut s.watcher, cell.len()).await;
+    let path = format!("/api/v1/cases/{case}/actions");
+    let transfer =
+        json!({"action": "transfer", "unit": JJ, "within_minutes": 60, "note": "占道，请交警处置"});
+
+    // A grid member may not transfer; the refusal says who may.
+    let member = Api::login(&s.hub, "m-m01").await;
+    let r = member.post(&path, &transfer).await;
+    assert_eq!(r.status, 403, "{:?}", r.json);
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("may not transfer")
+            && msg.contains("an operator of the cell holding the case or above it"),
+        "{msg}"
+    );
+    // Bad requests name their field.
+    let op = Api::login(&s.hub, "op-county").await;
+    for (body, field) in [
+        (json!({"action": "transfer", "within_minutes": 60}), "unit"),
+        (
+            json!({"action": "transfer", "unit": "D-NONE", "within_minutes": 60}),
+            "unit",
+        ),
+        (json!({"action": "transfer", "unit": JJ}), "within_minutes"),
+        (
+            json!({"action": "transfer", "unit": JJ, "within_minutes": 0}),
+            "within_minutes",
+        ),
+    ] {
+        let r = op.post(&path, &body).await;
+        assert_eq!(
+            (r.status, r.json["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}"
+        );
+    }
+
+    let r = op.post(&path, &transfer).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["case"]["department"]["code"], JJ);
+    assert_eq!(r.json["case"]["state"], "dispatched");
+    // The time limit is the deadline the list shows.
+    let due = r.json["tasks"][0]["due"].as_str().unwrap();
+    assert_eq!(r.json["case"]["deadline"]["at"].as_str(), Some(due));
+    assert_eq!(r.json["case"]["deadline"]["kind"], "resolve");
+    let jj = on_duty(JJ);
+    assert_eq!(
+        notifications(&mut s.watcher, jj.len()).await,
+        expect(&jj, JJ, NotifyReason::Transferred, &case)
+    );
+
+    // The department's member handles it; the operator closes and archives it.
+    let m_jj = Api::login(&s.hub, "m-jj").await;
+    for body in [
+        json!({"action": "acknowledge"}),
+        json!({"action": "start_handling"}),
+        json!({"action": "resolve", "note": "车辆已挪走"}),
+    ] {
+        let r = m_jj.post(&path, &body).await;
+        assert_eq!(r.status, 200, "{body}: {:?}", r.json);
+    }
+    // A department's member may not close (verify) or archive.
+    let r = m_jj.post(&path, &json!({"action": "close"})).await;
+    assert_eq!(r.status, 403, "{:?}", r.json);
+    for body in [json!({"action": "close"}), json!({"action": "archive"})] {
+        let r = op.post(&path, &body).await;
+        assert_eq!(r.status, 200, "{body}: {:?}", r.json);
+    }
+    let d = op.get(&format!("/api/v1/cases/{case}")).await;
+    assert_eq!(d.json["case"]["archived"], true);
+    assert_eq!(d.json["archived"]["by"], "p-huangtao");
+    let actions: Vec<&str> = d.json["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    for a in ["transfer", "acknowledge", "resolve", "close", "archive"] {
+        assert!(actions.contains(&a), "{a} not in {actions:?}");
+    }
+    let r = op
+        .post(&path, &json!({"action": "comment", "note": "late remark"}))
+        .await;
+    assert_eq!(r.status, 409, "{:?}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is archived"),
+        "{:?}",
+        r.json
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervision_reminds_the_handler_and_escalation_notifies_the_next_level_at_once() {
+    let mut s = setup().await;
+    let case = s.raise(1, "person").await;
+    let cell = on_duty(M01);
+    notifications(&mut s.watcher, cell.len()).await;
+    let path = format!("/api/v1/cases/{case}/actions");
+    let member = Api::login(&s.hub, "m-m01").await;
+    let r = member.post(&path, &json!({"action": "acknowledge"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+
+    // Supervision comes from above: not from the cell holding the case.
+    let supervise = json!({"action": "supervise", "within_minutes": 30, "note": "今天内办结"});
+    let r = member.post(&path, &supervise).await;
+    assert_eq!(r.status, 403, "{:?}", r.json);
+    let op = Api::login(&s.hub, "op-shishan").await;
+    let r = op.post(&path, &supervise).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["supervision"]["by"], "p-luozhengyu");
+    // The handler (who acknowledged) is reminded at once.
+    assert_eq!(
+        notifications(&mut s.watcher, 1).await,
+        expect(
+            &["p-zhouguiying".to_owned()],
+            M01,
+            NotifyReason::Supervised,
+            &case
+        )
+    );
+    // The list shows it supervised.
+    let list = op.get("/api/v1/cases").await;
+    let row = list.json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == case.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["supervised"]["overdue"], false);
+    assert_eq!(row["supervised"]["due"], r.json["supervision"]["due"]);
+
+    // The member takes it up a level now (提级), with a reason: the grid's people are
+    // notified at once, and the case is theirs to acknowledge.
+    let r = member.post(&path, &json!({"action": "escalate"})).await;
+    assert_eq!(
+        (r.status, r.json["error"]["field"].as_str()),
+        (400, Some("note"))
+    );
+    let r = member
+        .post(
+            &path,
+            &json!({"action": "escalate", "note": "需要网格长协调"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(r.json["case"]["cell"]["code"], G01);
+    assert_eq!(r.json["case"]["state"], "dispatched");
+    let grid = on_duty(G01);
+    assert_eq!(
+        notifications(&mut s.watcher, grid.len()).await,
+        expect(&grid, G01, NotifyReason::EscalatedByHand, &case)
+    );
+}
