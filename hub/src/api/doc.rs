@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{auth, cases, error, feed, places, quarantine, web};
+use super::{auth, cases, error, feed, places, quarantine, silences, web};
 
 /// The dialect the document's schemas are written in (JSON Schema 2020-12, as OpenAPI 3.1
 /// allows); named so validators need not guess.
@@ -51,6 +51,9 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         places::watch_add,
         places::watch_remove,
         places::watch_audit,
+        silences::list,
+        silences::create,
+        silences::end,
         places::trajectory,
         places::stats,
         places::ui_config,
@@ -89,6 +92,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         (name = "grid"),
         (name = "sites"),
         (name = "watchlist"),
+        (name = "silences"),
         (name = "stats"),
         (name = "events"),
         (name = "meta"),

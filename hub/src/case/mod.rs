@@ -33,7 +33,8 @@
 //! - [`Case::open`], [`Case::tick`]: dispatch and escalation;
 //! - [`Transition`], [`Case::apply`]: the lifecycle;
 //! - [`Policy`]: deadlines per severity and level (TOML `[escalation]`);
-//! - [`Silence`], [`silenced_by`], [`inhibited`]: muting.
+//! - [`Silence`] (matchers: site, camera, rule, kind, cell), [`silenced_by`], [`inhibited`]:
+//!   muting.
 
 mod effect;
 mod escalate;
@@ -57,7 +58,7 @@ pub use model::{
     UntrustedPosition,
 };
 pub use policy::{LevelSpans, Policy, PolicyError, SeverityPolicy, Span, SpanError};
-pub use silence::{Silence, inhibited, silenced_by};
+pub use silence::{MAX_REASON_CHARS, Silence, SilenceId, inhibited, silenced_by};
 pub use transition::{Action, Transition, TransitionError, check_path};
 
 /// Who is on duty: the roster and duty schedule, behind a seam so the core stays pure.

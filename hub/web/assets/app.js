@@ -1,7 +1,7 @@
 // Operator dashboard: login, live feed, per-level queues, map, case detail, sites, e-bike
 // trajectories and watchlist, statistics.
 
-import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, overdueAtTop, h, nodes, normCase, toMs } from "./api.js";
+import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, caseTime, deadlineState, overdueAtTop, h, nodes, normCase, toMs } from "./api.js";
 import { t, tv, ruleLabel, applyI18n, toggleLang, fmtTime, fmtAgo, fmtDur } from "./i18n.js";
 import { GridMap } from "./map.js";
 
@@ -206,7 +206,7 @@ function renderRow(c, testid) {
       h("span", { class: "rule" }, ruleLabel(c)),
       c.count > 1 ? h("span", { class: "n" }, `×${c.count}`) : null,
       h("span", { class: "grow" }),
-      h("time", { class: "ago", "data-at": c.last_alert_at ?? c.opened_at }, fmtAgo(c.last_alert_at ?? c.opened_at)),
+      h("time", { class: "ago", "data-testid": "case-time", "data-at": caseTime(c) }, fmtAgo(caseTime(c))),
     ),
     h("div", { class: "l2" },
       h("span", { class: "cell" }, cell.name || cell.code || ""),
