@@ -54,6 +54,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         silences::list,
         silences::create,
         silences::end,
+        silences::audit,
         places::trajectory,
         places::stats,
         places::ui_config,

@@ -186,6 +186,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/silences"),
     ("POST", "/api/v1/silences"),
     ("POST", "/api/v1/silences/{id}/end"),
+    ("GET", "/api/v1/silences/audit"),
     ("GET", "/api/v1/tags/{tag}/trajectory"),
     ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/quarantine"),
@@ -218,6 +219,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/watchlist/audit", get(places::watch_audit))
         .route("/watchlist/{tag}", delete(places::watch_remove))
         .route("/silences", get(silences::list).post(silences::create))
+        .route("/silences/audit", get(silences::audit))
         .route("/silences/{id}/end", post(silences::end))
         .route("/tags/{tag}/trajectory", get(places::trajectory))
         .route("/stats", get(places::stats))

@@ -6,7 +6,8 @@
 //! cell of its `site`; without either it is hub-wide. Operators see, create and end the
 //! silences whose scope is one of their cells or under it (the watchlist's rule,
 //! [`WatchAuthority`]); only admins see and make hub-wide ones. Every create and end is
-//! written with an audit record (who, when, the silence as it became) in the same batch.
+//! written with an audit record (who, when, the silence as it became) in the same batch;
+//! admins read the log (`GET /api/v1/silences/audit`).
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use super::error::ApiError;
 use super::params::{Limit, Params};
 use crate::case::{Silence, SilenceId};
 use crate::dispatch::SilenceBy;
-use crate::store::WatchScope;
+use crate::store::{SilenceAction, SilenceAudit, WatchScope};
 use crate::users::UserRole;
 use crate::watchlist::WatchAuthority;
 
@@ -325,5 +326,88 @@ pub async fn end(
     Ok(Json(SilenceChanged {
         silence: out(&record.silence, state.clock.now()),
         audit: record.seq,
+    }))
+}
+
+/// One change to a silence.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceAuditRecord {
+    /// Record number; later changes have larger ones.
+    #[schema(minimum = 1)]
+    seq: u64,
+    at: UtcMillis,
+    action: SilenceAction,
+    /// The dashboard login that made the change.
+    login: String,
+    /// Their actor id (roster person, else the login).
+    actor: String,
+    /// The silence as the change left it (its muted count as of then).
+    silence: SilenceOut,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceAuditList {
+    records: Vec<SilenceAuditRecord>,
+    /// Pass as `before` for the next (older) page.
+    #[schema(required = true)]
+    next_before: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SilenceAuditQuery {
+    /// Page size.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500, default = 50)]
+    #[serde(default)]
+    limit: Limit,
+    /// Only records older than this one (the previous page's `next_before`).
+    before: Option<u64>,
+}
+
+fn audit_out(r: &SilenceAudit) -> SilenceAuditRecord {
+    SilenceAuditRecord {
+        seq: r.seq,
+        at: r.at,
+        action: r.action,
+        login: r.login.clone(),
+        actor: r.actor.clone(),
+        silence: out(&r.silence, r.at),
+    }
+}
+
+/// Every creation and early end of a silence, newest first: who, when, what (admin).
+#[utoipa::path(get, path = "/api/v1/silences/audit", operation_id = "silencesAudit", tag = "silences",
+    params(SilenceAuditQuery),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "A page.", body = SilenceAuditList),
+        (status = 400, response = super::doc::Invalid),
+        (status = 403, response = super::doc::Forbidden),
+        super::doc::Authenticated,
+    ))]
+pub async fn audit(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params<SilenceAuditQuery>,
+) -> Result<Json<SilenceAuditList>, ApiError> {
+    caller.require(&[UserRole::Admin], "read the silences' audit log")?;
+    let (before, limit) = (q.before, q.limit.get());
+    let st = state.clone();
+    // One more than asked, to know whether there is a next page.
+    let mut records =
+        tokio::task::spawn_blocking(move || st.store.cases().silence_audit(before, limit + 1))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let next_before = more
+        .then(|| records.last().map(|r| r.seq.to_string()))
+        .flatten();
+    Ok(Json(SilenceAuditList {
+        records: records.iter().map(audit_out).collect(),
+        next_before,
     }))
 }

@@ -687,4 +687,69 @@ mod tests {
         assert_eq!(cases.log_stats().cases, n);
         assert_eq!(cases.log.get(&c7).unwrap().unwrap(), br#"{"v":7}"#);
     }
+
+    #[test]
+    fn silences_of_an_older_hub_read_and_changes_are_audited_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("store"))
+            .open()
+            .unwrap();
+        let work = db.open_tree("work").unwrap();
+        // As an earlier hub wrote it: site required, no other matchers, no end, no count.
+        work.insert(
+            key(SILENCE, "S1"),
+            &br#"{"id":"S1","site":"wuding-0001","from":"2026-11-22T08:00:00.000Z","until":"2026-11-22T09:00:00.000Z","reason":"road works","created_by":"operator-chen"}"#[..],
+        )
+        .unwrap();
+        let cases = Cases::open(work, &dir.path().join("cases")).unwrap();
+        let old = cases.silence(&SilenceId::from("S1")).unwrap().unwrap();
+        assert_eq!(old.site.as_deref(), Some("wuding-0001"));
+        assert_eq!((old.muted, old.ended_at), (0, None));
+
+        let record = |action, s: &Silence| SilenceAudit {
+            seq: 0,
+            at: s.from,
+            action,
+            login: "op-county".into(),
+            actor: "p-huangtao".into(),
+            silence: s.clone(),
+        };
+        let mut s = old.clone();
+        s.id = SilenceId::from("S-2");
+        let created = cases
+            .put_silence(&s, record(SilenceAction::Created, &s))
+            .unwrap();
+        s.ended_at = Some(s.from);
+        let ended = cases
+            .put_silence(&s, record(SilenceAction::Ended, &s))
+            .unwrap();
+        assert_eq!((created.seq, ended.seq), (1, 2));
+        assert_eq!(
+            cases.silences().unwrap().len(),
+            2,
+            "the old one and the new one"
+        );
+        let log = cases.silence_audit(None, 10).unwrap();
+        let actions: Vec<_> = log.iter().map(|r| (r.seq, r.action)).collect();
+        assert_eq!(
+            actions,
+            [(2, SilenceAction::Ended), (1, SilenceAction::Created)]
+        );
+        let page = cases.silence_audit(Some(2), 10).unwrap();
+        assert_eq!(page.len(), 1, "before 2: only the first");
+        assert_eq!(page[0].seq, 1);
+
+        // A muted alert's count goes in the batch that files it.
+        s.muted = 1;
+        let mut w = CaseWrites::default();
+        w.put_silence(&s).unwrap();
+        w.file("a1", &Filed::Muted("silenced by S-2".into()));
+        cases.apply(w, "test").unwrap();
+        assert_eq!(cases.silence(&s.id).unwrap().unwrap().muted, 1);
+        assert_eq!(
+            cases.filed("a1").unwrap(),
+            Some(Filed::Muted("silenced by S-2".into()))
+        );
+    }
 }

@@ -895,6 +895,24 @@ async fn every_response_matches_the_document() {
     )
     .await
     .soft(&oas, 409, Some("conflict"));
+    let log = api
+        .get("/api/v1/silences/audit?limit=1", &admin.auth())
+        .await;
+    log.soft(&oas, 200, None);
+    soft_eq!(oas, log.json()["records"][0]["action"], "ended");
+    soft_eq!(oas, log.json()["records"][0]["silence"]["id"], sid.as_str());
+    soft_eq!(
+        oas,
+        log.json()["next_before"],
+        "2",
+        "an older record: the creation"
+    );
+    api.get("/api/v1/silences/audit?before=x", &admin.auth())
+        .await
+        .soft(&oas, 400, Some("invalid"));
+    api.get("/api/v1/silences/audit", &county.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
 
     // The audit log: admins only.
     let log = api.get("/api/v1/watchlist/audit", &admin.auth()).await;
@@ -1108,6 +1126,7 @@ async fn every_response_matches_the_document() {
             Some(json!({"site": SITE, "until": "2099-01-01T00:00:00.000Z", "reason": "x"})),
         ),
         ("POST", "/api/v1/silences/S-1/end".into(), None),
+        ("GET", "/api/v1/silences/audit".into(), None),
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
