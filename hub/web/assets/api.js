@@ -9,6 +9,8 @@ export class ApiError extends Error {
     this.status = status;
     this.code = e.code || "http";
     this.field = e.field || null;
+    // A body checked as a whole lists every problem, each with its field.
+    this.problems = e.problems || [];
   }
 }
 
