@@ -1,12 +1,13 @@
 //! Silences over real MQTT and HTTP with the real hub: an operator silences one camera of the
 //! demo site through the API; that camera's alert is stored but opens no case and notifies
 //! nobody, while another camera's alert does; ended early, the camera's next alert opens a
-//! case again. Bad bodies are refused naming every field; roles and cells are enforced; each
-//! create and end is audited.
+//! case again. A cell silence mutes the alerts located in that cell, of its kind, and holds
+//! across a restart. Bad bodies are refused naming every field; roles and cells are enforced;
+//! each create and end is audited.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::api_util::{ADMIN, COUNTY_OP, MEMBER_A, OTHER_OP, TOWNSHIP_OP};
+use crate::api_util::{ADMIN, COUNTY_OP, M02, M02_LAT, M02_LON, MEMBER_A, OTHER_OP, TOWNSHIP_OP};
 use crate::common;
 
 use std::time::Duration;
@@ -151,6 +152,77 @@ async fn a_silence_mutes_one_camera_until_it_is_ended() {
             (SilenceAction::Created, COUNTY_OP, id.as_str()),
         ]
     );
+    hub.stop().await;
+}
+
+/// Waits until `alert` is filed (into a case or muted) and returns what became of it.
+async fn filed(hub: &hub::service::RunningHub, alert: &str) -> Filed {
+    assert!(
+        eventually(Duration::from_secs(5), || hub
+            .store
+            .cases()
+            .filed(alert)
+            .unwrap()
+            .is_some())
+        .await,
+        "alert {alert} not filed within 5 s"
+    );
+    hub.store.cases().filed(alert).unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_silence_mutes_alerts_located_there_and_outlives_a_restart() {
+    let dir = hub_dir(EMBEDDED, "");
+    let hub = start_hub(&dir.config_path).await;
+    let op = Api::login(&hub, COUNTY_OP).await;
+    let until = UtcMillis(UtcMillis::now().0 + 3_600_000);
+    // The neighbouring micro-grid M02, zone alerts only.
+    let r = op
+        .post(
+            "/api/v1/silences",
+            &json!({"cell": M02, "kind": "zone", "until": until.to_string(), "reason": "M02 演练"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json);
+    let id = r.json["silence"]["id"].as_str().unwrap().to_owned();
+    let muted_why = Filed::Muted(format!("silenced by {id}"));
+
+    let port = hub.mqtt[0].port();
+    let site = client(port, "agent", SITE, &token(SITE)).await;
+    // The same site's camera sees into both micro-grids: located by position.
+    let in_m02 = alert(SITE, 1, Severity::Major, Some((M02_LON, M02_LAT)));
+    let in_m01 = alert(SITE, 2, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+    let mut line_in_m02 = alert(SITE, 3, Severity::Major, Some((M02_LON, M02_LAT)));
+    line_in_m02.kind = protocol::AlertKind::Line;
+    for a in [&in_m02, &in_m01, &line_in_m02] {
+        site.publish_alert(a).await;
+    }
+    site.wait_acks(3, Duration::from_secs(5)).await;
+    assert_eq!(filed(&hub, &in_m02.id).await, muted_why);
+    let m01_case = CaseId::for_alert(&in_m01.id);
+    assert_eq!(filed(&hub, &in_m01.id).await, Filed::Case(m01_case));
+    let line_case = CaseId::for_alert(&line_in_m02.id);
+    assert_eq!(
+        filed(&hub, &line_in_m02.id).await,
+        Filed::Case(line_case.clone()),
+        "another kind in M02 is not silenced"
+    );
+    let line = hub.dispatch.case(&line_case).await.unwrap().unwrap();
+    assert_eq!(line.path.last().unwrap().code, M02, "located in M02");
+    drop(site);
+    hub.stop().await;
+
+    // After a restart the silence is still in force (read back from the store).
+    let hub = start_hub(&dir.config_path).await;
+    let port = hub.mqtt[0].port();
+    let site = client(port, "agent", SITE, &token(SITE)).await;
+    let later = alert(SITE, 4, Severity::Major, Some((M02_LON, M02_LAT)));
+    site.publish_alert(&later).await;
+    site.wait_acks(1, Duration::from_secs(5)).await;
+    assert_eq!(filed(&hub, &later.id).await, muted_why);
+    let op = Api::login(&hub, COUNTY_OP).await;
+    let list = op.get("/api/v1/silences?active=true").await;
+    assert_eq!(list.json["silences"][0]["muted"], 2, "{:?}", list.json);
     hub.stop().await;
 }
 
