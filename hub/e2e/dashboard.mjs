@@ -4,11 +4,14 @@
 // Line protocol with the Rust side: this script prints `STEP publish <what>` on stdout and
 // waits for `published <case-id> <epoch-ms>` on stdin (epoch-ms: just before the publish).
 // `<what>` is `snapshot` (a non-critical alert with a JPEG snapshot and detections),
-// `escalate` (a critical alert nobody acknowledges; the test config gives it 2 s per level) or
-// `sightings <tag>` (the tag read at OTHER_SITE, then at SITE; the answer names the tag).
+// `escalate` (a critical alert nobody acknowledges; the test config gives it 2 s per level),
+// `info` (an info-level line crossing: recorded only), `replayed` (an alert whose own time is
+// 346 h before the hub's, as a replayed clip's), `silenced` (from SILENCED_CAMERA; the test
+// checks the hub muted it) or `sightings <tag>` (the tag read at OTHER_SITE, then at SITE;
+// the answer names the tag).
 //
 // Env: HUB_URL, SHOT_DIR, OP_USER, OP_PASS, MEMBER_USER, MEMBER_PASS, PHOTO, GPS, SITE,
-// OTHER_SITE, M01, M01_NAME, OTHER_CELL, TAG, CHROMIUM (default /usr/bin/chromium),
+// OTHER_SITE, M01, M01_NAME, OTHER_CELL, TAG, SILENCED_CAMERA, CHROMIUM (default /usr/bin/chromium),
 // MAX_VISIBLE_MS (default 1000).
 
 import { chromium } from "playwright-core";
@@ -35,6 +38,7 @@ const M01 = env("M01"); // the member's micro-grid, where SITE is
 const CELL_NAME_M01 = env("M01_NAME");
 const OTHER_CELL = env("OTHER_CELL"); // OTHER_SITE's cell
 const TAG = env("TAG");
+const SILENCED_CAMERA = env("SILENCED_CAMERA");
 
 mkdirSync(SHOTS, { recursive: true });
 const log = (...a) => console.log("e2e:", ...a);
@@ -361,7 +365,69 @@ try {
   await shot(op, "10-stats");
   await op.getByTestId("tab-feed").click();
 
-  // 11. English: the toggle changes visible labels and is remembered.
+  // 11. The member's to-do list holds only what asks them to act: an info-level line
+  //     crossing (recorded only, state `new`) shows in the operator's feed, never on the phone.
+  const info = await publish("info");
+  await op.locator(`[data-testid=feed-row][data-case-id="${info.id}"][data-state=new]`).waitFor({ timeout: 5000 });
+  // A case published after it that does ask the member: once the phone shows this one, it
+  // has had the info case's event too.
+  const replayed = await publish("replayed");
+  current = phone;
+  const replayedCard = phone.locator(`[data-testid=m-case][data-case-id="${replayed.id}"]`);
+  await replayedCard.waitFor({ timeout: 5000 });
+  assert((await phone.locator(`[data-testid=m-case][data-case-id="${info.id}"]`).count()) === 0, "a record-only case is not on the member's to-do list");
+  const mine = await phone.locator("[data-testid=m-case]").evaluateAll((els) => els.map((e) => e.dataset.state));
+  assert(mine.every((st) => st === "dispatched" || st === "acknowledged" || st === "handling"), `only cases to act on are listed (${mine})`);
+  assert(Number(await phone.getByTestId("mine-count").innerText()) === mine.length, "the count matches the list");
+  log(`to-do list: ${mine.length} case(s) (${mine.join(", ")}); the info case is not among them`);
+
+  // 12. One notion of a case's time: the replayed alert's own time is 346 h old, yet both
+  //     pages show the case's time (when the hub opened it) and the same "… ago".
+  const opTime = op.locator(`[data-testid=feed-row][data-case-id="${replayed.id}"] [data-testid=case-time]`);
+  const phoneTime = replayedCard.getByTestId("case-time");
+  await opTime.waitFor({ timeout: 5000 });
+  const [opAt, phoneAt] = [Number(await opTime.getAttribute("data-at")), Number(await phoneTime.getAttribute("data-at"))];
+  assert(opAt === phoneAt, `the same case time on both pages (${opAt} vs ${phoneAt})`);
+  assert(Math.abs(opAt - replayed.at) < 60000, `the case time is the hub's (${opAt}), not the alert's (${replayed.at - 346 * 3600000})`);
+  const [opText, phoneText] = [(await opTime.innerText()).trim(), (await phoneTime.innerText()).trim()];
+  log(`case time: operator "${opText}", phone "${phoneText}"`);
+  assert(!/小时前/.test(opText) && /(秒|分钟)前/.test(opText), `the operator sees a recent time (${opText})`);
+  assert(opText.replace(/\d+/, "") === phoneText.replace(/\d+/, ""), `the same unit on both pages (${opText} / ${phoneText})`);
+  await shot(phone, "11-phone-todo");
+
+  // 13. Silences: the operator silences one camera of the site in the panel; its alert is
+  //     stored but opens no case (the test checks the hub's records); the panel counts it;
+  //     "end now" ends the silence.
+  current = op;
+  await op.getByTestId("tab-silences").click();
+  await op.getByTestId("silence-site").fill(SITE);
+  await op.getByTestId("silence-camera").fill(SILENCED_CAMERA);
+  await op.getByTestId("silence-hours").selectOption("2");
+  await op.getByTestId("silence-reason").fill("更换摄像头支架");
+  await op.getByTestId("silence-add").click();
+  await op.getByTestId("silence-msg").filter({ hasText: /S-\S+/ }).waitFor({ timeout: 5000 });
+  const silenceId = /S-\S+/.exec(await op.getByTestId("silence-msg").innerText())[0];
+  const silenceRow = op.locator(`[data-testid=silence][data-id="${silenceId}"]`);
+  await silenceRow.waitFor({ timeout: 5000 });
+  assert((await silenceRow.getAttribute("data-status")) === "active", "the new silence is in force");
+  const silenceText = await silenceRow.innerText();
+  assert(silenceText.includes(SILENCED_CAMERA) && silenceText.includes("更换摄像头支架") && silenceText.includes("生效中"), `the row shows matcher, reason and state (${silenceText})`);
+  const muted = await publish("silenced");
+  await op.getByTestId("tab-feed").click();
+  await op.waitForTimeout(1000);
+  assert((await op.locator(`[data-testid=feed-row][data-case-id="${muted.id}"]`).count()) === 0, "the silenced camera's alert opened no case");
+  await op.getByTestId("tab-silences").click();
+  await silenceRow.getByTestId("silence-muted").filter({ hasText: "已屏蔽 1" }).waitFor({ timeout: 5000 });
+  await shot(op, "13-silence");
+  await silenceRow.getByTestId("silence-end").click();
+  await op.locator(`[data-testid=silence][data-id="${silenceId}"][data-status=ended]`).waitFor({ timeout: 5000 });
+  assert((await silenceRow.getByTestId("silence-end").count()) === 0, "an ended silence has no end button");
+  assert((await silenceRow.innerText()).includes("已结束"), "the row says it ended");
+  log(`silence ${silenceId} created, muted one alert, ended from the panel`);
+  await shot(op, "13-silence-ended");
+  await op.getByTestId("tab-feed").click();
+
+  // 14. English: the toggle changes visible labels and is remembered.
   await op.getByTestId("lang-toggle").click();
   await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 2000 });
   assert((await op.getByTestId("lang-toggle").innerText()).trim() === "中文", "toggle offers 中文 back");
@@ -369,7 +435,7 @@ try {
   await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 10000 });
   await op.locator(`[data-testid=feed-row][data-case-id="${second.id}"]`).waitFor({ timeout: 10000 });
   log("English toggle works and is remembered across a reload (session kept via /me)");
-  await shot(op, "11-english");
+  await shot(op, "14-english");
 
   assert(pageErrors.length === 0, `no uncaught page errors (got: ${pageErrors.join("; ")})`);
   await browser.close();

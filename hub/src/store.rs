@@ -45,7 +45,7 @@ use sled::transaction::TransactionError;
 pub use alerts::{AlertSweep, Alerts, AlertsRetention, SnapshotRef, StoredAlert};
 pub use blobs::{BlobId, BlobKind, BlobMeta, BlobSweep, Blobs, BlobsOfKind};
 pub use case_log::{LogStats, SEGMENT_BYTES};
-pub use cases::{CaseWrites, Cases, ClosedEntry, Filed, StoredCase};
+pub use cases::{CaseWrites, Cases, ClosedEntry, Filed, SilenceAction, SilenceAudit, StoredCase};
 pub use photos::{PhotoMeta, Photos};
 pub use quarantine::{
     Inserted, NewQuarantined, Quarantine, QuarantineEntry, QuarantineId, Quarantined,

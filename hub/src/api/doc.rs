@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{auth, cases, error, feed, places, quarantine, web};
+use super::{auth, cases, error, feed, places, quarantine, silences, web};
 
 /// The dialect the document's schemas are written in (JSON Schema 2020-12, as OpenAPI 3.1
 /// allows); named so validators need not guess.
@@ -52,6 +52,10 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         places::watch_add,
         places::watch_remove,
         places::watch_audit,
+        silences::list,
+        silences::create,
+        silences::end,
+        silences::audit,
         places::trajectory,
         places::stats,
         places::ui_config,
@@ -90,6 +94,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         (name = "grid"),
         (name = "sites"),
         (name = "watchlist"),
+        (name = "silences"),
         (name = "stats"),
         (name = "events"),
         (name = "meta"),

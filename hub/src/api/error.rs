@@ -68,9 +68,20 @@ pub struct ErrorDetail<'a> {
     pub code: ErrorCode,
     /// Human-readable text.
     pub message: &'a str,
-    /// The offending field or parameter (`invalid`).
+    /// The offending field or parameter (`invalid`; with several, the first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<&'a str>,
+    /// Every problem of a body checked as a whole (`invalid`), each with its field.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub problems: &'a [FieldProblem],
+}
+
+/// One problem of a request body and the field it is in.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +91,7 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    pub problems: Vec<FieldProblem>,
     pub retry_after: Option<u64>,
 }
 
@@ -90,6 +102,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            problems: Vec::new(),
             retry_after: None,
         }
     }
@@ -123,6 +136,26 @@ impl ApiError {
     pub fn invalid(field: &str, m: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::BAD_REQUEST, ErrorCode::Invalid, m);
         e.field = Some(field.to_owned());
+        e
+    }
+
+    /// A body with several problems: every one listed with its field (`problems`), the
+    /// first also as `field`, all of them in the message.
+    pub fn invalid_all(problems: Vec<(&str, String)>) -> Self {
+        let message: Vec<String> = problems.iter().map(|(f, p)| format!("{f}: {p}")).collect();
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Invalid,
+            message.join("; "),
+        );
+        e.field = problems.first().map(|(f, _)| (*f).to_owned());
+        e.problems = problems
+            .into_iter()
+            .map(|(field, message)| FieldProblem {
+                field: field.to_owned(),
+                message,
+            })
+            .collect();
         e
     }
 
@@ -204,6 +237,8 @@ impl From<DispatchError> for ApiError {
             DispatchError::NoSuchWatch(_) => Self::not_found(e.to_string()),
             DispatchError::WatchTaken(_) => Self::conflict(e.to_string()),
             DispatchError::OutsideScope => Self::forbidden(e.to_string()),
+            DispatchError::NoSuchSilence(_) => Self::not_found(e.to_string()),
+            DispatchError::SilenceOver { .. } => Self::conflict(e.to_string()),
             DispatchError::Stopped => Self::unavailable("the dispatcher has stopped"),
             other => {
                 tracing::error!(error = %other, "API request failed");
@@ -227,6 +262,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),
+                problems: &self.problems,
             },
         };
         let mut r = (self.status, Json(body)).into_response();

@@ -4,7 +4,7 @@
 //! browser / app ──HTTP──▶ router ──▶ Caller (session cookie + CSRF, or bearer) ──▶ handler
 //!                                                                   │ reads: CaseBook (memory), Store
 //!                                                                   │ writes: DispatchHandle (transitions,
-//!                                                                   │   watchlist), Ingest (patrol reports,
+//!                                                                   │   watchlist, silences), Ingest (patrol reports,
 //!                                                                   │   quarantine re-ingest / delete)
 //!                          /api/v1/events ◀── CaseBook's broadcast (SSE, catch-up by Last-Event-ID)
 //! ```
@@ -25,6 +25,7 @@ mod feed;
 mod params;
 mod places;
 mod quarantine;
+mod silences;
 mod web;
 
 use std::collections::BTreeMap;
@@ -182,6 +183,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/watchlist"),
     ("DELETE", "/api/v1/watchlist/{tag}"),
     ("GET", "/api/v1/watchlist/audit"),
+    ("GET", "/api/v1/silences"),
+    ("POST", "/api/v1/silences"),
+    ("POST", "/api/v1/silences/{id}/end"),
+    ("GET", "/api/v1/silences/audit"),
     ("GET", "/api/v1/tags/{tag}/trajectory"),
     ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/quarantine"),
@@ -214,6 +219,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/watchlist", get(places::watchlist).post(places::watch_add))
         .route("/watchlist/audit", get(places::watch_audit))
         .route("/watchlist/{tag}", delete(places::watch_remove))
+        .route("/silences", get(silences::list).post(silences::create))
+        .route("/silences/audit", get(silences::audit))
+        .route("/silences/{id}/end", post(silences::end))
         .route("/tags/{tag}/trajectory", get(places::trajectory))
         .route("/stats", get(places::stats))
         .route("/quarantine", get(quarantine::list))

@@ -33,7 +33,8 @@
 //! - [`Case::open`], [`Case::tick`]: dispatch and escalation;
 //! - [`Transition`], [`Case::apply`]: the lifecycle;
 //! - [`Policy`]: deadlines per severity and level (TOML `[escalation]`);
-//! - [`Silence`], [`silenced_by`], [`inhibited`]: muting.
+//! - [`Silence`] (matchers: site, camera, rule, kind, cell), [`silenced_by`], [`inhibited`]:
+//!   muting.
 
 mod effect;
 mod escalate;
@@ -60,7 +61,7 @@ pub use model::{
 };
 pub use policy::{LevelSpans, Policy, PolicyError, SeverityPolicy, Span, SpanError};
 pub use routing::{RoutingRule, departments_for};
-pub use silence::{Silence, inhibited, silenced_by};
+pub use silence::{MAX_REASON_CHARS, Silence, SilenceId, inhibited, silenced_by};
 pub use transition::{Action, Authority, Transition, TransitionError, check_path};
 pub use workflow::{
     ActionKind, Archived, Reply, Satisfaction, Standing, Supervision, Task, TaskRole, permitted,

@@ -196,14 +196,64 @@ impl Dispatcher {
         Ok(record)
     }
 
-    pub(super) fn add_silence(&mut self, s: Silence) -> Result<(), DispatchError> {
+    pub(super) async fn add_silence(
+        &mut self,
+        s: Silence,
+        by: SilenceBy,
+    ) -> Result<SilenceAudit, DispatchError> {
         let problems = s.problems();
         if !problems.is_empty() {
-            return Err(DispatchError::Invalid(problems.join("; ")));
+            let text: Vec<String> = problems.iter().map(|(f, p)| format!("{f}: {p}")).collect();
+            return Err(DispatchError::Invalid(text.join("; ")));
         }
-        self.p.store.cases().put_silence(&s)?;
+        let record = self.record_silence(&s, SilenceAction::Created, by).await?;
+        tracing::info!(silence = %s.id, site = ?s.site, camera = ?s.camera, rule = ?s.rule, kind = ?s.kind, cell = ?s.cell, from = %s.from, until = %s.until, by = %record.login, "silence created");
         self.silences.retain(|x| x.id != s.id);
         self.silences.push(s);
-        Ok(())
+        Ok(record)
+    }
+
+    /// Ends a silence now. One already past its end is refused (nothing to end).
+    pub(super) async fn end_silence(
+        &mut self,
+        id: SilenceId,
+        by: SilenceBy,
+    ) -> Result<SilenceAudit, DispatchError> {
+        let now = self.now();
+        let Some(i) = self.silences.iter().position(|s| s.id == id) else {
+            return Err(DispatchError::NoSuchSilence(id));
+        };
+        let mut s = self.silences[i].clone();
+        if s.end() <= now {
+            return Err(DispatchError::SilenceOver { id, at: s.end() });
+        }
+        // A silence that has not started yet ends before it begins: `from` is kept, so the
+        // record still says what was planned, and `end() <= from` keeps it inactive.
+        s.ended_at = Some(now);
+        s.ended_by = Some(by.actor.clone());
+        let record = self.record_silence(&s, SilenceAction::Ended, by).await?;
+        tracing::info!(silence = %s.id, by = %record.login, muted = s.muted, "silence ended early");
+        self.silences[i] = s;
+        Ok(record)
+    }
+
+    /// Writes the silence with its audit record and flushes, before it takes effect.
+    async fn record_silence(
+        &mut self,
+        s: &Silence,
+        action: SilenceAction,
+        by: SilenceBy,
+    ) -> Result<SilenceAudit, DispatchError> {
+        let record = SilenceAudit {
+            seq: 0,
+            at: self.now(),
+            action,
+            login: by.login,
+            actor: by.actor,
+            silence: s.clone(),
+        };
+        let record = self.p.store.cases().put_silence(s, record)?;
+        self.p.store.flush().await?;
+        Ok(record)
     }
 }

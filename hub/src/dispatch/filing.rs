@@ -149,14 +149,34 @@ impl Dispatcher {
         ) {
             self.registry.on_activity(&alert.site, now);
         }
+        // The path is looked up before muting only when a silence in force matches on cells
+        // (locating costs an R-tree search per alert); it is reused if the alert opens a case.
+        let mut path = None;
+        if self
+            .silences
+            .iter()
+            .any(|s| s.needs_path() && s.active_at(now))
+        {
+            path = Some(self.path_for(alert));
+        }
         let muted = if inhibited(alert, self.registry.is_online(&alert.site)) {
             bump(&self.p.metrics.inhibited);
             Some("inhibited: the site is offline".to_owned())
         } else {
-            silenced_by(&self.silences, alert, now).map(|s| {
-                bump(&self.p.metrics.silenced);
-                format!("silenced by {}", s.id)
-            })
+            let on = path.as_deref().unwrap_or_default();
+            match silenced_by(&self.silences, alert, on, now).map(|s| s.id.clone()) {
+                Some(id) => {
+                    bump(&self.p.metrics.silenced);
+                    // The count goes in the batch that files the alert: counted once, and
+                    // never for an alert whose filing was lost.
+                    if let Some(s) = self.silences.iter_mut().find(|s| s.id == id) {
+                        s.muted += 1;
+                        staged.put_silence(s)?;
+                    }
+                    Some(format!("silenced by {id}"))
+                }
+                None => None,
+            }
         };
         if let Some(why) = muted {
             tracing::info!(alert = %alert.id, site = %alert.site, why, "alert stored, not dispatched");
@@ -177,7 +197,7 @@ impl Dispatcher {
                 (case, Vec::new(), old)
             }
             _ => {
-                let path = self.path_for(alert);
+                let path = path.take().unwrap_or_else(|| self.path_for(alert));
                 let id = CaseId::for_alert(&alert.id);
                 let (mut case, mut effects) =
                     Case::open(id, alert, path, now, &self.p.policy, &duty);

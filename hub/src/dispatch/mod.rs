@@ -49,7 +49,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::book::CaseBook;
 use crate::case::{
     Action, Case, CaseId, CaseState, CellRef, DeliveryOutcome, DeliveryTarget, Duty, Effect,
-    GroupKey, Policy, Silence, Transition, TransitionError, groups_with, inhibited, silenced_by,
+    GroupKey, Policy, Silence, SilenceId, Transition, TransitionError, groups_with, inhibited,
+    silenced_by,
 };
 use crate::config::SiteSection;
 use crate::disk::DiskGuard;
@@ -109,11 +110,25 @@ pub enum DispatchError {
         "tag {0} is already watchlisted outside your cells; ask the unit that added it or an admin"
     )]
     WatchTaken(String),
+    #[error("silence {0} not found")]
+    NoSuchSilence(SilenceId),
+    #[error("silence {id} already ended at {at}")]
+    SilenceOver { id: SilenceId, at: UtcMillis },
     #[error("the dispatcher has stopped")]
     Stopped,
 }
 
 pub use crate::store::SightingRecord;
+use crate::store::{SilenceAction, SilenceAudit};
+
+/// Who creates or ends a silence (for its audit record).
+#[derive(Debug, Clone)]
+pub struct SilenceBy {
+    /// The dashboard login.
+    pub login: String,
+    /// Their actor id (roster person, else the login).
+    pub actor: String,
+}
 
 /// Requests to the dispatcher (the API of issue 6 and the tests use these).
 #[derive(Debug)]
@@ -142,9 +157,15 @@ pub enum Request {
         reason: Option<String>,
         reply: oneshot::Sender<Result<WatchAudit, DispatchError>>,
     },
-    Silence {
+    SilenceAdd {
         silence: Silence,
-        reply: oneshot::Sender<Result<(), DispatchError>>,
+        by: SilenceBy,
+        reply: oneshot::Sender<Result<SilenceAudit, DispatchError>>,
+    },
+    SilenceEnd {
+        id: SilenceId,
+        by: SilenceBy,
+        reply: oneshot::Sender<Result<SilenceAudit, DispatchError>>,
     },
     Sites {
         reply: oneshot::Sender<Vec<SiteState>>,
@@ -230,8 +251,24 @@ impl DispatchHandle {
         .await?
     }
 
-    pub async fn silence(&self, silence: Silence) -> Result<(), DispatchError> {
-        self.ask(|reply| Request::Silence { silence, reply })
+    /// Puts a silence in force (checked again: [`Silence::problems`]); returns its audit
+    /// record. Alerts filed after this returns are judged against it.
+    pub async fn silence(
+        &self,
+        silence: Silence,
+        by: SilenceBy,
+    ) -> Result<SilenceAudit, DispatchError> {
+        self.ask(|reply| Request::SilenceAdd { silence, by, reply })
+            .await?
+    }
+
+    /// Ends a silence now (before its planned end); returns its audit record.
+    pub async fn end_silence(
+        &self,
+        id: SilenceId,
+        by: SilenceBy,
+    ) -> Result<SilenceAudit, DispatchError> {
+        self.ask(|reply| Request::SilenceEnd { id, by, reply })
             .await?
     }
 
@@ -634,8 +671,12 @@ impl Dispatcher {
                 let r = self.watch_remove(&tag, by, reason).await;
                 let _ = reply.send(r);
             }
-            Request::Silence { silence, reply } => {
-                let r = self.add_silence(silence);
+            Request::SilenceAdd { silence, by, reply } => {
+                let r = self.add_silence(silence, by).await;
+                let _ = reply.send(r);
+            }
+            Request::SilenceEnd { id, by, reply } => {
+                let r = self.end_silence(id, by).await;
                 let _ = reply.send(r);
             }
             Request::Sites { reply } => {

@@ -18,7 +18,11 @@
 //!   muted (a record of an older hub holds the reason text alone; a case id starts `C-`);
 //! - `d/{at ms BE}{case}` → empty: the deadline index;
 //! - `z/{closed at ms BE}{case}` → empty: closed cases by closing time (retention);
-//! - `s/{silence id}` → the silence's JSON;
+//! - `s/{silence id}` → the silence's JSON (with its muted count, changed in the batch that
+//!   files the muted alert);
+//! - `sa/{seq u64 BE}` → one silence audit record's JSON ([`SilenceAudit`]: created or ended,
+//!   who, when, the silence as it became), written in one batch with the silence it records;
+//!   append-only (people's changes, a few a day);
 //! - `h/{part}` → the id of the latest hub-health case of that part (`disk`);
 //! - `p/{alert}` pending marker (written by [`super::Alerts`] with the alert; removed here
 //!   when the alert is filed).
@@ -28,10 +32,11 @@
 use std::collections::HashMap;
 
 use protocol::UtcMillis;
+use serde::{Deserialize, Serialize};
 
 use super::case_log::{CaseLog, LogStats};
 use super::{PENDING, StoreError, pending_key};
-use crate::case::{Case, CaseId, Silence};
+use crate::case::{Case, CaseId, Silence, SilenceId};
 
 const CASE: &[u8] = b"c/";
 const GROUP: &[u8] = b"k/";
@@ -39,6 +44,7 @@ const FILED: &[u8] = b"x/";
 const DEADLINE: &[u8] = b"d/";
 const CLOSED: &[u8] = b"z/";
 const SILENCE: &[u8] = b"s/";
+const SILENCE_AUDIT: &[u8] = b"sa/";
 const HEALTH: &[u8] = b"h/";
 /// First byte of a muted alert's `x/` value (a case id never starts with it).
 const MUTED: u8 = 0;
@@ -71,6 +77,31 @@ fn corrupt(id: &str, why: impl ToString) -> StoreError {
 
 fn decode_case(id: &str, v: &[u8]) -> Result<Case, StoreError> {
     Case::from_json(v).map_err(|e| corrupt(id, e))
+}
+
+/// What a change to a silence was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SilenceAction {
+    Created,
+    /// Ended before its planned end.
+    Ended,
+}
+
+/// One line of the silences' audit log: who created or ended which silence, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilenceAudit {
+    /// Position in the log (assigned when written; later changes have larger ones).
+    #[serde(default)]
+    pub seq: u64,
+    pub at: UtcMillis,
+    pub action: SilenceAction,
+    /// The dashboard login that made the change.
+    pub login: String,
+    /// Their actor id (roster person, else the login).
+    pub actor: String,
+    /// The silence as the change left it.
+    pub silence: Silence,
 }
 
 /// What became of a filed alert.
@@ -283,12 +314,65 @@ impl Cases {
         Ok(out)
     }
 
-    pub fn put_silence(&self, s: &Silence) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(s).map_err(|e| corrupt(&s.id, e))?;
+    /// One stored silence.
+    pub fn silence(&self, id: &SilenceId) -> Result<Option<Silence>, StoreError> {
         self.work
-            .insert(key(SILENCE, &s.id), v)
-            .map_err(io("save silence"))?;
-        Ok(())
+            .get(key(SILENCE, id.as_str()))
+            .map_err(io("read silence"))?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt(id.as_str(), e)))
+            .transpose()
+    }
+
+    /// Stores `s` (new, or ended early) and its audit record in one batch; returns the
+    /// record as written (with its seq). Durable once the store is flushed. Only the
+    /// dispatcher writes (one task), so the next seq is the last key's plus one.
+    pub fn put_silence(
+        &self,
+        s: &Silence,
+        mut record: SilenceAudit,
+    ) -> Result<SilenceAudit, StoreError> {
+        let last = self
+            .work
+            .scan_prefix(SILENCE_AUDIT)
+            .keys()
+            .next_back()
+            .transpose()
+            .map_err(io("read last silence audit"))?;
+        record.seq = last
+            .and_then(|k| k.get(SILENCE_AUDIT.len()..).and_then(|b| b.try_into().ok()))
+            .map(u64::from_be_bytes)
+            .unwrap_or(0)
+            + 1;
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            key(SILENCE, s.id.as_str()),
+            serde_json::to_vec(s).map_err(|e| corrupt(s.id.as_str(), e))?,
+        );
+        batch.insert(
+            [SILENCE_AUDIT, &record.seq.to_be_bytes()[..]].concat(),
+            serde_json::to_vec(&record).map_err(|e| corrupt("sa/", e))?,
+        );
+        self.work.apply_batch(batch).map_err(io("save silence"))?;
+        Ok(record)
+    }
+
+    /// The silences' audit log, newest first: at most `limit` records with a seq below
+    /// `before`.
+    pub fn silence_audit(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<SilenceAudit>, StoreError> {
+        let end = [SILENCE_AUDIT, &before.unwrap_or(u64::MAX).to_be_bytes()[..]].concat();
+        self.work
+            .range(SILENCE_AUDIT.to_vec()..end)
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv.map_err(io("scan silence audit"))?;
+                serde_json::from_slice(&v).map_err(|e| corrupt(&String::from_utf8_lossy(&k), e))
+            })
+            .collect()
     }
 
     /// The latest hub-health case of `part`.
@@ -438,6 +522,13 @@ impl CaseWrites {
 
     pub fn is_empty(&self) -> bool {
         self.view.is_empty() && self.cases.is_empty()
+    }
+
+    /// Stages a silence's new state (its muted count) with the alerts it muted.
+    pub fn put_silence(&mut self, s: &Silence) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(s).map_err(|e| corrupt(s.id.as_str(), e))?;
+        self.insert(key(SILENCE, s.id.as_str()), &v);
+        Ok(())
     }
 
     /// A case as it will be once applied.
@@ -595,5 +686,70 @@ mod tests {
         let cases = Cases::open(work, &log_dir).unwrap();
         assert_eq!(cases.log_stats().cases, n);
         assert_eq!(cases.log.get(&c7).unwrap().unwrap(), br#"{"v":7}"#);
+    }
+
+    #[test]
+    fn silences_of_an_older_hub_read_and_changes_are_audited_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("store"))
+            .open()
+            .unwrap();
+        let work = db.open_tree("work").unwrap();
+        // As an earlier hub wrote it: site required, no other matchers, no end, no count.
+        work.insert(
+            key(SILENCE, "S1"),
+            &br#"{"id":"S1","site":"wuding-0001","from":"2026-11-22T08:00:00.000Z","until":"2026-11-22T09:00:00.000Z","reason":"road works","created_by":"operator-chen"}"#[..],
+        )
+        .unwrap();
+        let cases = Cases::open(work, &dir.path().join("cases")).unwrap();
+        let old = cases.silence(&SilenceId::from("S1")).unwrap().unwrap();
+        assert_eq!(old.site.as_deref(), Some("wuding-0001"));
+        assert_eq!((old.muted, old.ended_at), (0, None));
+
+        let record = |action, s: &Silence| SilenceAudit {
+            seq: 0,
+            at: s.from,
+            action,
+            login: "op-county".into(),
+            actor: "p-huangtao".into(),
+            silence: s.clone(),
+        };
+        let mut s = old.clone();
+        s.id = SilenceId::from("S-2");
+        let created = cases
+            .put_silence(&s, record(SilenceAction::Created, &s))
+            .unwrap();
+        s.ended_at = Some(s.from);
+        let ended = cases
+            .put_silence(&s, record(SilenceAction::Ended, &s))
+            .unwrap();
+        assert_eq!((created.seq, ended.seq), (1, 2));
+        assert_eq!(
+            cases.silences().unwrap().len(),
+            2,
+            "the old one and the new one"
+        );
+        let log = cases.silence_audit(None, 10).unwrap();
+        let actions: Vec<_> = log.iter().map(|r| (r.seq, r.action)).collect();
+        assert_eq!(
+            actions,
+            [(2, SilenceAction::Ended), (1, SilenceAction::Created)]
+        );
+        let page = cases.silence_audit(Some(2), 10).unwrap();
+        assert_eq!(page.len(), 1, "before 2: only the first");
+        assert_eq!(page[0].seq, 1);
+
+        // A muted alert's count goes in the batch that files it.
+        s.muted = 1;
+        let mut w = CaseWrites::default();
+        w.put_silence(&s).unwrap();
+        w.file("a1", &Filed::Muted("silenced by S-2".into()));
+        cases.apply(w, "test").unwrap();
+        assert_eq!(cases.silence(&s.id).unwrap().unwrap().muted, 1);
+        assert_eq!(
+            cases.filed("a1").unwrap(),
+            Some(Filed::Muted("silenced by S-2".into()))
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Authorisation of the HTTP API, route by route: anonymous requests are refused on every
 //! route but login, tokens and the document; grid members and township operators see and touch
 //! only the cases of their own cells; members may not close, reopen, extend or change the
-//! watchlist; operators see and change only the watchlist entries of their cells, and every
+//! watchlist (silences: `silences.rs`); operators see and change only the watchlist entries of their cells, and every
 //! change is in an audit log only admins read; cookie-authenticated unsafe requests need the
 //! CSRF token (and change nothing without it) while bearer requests do not; failed logins are rate-limited; logout ends the
 //! session. Every response is also checked against the OpenAPI document.
@@ -58,6 +58,14 @@ fn protected_routes(c: &Cases) -> Vec<(&'static str, String, Option<serde_json::
         ),
         ("DELETE", format!("/api/v1/watchlist/{TAG}"), None),
         ("GET", "/api/v1/watchlist/audit".into(), None),
+        ("GET", "/api/v1/silences".into(), None),
+        (
+            "POST",
+            "/api/v1/silences".into(),
+            Some(json!({"site": SITE, "until": "2099-01-01T00:00:00.000Z", "reason": "x"})),
+        ),
+        ("POST", "/api/v1/silences/S-1/end".into(), None),
+        ("GET", "/api/v1/silences/audit".into(), None),
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/events".into(), None),
@@ -154,6 +162,8 @@ async fn anonymous_and_bogus_credentials_are_refused_on_every_protected_route() 
     assert_eq!(all.len(), 5, "{all:?}");
     let wl = api.get("/api/v1/watchlist", &admin.auth()).await.json();
     assert!(wl["entries"].as_array().unwrap().is_empty(), "{wl}");
+    let silences = api.get("/api/v1/silences", &admin.auth()).await.json();
+    assert_eq!(silences["silences"], json!([]), "no silence was made");
     // The public ones answer anonymously.
     api.get("/api/v1/openapi.json", &Auth::Anon)
         .await

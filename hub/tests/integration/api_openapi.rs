@@ -828,6 +828,92 @@ async fn every_response_matches_the_document() {
     )
     .await
     .soft(&oas, 403, Some("forbidden"));
+    // --- Silences.
+    let until = protocol::UtcMillis(protocol::UtcMillis::now().0 + 3_600_000).to_string();
+    let made = api
+        .post(
+            "/api/v1/silences",
+            &county.auth(),
+            &json!({"site": SITE, "camera": "cam-9", "until": until, "reason": "检修"}),
+        )
+        .await;
+    made.soft(&oas, 201, None);
+    let sid = made.json()["silence"]["id"]
+        .as_str()
+        .unwrap_or("S-x")
+        .to_owned();
+    api.post(
+        "/api/v1/silences",
+        &county.auth(),
+        &json!({"camera": " ", "until": until, "reason": ""}),
+    )
+    .await
+    .soft(&oas, 400, Some("invalid"));
+    api.post(
+        "/api/v1/silences",
+        &ma.auth(),
+        &json!({"site": SITE, "until": until, "reason": "x"}),
+    )
+    .await
+    .soft(&oas, 403, Some("forbidden"));
+    let listed = api
+        .get("/api/v1/silences?active=true", &county.auth())
+        .await;
+    listed.soft(&oas, 200, None);
+    soft_eq!(oas, listed.json()["silences"][0]["id"], sid.as_str());
+    api.get("/api/v1/silences?active=maybe", &county.auth())
+        .await
+        .soft(&oas, 400, Some("invalid"));
+    api.get("/api/v1/silences", &ma.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+    api.post(
+        &format!("/api/v1/silences/{sid}/end"),
+        &ma.auth(),
+        &json!({}),
+    )
+    .await
+    .soft(&oas, 403, Some("forbidden"));
+    api.post(
+        &format!("/api/v1/silences/{sid}/end"),
+        &other_op.auth(),
+        &json!({}),
+    )
+    .await
+    .soft(&oas, 404, Some("not_found"));
+    api.post(
+        &format!("/api/v1/silences/{sid}/end"),
+        &county.auth(),
+        &json!({}),
+    )
+    .await
+    .soft(&oas, 200, None);
+    api.post(
+        &format!("/api/v1/silences/{sid}/end"),
+        &county.auth(),
+        &json!({}),
+    )
+    .await
+    .soft(&oas, 409, Some("conflict"));
+    let log = api
+        .get("/api/v1/silences/audit?limit=1", &admin.auth())
+        .await;
+    log.soft(&oas, 200, None);
+    soft_eq!(oas, log.json()["records"][0]["action"], "ended");
+    soft_eq!(oas, log.json()["records"][0]["silence"]["id"], sid.as_str());
+    soft_eq!(
+        oas,
+        log.json()["next_before"],
+        "2",
+        "an older record: the creation"
+    );
+    api.get("/api/v1/silences/audit?before=x", &admin.auth())
+        .await
+        .soft(&oas, 400, Some("invalid"));
+    api.get("/api/v1/silences/audit", &county.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+
     // The audit log: admins only.
     let log = api.get("/api/v1/watchlist/audit", &admin.auth()).await;
     log.soft(&oas, 200, None);
@@ -1033,6 +1119,14 @@ async fn every_response_matches_the_document() {
         ),
         ("DELETE", format!("/api/v1/watchlist/{TAG}"), None),
         ("GET", "/api/v1/watchlist/audit".into(), None),
+        ("GET", "/api/v1/silences".into(), None),
+        (
+            "POST",
+            "/api/v1/silences".into(),
+            Some(json!({"site": SITE, "until": "2099-01-01T00:00:00.000Z", "reason": "x"})),
+        ),
+        ("POST", "/api/v1/silences/S-1/end".into(), None),
+        ("GET", "/api/v1/silences/audit".into(), None),
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),

@@ -3,7 +3,10 @@
 //! Debian's Chromium). The script logs in as an operator and as a grid member on a phone and
 //! asks this test, over a line protocol, to publish alerts over MQTT as a site's agent would:
 //!
-//! - script → test (stdout): `STEP publish snapshot`, `STEP publish escalate` or
+//! - script → test (stdout): `STEP publish snapshot`, `STEP publish escalate`,
+//!   `STEP publish info` (a record-only line crossing), `STEP publish replayed` (an alert
+//!   whose own time is 346 h behind the hub's), `STEP publish silenced` (from the camera the
+//!   operator silenced in the browser; the test checks it was muted) or
 //!   `STEP publish sightings <tag>`;
 //! - test → script (stdin): `published <case-id> <epoch-ms>` (for sightings, the tag instead of
 //!   a case id), the time taken just before the publish, so the script can measure
@@ -49,6 +52,12 @@ const MEMBER: &str = "m-m01";
 /// The other site of the test hub and its cell (a grid of another township).
 const OTHER_SITE: &str = "wd-other-002";
 const OTHER_CELL: &str = "532329102001-G01";
+
+/// The camera the operator silences in the browser.
+const SILENCED_CAMERA: &str = "cam-9";
+
+/// How far behind the hub's clock a replayed clip's alert time is (the demo's "346 小时前").
+const REPLAY_AGE_MS: i64 = 346 * 3_600_000;
 
 /// The stolen e-bike's tag.
 const TAG: &str = "E28011606000020849ABCDEF";
@@ -159,6 +168,7 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
         .env("M01_NAME", "近城一网格第1微网格")
         .env("OTHER_CELL", OTHER_CELL)
         .env("TAG", TAG)
+        .env("SILENCED_CAMERA", SILENCED_CAMERA)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -217,12 +227,28 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
             stdin.flush().unwrap();
         } else if let Some(what) = line.strip_prefix("STEP publish ") {
             n += 1;
-            let mut a = match what.trim() {
-                "snapshot" => alert(SITE, n, Severity::Major, Some((DEMO_LON, DEMO_LAT))),
+            let what = what.trim();
+            let mut a = match what {
+                "snapshot" | "replayed" => {
+                    alert(SITE, n, Severity::Major, Some((DEMO_LON, DEMO_LAT)))
+                }
                 "escalate" => alert(SITE, n, Severity::Critical, Some((DEMO_LON, DEMO_LAT))),
+                // An info-level line crossing: recorded only (a case in state `new`).
+                "info" => {
+                    let mut a = alert(SITE, n, Severity::Info, Some((DEMO_LON, DEMO_LAT)));
+                    a.kind = protocol::AlertKind::Line;
+                    a.rule = "line-crossing".into();
+                    a
+                }
+                // From the camera the operator silenced in the browser.
+                "silenced" => {
+                    let mut a = alert(SITE, n, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+                    a.source = protocol::AlertSource::Camera(SILENCED_CAMERA.into());
+                    a
+                }
                 other => panic!("unknown step `publish {other}`"),
             };
-            if what.trim() == "snapshot" {
+            if what == "snapshot" {
                 a.detections = vec![Detection {
                     label: "person".into(),
                     score: 0.91,
@@ -242,9 +268,21 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
                 });
             }
             let at = UtcMillis::now().0;
-            a.time = UtcMillis(at);
-            a.started_at = UtcMillis(at);
+            // A replayed clip's alert carries the video's time, long before the hub's now
+            // (as in the demo): the pages must still show the case's own time, the hub's.
+            let time = if what == "replayed" {
+                at - REPLAY_AGE_MS
+            } else {
+                at
+            };
+            a.time = UtcMillis(time);
+            a.started_at = UtcMillis(time);
             agent.publish_alert(&a).await;
+            match what {
+                "silenced" => muted_by_the_browser_silence(&hub, &a.id).await,
+                "info" => recorded_only(&hub, &a.id).await,
+                _ => {}
+            }
             writeln!(stdin, "published C-{} {at}", a.id).unwrap();
             stdin.flush().unwrap();
         } else if let Some(ms) = line.strip_prefix("METRIC publish_to_visible_ms ") {
@@ -287,6 +325,38 @@ async fn dashboard_shows_live_cases_and_follows_ack_and_escalation_in_chromium()
         "no tile under the demo site ({DEMO_LON}, {DEMO_LAT}) among {asked:?}"
     );
     hub.stop().await;
+}
+
+/// The alert from the camera the operator silenced in the browser was stored, not filed
+/// into a case.
+async fn muted_by_the_browser_silence(hub: &hub::service::RunningHub, alert: &str) {
+    assert!(
+        eventually(Duration::from_secs(5), || hub
+            .store
+            .cases()
+            .filed(alert)
+            .unwrap()
+            .is_some())
+        .await,
+        "the silenced camera's alert was not filed within 5 s"
+    );
+    let filed = hub.store.cases().filed(alert).unwrap().unwrap();
+    assert!(
+        matches!(&filed, hub::store::Filed::Muted(why) if why.starts_with("silenced by S-")),
+        "the silenced camera's alert: {filed:?}"
+    );
+    assert!(hub.store.alerts().contains(alert).unwrap(), "still stored");
+}
+
+/// The info-level alert opened a case that is recorded only (state `new`, nobody notified).
+async fn recorded_only(hub: &hub::service::RunningHub, alert: &str) {
+    let id = hub::case::CaseId::for_alert(alert);
+    assert!(
+        eventually(Duration::from_secs(5), || hub.book.get(&id).is_some()).await,
+        "the info alert opened no case within 5 s"
+    );
+    let case = hub.dispatch.case(&id).await.unwrap().unwrap();
+    assert_eq!(case.state, hub::case::CaseState::New, "info: recorded only");
 }
 
 /// The watchlist entry the operator added in the browser reached the site's agent as a

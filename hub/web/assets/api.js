@@ -9,6 +9,8 @@ export class ApiError extends Error {
     this.status = status;
     this.code = e.code || "http";
     this.field = e.field || null;
+    // A body checked as a whole lists every problem, each with its field.
+    this.problems = e.problems || [];
   }
 }
 
@@ -125,6 +127,25 @@ export function normCase(c) {
   for (const k of ["opened_at", "updated_at", "last_alert_at", "acked_at", "resolved_at"]) if (k in c) c[k] = toMs(c[k]);
   if (c.deadline) c.deadline.at = toMs(c.deadline.at);
   return c;
+}
+
+/**
+ * The case's time, shown as "… ago" on every page: when the hub opened it (the hub's clock).
+ * Not the alert's own time: that is the box's clock or, in a replay, the video's, and can be
+ * days off, so the same case would read differently on two pages.
+ */
+export const caseTime = (c) => c.opened_at;
+
+/**
+ * Whether a case asks this member to act (the phone's to-do list): dispatched to one of their
+ * cells and waiting for someone to acknowledge it, or acknowledged / being handled by them.
+ * A `new` case is recorded only (info severity, or nobody to send it to): nothing to do.
+ */
+export function asksMe(c, user) {
+  if (!user) return false;
+  if (c.state === "dispatched") return (user.cells || []).some((m) => m.code === c.cell?.code);
+  if (c.state === "acknowledged" || c.state === "handling") return c.handler === (user.person ?? user.id);
+  return false;
 }
 
 /** True for states that still need someone (not resolved/closed). */

@@ -1,7 +1,7 @@
 // Operator dashboard: login, live feed, per-level queues, map, case detail, sites, e-bike
 // trajectories and watchlist, statistics.
 
-import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, overdueAtTop, h, nodes, normCase, toMs } from "./api.js";
+import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, caseTime, deadlineState, overdueAtTop, h, nodes, normCase, toMs } from "./api.js";
 import { t, tv, ruleLabel, applyI18n, toggleLang, fmtTime, fmtAgo, fmtDur } from "./i18n.js";
 import { GridMap } from "./map.js";
 
@@ -39,6 +39,7 @@ async function boot() {
   });
   $("#tag-form").addEventListener("submit", onTrack);
   $("#watch-form").addEventListener("submit", onWatchAdd);
+  $("#silence-form").addEventListener("submit", onSilenceAdd);
   $("#stats-form").addEventListener("submit", (e) => {
     e.preventDefault();
     loadStats();
@@ -206,7 +207,7 @@ function renderRow(c, testid) {
       h("span", { class: "rule" }, ruleLabel(c)),
       c.count > 1 ? h("span", { class: "n" }, `×${c.count}`) : null,
       h("span", { class: "grow" }),
-      h("time", { class: "ago", "data-at": c.last_alert_at ?? c.opened_at }, fmtAgo(c.last_alert_at ?? c.opened_at)),
+      h("time", { class: "ago", "data-testid": "case-time", "data-at": caseTime(c) }, fmtAgo(caseTime(c))),
     ),
     h("div", { class: "l2" },
       h("span", { class: "cell" }, cell.name || cell.code || ""),
@@ -300,6 +301,7 @@ function rerenderAll() {
   if (pane === "stats") loadStats();
   if (pane === "tags") loadWatchlist();
   if (pane === "quarantine") loadQuarantine();
+  if (pane === "silences") loadSilences();
 }
 
 function showTab(name) {
@@ -309,6 +311,7 @@ function showTab(name) {
   if (name === "stats") loadStats();
   if (name === "tags") loadWatchlist();
   if (name === "quarantine") loadQuarantine();
+  if (name === "silences") loadSilences();
   if (name !== "tags") state.map.clearTrack();
 }
 
@@ -675,6 +678,93 @@ async function onWatchRemove(tag) {
     msg.textContent = `${t("tags.sitesNotified")}: ${r?.sites ?? 0}`;
     msg.className = "msg ok";
     loadWatchlist();
+  } catch (ex) {
+    msg.textContent = ex.message;
+    msg.className = "msg error";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Silences (operators, admins): maintenance windows. Matching alerts are stored and counted
+// by the hub but open no case; the list shows what each matches, until when, why, who set it
+// and how many alerts it muted.
+
+const SILENCE_KINDS = ["zone", "line", "loiter", "crowd", "camera_offline", "watchlist", "possible_theft"];
+
+function fillSilenceForm() {
+  const f = $("#silence-form");
+  const keepKind = f.kind.value, keepCell = f.cell.value;
+  f.kind.replaceChildren(h("option", { value: "" }, t("sil.anyKind")), ...SILENCE_KINDS.map((k) => h("option", { value: k }, tv("kind.", k))));
+  f.cell.replaceChildren(h("option", { value: "" }, t("sil.anyCell")), ...(state.user.cells || []).map((c) => h("option", { value: c.code }, `${c.name} (${c.code})`)));
+  f.kind.value = keepKind;
+  if ([...f.cell.options].some((o) => o.value === keepCell)) f.cell.value = keepCell;
+}
+
+function silenceMatchers(s) {
+  const cell = s.cell ? state.gridCells.find((c) => c.code === s.cell) : null;
+  return [
+    s.site && `${t("sil.site")} ${s.site}`,
+    s.camera && `${t("sil.camera")} ${s.camera}`,
+    s.rule && `${t("sil.rule")} ${s.rule}`,
+    s.kind && tv("kind.", s.kind),
+    s.cell && `${t("sil.cell")} ${cell ? cell.name : s.cell}`,
+  ].filter(Boolean).join(" · ");
+}
+
+async function loadSilences() {
+  const ul = $("#silences");
+  if (!state.user || state.user.role === "member") return;
+  fillSilenceForm();
+  try {
+    const r = await api("GET", "/api/v1/silences");
+    const now = Date.now();
+    const rows = (r.silences || []).map((s) => {
+      const end = toMs(s.ended_at) ?? toMs(s.until);
+      const status = s.active ? "active" : toMs(s.from) > now && !s.ended_at ? "planned" : "ended";
+      const endBtn = status !== "ended"
+        ? h("button", { type: "button", class: "link", "data-testid": "silence-end", onclick: () => onSilenceEnd(s.id) }, t("sil.end"))
+        : null;
+      return h("li", { "data-testid": "silence", "data-id": s.id, "data-status": status, class: status === "ended" ? "ended" : "" },
+        h("b", {}, silenceMatchers(s)), " ",
+        h("span", { class: `state`, "data-testid": "silence-status" }, t(`sil.${status}`)), h("br"),
+        `${fmtTime(toMs(s.from))} – ${fmtTime(end)} · ${s.reason} · ${t("sil.by")} ${s.created_by}`,
+        s.ended_by ? ` · ${t("sil.endedBy")} ${s.ended_by}` : "",
+        " · ", h("span", { "data-testid": "silence-muted" }, `${t("sil.muted")} ${s.muted}`), " ",
+        endBtn);
+    });
+    ul.replaceChildren(...(rows.length ? rows : [h("li", { class: "muted" }, t("sil.none"))]));
+  } catch (ex) {
+    ul.replaceChildren(h("li", { class: "error" }, ex.message));
+  }
+}
+
+async function onSilenceAdd(e) {
+  e.preventDefault();
+  const f = e.target;
+  const msg = $("#silence-msg");
+  const body = { until: new Date(Date.now() + Number(f.hours.value) * 3600_000).toISOString(), reason: f.reason.value.trim() };
+  for (const k of ["site", "camera", "rule", "kind", "cell"]) if (f[k].value.trim()) body[k] = f[k].value.trim();
+  try {
+    const r = await api("POST", "/api/v1/silences", body);
+    msg.textContent = `${t("sil.created")}: ${r.silence.id}`;
+    msg.className = "msg ok";
+    f.reset();
+    loadSilences();
+  } catch (ex) {
+    // Every problem the hub found, each with its field.
+    const problems = ex.problems;
+    msg.textContent = problems?.length ? problems.map((p) => `${p.field}: ${p.message}`).join("；") : ex.message;
+    msg.className = "msg error";
+  }
+}
+
+async function onSilenceEnd(id) {
+  const msg = $("#silence-msg");
+  try {
+    await api("POST", `/api/v1/silences/${encodeURIComponent(id)}/end`);
+    msg.textContent = `${t("sil.done")}: ${id}`;
+    msg.className = "msg ok";
+    loadSilences();
   } catch (ex) {
     msg.textContent = ex.message;
     msg.className = "msg error";

@@ -1,7 +1,7 @@
 // Grid-member phone page: my open cases (live), one-tap acknowledge, resolve with note and
 // photo, patrol reports.
 
-import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, isOpen, deadlineState, overdueAtTop, h, fileToJpegBase64, normCase } from "./api.js";
+import { api, ApiError, loginHandler, logout, me, caseAction, liveFeed, asksMe, caseTime, deadlineState, overdueAtTop, h, fileToJpegBase64, normCase } from "./api.js";
 import { t, tv, ruleLabel, applyI18n, toggleLang, fmtAgo, fmtDur } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -51,7 +51,7 @@ async function start(user) {
   state.es = liveFeed({
     onCase: (ev) => {
       if (!ev || !ev.case) return;
-      const fresh = !state.cases.has(ev.case.id) && isOpen(ev.case);
+      const fresh = !state.cases.has(ev.case.id) && asksMe(ev.case, state.user);
       upsert(ev.case);
       if (fresh) announce(ev.case.id);
     },
@@ -114,6 +114,7 @@ function deadlineText(c, now = Date.now()) {
 }
 
 function tickDeadlines() {
+  for (const el of document.querySelectorAll("#mine time.ago")) el.textContent = fmtAgo(Number(el.dataset.at));
   for (const el of document.querySelectorAll("#mine [data-testid=card-deadline]")) {
     const c = state.cases.get(el.closest("[data-case-id]").dataset.caseId);
     if (c) {
@@ -124,7 +125,7 @@ function tickDeadlines() {
 }
 
 function render() {
-  const list = [...state.cases.values()].filter(isOpen).sort((a, b) => b.opened_at - a.opened_at);
+  const list = [...state.cases.values()].filter((c) => asksMe(c, state.user)).sort((a, b) => caseTime(b) - caseTime(a));
   const ol = $("#mine");
   const keep = new Map([...ol.children].map((li) => [li.dataset.caseId, li]));
   const cards = list.map((c) => {
@@ -187,7 +188,8 @@ function renderCard(c) {
       h("span", { class: "grow" }),
       h("span", { class: `state st-${c.state}`, "data-testid": "card-state" }, tv("state.", c.state))),
     h("div", { class: "l2" },
-      `${cell.name ?? ""} · ${tv("level.", c.level)} · ${fmtAgo(c.opened_at)}`,
+      `${cell.name ?? ""} · ${tv("level.", c.level)} · `,
+      h("time", { class: "ago", "data-testid": "case-time", "data-at": caseTime(c) }, fmtAgo(caseTime(c))),
       c.rule ? ` · ${ruleLabel(c)}` : ""),
     h("div", { class: `dl dl-${deadlineState(c)}`, "data-testid": "card-deadline" }, deadlineText(c)),
     c.kind !== "patrol" && c.has_snapshot !== false ? h("button", { type: "button", class: "link small", onclick: (e) => showSnapshot(c.id, e.target) }, t("detail.snapshot")) : null,
