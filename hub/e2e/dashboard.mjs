@@ -11,7 +11,8 @@
 // the answer names the tag).
 //
 // Env: HUB_URL, SHOT_DIR, OP_USER, OP_PASS, MEMBER_USER, MEMBER_PASS, PHOTO, GPS, SITE,
-// OTHER_SITE, M01, M01_NAME, OTHER_CELL, TAG, SILENCED_CAMERA, CHROMIUM (default /usr/bin/chromium),
+// OTHER_SITE, M01, M01_NAME, OTHER_CELL, TAG, SILENCED_CAMERA, DEPT, DEPT_USER, DEPT_PASS,
+// CHROMIUM (default /usr/bin/chromium),
 // MAX_VISIBLE_MS (default 1000).
 
 import { chromium } from "playwright-core";
@@ -39,6 +40,8 @@ const CELL_NAME_M01 = env("M01_NAME");
 const OTHER_CELL = env("OTHER_CELL"); // OTHER_SITE's cell
 const TAG = env("TAG");
 const SILENCED_CAMERA = env("SILENCED_CAMERA");
+const DEPT = env("DEPT"); // a department's code (交警)
+const DEPT_LOGIN = [env("DEPT_USER"), env("DEPT_PASS")]; // its duty officer
 
 mkdirSync(SHOTS, { recursive: true });
 const log = (...a) => console.log("e2e:", ...a);
@@ -427,7 +430,46 @@ try {
   await shot(op, "13-silence-ended");
   await op.getByTestId("tab-feed").click();
 
-  // 14. English: the toggle changes visible labels and is remembered.
+  // 14. 分类交办: the operator transfers a case to the traffic police with a time limit; the
+  //     department's duty officer finds it on the phone page, acknowledges and resolves it;
+  //     the operator closes and archives it (销号归档).
+  const handed = await publish("snapshot");
+  const hrow = op.locator(`[data-testid=feed-row][data-case-id="${handed.id}"]`);
+  await hrow.waitFor({ timeout: 10000 });
+  await hrow.click();
+  await detail.locator(`[data-testid=f-id]`).filter({ hasText: handed.id }).waitFor({ timeout: 10000 });
+  await detail.getByTestId("action-unit").selectOption(DEPT);
+  await detail.getByTestId("action-within").fill("60");
+  await detail.getByTestId("action-note").fill("占道，请交警到场处置");
+  await detail.getByTestId("act-transfer").click();
+  await detail.getByTestId("detail-department").filter({ hasText: "交通警察大队" }).waitFor({ timeout: 5000 });
+  assert((await detail.getByTestId("timeline").innerText()).includes("交办"), "the transfer is in the timeline");
+  await shot(op, "14-transferred");
+  const deptCtx = await browser.newContext({ viewport: { width: 375, height: 812 }, isMobile: true, hasTouch: true, locale: "zh-CN" });
+  const dept = await deptCtx.newPage();
+  watch(dept, "department");
+  current = dept;
+  await loginOn(dept, "/m", DEPT_LOGIN);
+  const dcard = () => dept.locator(`[data-testid=m-case][data-case-id="${handed.id}"]`);
+  await dcard().waitFor({ state: "visible", timeout: 10000 });
+  await dcard().getByTestId("m-acknowledge").tap();
+  await dept.locator(`[data-testid=m-case][data-case-id="${handed.id}"][data-state=acknowledged]`).waitFor({ timeout: 10000 });
+  await dcard().getByTestId("resolve-note").fill("车辆已挪走，道路畅通");
+  await dcard().getByTestId("m-resolve").tap();
+  await dcard().waitFor({ state: "detached", timeout: 10000 });
+  await shot(dept, "14-department-phone");
+  log("the department's duty officer acknowledged and resolved the transferred case on the phone");
+  current = op;
+  await detail.getByTestId("detail-state").filter({ hasText: "已办结" }).waitFor({ timeout: 5000 });
+  await detail.getByTestId("act-close").click();
+  await detail.getByTestId("detail-state").filter({ hasText: "已结案" }).waitFor({ timeout: 5000 });
+  await detail.getByTestId("act-archive").click();
+  await detail.getByTestId("detail-archived").waitFor({ timeout: 5000 });
+  assert((await detail.locator("[data-testid^=act-]").count()) === 0, "an archived case offers no action");
+  log(`case ${handed.id} transferred to ${DEPT}, handled by the department, closed and archived`);
+  await shot(op, "14-archived");
+
+  // 15. English: the toggle changes visible labels and is remembered.
   await op.getByTestId("lang-toggle").click();
   await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 2000 });
   assert((await op.getByTestId("lang-toggle").innerText()).trim() === "中文", "toggle offers 中文 back");
@@ -435,7 +477,7 @@ try {
   await op.getByTestId("tab-feed").filter({ hasText: "Live feed" }).waitFor({ timeout: 10000 });
   await op.locator(`[data-testid=feed-row][data-case-id="${second.id}"]`).waitFor({ timeout: 10000 });
   log("English toggle works and is remembered across a reload (session kept via /me)");
-  await shot(op, "14-english");
+  await shot(op, "15-english");
 
   assert(pageErrors.length === 0, `no uncaught page errors (got: ${pageErrors.join("; ")})`);
   await browser.close();

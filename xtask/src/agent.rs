@@ -194,6 +194,7 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
             repo.rel(&tail_err)
         );
     }
+    transfer_a_case(http_port, &token)?;
     println!(
         "alerts (JSON lines): {}\nsnapshots:          {}/\nnotifications:      {}\nhub log:            {}",
         repo.rel(&alerts),
@@ -215,6 +216,50 @@ pub fn demo(repo: &Repo, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The operator hands the first major case to the traffic police (分类交办), as the county's
+/// governance centre does with a person inside the road cordon; the department's duty officer
+/// (`jj-liu`) then finds it on the phone page.
+fn transfer_a_case(port: u16, token: &str) -> Result<()> {
+    let (status, body) = http_json(
+        port,
+        "GET",
+        "/api/v1/cases?severity=major&state=dispatched&limit=1",
+        Some(token),
+        &serde_json::Value::Null,
+    )?;
+    if status != 200 {
+        bail!("listing the demo's cases failed: HTTP {status}: {body}");
+    }
+    let list: serde_json::Value = serde_json::from_str(&body).context("case list")?;
+    let Some(case) = list["cases"][0]["id"].as_str() else {
+        println!("transfer: no major case still waiting; nothing handed to 交警");
+        return Ok(());
+    };
+    let (status, body) = http_json(
+        port,
+        "POST",
+        &format!("/api/v1/cases/{case}/actions"),
+        Some(token),
+        &serde_json::json!({
+            "action": "transfer",
+            "unit": "D-JJ",
+            "within_minutes": 60,
+            "note": "行人进入施工围挡区域，请交警到场处置",
+        }),
+    )?;
+    if status != 200 {
+        bail!("transferring {case} to 交警 failed: HTTP {status}: {body}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("transfer response")?;
+    println!();
+    println!(
+        "transfer (交办): case {case} handed to {} by op-county, to resolve by {}; its duty officer is notified (login jj-liu / demo-member)",
+        v["case"]["department"]["name"].as_str().unwrap_or("?"),
+        v["case"]["deadline"]["at"].as_str().unwrap_or("?"),
+    );
+    Ok(())
+}
+
 const DASHBOARD_PORT: u16 = 8080;
 /// The watchlisted bike of `configs/vtest-tags.jsonl` (also in the agent's own watchlist).
 const DEMO_STOLEN_TAG: &str = "E2801160600002084A5B3C1D";
@@ -226,6 +271,7 @@ fn dashboard_banner(port: u16) -> String {
          \x20 operator, county:       op-county / demo-county\n\
          \x20 operator, 狮山镇:        op-shishan / demo-shishan\n\
          \x20 grid member, M01:       m-zhou / demo-member\n\
+         \x20 交警 duty officer:      jj-liu / demo-member\n\
          \x20 admin:                  admin / demo-admin"
     )
 }

@@ -641,12 +641,11 @@ pub struct Me<'a> {
 
 impl<'a> Me<'a> {
     pub fn new(state: &ApiState, user: &'a User, csrf: Option<&'a str>) -> Self {
-        let g = state.grid.hierarchy();
+        // Cells, and departments (which the roster knows, not the grid), as cases name them.
         let cells: Vec<CellRef> = user
             .cells
             .iter()
-            .filter_map(|c| g.find(c).and_then(|id| g.get(id)))
-            .map(|c| CellRef::new(c.code(), c.name(), c.level()))
+            .filter_map(|c| crate::dispatch::unit_ref(&state.grid, &state.roster, c))
             .collect();
         Self {
             id: &user.login,

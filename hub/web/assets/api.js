@@ -143,7 +143,8 @@ export const caseTime = (c) => c.opened_at;
  */
 export function asksMe(c, user) {
   if (!user) return false;
-  if (c.state === "dispatched") return (user.cells || []).some((m) => m.code === c.cell?.code);
+  // Dispatched to one of their cells, or to a department of theirs (routed or transferred).
+  if (c.state === "dispatched") return (user.cells || []).some((m) => m.code === c.cell?.code || m.code === c.department?.code);
   if (c.state === "acknowledged" || c.state === "handling") return c.handler === (user.person ?? user.id);
   return false;
 }

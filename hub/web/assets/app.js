@@ -103,6 +103,11 @@ async function start(user) {
   } catch (ex) {
     console.warn("grid", ex);
   }
+  // Departments for transfers and assists (分类交办, 协办).
+  state.departments = [];
+  api("GET", "/api/v1/departments")
+    .then((r) => { state.departments = (r && r.departments) || []; })
+    .catch((ex) => console.warn("departments", ex));
   // Live feed first, then the list, so nothing falls between the two; the newer copy of a
   // case wins when both have it.
   connectLive();
@@ -455,7 +460,15 @@ function actionsFor(c, role) {
     resolved: ["close", "reopen", "comment"],
     closed: ["reopen", "comment"],
   };
-  const list = by[c.state] || ["comment"];
+  const list = [...(by[c.state] || ["comment"])];
+  if (c.archived) return [];
+  if (["new", "dispatched", "acknowledged", "handling"].includes(c.state)) list.push("escalate");
+  if (!member) {
+    if (["new", "dispatched", "acknowledged", "handling"].includes(c.state)) list.push("transfer", "supervise");
+    if (c.state !== "closed") list.push("assist");
+    if ((c.state === "resolved" || c.state === "closed") && c.source && c.source.person) list.push("reply");
+    if (c.state === "closed") list.push("archive");
+  }
   return member ? list.filter((a) => !["close", "reopen", "extend"].includes(a)) : list;
 }
 
@@ -470,6 +483,12 @@ function renderDetail(d) {
   const until = h("input", { type: "datetime-local", "data-testid": "action-until", title: t("detail.until") });
   const cellList = h("datalist", { id: "cell-codes" }, state.gridCells.map((x) => h("option", { value: x.code }, `${x.name} (${tv("level.", x.level)})`)));
   const retCell = h("input", { list: "cell-codes", "data-testid": "action-cell", placeholder: t("detail.returnCell") });
+  const unit = h("select", { "data-testid": "action-unit", title: t("detail.unit") },
+    h("option", { value: "" }, t("detail.unit")),
+    (state.departments || []).map((x) => h("option", { value: x.code }, `${x.name}（${x.kind}）`)));
+  const within = h("input", { type: "number", min: 1, max: 129600, value: 60, "data-testid": "action-within", title: t("detail.within") });
+  const satisfaction = h("select", { "data-testid": "action-satisfaction" },
+    ["satisfied", "basically_satisfied", "unsatisfied", "no_answer"].map((v) => h("option", { value: v }, tv("sat.", v))));
   const err = h("p", { class: "error", "data-testid": "action-error", hidden: true });
   const ok = h("p", { class: "ok", "data-testid": "action-ok", hidden: true });
 
@@ -483,6 +502,9 @@ function renderDetail(d) {
       if (isFinite(ms)) body.until = ms;
     }
     if (action === "return" && retCell.value.trim()) body.cell = retCell.value.trim();
+    if ((action === "transfer" || action === "assist") && unit.value) body.unit = unit.value;
+    if (action === "transfer" || action === "supervise") body.within_minutes = Number(within.value);
+    if (action === "reply") body.satisfaction = satisfaction.value;
     btn.disabled = true;
     try {
       const nd = await caseAction(c.id, body);
@@ -543,6 +565,9 @@ function renderDetail(d) {
       h("span", { class: `badge sev-${c.severity}` }, tv("sev.", c.severity)),
       h("b", { "data-testid": "detail-title" }, `${tv("kind.", c.kind)} · ${c.cell?.name ?? ""}`),
       h("span", { class: `state st-${c.state}`, "data-testid": "detail-state" }, tv("state.", c.state)),
+      c.department ? h("span", { class: "badge dept", "data-testid": "detail-department" }, `${t("detail.department")}: ${c.department.name}`) : null,
+      c.supervised ? h("span", { class: `badge ${c.supervised.overdue ? "sev-critical" : "sev-major"}`, "data-testid": "detail-supervised" }, t(c.supervised.overdue ? "detail.supervisedOverdue" : "detail.supervised")) : null,
+      c.archived ? h("span", { class: "badge", "data-testid": "detail-archived" }, t("detail.archived")) : null,
       h("span", { class: "grow" }),
       closeButton()),
     h("h3", {}, t("detail.snapshot")),
@@ -551,7 +576,10 @@ function renderDetail(d) {
     h("div", { class: "actions" }, buttons),
     h("div", { class: "act-inputs" }, note,
       c.state === "resolved" || c.state === "closed" ? null : h("label", { class: "small" }, t("detail.until"), " ", until),
-      c.state === "resolved" || c.state === "closed" ? null : retCell, cellList),
+      c.state === "resolved" || c.state === "closed" ? null : retCell, cellList,
+      c.state === "closed" ? null : h("label", { class: "small" }, t("detail.unit"), " ", unit),
+      c.state === "resolved" || c.state === "closed" ? null : h("label", { class: "small" }, t("detail.within"), " ", within),
+      c.source && c.source.person && (c.state === "resolved" || c.state === "closed") ? h("label", { class: "small" }, t("detail.satisfaction"), " ", satisfaction) : null),
     err, ok,
     untrustedView(d.position_untrusted),
     h("h3", {}, t("detail.fields")),
