@@ -179,6 +179,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/grid"),
     ("GET", "/api/v1/cells/{code}"),
     ("GET", "/api/v1/sites"),
+    ("GET", "/api/v1/departments"),
     ("GET", "/api/v1/watchlist"),
     ("POST", "/api/v1/watchlist"),
     ("DELETE", "/api/v1/watchlist/{tag}"),

@@ -113,22 +113,24 @@ impl fmt::Display for Warning {
 pub struct Summary {
     /// People.
     pub people: usize,
-    /// Cells with at least one shift, override or backup.
+    /// Grid cells with at least one shift, override or backup (departments apart).
     pub cells: usize,
     /// Weekly shifts.
     pub shifts: usize,
     /// One-off overrides.
     pub overrides: usize,
-    /// Cells with a backup.
+    /// Grid cells with a backup.
     pub backups: usize,
+    /// Departments (`departments.csv`); their duty is counted with the cells'.
+    pub departments: usize,
 }
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} people, {} cells, {} shifts, {} overrides, {} backups",
-            self.people, self.cells, self.shifts, self.overrides, self.backups
+            "{} people, {} cells, {} departments, {} shifts, {} overrides, {} backups",
+            self.people, self.cells, self.departments, self.shifts, self.overrides, self.backups
         )
     }
 }
@@ -339,12 +341,18 @@ impl Roster {
 
     /// Counts for a log line.
     pub fn summary(&self) -> Summary {
+        let is_department = |code: &str| self.department(code).is_some();
         Summary {
             people: self.people.len(),
-            cells: self.cells.len(),
+            cells: self.cells.keys().filter(|c| !is_department(c)).count(),
             shifts: self.shifts.len(),
             overrides: self.overrides.len(),
-            backups: self.cells.values().filter(|d| d.backup.is_some()).count(),
+            backups: self
+                .cells
+                .iter()
+                .filter(|(c, d)| d.backup.is_some() && !is_department(c))
+                .count(),
+            departments: self.departments.len(),
         }
     }
 }

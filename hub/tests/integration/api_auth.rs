@@ -50,6 +50,7 @@ fn protected_routes(c: &Cases) -> Vec<(&'static str, String, Option<serde_json::
         ("GET", "/api/v1/grid".into(), None),
         ("GET", format!("/api/v1/cells/{M01}"), None),
         ("GET", "/api/v1/sites".into(), None),
+        ("GET", "/api/v1/departments".into(), None),
         ("GET", "/api/v1/watchlist".into(), None),
         (
             "POST",

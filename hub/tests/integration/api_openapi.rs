@@ -747,6 +747,18 @@ async fn every_response_matches_the_document() {
         .await
         .soft(&oas, 403, Some("forbidden"));
 
+    // --- Departments (the example roster's departments.csv).
+    let deps = api.get("/api/v1/departments", &mb.auth()).await.json();
+    let jj = deps["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "D-JJ")
+        .expect("the traffic police")
+        .clone();
+    soft_eq!(oas, jj["kind"], "交警", "{jj}");
+    soft_eq!(oas, jj["level"], "county", "{jj}");
+
     // --- Sites.
     let sites = api.get("/api/v1/sites", &admin.auth()).await.json();
     let s = sites["sites"]
@@ -1111,6 +1123,7 @@ async fn every_response_matches_the_document() {
         ("GET", "/api/v1/grid".into(), None),
         ("GET", format!("/api/v1/cells/{M01}"), None),
         ("GET", "/api/v1/sites".into(), None),
+        ("GET", "/api/v1/departments".into(), None),
         ("GET", "/api/v1/watchlist".into(), None),
         (
             "POST",

@@ -384,7 +384,7 @@ fn summary_counts_what_was_loaded() {
     );
     assert_eq!(
         s.to_string(),
-        "4 people, 3 cells, 3 shifts, 1 overrides, 1 backups"
+        "4 people, 3 cells, 0 departments, 3 shifts, 1 overrides, 1 backups"
     );
     assert_eq!(r.shifts().len(), 3);
     assert_eq!(r.shifts()[1].person(), "p-b");
@@ -893,6 +893,12 @@ fn the_example_roster_loads_without_errors_or_warnings() {
     let s = r.summary();
     assert_eq!(s.cells, EXAMPLE_CELLS.len());
     assert_eq!(s.backups, EXAMPLE_CELLS.len());
+    assert_eq!(s.departments, r.departments().len());
+    assert!(
+        r.departments().iter().any(|d| d.kind() == "交警"),
+        "{:?}",
+        r.departments()
+    );
     assert!(s.people >= 30 && s.shifts >= 40 && s.overrides >= 1, "{s}");
     assert!(
         r.overrides()

@@ -53,10 +53,11 @@ fn hub_run_refuses_every_demo_secret_without_demo_and_names_each() {
         "users.toml: user \"op-shishan\": a published demo password",
         "users.toml: user \"m-zhou\": a published demo password",
         "users.toml: user \"m-zhang\": a published demo password",
+        "users.toml: user \"jj-liu\": a published demo password",
     ] {
         assert!(err.contains(item), "{item:?} missing from:\n{err}");
     }
-    assert!(err.contains("9 published demo secret(s)"), "{err}");
+    assert!(err.contains("10 published demo secret(s)"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
