@@ -78,6 +78,15 @@ pub struct CaseSummary {
     /// Archived (销号归档).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
+    /// For the statistics: transfers (交办) so far.
+    #[serde(skip)]
+    pub transfers: u32,
+    /// For the statistics: ever supervised (督办).
+    #[serde(skip)]
+    pub was_supervised: bool,
+    /// For the statistics: the reporter's satisfaction, once replied to.
+    #[serde(skip)]
+    pub satisfaction: Option<crate::case::Satisfaction>,
 }
 
 /// A supervision as the list shows it.
@@ -181,6 +190,13 @@ impl CaseSummary {
                     overdue: s.overdue,
                 }),
             archived: case.archived.is_some(),
+            transfers: case
+                .audit
+                .iter()
+                .filter(|r| r.action == AuditAction::Transfer)
+                .count() as u32,
+            was_supervised: case.supervision.is_some(),
+            satisfaction: case.reply.as_ref().map(|r| r.satisfaction),
         }
     }
 

@@ -44,6 +44,59 @@ pub struct HubConfig {
     /// `[[routing]]`: alerts sent to departments as well as their cell
     /// ([`crate::case::RoutingRule`]).
     pub routing: Vec<crate::case::RoutingRule>,
+    /// `[ranking]`: the weights of the 红黑榜.
+    pub ranking: RankingSection,
+}
+
+/// `[ranking]`: how the 红黑榜 (red and black lists of `GET /api/v1/stats`) weighs each share
+/// of a cell's or department's cases. A score is the weighted sum of the shares acknowledged
+/// without climbing, resolved and satisfied, minus the weighted shares overdue and
+/// supervised; best first on the red list, worst first on the black.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankingSection {
+    pub on_time: f64,
+    pub resolved: f64,
+    pub satisfied: f64,
+    pub overdue: f64,
+    pub supervised: f64,
+    /// Entries on each list.
+    pub size: usize,
+}
+
+impl Default for RankingSection {
+    fn default() -> Self {
+        Self {
+            on_time: 0.4,
+            resolved: 0.2,
+            satisfied: 0.1,
+            overdue: 0.2,
+            supervised: 0.1,
+            size: 5,
+        }
+    }
+}
+
+impl RankingSection {
+    /// Every problem, `ranking.field: problem`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, w) in [
+            ("on_time", self.on_time),
+            ("resolved", self.resolved),
+            ("satisfied", self.satisfied),
+            ("overdue", self.overdue),
+            ("supervised", self.supervised),
+        ] {
+            if !(0.0..=100.0).contains(&w) {
+                out.push(format!("ranking.{name}: {w} is outside 0..=100"));
+            }
+        }
+        if !(1..=100).contains(&self.size) {
+            out.push(format!("ranking.size: {} is outside 1..=100", self.size));
+        }
+        out
+    }
 }
 
 /// `[retention]`: how long each kind of record is kept, and how the sweeper works. Days are
@@ -508,6 +561,7 @@ impl HubConfig {
         let storage = s.or_default::<StorageSection>("storage");
         let retention = s.or_default::<RetentionSection>("retention");
         let routing = s.or_default::<Vec<crate::case::RoutingRule>>("routing");
+        let ranking = s.or_default::<RankingSection>("ranking");
         // Invalid sections fall back to their defaults above (their problem is recorded), so the
         // checks below still run and report theirs too.
         let mut errors = Vec::new();
@@ -634,6 +688,7 @@ impl HubConfig {
                 errors.push(format!("push.webhooks[{i}]: {p}"));
             }
         }
+        errors.extend(ranking.problems());
         for (i, r) in routing.iter().enumerate() {
             for p in r.problems() {
                 errors.push(format!("routing[{i}].{p}"));
@@ -683,6 +738,7 @@ impl HubConfig {
             storage,
             retention,
             routing,
+            ranking,
         })
     }
 

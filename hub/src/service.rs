@@ -537,6 +537,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
                 }),
                 stop: shutdown_rx.clone(),
+                ranking: config.ranking.clone(),
             });
             let (addr, task) =
                 crate::api::serve(state)

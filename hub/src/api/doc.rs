@@ -58,6 +58,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         silences::audit,
         places::trajectory,
         places::stats,
+        places::stats_csv,
         places::ui_config,
         quarantine::list,
         quarantine::raw,

@@ -137,6 +137,8 @@ pub struct ApiState {
     pub ids: protocol::alert::IdGenerator,
     /// Turns true when the hub stops: live feeds end so the server can drain.
     pub stop: watch::Receiver<bool>,
+    /// The 红黑榜's weights.
+    pub ranking: crate::config::RankingSection,
 }
 
 /// The grid as the API serves it: the import format (`properties.id`, `name`, `level`,
@@ -190,6 +192,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/silences/audit"),
     ("GET", "/api/v1/tags/{tag}/trajectory"),
     ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/stats.csv"),
     ("GET", "/api/v1/quarantine"),
     ("GET", "/api/v1/quarantine/{id}/raw"),
     ("POST", "/api/v1/quarantine/{id}/reingest"),
@@ -225,6 +228,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/silences/{id}/end", post(silences::end))
         .route("/tags/{tag}/trajectory", get(places::trajectory))
         .route("/stats", get(places::stats))
+        .route("/stats.csv", get(places::stats_csv))
         .route("/quarantine", get(quarantine::list))
         .route("/quarantine/{id}/raw", get(quarantine::raw))
         .route("/quarantine/{id}/reingest", post(quarantine::reingest))

@@ -844,13 +844,82 @@ struct CellStats {
     resolve_ms: i64,
     /// Acknowledged without climbing.
     on_time: u64,
+    supervised: u64,
+    transferred: u64,
+    replied: u64,
+    /// Replies rated satisfied or basically satisfied.
+    satisfied: u64,
 }
 
-/// One cell's figures.
+impl CellStats {
+    fn count(&mut self, s: &crate::book::CaseSummary, now: UtcMillis) {
+        self.cases += 1;
+        if s.is_open() {
+            self.open += 1;
+            if s.deadline_state(now) == DeadlineState::Overdue {
+                self.overdue += 1;
+            }
+        }
+        if let Some(a) = s.acked_at {
+            self.acknowledged += 1;
+            self.ack_ms += a.0 - s.opened_at.0;
+            if s.escalations == 0 {
+                self.on_time += 1;
+            }
+        }
+        if let Some(r) = s.resolved_at {
+            self.resolved += 1;
+            self.resolve_ms += r.0 - s.opened_at.0;
+        }
+        self.supervised += u64::from(s.was_supervised);
+        self.transferred += u64::from(s.transfers > 0);
+        if let Some(sat) = s.satisfaction {
+            self.replied += 1;
+            self.satisfied += u64::from(matches!(
+                sat,
+                crate::case::Satisfaction::Satisfied
+                    | crate::case::Satisfaction::BasicallySatisfied
+            ));
+        }
+    }
+
+    fn out(self, unit: CellRef, w: &crate::config::RankingSection) -> CellStatsOut {
+        let share = |n: u64, of: u64| (of > 0).then(|| n as f64 / of as f64);
+        let mean = |sum: i64, n: u64| (n > 0).then(|| sum / n as i64);
+        let on_time_ratio = share(self.on_time, self.acknowledged);
+        let satisfaction_ratio = share(self.satisfied, self.replied);
+        let of = |n: u64| share(n, self.cases).unwrap_or(0.0);
+        let score = w.on_time * on_time_ratio.unwrap_or(0.0)
+            + w.resolved * of(self.resolved)
+            + w.satisfied * satisfaction_ratio.unwrap_or(0.0)
+            - w.overdue * of(self.overdue)
+            - w.supervised * of(self.supervised);
+        CellStatsOut {
+            cell: unit,
+            cases: self.cases,
+            open: self.open,
+            overdue: self.overdue,
+            acknowledged: self.acknowledged,
+            resolved: self.resolved,
+            mean_ack_ms: mean(self.ack_ms, self.acknowledged),
+            mean_resolve_ms: mean(self.resolve_ms, self.resolved),
+            on_time_ratio,
+            supervised: self.supervised,
+            transferred: self.transferred,
+            replied: self.replied,
+            satisfied: self.satisfied,
+            satisfaction_ratio,
+            score,
+        }
+    }
+}
+
+/// One cell's (or department's) figures.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CellStats)]
 pub struct CellStatsOut {
+    /// The cell, or the department (as cases name units).
     cell: CellRef,
     cases: u64,
     open: u64,
@@ -863,15 +932,27 @@ pub struct CellStatsOut {
     mean_resolve_ms: Option<i64>,
     #[schema(required = true, minimum = 0, maximum = 1)]
     on_time_ratio: Option<f64>,
+    /// Cases supervised (督办).
+    supervised: u64,
+    /// Cases transferred (交办) at least once.
+    transferred: u64,
+    /// Reports replied to (回复征询).
+    replied: u64,
+    /// Replies rated satisfied or basically satisfied.
+    satisfied: u64,
+    #[schema(required = true, minimum = 0, maximum = 1)]
+    satisfaction_ratio: Option<f64>,
+    /// The 红黑榜 score under `[ranking]`'s weights.
+    score: f64,
 }
 
 /// 红黑榜.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ranking {
-    /// Cell codes, best first.
+    /// Codes, best first.
     red: Vec<String>,
-    /// Cell codes, worst first.
+    /// Codes, worst first.
     black: Vec<String>,
 }
 
@@ -883,8 +964,12 @@ pub struct Stats {
     #[schema(required = true)]
     to: Option<UtcMillis>,
     level: Level,
+    /// The cells of `level`, best score first.
     cells: Vec<CellStatsOut>,
     ranking: Ranking,
+    /// The departments leading cases (routed or transferred), best score first.
+    departments: Vec<CellStatsOut>,
+    department_ranking: Ranking,
 }
 
 /// The statistics' query: a time range of `opened_at` and the level counted.
@@ -902,7 +987,70 @@ pub struct StatsQuery {
     level: Option<Level>,
 }
 
-/// Per-cell case figures and the red/black ranking.
+/// Rows sorted best score first (then by code), and the lists of the best and the worst.
+fn ranked(
+    rows: BTreeMap<String, (CellRef, CellStats)>,
+    w: &crate::config::RankingSection,
+) -> (Vec<CellStatsOut>, Ranking) {
+    let mut rows: Vec<CellStatsOut> = rows.into_values().map(|(u, s)| s.out(u, w)).collect();
+    rows.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.cell.code.cmp(&b.cell.code))
+    });
+    let n = rows.len().min(w.size);
+    let red = rows.iter().take(n).map(|r| r.cell.code.clone()).collect();
+    let black = rows
+        .iter()
+        .rev()
+        .take(n)
+        .map(|r| r.cell.code.clone())
+        .collect();
+    (rows, Ranking { red, black })
+}
+
+fn compute_stats(state: &ApiState, caller: &Caller, q: StatsQuery) -> Stats {
+    let level = q.level.unwrap_or(Level::Grid);
+    let (from, to) = TimeParam::range(q.from, q.to);
+    let now = state.clock.now();
+    let mut by_cell: BTreeMap<String, (CellRef, CellStats)> = BTreeMap::new();
+    let mut by_department: BTreeMap<String, (CellRef, CellStats)> = BTreeMap::new();
+    let scope = caller.scope(&state.book);
+    state.book.each(|row| {
+        if row.opened_at < from || row.opened_at >= to || !scope.sees(row) {
+            return;
+        }
+        let s = &row.summary;
+        if let Some(cell) = s.path.iter().find(|c| c.level == level) {
+            by_cell
+                .entry(cell.code.clone())
+                .or_insert_with(|| (cell.clone(), CellStats::default()))
+                .1
+                .count(s, now);
+        }
+        if let Some(d) = &s.department {
+            by_department
+                .entry(d.code.clone())
+                .or_insert_with(|| (d.clone(), CellStats::default()))
+                .1
+                .count(s, now);
+        }
+    });
+    let (cells, ranking) = ranked(by_cell, &state.ranking);
+    let (departments, department_ranking) = ranked(by_department, &state.ranking);
+    Stats {
+        from: UtcMillis(from),
+        to: (to != i64::MAX).then_some(UtcMillis(to)),
+        level,
+        cells,
+        ranking,
+        departments,
+        department_ranking,
+    }
+}
+
+/// Per-cell and per-department case figures and the red/black rankings (红黑榜).
 #[utoipa::path(get, path = "/api/v1/stats", operation_id = "getStats", tag = "stats",
     params(StatsQuery),
     security(("cookieAuth" = []), ("bearerAuth" = [])),
@@ -918,79 +1066,90 @@ pub async fn stats(
     Params(q): Params<StatsQuery>,
 ) -> Result<Json<Stats>, ApiError> {
     caller.require(&[UserRole::Operator, UserRole::Admin], "read statistics")?;
-    let level = q.level.unwrap_or(Level::Grid);
-    let (from, to) = TimeParam::range(q.from, q.to);
-    let now = state.clock.now();
-    let mut by_cell: BTreeMap<String, (CellRef, CellStats)> = BTreeMap::new();
-    let scope = caller.scope(&state.book);
-    state.book.each(|row| {
-        if row.opened_at < from || row.opened_at >= to || !scope.sees(row) {
-            return;
+    Ok(Json(compute_stats(&state, &caller, q)))
+}
+
+/// The same figures as a CSV file for a spreadsheet: one row per cell, then per department.
+#[utoipa::path(get, path = "/api/v1/stats.csv", operation_id = "getStatsCsv", tag = "stats",
+    params(StatsQuery),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The figures, UTF-8 CSV with a header line (and a byte-order mark, so spreadsheets read the Chinese names).", content_type = "text/csv", body = String),
+        (status = 400, response = super::doc::Invalid),
+        (status = 403, response = super::doc::Forbidden),
+        super::doc::Authenticated,
+    ))]
+pub async fn stats_csv(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params<StatsQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(&[UserRole::Operator, UserRole::Admin], "read statistics")?;
+    let st = compute_stats(&state, &caller, q);
+    let mut w = csv::Writer::from_writer(b"\xef\xbb\xbf".to_vec());
+    let internal = |e: csv::Error| ApiError::internal(e.to_string());
+    w.write_record([
+        "unit",
+        "code",
+        "name",
+        "level",
+        "cases",
+        "open",
+        "overdue",
+        "acknowledged",
+        "resolved",
+        "mean_ack_s",
+        "mean_resolve_s",
+        "on_time_ratio",
+        "supervised",
+        "transferred",
+        "replied",
+        "satisfied",
+        "satisfaction_ratio",
+        "score",
+    ])
+    .map_err(internal)?;
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
+    let secs = |v: Option<i64>| v.map(|ms| (ms / 1000).to_string()).unwrap_or_default();
+    for (unit, rows) in [("cell", &st.cells), ("department", &st.departments)] {
+        for r in rows {
+            w.write_record([
+                unit.to_owned(),
+                r.cell.code.clone(),
+                r.cell.name.clone(),
+                r.cell.level.as_str().to_owned(),
+                r.cases.to_string(),
+                r.open.to_string(),
+                r.overdue.to_string(),
+                r.acknowledged.to_string(),
+                r.resolved.to_string(),
+                secs(r.mean_ack_ms),
+                secs(r.mean_resolve_ms),
+                opt(r.on_time_ratio),
+                r.supervised.to_string(),
+                r.transferred.to_string(),
+                r.replied.to_string(),
+                r.satisfied.to_string(),
+                opt(r.satisfaction_ratio),
+                format!("{:.3}", r.score),
+            ])
+            .map_err(internal)?;
         }
-        let s = &row.summary;
-        let Some(cell) = s.path.iter().find(|c| c.level == level) else {
-            return;
-        };
-        let e = by_cell
-            .entry(cell.code.clone())
-            .or_insert_with(|| (cell.clone(), CellStats::default()));
-        let st = &mut e.1;
-        st.cases += 1;
-        if s.is_open() {
-            st.open += 1;
-            if s.deadline_state(now) == DeadlineState::Overdue {
-                st.overdue += 1;
-            }
-        }
-        if let Some(a) = s.acked_at {
-            st.acknowledged += 1;
-            st.ack_ms += a.0 - s.opened_at.0;
-            if s.escalations == 0 {
-                st.on_time += 1;
-            }
-        }
-        if let Some(r) = s.resolved_at {
-            st.resolved += 1;
-            st.resolve_ms += r.0 - s.opened_at.0;
-        }
-    });
-    let mean = |sum: i64, n: u64| (n > 0).then(|| sum / n as i64);
-    let mut rows: Vec<(String, f64, u64, CellStatsOut)> = by_cell
-        .into_values()
-        .map(|(cell, s)| {
-            let ratio = (s.acknowledged > 0).then(|| s.on_time as f64 / s.acknowledged as f64);
-            let code = cell.code.clone();
-            let v = CellStatsOut {
-                cell,
-                cases: s.cases,
-                open: s.open,
-                overdue: s.overdue,
-                acknowledged: s.acknowledged,
-                resolved: s.resolved,
-                mean_ack_ms: mean(s.ack_ms, s.acknowledged),
-                mean_resolve_ms: mean(s.resolve_ms, s.resolved),
-                on_time_ratio: ratio,
-            };
-            (code, ratio.unwrap_or(0.0), s.overdue, v)
-        })
-        .collect();
-    // 红黑榜: best first by the share acknowledged without climbing, then fewest overdue.
-    rows.sort_by(|a, b| {
-        b.1.partial_cmp(&a.1)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.2.cmp(&b.2))
-            .then(a.0.cmp(&b.0))
-    });
-    let n = rows.len().min(5);
-    let red: Vec<String> = rows.iter().take(n).map(|r| r.0.clone()).collect();
-    let black: Vec<String> = rows.iter().rev().take(n).map(|r| r.0.clone()).collect();
-    Ok(Json(Stats {
-        from: UtcMillis(from),
-        to: (to != i64::MAX).then_some(UtcMillis(to)),
-        level,
-        cells: rows.into_iter().map(|r| r.3).collect(),
-        ranking: Ranking { red, black },
-    }))
+    }
+    let body = w
+        .into_inner()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"stats.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// What the web pages need before they draw the map.
