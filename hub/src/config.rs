@@ -41,6 +41,8 @@ pub struct HubConfig {
     pub storage: StorageSection,
     /// How long stored records are kept (see [`crate::retention`]).
     pub retention: RetentionSection,
+    /// Text messages ([`crate::sms`]); absent: no SMS.
+    pub sms: Option<crate::sms::SmsConfig>,
 }
 
 /// `[retention]`: how long each kind of record is kept, and how the sweeper works. Days are
@@ -504,6 +506,7 @@ impl HubConfig {
         let ingest = s.or_default::<IngestSection>("ingest");
         let storage = s.or_default::<StorageSection>("storage");
         let retention = s.or_default::<RetentionSection>("retention");
+        let mut sms = s.optional::<crate::sms::SmsConfig>("sms");
         // Invalid sections fall back to their defaults above (their problem is recorded), so the
         // checks below still run and report theirs too.
         let mut errors = Vec::new();
@@ -630,6 +633,9 @@ impl HubConfig {
                 errors.push(format!("push.webhooks[{i}]: {p}"));
             }
         }
+        if let Some(c) = &sms {
+            errors.extend(c.problems().into_iter().map(|p| format!("sms.{p}")));
+        }
         if registry.offline_after_s == 0 {
             errors.push("registry.offline_after_s: must be at least 1".into());
         }
@@ -643,6 +649,9 @@ impl HubConfig {
         r(&mut commands.signing_key_file);
         if let Some(h) = &mut http {
             r(&mut h.users);
+        }
+        if let Some(c) = &mut sms {
+            r(&mut c.secret_file);
         }
         if let Some(t) = &mut broker.tls {
             r(&mut t.cert_file);
@@ -673,6 +682,7 @@ impl HubConfig {
             ingest,
             storage,
             retention,
+            sms,
         })
     }
 

@@ -73,6 +73,7 @@ mod filing;
 mod hub_health;
 mod notify;
 mod sites;
+mod sms;
 
 /// The hub's clock, a seam so tests can run escalation on their own time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -332,6 +333,21 @@ pub struct DispatcherParts {
     pub trust: Arc<SitePolicy>,
     /// The data disk: its low episodes become hub-health cases ([`crate::health`]).
     pub disk: Arc<DiskGuard>,
+    /// Text messages (`[sms]`); `None`: no SMS.
+    pub sms: Option<SmsSetup>,
+}
+
+/// What the dispatcher needs to send SMS ([`crate::sms`]).
+#[derive(Debug)]
+pub struct SmsSetup {
+    pub client: crate::sms::SmsClient,
+    /// Messages that may wait to be sent.
+    pub queue: usize,
+    /// Between two receipt pulls.
+    pub poll: Duration,
+    /// A critical case unacknowledged this long after dispatch goes by SMS to the people
+    /// notified by app only.
+    pub fallback_after_ms: i64,
 }
 
 /// The hub-health case write still owed (retried on the sweep until it succeeds).
@@ -360,6 +376,8 @@ pub struct Dispatcher {
     /// Bytes of closed cases' JSON ([`ClosedCases::bytes`]).
     closed_bytes: Arc<AtomicU64>,
     health_due: Option<HealthDue>,
+    /// The SMS task and the critical cases waiting for their SMS fallback ([`sms`]).
+    sms: Option<sms::SmsState>,
 }
 
 /// Most alerts filed per flush.
@@ -367,7 +385,7 @@ const MAX_FILE_BATCH: usize = 1024;
 
 impl Dispatcher {
     /// Loads the deadline index, silences and site registry from the store.
-    pub fn new(p: DispatcherParts) -> Result<(Self, DispatchHandle), DispatchError> {
+    pub fn new(mut p: DispatcherParts) -> Result<(Self, DispatchHandle), DispatchError> {
         let deadlines: BTreeSet<(i64, CaseId)> = p.store.cases().deadlines()?.into_iter().collect();
         let silences = p.store.cases().silences()?;
         let mut registry = Registry::new(p.offline_after_ms);
@@ -397,6 +415,8 @@ impl Dispatcher {
             }
         }
         p.book.load(&cases);
+        // Critical cases still waiting for someone: their SMS fallback is owed after a restart.
+        let waiting = sms::waiting_critical(&cases);
         drop(cases);
         if indexed > 0 {
             p.store.cases().apply(unindexed, "index closed cases")?;
@@ -407,6 +427,10 @@ impl Dispatcher {
         }
         let last_seq = p.store.command_seq()?;
         let (deliveries_tx, deliveries_rx) = mpsc::channel(4096);
+        let sms = p
+            .sms
+            .take()
+            .map(|setup| sms::SmsState::start(setup, waiting, &p.metrics, &deliveries_tx));
         let (tx, requests) = mpsc::channel(1024);
         tracing::info!(
             deadlines = deadlines.len(),
@@ -427,6 +451,7 @@ impl Dispatcher {
                 touched: Vec::new(),
                 closed_bytes: Arc::new(AtomicU64::new(closed_bytes)),
                 health_due: None,
+                sms,
             },
             DispatchHandle { tx },
         ))
@@ -490,6 +515,7 @@ impl Dispatcher {
                 _ = sweep.tick() => {
                     self.sweep()?;
                     self.health().await;
+                    self.sms_fallback_due()?;
                 }
                 Ok(()) = disk.changed() => {
                     let low = *disk.borrow_and_update();
@@ -580,8 +606,13 @@ impl Dispatcher {
             return Ok(());
         };
         let now = self.now();
-        let (target, channel, step, attempts) =
-            (d.target.clone(), d.channel.clone(), d.step, d.attempts);
+        let (target, channel, step, attempts, reference) = (
+            d.target.clone(),
+            d.channel.clone(),
+            d.step,
+            d.attempts,
+            d.reference.clone(),
+        );
         case.record_delivery(d.target, &d.channel, d.step, d.outcome, now);
         // The sender retried on its own; the report's count is the truth.
         if let Some(entry) = case
@@ -590,6 +621,9 @@ impl Dispatcher {
             .find(|e| e.target == target && e.channel == channel && e.step == step)
         {
             entry.attempts = attempts;
+            if reference.is_some() {
+                entry.reference = reference;
+            }
         }
         let dl = case.next_deadline();
         self.save(&case, dl)

@@ -25,6 +25,7 @@ mod hub_webhook_push;
 mod retention;
 mod roster;
 mod secrets;
+mod sms;
 mod trust_boundary;
 mod trust_ingest;
 mod webhook;
