@@ -826,6 +826,32 @@ mod tests {
     }
 
     #[test]
+    fn sms_is_optional_its_secret_path_resolves_and_its_problems_name_their_fields() {
+        let c = HubConfig::from_toml_str(GOOD, Path::new(".")).unwrap();
+        assert!(c.sms.is_none());
+        let with = |sms: &str| {
+            HubConfig::from_toml_str(&format!("{GOOD}\n[sms]\n{sms}"), Path::new("/etc/hub"))
+        };
+        let base = "provider = \"tencent\"\nsign_name = \"s\"\ntemplate_id = \"1\"\n\
+                    key_id = \"AKID\"\nsecret_file = \"sms.secret\"\n";
+        let c = with(&format!("{base}sdk_app_id = \"1400\"")).unwrap();
+        let sms = c.sms.unwrap();
+        assert_eq!(sms.secret_file, Path::new("/etc/hub/sms.secret"));
+        assert_eq!(sms.region(), "ap-guangzhou");
+        let all = with(&format!("{base}poll_interval_s = 0"))
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("sms.sdk_app_id:") && all.contains("sms.poll_interval_s:"),
+            "{all}"
+        );
+        let all = with(&format!("{base}sdk_app_id = \"1\"\nsecret = \"x\""))
+            .unwrap_err()
+            .join("\n");
+        assert!(all.contains("sms") && all.contains("secret"), "{all}");
+    }
+
+    #[test]
     fn trusted_proxies_are_typed_networks_and_token_days_are_bounded() {
         let with = |http: &str| {
             HubConfig::from_toml_str(
