@@ -99,7 +99,9 @@ pub struct Person {
     pub(crate) name: String,
     pub(crate) phone: String,
     pub(crate) roles: Vec<Role>,
-    /// Sorted, without repeats; never empty, always with [`Channel::App`].
+    /// Sorted, without repeats; never empty, always with [`Channel::App`]. Not serialized:
+    /// the API's people are as before (the dispatcher alone reads this).
+    #[serde(skip)]
     pub(crate) channels: Vec<Channel>,
 }
 

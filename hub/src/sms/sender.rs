@@ -216,3 +216,42 @@ async fn give_up(
         .send(report(&w.job, outcome, Some(w.sent.id.clone())))
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sms::{SmsConfig, SmsSecret};
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        // A provider that accepts the connection and never answers: the one message in flight
+        // holds the task, so the queue (1) fills.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg: SmsConfig = toml::from_str(&format!(
+            "provider = \"aliyun\"\nendpoint = \"http://{addr}\"\nsign_name = \"s\"\n\
+             template_id = \"SMS_1\"\nkey_id = \"k\"\nsecret_file = \"x\"\ntimeout_ms = 60000\n"
+        ))
+        .unwrap();
+        let client = SmsClient::new(cfg, SmsSecret::new("s"), true).unwrap();
+        let metrics = Arc::new(HubMetrics::default());
+        let (results, _rx) = mpsc::channel(16);
+        let channel =
+            SmsChannel::start(client, 1, Duration::from_secs(60), metrics.clone(), results);
+        let job = |n: u32| SmsJob {
+            case: CaseId::for_alert(&format!("a{n}")),
+            person: "p".into(),
+            step: 0,
+            phone: "13800000001".into(),
+            what: "x".into(),
+        };
+        let accepted = (0..5).filter(|&n| channel.enqueue(job(n))).count();
+        // At most one in flight and one waiting; the rest dropped at once, each counted.
+        assert!((1..=2).contains(&accepted), "{accepted}");
+        let dropped = metrics
+            .sms_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(dropped as usize, 5 - accepted);
+        drop(listener);
+    }
+}

@@ -372,9 +372,16 @@ fn sms_hub(
     write_key(&dir.dir.path().join("sms.secret"), &format!("{SECRET}\n"));
     let roster = dir.dir.path().join("roster");
     std::fs::create_dir(&roster).unwrap();
-    let src = repo().join("configs/hub/roster");
-    for f in ["duty.csv", "overrides.csv", "backups.csv"] {
-        std::fs::copy(src.join(f), roster.join(f)).unwrap();
+    // This crate's own example roster: `repo()` is wherever testkit was built from, which may
+    // be another checkout sharing the target directory.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/hub/roster");
+    // Every file but people.csv (rewritten below) as it is.
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if name != "people.csv" {
+            std::fs::copy(&path, roster.join(name)).unwrap();
+        }
     }
     let duty = std::fs::read_to_string(roster.join("duty.csv"))
         .unwrap()
@@ -399,9 +406,10 @@ fn sms_hub(
         })
         .collect();
     std::fs::write(roster.join("people.csv"), people).unwrap();
-    let cfg = std::fs::read_to_string(&dir.config_path)
-        .unwrap()
-        .replace(&format!("dir = \"{}\"", src.display()), "dir = \"roster\"");
+    let cfg = std::fs::read_to_string(&dir.config_path).unwrap().replace(
+        &format!("dir = \"{}\"", repo().join("configs/hub/roster").display()),
+        "dir = \"roster\"",
+    );
     std::fs::write(&dir.config_path, cfg).unwrap();
     dir
 }
