@@ -46,6 +46,8 @@ pub struct HubConfig {
     pub routing: Vec<crate::case::RoutingRule>,
     /// `[ranking]`: the weights of the 红黑榜.
     pub ranking: RankingSection,
+    /// Text messages ([`crate::sms`]); absent: no SMS.
+    pub sms: Option<crate::sms::SmsConfig>,
 }
 
 /// `[ranking]`: how the 红黑榜 (red and black lists of `GET /api/v1/stats`) weighs each share
@@ -562,6 +564,7 @@ impl HubConfig {
         let retention = s.or_default::<RetentionSection>("retention");
         let routing = s.or_default::<Vec<crate::case::RoutingRule>>("routing");
         let ranking = s.or_default::<RankingSection>("ranking");
+        let mut sms = s.optional::<crate::sms::SmsConfig>("sms");
         // Invalid sections fall back to their defaults above (their problem is recorded), so the
         // checks below still run and report theirs too.
         let mut errors = Vec::new();
@@ -694,6 +697,9 @@ impl HubConfig {
                 errors.push(format!("routing[{i}].{p}"));
             }
         }
+        if let Some(c) = &sms {
+            errors.extend(c.problems().into_iter().map(|p| format!("sms.{p}")));
+        }
         if registry.offline_after_s == 0 {
             errors.push("registry.offline_after_s: must be at least 1".into());
         }
@@ -707,6 +713,9 @@ impl HubConfig {
         r(&mut commands.signing_key_file);
         if let Some(h) = &mut http {
             r(&mut h.users);
+        }
+        if let Some(c) = &mut sms {
+            r(&mut c.secret_file);
         }
         if let Some(t) = &mut broker.tls {
             r(&mut t.cert_file);
@@ -739,6 +748,7 @@ impl HubConfig {
             retention,
             routing,
             ranking,
+            sms,
         })
     }
 
@@ -879,6 +889,32 @@ mod tests {
             all.contains("alerts_days") && all.contains("sightings_days"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn sms_is_optional_its_secret_path_resolves_and_its_problems_name_their_fields() {
+        let c = HubConfig::from_toml_str(GOOD, Path::new(".")).unwrap();
+        assert!(c.sms.is_none());
+        let with = |sms: &str| {
+            HubConfig::from_toml_str(&format!("{GOOD}\n[sms]\n{sms}"), Path::new("/etc/hub"))
+        };
+        let base = "provider = \"tencent\"\nsign_name = \"s\"\ntemplate_id = \"1\"\n\
+                    key_id = \"AKID\"\nsecret_file = \"sms.secret\"\n";
+        let c = with(&format!("{base}sdk_app_id = \"1400\"")).unwrap();
+        let sms = c.sms.unwrap();
+        assert_eq!(sms.secret_file, Path::new("/etc/hub/sms.secret"));
+        assert_eq!(sms.region(), "ap-guangzhou");
+        let all = with(&format!("{base}poll_interval_s = 0"))
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("sms.sdk_app_id:") && all.contains("sms.poll_interval_s:"),
+            "{all}"
+        );
+        let all = with(&format!("{base}sdk_app_id = \"1\"\nsecret = \"x\""))
+            .unwrap_err()
+            .join("\n");
+        assert!(all.contains("sms") && all.contains("secret"), "{all}");
     }
 
     #[test]

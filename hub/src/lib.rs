@@ -21,6 +21,7 @@
 //! - [`metrics`]: counters of everything received, refused and dropped, and the hub's one
 //!   prometheus-client registry that `/metrics` encodes.
 //! - [`retention`]: how long each kind of record is kept; the sweeper that removes the rest.
+//! - [`sms`]: case notifications by SMS (Aliyun, Tencent Cloud), receipts pulled onto the case.
 //! - [`watchlist`]: who sees and changes a watchlist entry, which sites it reaches (pure).
 
 pub mod api;
@@ -44,6 +45,7 @@ pub mod retention;
 pub mod roster;
 pub mod secret_file;
 pub mod service;
+pub mod sms;
 pub mod store;
 pub mod tail;
 pub mod trust;

@@ -19,6 +19,12 @@ pub struct HubMetrics {
     pub notifications_sent: AtomicU64,
     pub notifications_failed: AtomicU64,
     pub notifications_dropped: AtomicU64,
+    /// SMS messages the provider accepted, refused or lost, dropped on a full queue, and
+    /// confirmed delivered by a receipt ([`crate::sms`]).
+    pub sms_sent: AtomicU64,
+    pub sms_failed: AtomicU64,
+    pub sms_dropped: AtomicU64,
+    pub sms_delivered: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused_auth: AtomicU64,
     pub acl_denied: AtomicU64,
@@ -201,7 +207,7 @@ pub fn registry(hub: Arc<HubMetrics>, api: Arc<crate::api::ApiMetrics>) -> Regis
 impl Collector for HubMetrics {
     fn encode(&self, enc: DescriptorEncoder<'_>) -> fmt::Result {
         let mut f = Families::new(enc);
-        let counters: [(&str, &str, &AtomicU64); 26] = [
+        let counters: [(&str, &str, &AtomicU64); 30] = [
             (
                 "hub_alerts_stored",
                 "Alerts stored for the first time.",
@@ -247,6 +253,26 @@ impl Collector for HubMetrics {
                 "hub_notifications_dropped",
                 "Notifications dropped because the push queue was full.",
                 &self.notifications_dropped,
+            ),
+            (
+                "hub_sms_sent",
+                "SMS messages the provider accepted.",
+                &self.sms_sent,
+            ),
+            (
+                "hub_sms_failed",
+                "SMS messages refused, not sent, or reported undelivered.",
+                &self.sms_failed,
+            ),
+            (
+                "hub_sms_dropped",
+                "SMS messages dropped because the SMS queue was full.",
+                &self.sms_dropped,
+            ),
+            (
+                "hub_sms_delivered",
+                "SMS messages a delivery receipt confirmed.",
+                &self.sms_delivered,
             ),
             (
                 "hub_connections_accepted",

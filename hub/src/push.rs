@@ -85,6 +85,8 @@ pub struct DeliveryReport {
     pub step: u32,
     pub outcome: DeliveryOutcome,
     pub attempts: u32,
+    /// The provider's id for the message (an SMS's `BizId` / `SerialNo`), kept on the case.
+    pub reference: Option<String>,
 }
 
 /// Owner of the push channels.
@@ -265,6 +267,7 @@ impl Pusher {
                         step,
                         outcome,
                         attempts: report.attempts,
+                        reference: None,
                     })
                     .await;
                 drop(permit);

@@ -53,6 +53,8 @@ pub struct Loaded {
     pub signing_key: SigningKey,
     /// Dashboard users (with `[http]`).
     pub users: Option<Users>,
+    /// The SMS provider's secret (with `[sms]`).
+    pub sms_secret: Option<crate::sms::SmsSecret>,
 }
 
 impl Loaded {
@@ -147,6 +149,16 @@ impl Loaded {
                 None
             }
         };
+        let sms_secret = match &config.sms {
+            Some(c) => match crate::sms::SmsSecret::load(&c.secret_file) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
         match (grid, roster, credentials, signing_key) {
             (Some(grid), Some(roster), Some(credentials), Some(signing_key))
                 if errors.is_empty() =>
@@ -158,6 +170,7 @@ impl Loaded {
                     credentials,
                     signing_key,
                     users,
+                    sms_secret,
                 })
             }
             _ => Err(errors),
@@ -275,6 +288,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         mut credentials,
         signing_key,
         users,
+        sms_secret,
     } = loaded;
     let grid = Arc::new(grid);
     let roster = Arc::new(roster);
@@ -455,6 +469,16 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         metrics.clone(),
     )
     .map_err(ServiceError::Setup)?;
+    let sms = match (&config.sms, sms_secret) {
+        (Some(c), Some(secret)) => Some(crate::dispatch::SmsSetup {
+            client: crate::sms::SmsClient::new(c.clone(), secret, false)
+                .map_err(|e| ServiceError::Setup(e.to_string()))?,
+            queue: c.queue,
+            poll: Duration::from_secs(c.poll_interval_s),
+            fallback_after_ms: i64::try_from(c.fallback_after_s * 1000).unwrap_or(i64::MAX),
+        }),
+        _ => None,
+    };
     let (dispatcher, handle) = Dispatcher::new(DispatcherParts {
         store: store.clone(),
         grid: grid.clone(),
@@ -472,6 +496,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         trust,
         disk: disk.clone(),
         routing: config.routing.clone(),
+        sms,
     })?;
     let mut sweeper = Sweeper::new(config.retention.clone(), clock.clone(), metrics.clone());
     sweeper.register(

@@ -320,6 +320,10 @@ pub struct Delivery {
     pub attempts: u32,
     /// When the latest outcome was recorded.
     pub at: UtcMillis,
+    /// The provider's id for the message (an SMS's `BizId` or `SerialNo`), by which its
+    /// receipt finds this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// One case (一案一码): every alert of one incident-like group, who holds it, what was done.
@@ -587,6 +591,7 @@ impl Case {
                     outcome,
                     attempts: 1,
                     at,
+                    reference: None,
                 });
                 true
             }

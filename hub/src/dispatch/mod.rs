@@ -74,6 +74,7 @@ mod filing;
 mod hub_health;
 mod notify;
 mod sites;
+mod sms;
 
 /// The hub's clock, a seam so tests can run escalation on their own time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -371,6 +372,21 @@ pub struct DispatcherParts {
     pub disk: Arc<DiskGuard>,
     /// Which alerts go to departments as well as their cell.
     pub routing: Vec<crate::case::RoutingRule>,
+    /// Text messages (`[sms]`); `None`: no SMS.
+    pub sms: Option<SmsSetup>,
+}
+
+/// What the dispatcher needs to send SMS ([`crate::sms`]).
+#[derive(Debug)]
+pub struct SmsSetup {
+    pub client: crate::sms::SmsClient,
+    /// Messages that may wait to be sent.
+    pub queue: usize,
+    /// Between two receipt pulls.
+    pub poll: Duration,
+    /// A critical case unacknowledged this long after dispatch goes by SMS to the people
+    /// notified by app only.
+    pub fallback_after_ms: i64,
 }
 
 /// The hub-health case write still owed (retried on the sweep until it succeeds).
@@ -399,6 +415,8 @@ pub struct Dispatcher {
     /// Bytes of closed cases' JSON ([`ClosedCases::bytes`]).
     closed_bytes: Arc<AtomicU64>,
     health_due: Option<HealthDue>,
+    /// The SMS task and the critical cases waiting for their SMS fallback ([`sms`]).
+    sms: Option<sms::SmsState>,
 }
 
 /// Most alerts filed per flush.
@@ -406,7 +424,7 @@ const MAX_FILE_BATCH: usize = 1024;
 
 impl Dispatcher {
     /// Loads the deadline index, silences and site registry from the store.
-    pub fn new(p: DispatcherParts) -> Result<(Self, DispatchHandle), DispatchError> {
+    pub fn new(mut p: DispatcherParts) -> Result<(Self, DispatchHandle), DispatchError> {
         let deadlines: BTreeSet<(i64, CaseId)> = p.store.cases().deadlines()?.into_iter().collect();
         let silences = p.store.cases().silences()?;
         let mut registry = Registry::new(p.offline_after_ms);
@@ -436,6 +454,8 @@ impl Dispatcher {
             }
         }
         p.book.load(&cases);
+        // Critical cases still waiting for someone: their SMS fallback is owed after a restart.
+        let waiting = sms::waiting_critical(&cases);
         drop(cases);
         if indexed > 0 {
             p.store.cases().apply(unindexed, "index closed cases")?;
@@ -446,6 +466,10 @@ impl Dispatcher {
         }
         let last_seq = p.store.command_seq()?;
         let (deliveries_tx, deliveries_rx) = mpsc::channel(4096);
+        let sms = p
+            .sms
+            .take()
+            .map(|setup| sms::SmsState::start(setup, waiting, &p.metrics, &deliveries_tx));
         let (tx, requests) = mpsc::channel(1024);
         tracing::info!(
             deadlines = deadlines.len(),
@@ -466,6 +490,7 @@ impl Dispatcher {
                 touched: Vec::new(),
                 closed_bytes: Arc::new(AtomicU64::new(closed_bytes)),
                 health_due: None,
+                sms,
             },
             DispatchHandle { tx },
         ))
@@ -529,6 +554,7 @@ impl Dispatcher {
                 _ = sweep.tick() => {
                     self.sweep()?;
                     self.health().await;
+                    self.sms_fallback_due()?;
                 }
                 Ok(()) = disk.changed() => {
                     let low = *disk.borrow_and_update();
@@ -619,8 +645,13 @@ impl Dispatcher {
             return Ok(());
         };
         let now = self.now();
-        let (target, channel, step, attempts) =
-            (d.target.clone(), d.channel.clone(), d.step, d.attempts);
+        let (target, channel, step, attempts, reference) = (
+            d.target.clone(),
+            d.channel.clone(),
+            d.step,
+            d.attempts,
+            d.reference.clone(),
+        );
         case.record_delivery(d.target, &d.channel, d.step, d.outcome, now);
         // The sender retried on its own; the report's count is the truth.
         if let Some(entry) = case
@@ -629,6 +660,9 @@ impl Dispatcher {
             .find(|e| e.target == target && e.channel == channel && e.step == step)
         {
             entry.attempts = attempts;
+            if reference.is_some() {
+                entry.reference = reference;
+            }
         }
         let dl = case.next_deadline();
         self.save(&case, dl)

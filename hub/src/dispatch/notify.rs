@@ -47,6 +47,7 @@ impl Dispatcher {
                         );
                         changed = true;
                     }
+                    changed |= self.sms_round(&mut case, persons, *step, now);
                     let phones = persons
                         .iter()
                         .filter_map(|p| self.p.roster.person(p).map(|p| p.phone().to_owned()))

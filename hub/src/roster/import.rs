@@ -17,7 +17,7 @@ use std::path::Path;
 
 use super::Roster;
 use super::department::Department;
-use super::person::{Person, check_id, check_phone, parse_roles};
+use super::person::{Channel, Person, check_id, check_phone, parse_channels, parse_roles};
 use super::schedule::{Days, LocalDateTime, Override, OverrideKind, Shift, TimeOfDay};
 use super::validate::{Issue, Issues, Problem, RosterError, RosterFile};
 
@@ -159,7 +159,8 @@ impl Report<'_> {
 /// unusable (absent, or missing a column), so the rows cannot be interpreted.
 fn read_table(file: RosterFile, bytes: &[u8], issues: &mut Vec<Issue>) -> Option<Vec<Row>> {
     let mut report = Report { file, issues };
-    let expected = file.columns();
+    let expected = file.known_columns();
+    let required = file.columns().len();
     let text = empty_comment_lines(bytes);
     let lines = Lines::new(&text);
     let mut reader = csv::ReaderBuilder::new()
@@ -173,7 +174,13 @@ fn read_table(file: RosterFile, bytes: &[u8], issues: &mut Vec<Issue>) -> Option
     let header = loop {
         match records.next() {
             None => {
-                report.push(None, None, Problem::NoHeader { expected });
+                report.push(
+                    None,
+                    None,
+                    Problem::NoHeader {
+                        expected: file.columns(),
+                    },
+                );
                 return None;
             }
             Some(Err(e)) => report.push(lines.of_error(&e), None, Problem::Csv(e.to_string())),
@@ -203,7 +210,7 @@ fn read_table(file: RosterFile, bytes: &[u8], issues: &mut Vec<Issue>) -> Option
         }
     }
     let mut complete = true;
-    for (k, column) in expected.iter().enumerate() {
+    for (k, column) in expected.iter().enumerate().take(required) {
         if position[k].is_none() {
             report.push(header_line, None, Problem::MissingColumn(column));
             complete = false;
@@ -319,9 +326,10 @@ struct Fields<'r, 'i> {
 
 impl Fields<'_, '_> {
     fn index(&self, column: &str) -> usize {
-        // Callers pass names from `self.file.columns()`; a typo is a bug caught by the tests.
+        // Callers pass names from `self.file.known_columns()`; a typo is a bug caught by the
+        // tests.
         self.file
-            .columns()
+            .known_columns()
             .iter()
             .position(|c| *c == column)
             .unwrap_or(usize::MAX)
@@ -553,12 +561,30 @@ fn people(rows: &[Row], issues: &mut Vec<Issue>) -> (Vec<Person>, HashSet<String
             }
             (ok && !roles.is_empty()).then_some(roles)
         });
-        if let (Some(id), Some(name), Some(phone), Some(roles)) = (id, name, phone, roles) {
+        // Optional column: absent or blank means the app alone.
+        let channels = match f.optional("channels").filter(|c| !c.is_empty()) {
+            None => Some(vec![Channel::App]),
+            Some(field) => {
+                let (channels, unknown) = parse_channels(field);
+                let ok = unknown.is_empty();
+                for name in unknown {
+                    f.report("channels", Problem::UnknownChannel(name));
+                }
+                if channels.is_empty() && ok {
+                    f.report("channels", Problem::Empty);
+                }
+                (ok && !channels.is_empty()).then_some(channels)
+            }
+        };
+        if let (Some(id), Some(name), Some(phone), Some(roles), Some(channels)) =
+            (id, name, phone, roles, channels)
+        {
             people.push(Person {
                 id,
                 name,
                 phone,
                 roles,
+                channels,
             });
         }
     }
@@ -711,4 +737,55 @@ fn backups(rows: &[Row], cx: &Context<'_>, issues: &mut Vec<Issue>) -> Vec<(Stri
         }
     }
     backups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roster::Channel;
+
+    fn load(people: &str) -> Result<Roster, RosterError> {
+        Roster::from_strs(
+            RosterFiles {
+                people,
+                duty: "cell,person,days,start,end\n",
+                overrides: None,
+                backups: "cell,person\n",
+                departments: None,
+            },
+            &|_| true,
+        )
+    }
+
+    #[test]
+    fn the_channels_column_is_optional_and_defaults_to_the_app() {
+        let r = load("id,name,phone,roles\np-a,A,13800000001,member\n").unwrap();
+        assert_eq!(r.person("p-a").unwrap().channels(), [Channel::App]);
+        let r = load(
+            "id,name,phone,roles,Channels\n\
+             p-a,A,13800000001,member,sms\n\
+             p-b,B,13800000002,member,\n",
+        )
+        .unwrap();
+        assert!(r.person("p-a").unwrap().wants(Channel::Sms));
+        assert!(r.person("p-a").unwrap().wants(Channel::App));
+        assert_eq!(r.person("p-b").unwrap().channels(), [Channel::App]);
+    }
+
+    #[test]
+    fn a_bad_channel_is_reported_with_its_line_and_column() {
+        let e = load(
+            "id,name,phone,roles,channels\n\
+             # a comment line still counts\n\
+             p-a,A,13800000001,member,sms;pager\n\
+             p-b,B,13800000002,member,;\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("people.csv line 3, column channels: unknown channel \"pager\""),
+            "{e}"
+        );
+        assert!(e.contains("people.csv line 4, column channels:"), "{e}");
+    }
 }

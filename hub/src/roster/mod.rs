@@ -21,7 +21,8 @@
 //! - `people.csv`: `id,name,phone,roles` — ids are 1–64 of `[A-Za-z0-9_-]` (they become MQTT
 //!   topic levels, `se/v1/person/{id}/notify`); phones are mainland mobiles, optionally `+86`;
 //!   roles are `;`-separated from `member` (网格员), `leader` (网格长), `operator` (综治中心值班员),
-//!   `admin`.
+//!   `admin`; an optional `channels` column adds `sms` and `work_app` to the app push everyone
+//!   gets (`;`-separated, blank: the app alone).
 //! - `duty.csv`: `cell,person,days,start,end` — weekly shifts in local time; days like
 //!   `mon-fri`, `sat;sun`, `daily`; an overnight shift (`22:00`,`06:00`) belongs to the day it
 //!   starts; `00:00`–`24:00` is a whole day.
@@ -48,6 +49,6 @@ pub use duty::{
     DEFAULT_UTC_OFFSET_MINUTES, FoundBy, MAX_UTC_OFFSET_MINUTES, OnDuty, Roster, Summary, Warning,
 };
 pub use import::RosterFiles;
-pub use person::{MAX_PERSON_ID_CHARS, Person, Role, UnknownRole, check_id, check_phone};
+pub use person::{Channel, MAX_PERSON_ID_CHARS, Person, Role, UnknownRole, check_id, check_phone};
 pub use schedule::{Days, LocalDateTime, Override, OverrideKind, Shift, TimeOfDay, Weekday};
 pub use validate::{Issue, Issues, Problem, RosterError, RosterFile};

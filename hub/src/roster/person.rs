@@ -64,6 +64,33 @@ impl UnknownRole {
     }
 }
 
+/// How a person wants to be told about a case (`people.csv`'s optional `channels`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum Channel {
+    /// The grid member's phone app (MQTT push). Every person gets it: it is the case's own
+    /// record of who was told, so it is on whatever the column says.
+    App,
+    /// The work app (WeCom, DingTalk). Accepted and kept; per-person work-app messages are not
+    /// sent yet (the cell's group bots carry the news there).
+    WorkApp,
+    /// A text message, for people who answer an SMS sooner than an app.
+    Sms,
+}
+
 /// One person on the roster. Built only by validation, so the invariants hold: the id passes
 /// [`check_id`], the phone passes [`check_phone`], and there is at least one role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -72,6 +99,10 @@ pub struct Person {
     pub(crate) name: String,
     pub(crate) phone: String,
     pub(crate) roles: Vec<Role>,
+    /// Sorted, without repeats; never empty, always with [`Channel::App`]. Not serialized:
+    /// the API's people are as before (the dispatcher alone reads this).
+    #[serde(skip)]
+    pub(crate) channels: Vec<Channel>,
 }
 
 impl Person {
@@ -93,6 +124,16 @@ impl Person {
     /// Roles, sorted and without repeats; never empty.
     pub fn roles(&self) -> &[Role] {
         &self.roles
+    }
+
+    /// The channels the person is told by: the app, and what `channels` adds.
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    /// Whether the person wants news by `channel`.
+    pub fn wants(&self, channel: Channel) -> bool {
+        self.channels.contains(&channel)
     }
 
     /// Whether the person has `role`.
@@ -152,6 +193,26 @@ pub(crate) fn parse_roles(field: &str) -> (Vec<Role>, Vec<String>) {
     roles.sort_unstable();
     roles.dedup();
     (roles, unknown)
+}
+
+/// Parses a `;`-separated channel list (case-insensitive; blanks and repeats ignored). The
+/// app is always added (see [`Channel::App`]). Returns the sorted channels and every unknown
+/// name; no channel named at all gives an empty list, for the caller to report.
+pub(crate) fn parse_channels(field: &str) -> (Vec<Channel>, Vec<String>) {
+    let mut channels = Vec::new();
+    let mut unknown = Vec::new();
+    for token in field.split(';').map(str::trim).filter(|t| !t.is_empty()) {
+        match token.parse::<Channel>() {
+            Ok(c) => channels.push(c),
+            Err(_) => unknown.push(token.to_owned()),
+        }
+    }
+    if !channels.is_empty() {
+        channels.push(Channel::App);
+    }
+    channels.sort_unstable();
+    channels.dedup();
+    (channels, unknown)
 }
 
 #[cfg(test)]
@@ -218,6 +279,19 @@ mod tests {
             assert_eq!(r.as_str().parse::<Role>(), Ok(r));
         }
         assert_eq!("boss".parse::<Role>(), Err(UnknownRole("boss".to_owned())));
+    }
+
+    #[test]
+    fn channels_always_include_the_app_and_report_unknown_names() {
+        assert_eq!(
+            parse_channels("SMS; work_app;;sms"),
+            (vec![Channel::App, Channel::WorkApp, Channel::Sms], vec![])
+        );
+        assert_eq!(parse_channels("app"), (vec![Channel::App], vec![]));
+        let (channels, unknown) = parse_channels("sms;wechat");
+        assert_eq!(channels, vec![Channel::App, Channel::Sms]);
+        assert_eq!(unknown, vec!["wechat".to_owned()]);
+        assert_eq!(parse_channels(";"), (vec![], vec![]));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl fmt::Display for Issues {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RosterFile {
-    /// `people.csv`: `id,name,phone,roles`.
+    /// `people.csv`: `id,name,phone,roles`, optionally `channels`.
     People,
     /// `duty.csv`: `cell,person,days,start,end`.
     Duty,
@@ -108,6 +108,15 @@ impl RosterFile {
             Self::Overrides => &["cell", "person", "from", "until", "kind", "reason"],
             Self::Backups => &["cell", "person"],
             Self::Departments => &["code", "name", "kind", "cell"],
+        }
+    }
+
+    /// Every column the header may name: the required [`RosterFile::columns`] first, then the
+    /// optional ones (people's `channels`), whose fields are `None` when the file lacks them.
+    pub fn known_columns(self) -> &'static [&'static str] {
+        match self {
+            Self::People => &["id", "name", "phone", "roles", "channels"],
+            other => other.columns(),
         }
     }
 }
@@ -205,6 +214,9 @@ pub enum Problem {
     /// A role other than member, leader, operator, admin.
     #[error("unknown role {0:?}; roles are member, leader, operator, admin, separated by ';'")]
     UnknownRole(String),
+    /// A notification channel other than app, work_app, sms.
+    #[error("unknown channel {0:?}; channels are app, work_app, sms, separated by ';'")]
+    UnknownChannel(String),
     /// The second person with an id.
     #[error("duplicate person id {id:?}; it is first defined on line {first_line}")]
     DuplicatePerson {
