@@ -1002,6 +1002,24 @@ async fn every_response_matches_the_document() {
         shishan["cases"].as_u64().unwrap_or(0) >= 5,
         "{shishan}"
     );
+    soft!(oas, st["departments"].is_array(), "{st}");
+    let csv = api
+        .get("/api/v1/stats.csv?level=township", &county.auth())
+        .await;
+    csv.soft(&oas, 200, None);
+    let text = String::from_utf8_lossy(&csv.body).into_owned();
+    soft!(
+        oas,
+        text.starts_with("\u{feff}unit,code,name,level,cases,"),
+        "{text}"
+    );
+    soft!(oas, text.contains(&format!("cell,{SHISHAN},")), "{text}");
+    api.get("/api/v1/stats.csv?level=hamlet", &county.auth())
+        .await
+        .soft(&oas, 400, Some("invalid"));
+    api.get("/api/v1/stats.csv", &ma.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
     let e = api.get("/api/v1/stats?level=hamlet", &admin.auth()).await;
     e.soft(&oas, 400, Some("invalid"));
     soft_eq!(oas, e.json()["error"]["field"], "level");
@@ -1142,6 +1160,7 @@ async fn every_response_matches_the_document() {
         ("GET", "/api/v1/silences/audit".into(), None),
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
+        ("GET", "/api/v1/stats.csv".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
         ("GET", "/api/v1/quarantine".into(), None),
         ("GET", "/api/v1/quarantine/1/raw".into(), None),

@@ -230,6 +230,29 @@ async fn a_transfer_is_handled_by_the_department_then_closed_and_archived() {
     for a in ["transfer", "acknowledge", "resolve", "close", "archive"] {
         assert!(actions.contains(&a), "{a} not in {actions:?}");
     }
+    // The statistics follow the flow: the department's row counts the transferred case.
+    let st = op.get("/api/v1/stats?level=micro_grid").await;
+    assert_eq!(st.status, 200, "{:?}", st.json);
+    let dep = st.json["departments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["cell"]["code"] == JJ)
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for {JJ}: {:?}", st.json));
+    assert_eq!(
+        (&dep["cases"], &dep["transferred"], &dep["resolved"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "{dep}"
+    );
+    assert_eq!(st.json["department_ranking"]["red"][0], JJ);
+    let csv = op.get("/api/v1/stats.csv?level=micro_grid").await;
+    let text = String::from_utf8_lossy(&csv.bytes).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("department,D-JJ,武定县公安局交通警察大队,county,1,")),
+        "{text}"
+    );
     let r = op
         .post(&path, &json!({"action": "comment", "note": "late remark"}))
         .await;
