@@ -1050,13 +1050,11 @@ impl Case {
                     });
                 }
             }
-            Action::Supervise { within } => {
-                if within.as_ms() <= 0 {
-                    return Err(TransitionError::NoTimeLimit {
-                        case: case(),
-                        action,
-                    });
-                }
+            Action::Supervise { within } if within.as_ms() <= 0 => {
+                return Err(TransitionError::NoTimeLimit {
+                    case: case(),
+                    action,
+                });
             }
             Action::Escalate { to } => {
                 self.escalation_target(*to)
@@ -1079,10 +1077,12 @@ impl Case {
                     });
                 }
             }
-            Action::Archive => {
-                if matches!(self.source, protocol::AlertSource::Person(_)) && self.reply.is_none() {
-                    return Err(TransitionError::ReplyFirst { case: case() });
-                }
+            // 回复征询 before 销号归档: a person's report is not archived unanswered.
+            Action::Archive
+                if matches!(self.source, protocol::AlertSource::Person(_))
+                    && self.reply.is_none() =>
+            {
+                return Err(TransitionError::ReplyFirst { case: case() });
             }
             _ => {}
         }
