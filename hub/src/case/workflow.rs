@@ -19,13 +19,12 @@
 //!
 //! | action | member | operator | admin |
 //! | --- | --- | --- | --- |
-//! | acknowledge, start handling, resolve | holding, below, lead unit | holding, below, above, lead unit | any |
-//! | return | holding, below | holding, below, above | any |
+//! | acknowledge, start handling, resolve, escalate | holding, below, above, lead unit | holding, below, above, lead unit | any |
+//! | return | holding, below, above | holding, below, above | any |
 //! | comment | holding, below, above, lead unit, assisting | holding, below, above, lead unit, assisting | any |
 //! | close, reopen, extend | — | holding, above | any |
 //! | transfer, assist, reply, archive | — | holding, above | any |
 //! | supervise | — | above | any |
-//! | escalate | holding, below, lead unit | holding, below, above, lead unit | any |
 //!
 //! "Holding": the actor acts for the cell that holds the case now; "below"/"above": for a cell
 //! of the case's path below or above it; "lead unit"/"assisting": for a unit with such a task
@@ -264,14 +263,15 @@ pub fn permitted(
     }
     let member = role == UserRole::Member;
     let (ok, who) = match action {
-        A::Acknowledge | A::StartHandling | A::Resolve => (
-            matches!(standing, S::Holding | S::Below | S::LeadUnit)
-                || (!member && standing == S::Above),
-            "the cell holding the case, the cells below it, its lead department, or an operator above it",
+        // Anyone of the path may take the case on: acting for a cell above the one holding it
+        // takes it up (提级), as a grid member over a micro-grid does.
+        A::Acknowledge | A::StartHandling | A::Resolve | A::Escalate => (
+            matches!(standing, S::Holding | S::Below | S::Above | S::LeadUnit),
+            "the cells on the case's path and its lead department",
         ),
         A::Return => (
-            matches!(standing, S::Holding | S::Below) || (!member && standing == S::Above),
-            "the cell holding the case, the cells below it, or an operator above it",
+            matches!(standing, S::Holding | S::Below | S::Above),
+            "the cells on the case's path",
         ),
         A::Comment => (
             standing != S::Outside,
@@ -284,11 +284,6 @@ pub fn permitted(
         A::Supervise => (
             !member && standing == S::Above,
             "an operator of a level above the cell holding the case",
-        ),
-        A::Escalate => (
-            matches!(standing, S::Holding | S::Below | S::LeadUnit)
-                || (!member && standing == S::Above),
-            "the cell holding the case, the cells below it, its lead department, or an operator above it",
         ),
     };
     if ok { Ok(()) } else { Err(who) }
@@ -388,19 +383,21 @@ mod tests {
             assert!(!may(a, Member, S::Holding), "{a:?}");
             assert!(!may(a, Member, S::Above), "{a:?}");
         }
-        // Handling: the lead department's members, the holding cell and below, not assisting.
+        // Handling: the lead department's members and the whole path (a member above takes
+        // the case up), not an assisting unit, nobody outside.
         for a in [A::Acknowledge, A::StartHandling, A::Resolve, A::Escalate] {
-            assert!(may(a, Member, S::LeadUnit), "{a:?}");
-            assert!(may(a, Member, S::Holding), "{a:?}");
-            assert!(may(a, Member, S::Below), "{a:?}");
-            assert!(!may(a, Member, S::Above), "{a:?}");
-            assert!(!may(a, Member, S::Assisting), "{a:?}");
-            assert!(!may(a, Member, S::Outside), "{a:?}");
-            assert!(may(a, Operator, S::Above), "{a:?}");
+            for r in [Member, Operator] {
+                for s in [S::LeadUnit, S::Holding, S::Below, S::Above] {
+                    assert!(may(a, r, s), "{a:?} {r:?} {s:?}");
+                }
+                assert!(!may(a, r, S::Assisting), "{a:?} {r:?}");
+                assert!(!may(a, r, S::Outside), "{a:?} {r:?}");
+            }
         }
-        // Return: not by a department.
+        // Return: the path's cells, not a department.
         assert!(!may(A::Return, Member, S::LeadUnit));
         assert!(may(A::Return, Member, S::Holding));
+        assert!(may(A::Return, Member, S::Above));
         // Comment: anyone working on it, nobody outside.
         for s in [S::Assisting, S::LeadUnit, S::Below, S::Holding, S::Above] {
             assert!(may(A::Comment, Member, s), "{s:?}");
