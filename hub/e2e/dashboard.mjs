@@ -363,8 +363,10 @@ try {
   // Cases: the snapshot case (closed), the escalated one (overdue) and the patrol report.
   assert(tds[1] === "3" && tds[2] === "2" && tds[3] === "1", `M01 has 3 cases, 2 open, 1 overdue (got ${tds[1]}, ${tds[2]}, ${tds[3]})`);
   assert(tds[4] !== "—" && tds[5] !== "—", `time to acknowledge and to resolve are shown (${tds[4]}, ${tds[5]})`);
-  assert((await op.getByTestId("rank-red").locator("li").count()) > 0, "the red list has cells");
-  assert((await op.getByTestId("rank-black").locator("li").count()) > 0, "the black list has cells");
+  const codes = async (id) => op.getByTestId(id).locator("li").evaluateAll((lis) => lis.map((li) => li.dataset.code));
+  const [red, black] = [await codes("rank-red"), await codes("rank-black")];
+  assert(red.length > 0, "the red list has cells");
+  assert(!red.some((c) => black.includes(c)), `no cell on both lists (red ${red}, black ${black})`);
   await shot(op, "10-stats");
   await op.getByTestId("tab-feed").click();
 
@@ -445,6 +447,15 @@ try {
   await detail.getByTestId("detail-department").filter({ hasText: "交通警察大队" }).waitFor({ timeout: 5000 });
   assert((await detail.getByTestId("timeline").innerText()).includes("交办"), "the transfer is in the timeline");
   await shot(op, "14-transferred");
+  // 督办 from the county: the case is marked in the detail and on its feed row.
+  await detail.getByTestId("action-within").fill("30");
+  await detail.getByTestId("action-note").fill("请加快处置");
+  await detail.getByTestId("act-supervise").click();
+  await detail.getByTestId("detail-supervised").waitFor({ timeout: 5000 });
+  await hrow.getByTestId("row-supervised").waitFor({ timeout: 5000 });
+  assert((await hrow.getByTestId("row-department").innerText()).includes("交通警察大队"), "the row names the department");
+  assert((await detail.getByTestId("timeline").innerText()).includes("督办"), "the supervision is in the timeline");
+  log(`case ${handed.id} supervised from the county: marked in the detail and the feed`);
   const deptCtx = await browser.newContext({ viewport: { width: 375, height: 812 }, isMobile: true, hasTouch: true, locale: "zh-CN" });
   const dept = await deptCtx.newPage();
   watch(dept, "department");
@@ -452,6 +463,7 @@ try {
   await loginOn(dept, "/m", DEPT_LOGIN);
   const dcard = () => dept.locator(`[data-testid=m-case][data-case-id="${handed.id}"]`);
   await dcard().waitFor({ state: "visible", timeout: 10000 });
+  await dcard().getByTestId("m-supervised").waitFor({ timeout: 5000 });
   await dcard().getByTestId("m-acknowledge").tap();
   await dept.locator(`[data-testid=m-case][data-case-id="${handed.id}"][data-state=acknowledged]`).waitFor({ timeout: 10000 });
   await dcard().getByTestId("resolve-note").fill("车辆已挪走，道路畅通");
@@ -468,6 +480,22 @@ try {
   assert((await detail.locator("[data-testid^=act-]").count()) === 0, "an archived case offers no action");
   log(`case ${handed.id} transferred to ${DEPT}, handled by the department, closed and archived`);
   await shot(op, "14-archived");
+  // The statistics follow the flow: the department's row counts the transfer and the
+  // supervision, and the Excel export is a workbook.
+  await op.getByTestId("tab-stats").click();
+  const drow = op.locator(`[data-testid=dept-stats-row][data-code="${DEPT}"]`);
+  await drow.waitFor({ timeout: 10000 });
+  const cells = await drow.locator("td").allInnerTexts();
+  assert(cells[6] === "1" && cells[7] === "1", `the department's row counts 1 supervised, 1 transferred: ${cells}`);
+  const xlsx = await op.evaluate(async (href) => {
+    const r = await fetch(href);
+    const b = new Uint8Array(await r.arrayBuffer());
+    return { status: r.status, type: r.headers.get("content-type"), magic: String.fromCharCode(b[0], b[1]) };
+  }, await op.getByTestId("stats-xlsx").getAttribute("href"));
+  assert(xlsx.status === 200 && xlsx.magic === "PK" && xlsx.type.includes("spreadsheetml"), `the Excel export: ${JSON.stringify(xlsx)}`);
+  log("statistics tab: the department's row and the Excel export");
+  await shot(op, "14-stats");
+  await op.getByTestId("tab-feed").click();
 
   // 15. English: the toggle changes visible labels and is remembered.
   await op.getByTestId("lang-toggle").click();

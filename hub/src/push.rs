@@ -21,11 +21,11 @@ use crate::link::Link;
 use crate::metrics::{HubMetrics, bump};
 use crate::webhook::{self, WebhookConfig, WebhookSender};
 
-/// A webhook and the cell whose notifications it hears.
+/// A webhook and the cell or department whose notifications it hears.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRoute {
-    /// Cell code: the webhook hears every notification made at this cell.
+    /// A cell's or a department's code: the webhook hears every notification made there.
     pub cell: String,
     pub webhook: WebhookConfig,
 }

@@ -100,10 +100,15 @@ impl Loaded {
                     ));
                 }
             }
+            // A department's group chat hears its notifications as a cell's does.
             for (i, w) in config.push.webhooks.iter().enumerate() {
-                if g.find(&w.cell).is_none() {
+                let department = roster
+                    .as_ref()
+                    .is_some_and(|r| r.department(&w.cell).is_some());
+                if g.find(&w.cell).is_none() && !department {
                     errors.push(format!(
-                        "push.webhooks[{i}].cell: {:?} is not a cell of the grid",
+                        "push.webhooks[{i}].cell: {:?} is neither a cell of the grid nor a \
+                         department of the roster",
                         w.cell
                     ));
                 }

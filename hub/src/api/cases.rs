@@ -15,6 +15,7 @@ use protocol::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strum::IntoEnumIterator as _;
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiState;
@@ -23,8 +24,8 @@ use super::error::ApiError;
 use super::params::{CommaList, Limit, Params, TimeParam};
 use crate::book::{CaseSummary, DeadlineState, Row};
 use crate::case::{
-    Action, Actor, Archived, AuditRecord, Authority, Case, CaseState, CellRef, Deadline, Delivery,
-    Reply, Span, Supervision, Task, Transition, UntrustedPosition,
+    Action, ActionKind, Actor, Archived, AuditRecord, Authority, Case, CaseState, CellRef,
+    Deadline, Delivery, Reply, Span, Supervision, Task, Transition, UntrustedPosition,
 };
 use crate::dispatch::unit_ref;
 use crate::grid::Level;
@@ -677,26 +678,6 @@ async fn store_photo(
     Ok(())
 }
 
-/// What a person does to a case.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionName {
-    Acknowledge,
-    StartHandling,
-    Resolve,
-    Close,
-    Reopen,
-    Return,
-    Extend,
-    Comment,
-    Transfer,
-    Assist,
-    Supervise,
-    Escalate,
-    Reply,
-    Archive,
-}
-
 /// The most minutes a transfer's or supervision's time limit may be (90 days).
 const MAX_LIMIT_MINUTES: u32 = 90 * 24 * 60;
 
@@ -705,7 +686,7 @@ const MAX_LIMIT_MINUTES: u32 = 90 * 24 * 60;
 #[schema(as = ActionRequest)]
 pub struct ActionBody {
     /// Read as text so an unknown action is refused by name, with the list.
-    #[schema(value_type = ActionName)]
+    #[schema(value_type = crate::case::ActionKind)]
     action: String,
     #[serde(default)]
     note: Option<String>,
@@ -783,89 +764,86 @@ pub async fn act(
 ) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
     let summary = visible(&state, &caller, &id)?;
-    let action = match body.action.as_str() {
-        "acknowledge" => Action::Acknowledge,
-        "start_handling" => Action::StartHandling,
-        "resolve" => Action::Resolve,
-        "close" => Action::Close,
-        "reopen" => Action::Reopen,
-        "comment" => Action::Comment,
-        "extend" => {
-            let until = match &body.until {
-                Some(Value::Number(n)) => n
-                    .as_i64()
-                    .ok_or_else(|| ApiError::invalid("until", "not a whole number of ms"))?,
-                Some(Value::String(s)) => {
-                    TimeParam::parse(s)
-                        .map_err(|m| ApiError::invalid("until", m))?
-                        .0
+    let kind: ActionKind = body.action.parse().map_err(|_| {
+        let names: Vec<&str> = ActionKind::iter().map(<&str>::from).collect();
+        ApiError::invalid(
+            "action",
+            format!("{:?} is not one of {}", body.action, names.join(", ")),
+        )
+    })?;
+    let action =
+        match kind {
+            ActionKind::Acknowledge => Action::Acknowledge,
+            ActionKind::StartHandling => Action::StartHandling,
+            ActionKind::Resolve => Action::Resolve,
+            ActionKind::Close => Action::Close,
+            ActionKind::Reopen => Action::Reopen,
+            ActionKind::Comment => Action::Comment,
+            ActionKind::Extend => {
+                let until = match &body.until {
+                    Some(Value::Number(n)) => n
+                        .as_i64()
+                        .ok_or_else(|| ApiError::invalid("until", "not a whole number of ms"))?,
+                    Some(Value::String(s)) => {
+                        TimeParam::parse(s)
+                            .map_err(|m| ApiError::invalid("until", m))?
+                            .0
+                    }
+                    _ => return Err(ApiError::invalid("until", "extend needs until (a time)")),
+                };
+                Action::Extend {
+                    until: UtcMillis(until),
                 }
-                _ => return Err(ApiError::invalid("until", "extend needs until (a time)")),
-            };
-            Action::Extend {
-                until: UtcMillis(until),
             }
-        }
-        "return" => {
-            let code = body
-                .cell
-                .as_deref()
-                .ok_or_else(|| ApiError::invalid("cell", "return needs the cell to send it to"))?;
-            let g = state.grid.hierarchy();
-            let cell = g
-                .find(code)
-                .ok_or_else(|| ApiError::invalid("cell", format!("{code:?} is not a cell")))?;
-            Action::Return {
-                path: CellRef::path_to(g, cell),
+            ActionKind::Return => {
+                let code = body.cell.as_deref().ok_or_else(|| {
+                    ApiError::invalid("cell", "return needs the cell to send it to")
+                })?;
+                let g = state.grid.hierarchy();
+                let cell = g
+                    .find(code)
+                    .ok_or_else(|| ApiError::invalid("cell", format!("{code:?} is not a cell")))?;
+                Action::Return {
+                    path: CellRef::path_to(g, cell),
+                }
             }
-        }
-        "transfer" => {
-            let code = body
-                .unit
-                .as_deref()
-                .ok_or_else(|| ApiError::invalid("unit", "transfer needs the department's code"))?;
-            if state.roster.department(code).is_none() {
-                return Err(ApiError::invalid(
-                    "unit",
-                    format!("{code:?} is not a department of the roster"),
-                ));
+            ActionKind::Transfer => {
+                let code = body.unit.as_deref().ok_or_else(|| {
+                    ApiError::invalid("unit", "transfer needs the department's code")
+                })?;
+                if state.roster.department(code).is_none() {
+                    return Err(ApiError::invalid(
+                        "unit",
+                        format!("{code:?} is not a department of the roster"),
+                    ));
+                }
+                Action::Transfer {
+                    department: unit_ref(&state.grid, &state.roster, code)
+                        .ok_or_else(|| ApiError::invalid("unit", format!("{code:?} is unknown")))?,
+                    within: within(&body, "transfer")?,
+                }
             }
-            Action::Transfer {
-                department: unit_ref(&state.grid, &state.roster, code)
-                    .ok_or_else(|| ApiError::invalid("unit", format!("{code:?} is unknown")))?,
-                within: within(&body, "transfer")?,
+            ActionKind::Assist => {
+                let code = body.unit.as_deref().ok_or_else(|| {
+                    ApiError::invalid("unit", "assist needs the department's or cell's code")
+                })?;
+                Action::Assist {
+                    unit: unit_ref(&state.grid, &state.roster, code).ok_or_else(|| {
+                        ApiError::invalid("unit", format!("{code:?} is not a department or a cell"))
+                    })?,
+                }
             }
-        }
-        "assist" => {
-            let code = body.unit.as_deref().ok_or_else(|| {
-                ApiError::invalid("unit", "assist needs the department's or cell's code")
-            })?;
-            Action::Assist {
-                unit: unit_ref(&state.grid, &state.roster, code).ok_or_else(|| {
-                    ApiError::invalid("unit", format!("{code:?} is not a department or a cell"))
+            ActionKind::Supervise => Action::Supervise {
+                within: within(&body, "supervise")?,
+            },
+            ActionKind::Escalate => Action::Escalate { to: body.level },
+            ActionKind::Reply => Action::Reply {
+                satisfaction: body.satisfaction.ok_or_else(|| {
+                    ApiError::invalid("satisfaction", "reply needs the reporter's satisfaction")
                 })?,
-            }
-        }
-        "supervise" => Action::Supervise {
-            within: within(&body, "supervise")?,
-        },
-        "escalate" => Action::Escalate { to: body.level },
-        "reply" => Action::Reply {
-            satisfaction: body.satisfaction.ok_or_else(|| {
-                ApiError::invalid("satisfaction", "reply needs the reporter's satisfaction")
-            })?,
-        },
-        "archive" => Action::Archive,
-        other => {
-            return Err(ApiError::invalid(
-                "action",
-                format!(
-                    "{other:?} is not one of acknowledge, start_handling, resolve, close, reopen, \
-                     return, extend, comment, transfer, assist, supervise, escalate, reply, archive"
-                ),
-            ));
-        }
-    };
+            },
+            ActionKind::Archive => Action::Archive,
+        };
     if let Some(note) = &body.note {
         check_note(note)?;
     }

@@ -59,6 +59,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         places::trajectory,
         places::stats,
         places::stats_csv,
+        places::stats_xlsx,
         places::ui_config,
         quarantine::list,
         quarantine::raw,

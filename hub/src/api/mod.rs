@@ -193,6 +193,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/tags/{tag}/trajectory"),
     ("GET", "/api/v1/stats"),
     ("GET", "/api/v1/stats.csv"),
+    ("GET", "/api/v1/stats.xlsx"),
     ("GET", "/api/v1/quarantine"),
     ("GET", "/api/v1/quarantine/{id}/raw"),
     ("POST", "/api/v1/quarantine/{id}/reingest"),
@@ -229,6 +230,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/tags/{tag}/trajectory", get(places::trajectory))
         .route("/stats", get(places::stats))
         .route("/stats.csv", get(places::stats_csv))
+        .route("/stats.xlsx", get(places::stats_xlsx))
         .route("/quarantine", get(quarantine::list))
         .route("/quarantine/{id}/raw", get(quarantine::raw))
         .route("/quarantine/{id}/reingest", post(quarantine::reingest))

@@ -999,15 +999,22 @@ fn ranked(
             .unwrap_or(std::cmp::Ordering::Equal)
             .then_with(|| a.cell.code.cmp(&b.cell.code))
     });
-    let n = rows.len().min(w.size);
-    let red = rows.iter().take(n).map(|r| r.cell.code.clone()).collect();
+    let (red, black) = split_ranks(rows.len(), w.size);
+    let red = rows.iter().take(red).map(|r| r.cell.code.clone()).collect();
     let black = rows
         .iter()
         .rev()
-        .take(n)
+        .take(black)
         .map(|r| r.cell.code.clone())
         .collect();
     (rows, Ranking { red, black })
+}
+
+/// How many of `len` units (best first) go on the red and the black list, at most `size`
+/// each. No unit is on both: with few units the better half is red and the worse half black
+/// (one unit alone is red, not also the worst).
+fn split_ranks(len: usize, size: usize) -> (usize, usize) {
+    (len.div_ceil(2).min(size), (len / 2).min(size))
 }
 
 fn compute_stats(state: &ApiState, caller: &Caller, q: StatsQuery) -> Stats {
@@ -1069,6 +1076,68 @@ pub async fn stats(
     Ok(Json(compute_stats(&state, &caller, q)))
 }
 
+/// The export's columns, in order (CSV and spreadsheet alike).
+const EXPORT_COLUMNS: [&str; 18] = [
+    "unit",
+    "code",
+    "name",
+    "level",
+    "cases",
+    "open",
+    "overdue",
+    "acknowledged",
+    "resolved",
+    "mean_ack_s",
+    "mean_resolve_s",
+    "on_time_ratio",
+    "supervised",
+    "transferred",
+    "replied",
+    "satisfied",
+    "satisfaction_ratio",
+    "score",
+];
+
+/// One value of an exported row: text, or a number (absent where there is nothing to average).
+enum Field {
+    Text(String),
+    Number(Option<f64>),
+}
+
+/// The rows of the export for one kind of unit (`cell` or `department`), in
+/// [`EXPORT_COLUMNS`] order.
+fn export_rows(unit: &str, rows: &[CellStatsOut]) -> Vec<Vec<Field>> {
+    // Counts are far below 2^53: exact as f64.
+    #[allow(clippy::cast_precision_loss)]
+    let n = |v: u64| Field::Number(Some(v as f64));
+    #[allow(clippy::cast_precision_loss)]
+    let secs = |v: Option<i64>| Field::Number(v.map(|ms| (ms / 1000) as f64));
+    rows.iter()
+        .map(|r| {
+            vec![
+                Field::Text(unit.to_owned()),
+                Field::Text(r.cell.code.clone()),
+                Field::Text(r.cell.name.clone()),
+                Field::Text(r.cell.level.as_str().to_owned()),
+                n(r.cases),
+                n(r.open),
+                n(r.overdue),
+                n(r.acknowledged),
+                n(r.resolved),
+                secs(r.mean_ack_ms),
+                secs(r.mean_resolve_ms),
+                Field::Number(r.on_time_ratio),
+                n(r.supervised),
+                n(r.transferred),
+                n(r.replied),
+                n(r.satisfied),
+                Field::Number(r.satisfaction_ratio),
+                Field::Number(Some(r.score)),
+            ]
+        })
+        .collect()
+}
+
 /// The same figures as a CSV file for a spreadsheet: one row per cell, then per department.
 #[utoipa::path(get, path = "/api/v1/stats.csv", operation_id = "getStatsCsv", tag = "stats",
     params(StatsQuery),
@@ -1088,51 +1157,16 @@ pub async fn stats_csv(
     let st = compute_stats(&state, &caller, q);
     let mut w = csv::Writer::from_writer(b"\xef\xbb\xbf".to_vec());
     let internal = |e: csv::Error| ApiError::internal(e.to_string());
-    w.write_record([
-        "unit",
-        "code",
-        "name",
-        "level",
-        "cases",
-        "open",
-        "overdue",
-        "acknowledged",
-        "resolved",
-        "mean_ack_s",
-        "mean_resolve_s",
-        "on_time_ratio",
-        "supervised",
-        "transferred",
-        "replied",
-        "satisfied",
-        "satisfaction_ratio",
-        "score",
-    ])
-    .map_err(internal)?;
-    let opt = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
-    let secs = |v: Option<i64>| v.map(|ms| (ms / 1000).to_string()).unwrap_or_default();
+    w.write_record(EXPORT_COLUMNS).map_err(internal)?;
     for (unit, rows) in [("cell", &st.cells), ("department", &st.departments)] {
-        for r in rows {
-            w.write_record([
-                unit.to_owned(),
-                r.cell.code.clone(),
-                r.cell.name.clone(),
-                r.cell.level.as_str().to_owned(),
-                r.cases.to_string(),
-                r.open.to_string(),
-                r.overdue.to_string(),
-                r.acknowledged.to_string(),
-                r.resolved.to_string(),
-                secs(r.mean_ack_ms),
-                secs(r.mean_resolve_ms),
-                opt(r.on_time_ratio),
-                r.supervised.to_string(),
-                r.transferred.to_string(),
-                r.replied.to_string(),
-                r.satisfied.to_string(),
-                opt(r.satisfaction_ratio),
-                format!("{:.3}", r.score),
-            ])
+        for row in export_rows(unit, rows) {
+            w.write_record(row.iter().map(|f| match f {
+                Field::Text(t) => t.clone(),
+                Field::Number(None) => String::new(),
+                // Whole numbers as such; ratios and scores to three places.
+                Field::Number(Some(x)) if x.fract() == 0.0 => format!("{x:.0}"),
+                Field::Number(Some(x)) => format!("{x:.3}"),
+            }))
             .map_err(internal)?;
         }
     }
@@ -1150,6 +1184,83 @@ pub async fn stats_csv(
         body,
     )
         .into_response())
+}
+
+/// The XLSX media type.
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// The same figures as an Excel workbook: a sheet of cells (网格) and one of departments (部门),
+/// numbers as numbers, the header row frozen.
+#[utoipa::path(get, path = "/api/v1/stats.xlsx", operation_id = "getStatsXlsx", tag = "stats",
+    params(StatsQuery),
+    security(("cookieAuth" = []), ("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The figures as an Office Open XML workbook.", content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", body = Vec<u8>),
+        (status = 400, response = super::doc::Invalid),
+        (status = 403, response = super::doc::Forbidden),
+        super::doc::Authenticated,
+    ))]
+pub async fn stats_xlsx(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Params(q): Params<StatsQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(&[UserRole::Operator, UserRole::Admin], "read statistics")?;
+    let st = compute_stats(&state, &caller, q);
+    let sheets = [
+        ("网格", export_rows("cell", &st.cells)),
+        ("部门", export_rows("department", &st.departments)),
+    ];
+    // Zipping is CPU work of a few ms per thousand rows: off the async threads.
+    let body = tokio::task::spawn_blocking(move || workbook(&sheets))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("spreadsheet: {e}")))?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, XLSX),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"stats.xlsx\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The workbook's bytes: one sheet per `(name, rows)`, [`EXPORT_COLUMNS`] as a bold, frozen
+/// header; an absent number is an empty cell.
+fn workbook(sheets: &[(&str, Vec<Vec<Field>>)]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let bold = rust_xlsxwriter::Format::new().set_bold();
+    let ratio = rust_xlsxwriter::Format::new().set_num_format("0.000");
+    for (name, rows) in sheets {
+        let sheet = book.add_worksheet();
+        sheet.set_name(*name)?;
+        for (c, title) in (0u16..).zip(EXPORT_COLUMNS) {
+            sheet.write_string_with_format(0, c, title, &bold)?;
+        }
+        sheet.set_freeze_panes(1, 0)?;
+        for (r, row) in (1u32..).zip(rows) {
+            for (c, f) in (0u16..).zip(row) {
+                match f {
+                    Field::Text(t) => {
+                        sheet.write_string(r, c, t)?;
+                    }
+                    Field::Number(Some(x)) if x.fract() == 0.0 => {
+                        sheet.write_number(r, c, *x)?;
+                    }
+                    Field::Number(Some(x)) => {
+                        sheet.write_number_with_format(r, c, *x, &ratio)?;
+                    }
+                    Field::Number(None) => {}
+                }
+            }
+        }
+        sheet.autofit();
+    }
+    book.save_to_buffer()
 }
 
 /// What the web pages need before they draw the map.
@@ -1178,4 +1289,23 @@ pub async fn ui_config(State(state): State<Arc<ApiState>>, _caller: Caller) -> J
         center: [(b.min.lon + b.max.lon) / 2.0, (b.min.lat + b.max.lat) / 2.0],
         title: state.http.title.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_ranks;
+
+    #[test]
+    fn no_unit_is_on_both_lists_and_each_list_is_capped() {
+        assert_eq!(split_ranks(0, 5), (0, 0));
+        assert_eq!(split_ranks(1, 5), (1, 0));
+        assert_eq!(split_ranks(2, 5), (1, 1));
+        assert_eq!(split_ranks(3, 5), (2, 1));
+        assert_eq!(split_ranks(10, 5), (5, 5));
+        assert_eq!(split_ranks(40, 5), (5, 5));
+        for len in 0..30 {
+            let (r, b) = split_ranks(len, 5);
+            assert!(r + b <= len && r <= 5 && b <= 5, "{len}: {r} {b}");
+        }
+    }
 }

@@ -323,27 +323,9 @@ impl Case {
                 });
                 continue;
             }
-            if people.is_empty() {
-                self.log(Entry {
-                    at: round.at,
-                    fired_at: round.fired_at,
-                    actor: Actor::hub(),
-                    action: AuditAction::NobodyOnDuty,
-                    from: self.state,
-                    note: None,
-                    detail: Some(format!(
-                        "nobody on duty at {cell}, the top: nobody notified (step {})",
-                        self.step
-                    )),
-                    photo: None,
-                });
-                effects.push(Effect::NobodyToNotify {
-                    cell,
-                    step: self.step,
-                });
-                return;
-            }
-            self.notify(people, cell, round, effects);
+            // Someone on duty is notified; at the top with nobody, that is recorded and the
+            // case waits there.
+            self.tell(people, cell, round, effects);
             return;
         }
     }

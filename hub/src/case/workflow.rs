@@ -229,9 +229,26 @@ impl Standing {
     }
 }
 
-/// The kinds of action [`permitted`] decides on (an [`super::Action`] without its data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter)]
+// Also the kinds of action `permitted` decides on (an `Action` without its data); the API
+// takes them by these names. The doc line below is the API document's description.
+/// What a person does to a case.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
+#[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
+#[schema(as = ActionName)]
 pub enum ActionKind {
     Acknowledge,
     StartHandling,

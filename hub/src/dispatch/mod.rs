@@ -456,6 +456,12 @@ impl Dispatcher {
         p.book.load(&cases);
         // Critical cases still waiting for someone: their SMS fallback is owed after a restart.
         let waiting = sms::waiting_critical(&cases);
+        // And texts sent before it whose receipts are still to come.
+        let resumed = if p.sms.is_some() {
+            sms::awaiting_receipts(&cases, &p.roster)
+        } else {
+            Vec::new()
+        };
         drop(cases);
         if indexed > 0 {
             p.store.cases().apply(unindexed, "index closed cases")?;
@@ -469,7 +475,7 @@ impl Dispatcher {
         let sms = p
             .sms
             .take()
-            .map(|setup| sms::SmsState::start(setup, waiting, &p.metrics, &deliveries_tx));
+            .map(|setup| sms::SmsState::start(setup, waiting, resumed, &p.metrics, &deliveries_tx));
         let (tx, requests) = mpsc::channel(1024);
         tracing::info!(
             deadlines = deadlines.len(),

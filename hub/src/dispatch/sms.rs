@@ -10,7 +10,8 @@ use protocol::Severity;
 
 use super::*;
 use crate::roster::Channel;
-use crate::sms::{CHANNEL, SmsChannel, SmsJob};
+use crate::roster::Roster;
+use crate::sms::{CHANNEL, Resumed, SmsChannel, SmsJob};
 
 /// The SMS task's handle and the fallbacks owed.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl SmsState {
     pub(super) fn start(
         setup: SmsSetup,
         waiting: Vec<(CaseId, UtcMillis)>,
+        resumed: Vec<Resumed>,
         metrics: &Arc<HubMetrics>,
         results: &mpsc::Sender<DeliveryReport>,
     ) -> Self {
@@ -34,6 +36,7 @@ impl SmsState {
             setup.poll,
             metrics.clone(),
             results.clone(),
+            resumed,
         );
         let due = waiting
             .into_iter()
@@ -53,6 +56,30 @@ pub(super) fn waiting_critical(cases: &[Case]) -> Vec<(CaseId, UtcMillis)> {
         .iter()
         .filter(|c| c.severity == Severity::Critical && c.state == CaseState::Dispatched)
         .map(|c| (c.id.clone(), c.opened_at))
+        .collect()
+}
+
+/// Messages sent before a restart whose receipts have not come: the cases' `sms` deliveries
+/// still pending with the provider's message id, to the person's number on the roster (a
+/// person gone from it is left pending: Aliyun's query needs the number).
+pub(super) fn awaiting_receipts(cases: &[Case], roster: &Roster) -> Vec<Resumed> {
+    cases
+        .iter()
+        .flat_map(|c| c.deliveries.iter().map(move |d| (c, d)))
+        .filter(|(_, d)| d.channel == CHANNEL && d.outcome == DeliveryOutcome::Pending)
+        .filter_map(|(c, d)| {
+            let DeliveryTarget::Person(person) = &d.target else {
+                return None;
+            };
+            Some(Resumed {
+                case: c.id.clone(),
+                person: person.clone(),
+                step: d.step,
+                id: d.reference.clone()?,
+                phone: roster.person(person)?.phone().to_owned(),
+                at_ms: d.at.0,
+            })
+        })
         .collect()
 }
 

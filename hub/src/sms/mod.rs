@@ -24,7 +24,7 @@ pub mod sign;
 
 pub use config::{SmsConfig, SmsProvider, SmsSecret};
 pub use provider::{Receipt, SmsClient};
-pub use sender::{CHANNEL, SmsChannel, SmsJob};
+pub use sender::{CHANNEL, Resumed, SmsChannel, SmsJob};
 
 /// What went wrong talking to the provider. Never carries the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

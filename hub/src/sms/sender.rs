@@ -10,7 +10,9 @@
 //! - Receipts: every `poll_interval_s` the task pulls reports for messages still waiting,
 //!   bounded per pull (Aliyun: the 50 oldest, one query each; Tencent: one pull of up to 100).
 //!   A message without a final report after a day is recorded as failed. The waiting set is
-//!   in memory: after a restart those messages stay `pending` on their case.
+//!   kept on the cases themselves (an `sms` delivery, pending, with the provider's message id):
+//!   at start the dispatcher hands it back ([`Resumed`]), so receipts due across a restart
+//!   still reach their case.
 //!
 //! Every outcome goes back to the dispatcher as a [`DeliveryReport`] (channel `sms`, the
 //! provider's message id as its reference), which records it on the case.
@@ -53,6 +55,20 @@ struct Waiting {
     sent: Sent,
 }
 
+/// A message sent before a restart and still waiting for its receipt, as its case records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    pub case: CaseId,
+    pub person: String,
+    pub step: u32,
+    /// The provider's message id.
+    pub id: String,
+    /// The number it went to (the roster's, for Aliyun's query).
+    pub phone: String,
+    /// When it was recorded as sent, ms since the epoch.
+    pub at_ms: i64,
+}
+
 /// Handle to the SMS task. Dropping every handle ends the task.
 #[derive(Clone, Debug)]
 pub struct SmsChannel {
@@ -61,16 +77,38 @@ pub struct SmsChannel {
 }
 
 impl SmsChannel {
-    /// Starts the task; outcomes go to `results`.
+    /// Starts the task, waiting for the receipts of `resumed` as of its own; outcomes go to
+    /// `results`.
     pub fn start(
         client: SmsClient,
         queue: usize,
         poll: Duration,
         metrics: Arc<HubMetrics>,
         results: mpsc::Sender<DeliveryReport>,
+        resumed: Vec<Resumed>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(run(client, rx, poll, metrics.clone(), results));
+        let waiting = resumed
+            .into_iter()
+            .map(|r| {
+                let w = Waiting {
+                    job: SmsJob {
+                        case: r.case,
+                        person: r.person,
+                        step: r.step,
+                        phone: r.phone.clone(),
+                        what: String::new(),
+                    },
+                    sent: Sent {
+                        id: r.id.clone(),
+                        phone: r.phone,
+                        at_ms: r.at_ms,
+                    },
+                };
+                (r.id, w)
+            })
+            .collect();
+        tokio::spawn(run(client, rx, poll, metrics.clone(), results, waiting));
         Self { tx, metrics }
     }
 
@@ -108,9 +146,16 @@ async fn run(
     poll: Duration,
     metrics: Arc<HubMetrics>,
     results: mpsc::Sender<DeliveryReport>,
+    mut waiting: BTreeMap<String, Waiting>,
 ) {
     let provider = client.provider().name();
-    let mut waiting: BTreeMap<String, Waiting> = BTreeMap::new();
+    if !waiting.is_empty() {
+        tracing::info!(
+            provider,
+            waiting = waiting.len(),
+            "sms receipts still owed from before the restart"
+        );
+    }
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -236,8 +281,14 @@ mod tests {
         let client = SmsClient::new(cfg, SmsSecret::new("s"), true).unwrap();
         let metrics = Arc::new(HubMetrics::default());
         let (results, _rx) = mpsc::channel(16);
-        let channel =
-            SmsChannel::start(client, 1, Duration::from_secs(60), metrics.clone(), results);
+        let channel = SmsChannel::start(
+            client,
+            1,
+            Duration::from_secs(60),
+            metrics.clone(),
+            results,
+            vec![],
+        );
         let job = |n: u32| SmsJob {
             case: CaseId::for_alert(&format!("a{n}")),
             person: "p".into(),

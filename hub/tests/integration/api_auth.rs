@@ -70,6 +70,7 @@ fn protected_routes(c: &Cases) -> Vec<(&'static str, String, Option<serde_json::
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/stats.csv".into(), None),
+        ("GET", "/api/v1/stats.xlsx".into(), None),
         ("GET", "/api/v1/events".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
         ("GET", "/api/v1/quarantine".into(), None),

@@ -1014,6 +1014,17 @@ async fn every_response_matches_the_document() {
         "{text}"
     );
     soft!(oas, text.contains(&format!("cell,{SHISHAN},")), "{text}");
+    let xlsx = api
+        .get("/api/v1/stats.xlsx?level=township", &county.auth())
+        .await;
+    xlsx.soft(&oas, 200, None);
+    soft!(oas, xlsx.body.starts_with(b"PK\x03\x04"), "a zip");
+    api.get("/api/v1/stats.xlsx", &ma.auth())
+        .await
+        .soft(&oas, 403, Some("forbidden"));
+    api.get("/api/v1/stats.xlsx?level=hamlet", &county.auth())
+        .await
+        .soft(&oas, 400, Some("invalid"));
     api.get("/api/v1/stats.csv?level=hamlet", &county.auth())
         .await
         .soft(&oas, 400, Some("invalid"));
@@ -1161,6 +1172,7 @@ async fn every_response_matches_the_document() {
         ("GET", format!("/api/v1/tags/{TAG}/trajectory"), None),
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/stats.csv".into(), None),
+        ("GET", "/api/v1/stats.xlsx".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
         ("GET", "/api/v1/quarantine".into(), None),
         ("GET", "/api/v1/quarantine/1/raw".into(), None),

@@ -253,6 +253,20 @@ async fn a_transfer_is_handled_by_the_department_then_closed_and_archived() {
             .any(|l| l.starts_with("department,D-JJ,武定县公安局交通警察大队,county,1,")),
         "{text}"
     );
+    // And as a workbook: the departments' sheet holds the row, its counts as numbers.
+    let xlsx = op.get("/api/v1/stats.xlsx?level=micro_grid").await;
+    assert_eq!(xlsx.status, 200);
+    let (names, sheet) = xlsx_sheet(&xlsx.bytes, "部门");
+    let row = sheet
+        .iter()
+        .find(|r| r.first().map(String::as_str) == Some("department"))
+        .unwrap_or_else(|| panic!("no department row: {sheet:?} {names:?}"));
+    assert_eq!(
+        row[1..5],
+        ["D-JJ", "武定县公安局交通警察大队", "county", "1"],
+        "{row:?}"
+    );
+    assert_eq!(row[13], "1", "transferred: {row:?}");
     let r = op
         .post(&path, &json!({"action": "comment", "note": "late remark"}))
         .await;
@@ -329,4 +343,137 @@ async fn supervision_reminds_the_handler_and_escalation_notifies_the_next_level_
         notifications(&mut s.watcher, grid.len()).await,
         expect(&grid, G01, NotifyReason::EscalatedByHand, &case)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departments_group_chat_hears_the_cases_routed_to_it() {
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let b = bodies.clone();
+    let app = axum::Router::new().route(
+        "/jj",
+        axum::routing::post(move |body: String| {
+            let b = b.clone();
+            async move {
+                b.lock().unwrap().push(serde_json::from_str(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hook = format!(
+        "{ROUTING}\n[[push.webhooks]]\ncell = \"{JJ}\"\n[push.webhooks.webhook]\nid = \"jj-group\"\n\
+         kind = \"generic\"\nurl = \"http://{addr}/jj\"\n"
+    );
+
+    // A code that is neither a cell nor a department is refused, by field.
+    let bad = hub_dir(
+        EMBEDDED,
+        &hook.replace(&format!("cell = \"{JJ}\""), "cell = \"D-XX\""),
+    );
+    let config = hub::config::HubConfig::load(&bad.config_path).unwrap();
+    let Err(errors) = hub::service::Loaded::load(config) else {
+        panic!("a webhook on an unknown code is refused")
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("push.webhooks[0].cell: \"D-XX\"")),
+        "{errors:?}"
+    );
+
+    let dir = hub_dir(EMBEDDED, &hook);
+    let hub = start_hub(&dir.config_path).await;
+    let site = client(hub.mqtt[0].port(), "agent", SITE, &token(SITE)).await;
+    let mut a = alert(SITE, 9, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+    a.label = Some("truck".into());
+    site.publish_alert(&a).await;
+    let case = CaseId::for_alert(&a.id);
+    let mut delivered = false;
+    for _ in 0..100 {
+        if let Some(c) = hub.dispatch.case(&case).await.unwrap()
+            && c.deliveries.iter().any(|d| {
+                d.target == hub::case::DeliveryTarget::Webhook("jj-group".into())
+                    && d.outcome == hub::case::DeliveryOutcome::Delivered
+            })
+        {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        delivered,
+        "the department's webhook delivery is on the case"
+    );
+    let got = bodies.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "once, for the department's notice: {got:?}");
+    assert_eq!(got[0]["case_id"], case.as_str(), "{}", got[0]);
+
+    // A person's case is not routed: the department's group hears nothing of it.
+    let mut p = alert(SITE, 10, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
+    p.label = Some("person".into());
+    site.publish_alert(&p).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+    hub.stop().await;
+}
+
+/// The sheet called `name` of an XLSX workbook as rows of cell texts (shared strings looked
+/// up, numbers as written), read from the zip's XML parts; and the workbook's sheet names.
+fn xlsx_sheet(bytes: &[u8], name: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    use std::io::Read as _;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+    let mut part = |path: &str| {
+        let mut s = String::new();
+        zip.by_name(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    };
+    // Values between `<tag…>` and `</tag>`, in order, unescaped enough for these texts.
+    fn texts<'a>(xml: &'a str, open: &str, close: &str) -> Vec<&'a str> {
+        xml.split(open)
+            .skip(1)
+            .filter_map(|t| Some(t.split_once('>')?.1.split_once(close)?.0))
+            .collect()
+    }
+    let workbook = part("xl/workbook.xml");
+    let names: Vec<String> = workbook
+        .split("<sheet ")
+        .skip(1)
+        .filter_map(|s| Some(s.split_once("name=\"")?.1.split_once('"')?.0.to_owned()))
+        .collect();
+    let index = names.iter().position(|n| n == name).expect("the sheet") + 1;
+    let shared: Vec<String> = texts(&part("xl/sharedStrings.xml"), "<t", "</t>")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let sheet = part(&format!("xl/worksheets/sheet{index}.xml"));
+    let rows = sheet
+        .split("<row ")
+        .skip(1)
+        .map(|row| {
+            row.split("<c ")
+                .skip(1)
+                .map(|c| {
+                    let v = texts(c, "<v", "</v>")
+                        .first()
+                        .copied()
+                        .unwrap_or("")
+                        .to_owned();
+                    if c.split_once('>')
+                        .is_some_and(|(attrs, _)| attrs.contains("t=\"s\""))
+                    {
+                        shared[v.parse::<usize>().unwrap()].clone()
+                    } else {
+                        v
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (names, rows)
 }

@@ -218,10 +218,20 @@ function renderRow(c, testid) {
       h("span", { class: "cell" }, cell.name || cell.code || ""),
       h("span", { class: `lvl lvl-${c.level}`, "data-testid": "row-level", "data-level": c.level }, tv("level.", c.level)),
       h("span", { class: `state st-${c.state}`, "data-testid": "row-state", "data-state": c.state }, tv("state.", c.state)),
+      c.department ? h("span", { class: "dept", "data-testid": "row-department" }, c.department.name) : null,
+      supervisedBadge(c, "row-supervised"),
       h("span", { class: "grow" }),
       h("span", { class: `dl dl-${ds}`, "data-testid": "row-deadline" }, deadlineText(c)),
     ),
   );
+}
+
+// 督办: a badge while a supervision runs (red once its deadline passed), or nothing.
+function supervisedBadge(c, testid) {
+  if (!c.supervised) return null;
+  const late = c.supervised.overdue;
+  return h("span", { class: `badge ${late ? "sev-critical" : "sev-major"}`, "data-testid": testid },
+    t(late ? "detail.supervisedOverdue" : "detail.supervised"));
 }
 
 function openCases() {
@@ -566,7 +576,7 @@ function renderDetail(d) {
       h("b", { "data-testid": "detail-title" }, `${tv("kind.", c.kind)} · ${c.cell?.name ?? ""}`),
       h("span", { class: `state st-${c.state}`, "data-testid": "detail-state" }, tv("state.", c.state)),
       c.department ? h("span", { class: "badge dept", "data-testid": "detail-department" }, `${t("detail.department")}: ${c.department.name}`) : null,
-      c.supervised ? h("span", { class: `badge ${c.supervised.overdue ? "sev-critical" : "sev-major"}`, "data-testid": "detail-supervised" }, t(c.supervised.overdue ? "detail.supervisedOverdue" : "detail.supervised")) : null,
+      supervisedBadge(c, "detail-supervised"),
       c.archived ? h("span", { class: "badge", "data-testid": "detail-archived" }, t("detail.archived")) : null,
       h("span", { class: "grow" }),
       closeButton()),
@@ -872,21 +882,33 @@ function quarantineRow(x) {
 
 async function loadStats() {
   const level = $("#stats-form").level.value;
+  const q = `?level=${encodeURIComponent(level)}`;
+  $("#stats-csv").href = `/api/v1/stats.csv${q}`;
+  $("#stats-xlsx").href = `/api/v1/stats.xlsx${q}`;
   const body = $("#stats-body");
+  const deptBody = $("#dept-stats-body");
+  const pct = (v) => (v == null ? "—" : `${Math.round(v * 100)}%`);
+  const rows = (list, testid) => (list || []).map((x) =>
+    h("tr", { "data-testid": testid, "data-code": x.cell.code },
+      h("td", {}, x.cell.name, h("div", { class: "small muted" }, x.cell.code)),
+      h("td", {}, x.cases), h("td", {}, x.open),
+      h("td", { class: x.overdue ? "error" : "" }, x.overdue),
+      h("td", {}, fmtDur(x.mean_ack_ms)), h("td", {}, fmtDur(x.mean_resolve_ms)),
+      h("td", {}, x.supervised), h("td", {}, x.transferred),
+      h("td", {}, pct(x.satisfaction_ratio)), h("td", {}, x.score.toFixed(2))));
   try {
-    const r = await api("GET", `/api/v1/stats?level=${encodeURIComponent(level)}`);
-    const names = new Map((r.cells || []).map((x) => [x.cell.code, x.cell.name]));
-    body.replaceChildren(...(r.cells || []).map((x) =>
-      h("tr", { "data-testid": "stats-row", "data-code": x.cell.code },
-        h("td", {}, x.cell.name, h("div", { class: "small muted" }, x.cell.code)),
-        h("td", {}, x.cases), h("td", {}, x.open),
-        h("td", { class: x.overdue ? "error" : "" }, x.overdue),
-        h("td", {}, fmtDur(x.mean_ack_ms)), h("td", {}, fmtDur(x.mean_resolve_ms)))));
+    const r = await api("GET", `/api/v1/stats${q}`);
+    const names = new Map([...(r.cells || []), ...(r.departments || [])].map((x) => [x.cell.code, x.cell.name]));
+    body.replaceChildren(...rows(r.cells, "stats-row"));
+    deptBody.replaceChildren(...rows(r.departments, "dept-stats-row"));
     const rank = (codes) => (codes || []).map((code) => h("li", { "data-code": code }, names.get(code) || code));
     $("#rank-red").replaceChildren(...rank(r.ranking?.red));
     $("#rank-black").replaceChildren(...rank(r.ranking?.black));
+    $("#dept-rank-red").replaceChildren(...rank(r.department_ranking?.red));
+    $("#dept-rank-black").replaceChildren(...rank(r.department_ranking?.black));
   } catch (ex) {
-    body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "error" }, ex.message)));
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 10, class: "error" }, ex.message)));
+    deptBody.replaceChildren();
   }
 }
 

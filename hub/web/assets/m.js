@@ -141,7 +141,7 @@ function render() {
   $("[data-testid=mine-count]").textContent = String(cards.length);
 }
 
-const sig = (c) => `${c.state}|${c.level}|${c.updated_at}|${c.count}`;
+const sig = (c) => `${c.state}|${c.level}|${c.updated_at}|${c.count}|${c.department?.code ?? ""}|${c.supervised ? (c.supervised.overdue ? 2 : 1) : 0}`;
 
 function renderCard(c) {
   const cell = c.cell || {};
@@ -185,10 +185,16 @@ function renderCard(c) {
     h("div", { class: "l1" },
       h("span", { class: `badge sev-${c.severity}` }, tv("sev.", c.severity)),
       h("b", {}, tv("kind.", c.kind)),
+      // 督办: the handler sees that a level above is watching this case.
+      c.supervised
+        ? h("span", { class: `badge ${c.supervised.overdue ? "sev-critical" : "sev-major"}`, "data-testid": "m-supervised" },
+          t(c.supervised.overdue ? "detail.supervisedOverdue" : "detail.supervised"))
+        : null,
       h("span", { class: "grow" }),
       h("span", { class: `state st-${c.state}`, "data-testid": "card-state" }, tv("state.", c.state))),
     h("div", { class: "l2" },
       `${cell.name ?? ""} · ${tv("level.", c.level)} · `,
+      c.department ? h("span", { "data-testid": "m-department" }, `${c.department.name} · `) : null,
       h("time", { class: "ago", "data-testid": "case-time", "data-at": caseTime(c) }, fmtAgo(caseTime(c))),
       c.rule ? ` · ${ruleLabel(c)}` : ""),
     h("div", { class: `dl dl-${deadlineState(c)}`, "data-testid": "card-deadline" }, deadlineText(c)),
