@@ -48,6 +48,8 @@ pub struct HubConfig {
     pub ranking: RankingSection,
     /// Text messages ([`crate::sms`]); absent: no SMS.
     pub sms: Option<crate::sms::SmsConfig>,
+    /// Personal work-app messages ([`crate::workapp`]); absent: none.
+    pub work_app: Option<crate::workapp::WorkAppConfig>,
 }
 
 /// `[ranking]`: how the 红黑榜 (red and black lists of `GET /api/v1/stats`) weighs each share
@@ -565,6 +567,7 @@ impl HubConfig {
         let routing = s.or_default::<Vec<crate::case::RoutingRule>>("routing");
         let ranking = s.or_default::<RankingSection>("ranking");
         let mut sms = s.optional::<crate::sms::SmsConfig>("sms");
+        let mut work_app = s.optional::<crate::workapp::WorkAppConfig>("work_app");
         // Invalid sections fall back to their defaults above (their problem is recorded), so the
         // checks below still run and report theirs too.
         let mut errors = Vec::new();
@@ -700,6 +703,9 @@ impl HubConfig {
         if let Some(c) = &sms {
             errors.extend(c.problems().into_iter().map(|p| format!("sms.{p}")));
         }
+        if let Some(c) = &work_app {
+            errors.extend(c.problems().into_iter().map(|p| format!("work_app.{p}")));
+        }
         if registry.offline_after_s == 0 {
             errors.push("registry.offline_after_s: must be at least 1".into());
         }
@@ -715,6 +721,9 @@ impl HubConfig {
             r(&mut h.users);
         }
         if let Some(c) = &mut sms {
+            r(&mut c.secret_file);
+        }
+        if let Some(c) = &mut work_app {
             r(&mut c.secret_file);
         }
         if let Some(t) = &mut broker.tls {
@@ -749,6 +758,7 @@ impl HubConfig {
             routing,
             ranking,
             sms,
+            work_app,
         })
     }
 

@@ -25,6 +25,11 @@ pub struct HubMetrics {
     pub sms_failed: AtomicU64,
     pub sms_dropped: AtomicU64,
     pub sms_delivered: AtomicU64,
+    /// Work-app messages ([`crate::workapp`]): accepted by the API, not sent or refused, dropped
+    /// because the queue was full.
+    pub work_app_sent: AtomicU64,
+    pub work_app_failed: AtomicU64,
+    pub work_app_dropped: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused_auth: AtomicU64,
     pub acl_denied: AtomicU64,
@@ -207,7 +212,7 @@ pub fn registry(hub: Arc<HubMetrics>, api: Arc<crate::api::ApiMetrics>) -> Regis
 impl Collector for HubMetrics {
     fn encode(&self, enc: DescriptorEncoder<'_>) -> fmt::Result {
         let mut f = Families::new(enc);
-        let counters: [(&str, &str, &AtomicU64); 30] = [
+        let counters: [(&str, &str, &AtomicU64); 33] = [
             (
                 "hub_alerts_stored",
                 "Alerts stored for the first time.",
@@ -273,6 +278,21 @@ impl Collector for HubMetrics {
                 "hub_sms_delivered",
                 "SMS messages a delivery receipt confirmed.",
                 &self.sms_delivered,
+            ),
+            (
+                "hub_work_app_sent",
+                "Work-app messages the work app accepted.",
+                &self.work_app_sent,
+            ),
+            (
+                "hub_work_app_failed",
+                "Work-app messages not sent or refused.",
+                &self.work_app_failed,
+            ),
+            (
+                "hub_work_app_dropped",
+                "Work-app messages dropped because the work-app queue was full.",
+                &self.work_app_dropped,
             ),
             (
                 "hub_connections_accepted",

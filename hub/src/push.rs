@@ -74,6 +74,22 @@ pub struct Notification {
     pub url: Option<String>,
 }
 
+impl Notification {
+    /// Below the title, for group chats and work-app cards: the cell's path, then site, rule
+    /// and the deadline if one runs.
+    pub fn details(&self) -> String {
+        format!(
+            "{}\n{} · {} · {}",
+            self.path,
+            self.site,
+            self.rule,
+            self.deadline
+                .map(|d| format!("deadline {d}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 pub const NOTIFICATION_SCHEMA: u32 = 1;
 
 /// The outcome of one webhook send, for the case's record.
@@ -222,16 +238,7 @@ impl Pusher {
             let msg = webhook::Message {
                 case_id: n.case.to_string(),
                 title: n.title.clone(),
-                text: format!(
-                    "{}\n{}\n{} · {} · {}",
-                    n.title,
-                    n.path,
-                    n.site,
-                    n.rule,
-                    n.deadline
-                        .map(|d| format!("deadline {d}"))
-                        .unwrap_or_default()
-                ),
+                text: format!("{}\n{}", n.title, n.details()),
                 severity: n.severity,
                 cell_path: n.path.clone(),
                 url: n.url.clone(),

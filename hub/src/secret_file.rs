@@ -90,6 +90,44 @@ pub fn check_private(path: &Path) -> Result<(), SecretFileError> {
     })
 }
 
+/// A provider's secret (an SMS AccessKey secret, a work app's Secret) read from a file of its
+/// own. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LineSecret(String);
+
+impl LineSecret {
+    /// Reads and checks the file: owner-only mode, one non-empty line without spaces. Errors
+    /// name `field` (`sms.secret_file`).
+    pub fn load(path: &Path, field: &str) -> Result<Self, String> {
+        check_private(path).map_err(|e| format!("{field}: {e}"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{field} {}: {e}", path.display()))?;
+        let secret = text.trim();
+        if secret.is_empty() || secret.contains(char::is_whitespace) {
+            return Err(format!(
+                "{field} {}: must hold the secret alone on one line",
+                path.display()
+            ));
+        }
+        Ok(Self(secret.to_owned()))
+    }
+
+    /// A secret from memory (tests).
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for LineSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineSecret(***)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

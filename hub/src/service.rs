@@ -55,6 +55,8 @@ pub struct Loaded {
     pub users: Option<Users>,
     /// The SMS provider's secret (with `[sms]`).
     pub sms_secret: Option<crate::sms::SmsSecret>,
+    /// The work app's Secret (with `[work_app]`).
+    pub work_app_secret: Option<crate::workapp::WorkAppSecret>,
 }
 
 impl Loaded {
@@ -155,13 +157,25 @@ impl Loaded {
             }
         };
         let sms_secret = match &config.sms {
-            Some(c) => match crate::sms::SmsSecret::load(&c.secret_file) {
+            Some(c) => match crate::sms::SmsSecret::load(&c.secret_file, "sms.secret_file") {
                 Ok(s) => Some(s),
                 Err(e) => {
                     errors.push(e);
                     None
                 }
             },
+            None => None,
+        };
+        let work_app_secret = match &config.work_app {
+            Some(c) => {
+                match crate::workapp::WorkAppSecret::load(&c.secret_file, "work_app.secret_file") {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                }
+            }
             None => None,
         };
         match (grid, roster, credentials, signing_key) {
@@ -176,6 +190,7 @@ impl Loaded {
                     signing_key,
                     users,
                     sms_secret,
+                    work_app_secret,
                 })
             }
             _ => Err(errors),
@@ -294,6 +309,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         signing_key,
         users,
         sms_secret,
+        work_app_secret,
     } = loaded;
     let grid = Arc::new(grid);
     let roster = Arc::new(roster);
@@ -484,6 +500,14 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         }),
         _ => None,
     };
+    let work_app = match (&config.work_app, work_app_secret) {
+        (Some(c), Some(secret)) => Some(crate::dispatch::WorkAppSetup {
+            client: crate::workapp::WeComClient::new(c.clone(), secret, false)
+                .map_err(|e| ServiceError::Setup(e.to_string()))?,
+            queue: c.queue,
+        }),
+        _ => None,
+    };
     let (dispatcher, handle) = Dispatcher::new(DispatcherParts {
         store: store.clone(),
         grid: grid.clone(),
@@ -502,6 +526,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         disk: disk.clone(),
         routing: config.routing.clone(),
         sms,
+        work_app,
     })?;
     let mut sweeper = Sweeper::new(config.retention.clone(), clock.clone(), metrics.clone());
     sweeper.register(

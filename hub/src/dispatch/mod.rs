@@ -75,6 +75,7 @@ mod hub_health;
 mod notify;
 mod sites;
 mod sms;
+mod workapp;
 
 /// The hub's clock, a seam so tests can run escalation on their own time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -374,6 +375,16 @@ pub struct DispatcherParts {
     pub routing: Vec<crate::case::RoutingRule>,
     /// Text messages (`[sms]`); `None`: no SMS.
     pub sms: Option<SmsSetup>,
+    /// Personal work-app messages (`[work_app]`); `None`: none.
+    pub work_app: Option<WorkAppSetup>,
+}
+
+/// What the dispatcher needs to send work-app messages ([`crate::workapp`]).
+#[derive(Debug)]
+pub struct WorkAppSetup {
+    pub client: crate::workapp::WeComClient,
+    /// Messages that may wait to be sent.
+    pub queue: usize,
 }
 
 /// What the dispatcher needs to send SMS ([`crate::sms`]).
@@ -417,6 +428,8 @@ pub struct Dispatcher {
     health_due: Option<HealthDue>,
     /// The SMS task and the critical cases waiting for their SMS fallback ([`sms`]).
     sms: Option<sms::SmsState>,
+    /// The work-app task ([`workapp`]).
+    work_app: Option<crate::workapp::WorkAppChannel>,
 }
 
 /// Most alerts filed per flush.
@@ -476,6 +489,14 @@ impl Dispatcher {
             .sms
             .take()
             .map(|setup| sms::SmsState::start(setup, waiting, resumed, &p.metrics, &deliveries_tx));
+        let work_app = p.work_app.take().map(|setup| {
+            crate::workapp::WorkAppChannel::start(
+                setup.client,
+                setup.queue,
+                p.metrics.clone(),
+                deliveries_tx.clone(),
+            )
+        });
         let (tx, requests) = mpsc::channel(1024);
         tracing::info!(
             deadlines = deadlines.len(),
@@ -497,6 +518,7 @@ impl Dispatcher {
                 closed_bytes: Arc::new(AtomicU64::new(closed_bytes)),
                 health_due: None,
                 sms,
+                work_app,
             },
             DispatchHandle { tx },
         ))

@@ -48,6 +48,7 @@ impl Dispatcher {
                         changed = true;
                     }
                     changed |= self.sms_round(&mut case, persons, *step, now);
+                    changed |= self.work_app_round(&mut case, persons, &n, now);
                     let phones = persons
                         .iter()
                         .filter_map(|p| self.p.roster.person(p).map(|p| p.phone().to_owned()))

@@ -84,8 +84,8 @@ pub enum Channel {
     /// The grid member's phone app (MQTT push). Every person gets it: it is the case's own
     /// record of who was told, so it is on whatever the column says.
     App,
-    /// The work app (WeCom, DingTalk). Accepted and kept; per-person work-app messages are not
-    /// sent yet (the cell's group bots carry the news there).
+    /// A personal message from the county's work app (WeCom / 政务微信, `[work_app]`); without
+    /// that section, nothing more than the app push.
     WorkApp,
     /// A text message, for people who answer an SMS sooner than an app.
     Sms,

@@ -1,6 +1,5 @@
 //! [`SmsConfig`]: the `[sms]` section of `hub.toml`.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -121,17 +120,7 @@ impl SmsConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if let Some(e) = &self.endpoint {
-            match reqwest::Url::parse(e) {
-                Err(err) => p.push(format!("endpoint: {e:?} is not a URL: {err}")),
-                Ok(u) => {
-                    if !matches!(u.scheme(), "http" | "https") {
-                        p.push(format!("endpoint: scheme {:?}; use https", u.scheme()));
-                    }
-                    if u.query().is_some() || u.fragment().is_some() {
-                        p.push("endpoint: give the base URL without a query or '#'".into());
-                    }
-                }
-            }
+            p.extend(crate::outbound::base_url_problems(e));
         }
         match (self.provider, &self.region) {
             (SmsProvider::Aliyun, Some(_)) => {
@@ -198,42 +187,8 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
-/// The provider secret, read from [`SmsConfig::secret_file`]. Its `Debug` and `Display`
-/// never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SmsSecret(String);
-
-impl SmsSecret {
-    /// Reads and checks the secret file: owner-only mode, one non-empty line.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        crate::secret_file::check_private(path).map_err(|e| format!("sms.secret_file: {e}"))?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("sms.secret_file {}: {e}", path.display()))?;
-        let secret = text.trim();
-        if secret.is_empty() || secret.contains(char::is_whitespace) {
-            return Err(format!(
-                "sms.secret_file {}: must hold the secret alone on one line",
-                path.display()
-            ));
-        }
-        Ok(Self(secret.to_owned()))
-    }
-
-    /// A secret from memory (tests).
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SmsSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SmsSecret(***)")
-    }
-}
+/// The provider secret, read from [`SmsConfig::secret_file`]. Its `Debug` never shows it.
+pub type SmsSecret = crate::secret_file::LineSecret;
 
 #[cfg(test)]
 mod tests {
@@ -311,13 +266,13 @@ secret_file = "sms.secret"
         let path = dir.path().join("sms.secret");
         std::fs::write(&path, "s3cr3t-value\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = SmsSecret::load(&path).unwrap_err();
+        let e = SmsSecret::load(&path, "sms.secret_file").unwrap_err();
         assert!(
             e.starts_with("sms.secret_file:") && e.contains("0644"),
             "{e}"
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let s = SmsSecret::load(&path).unwrap();
+        let s = SmsSecret::load(&path, "sms.secret_file").unwrap();
         assert_eq!(s.expose(), "s3cr3t-value");
         assert!(!format!("{s:?}").contains("s3cr3t"));
     }

@@ -61,17 +61,7 @@ impl SmsClient {
     /// A client on the hub's HTTP client library (reqwest, as the webhooks), proxy from the
     /// environment unless `direct`.
     pub fn new(cfg: SmsConfig, secret: SmsSecret, direct: bool) -> Result<Self, SmsError> {
-        infra::tls::install_default_provider();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("hub/", env!("CARGO_PKG_VERSION")))
-            // The APIs never redirect; a redirect means a wrong endpoint.
-            .redirect(reqwest::redirect::Policy::none());
-        if direct {
-            builder = builder.no_proxy();
-        }
-        let http = builder.build().map_err(|e| SmsError::Client {
-            detail: describe(e),
-        })?;
+        let http = crate::outbound::client(direct).map_err(|detail| SmsError::Client { detail })?;
         let timeout = Duration::from_millis(cfg.timeout_ms);
         Ok(Self {
             http,
@@ -290,31 +280,14 @@ impl SmsClient {
 
     /// Sends, reads at most [`MAX_ANSWER_BYTES`] within the timeout, parses JSON.
     async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Value, SmsError> {
-        let exchange = async {
-            let mut response = request.send().await?;
-            let status = response.status().as_u16();
-            let mut body = Vec::new();
-            while body.len() < MAX_ANSWER_BYTES {
-                match response.chunk().await? {
-                    Some(c) => body.extend_from_slice(&c),
-                    None => break,
-                }
-            }
-            Ok::<_, reqwest::Error>((status, body))
-        };
-        let (status, body) = match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => {
-                return Err(SmsError::Timeout {
+        let (status, body) = crate::outbound::exchange(request, self.timeout, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| match e {
+                crate::outbound::Failed::Timeout => SmsError::Timeout {
                     after_ms: self.cfg.timeout_ms,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(SmsError::Transport {
-                    detail: describe(e),
-                });
-            }
-            Ok(Ok(answer)) => answer,
-        };
+                },
+                crate::outbound::Failed::Transport(detail) => SmsError::Transport { detail },
+            })?;
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         match parsed {
             // Aliyun answers errors with a 4xx and its usual JSON; let the caller read the code.
@@ -389,18 +362,6 @@ fn beijing_yyyymmdd(ms: i64) -> String {
 }
 
 /// A reqwest error with its causes, without the URL (Aliyun's query holds the phone number).
-fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1227,3 +1227,73 @@ pub async fn publish_sightings(site_client: &Client, site: &str, tag: &str, firs
         .wait_acks(before + 1, Duration::from_secs(10))
         .await;
 }
+
+/// Gives `dir` a roster of its own: the example one with M01 staffed all day by 周桂英 and 张伟
+/// and a `channels` column in people.csv, `channels` giving each listed person theirs
+/// (`sms`, `work_app;sms` …; the others blank: the app alone).
+pub fn with_channels(dir: &HubDir, channels: &[(&str, &str)]) {
+    let roster = dir.dir.path().join("roster");
+    std::fs::create_dir(&roster).unwrap();
+    // This crate's own example roster: `repo()` is wherever testkit was built from, which may
+    // be another checkout sharing the target directory.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/hub/roster");
+    // Every file but people.csv (rewritten below) as it is.
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if name != "people.csv" {
+            std::fs::copy(&path, roster.join(name)).unwrap();
+        }
+    }
+    let duty = std::fs::read_to_string(roster.join("duty.csv"))
+        .unwrap()
+        .replace(
+            &format!("{M01},p-zhouguiying,daily,17:00,21:00"),
+            &format!("{M01},p-zhouguiying,daily,00:00,24:00\n{M01},p-zhangwei,daily,00:00,24:00"),
+        );
+    std::fs::write(roster.join("duty.csv"), duty).unwrap();
+    let people: String = std::fs::read_to_string(src.join("people.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.trim().is_empty() || l.starts_with('#') {
+                format!("{l}\n")
+            } else if l.starts_with("id,") {
+                format!("{l},channels\n")
+            } else {
+                let theirs = channels
+                    .iter()
+                    .find(|(p, _)| l.starts_with(&format!("{p},")))
+                    .map_or("", |(_, c)| *c);
+                format!("{l},{theirs}\n")
+            }
+        })
+        .collect();
+    std::fs::write(roster.join("people.csv"), people).unwrap();
+    let cfg = std::fs::read_to_string(&dir.config_path).unwrap().replace(
+        &format!("dir = \"{}\"", repo().join("configs/hub/roster").display()),
+        "dir = \"roster\"",
+    );
+    std::fs::write(&dir.config_path, cfg).unwrap();
+}
+
+/// The case's deliveries as the API shows them (none while it is not filed).
+pub async fn deliveries(api: &Api, case: &hub::case::CaseId) -> Vec<serde_json::Value> {
+    let r = api.get(&format!("/api/v1/cases/{case}")).await;
+    if r.status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    r.json["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+/// The deliveries of `ds` on `channel` to `person`.
+pub fn deliveries_by<'a>(
+    ds: &'a [serde_json::Value],
+    channel: &str,
+    person: &str,
+) -> Vec<&'a serde_json::Value> {
+    ds.iter()
+        .filter(|d| d["channel"] == channel && d["target"]["person"] == person)
+        .collect()
+}

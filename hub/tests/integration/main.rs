@@ -30,5 +30,6 @@ mod sms;
 mod trust_boundary;
 mod trust_ingest;
 mod webhook;
+mod work_app;
 mod workflow;
 mod wuding;

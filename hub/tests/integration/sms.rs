@@ -354,7 +354,8 @@ async fn each_provider_accepts_the_right_signature_and_refuses_a_wrong_one() {
 }
 
 /// A hub directory whose roster is the example one with M01 staffed all day by 周桂英 and
-/// 张伟, a `channels` column (`sms_people` get `sms`), and `[sms]` pointing at `addr`.
+/// 张伟, a `channels` column (`sms_people` get `sms`), and `[sms]` pointing at `addr`
+/// ([`with_channels`]).
 fn sms_hub(
     provider: SmsProvider,
     addr: std::net::SocketAddr,
@@ -374,65 +375,13 @@ fn sms_hub(
         ),
     );
     write_key(&dir.dir.path().join("sms.secret"), &format!("{SECRET}\n"));
-    let roster = dir.dir.path().join("roster");
-    std::fs::create_dir(&roster).unwrap();
-    // This crate's own example roster: `repo()` is wherever testkit was built from, which may
-    // be another checkout sharing the target directory.
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/hub/roster");
-    // Every file but people.csv (rewritten below) as it is.
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap();
-        if name != "people.csv" {
-            std::fs::copy(&path, roster.join(name)).unwrap();
-        }
-    }
-    let duty = std::fs::read_to_string(roster.join("duty.csv"))
-        .unwrap()
-        .replace(
-            &format!("{M01},p-zhouguiying,daily,17:00,21:00"),
-            &format!("{M01},p-zhouguiying,daily,00:00,24:00\n{M01},p-zhangwei,daily,00:00,24:00"),
-        );
-    std::fs::write(roster.join("duty.csv"), duty).unwrap();
-    let people: String = std::fs::read_to_string(src.join("people.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            if l.trim().is_empty() || l.starts_with('#') {
-                format!("{l}\n")
-            } else if l.starts_with("id,") {
-                format!("{l},channels\n")
-            } else if sms_people.iter().any(|p| l.starts_with(&format!("{p},"))) {
-                format!("{l},sms\n")
-            } else {
-                format!("{l},\n")
-            }
-        })
-        .collect();
-    std::fs::write(roster.join("people.csv"), people).unwrap();
-    let cfg = std::fs::read_to_string(&dir.config_path).unwrap().replace(
-        &format!("dir = \"{}\"", repo().join("configs/hub/roster").display()),
-        "dir = \"roster\"",
-    );
-    std::fs::write(&dir.config_path, cfg).unwrap();
+    let channels: Vec<(&str, &str)> = sms_people.iter().map(|p| (*p, "sms")).collect();
+    with_channels(&dir, &channels);
     dir
 }
 
-/// The case's deliveries as the API shows them.
-async fn deliveries(api: &Api, case: &CaseId) -> Vec<Value> {
-    let r = api.get(&format!("/api/v1/cases/{case}")).await;
-    if r.status == 404 {
-        // Not filed yet.
-        return Vec::new();
-    }
-    assert_eq!(r.status, 200, "{:?}", r.json);
-    r.json["deliveries"].as_array().cloned().unwrap_or_default()
-}
-
 fn sms_of<'a>(ds: &'a [Value], person: &str) -> Vec<&'a Value> {
-    ds.iter()
-        .filter(|d| d["channel"] == "sms" && d["target"]["person"] == person)
-        .collect()
+    deliveries_by(ds, "sms", person)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
