@@ -480,16 +480,25 @@ pub struct RegistrySection {
     /// A site silent this long is offline.
     #[serde(default = "default_offline_after")]
     pub offline_after_s: u64,
+    /// A site's clock further than this from the hub's opens a site-health case, and its
+    /// alerts stamped further than this from their receipt are filed at receipt time.
+    #[serde(default = "default_clock_tolerance")]
+    pub clock_tolerance_s: u64,
 }
 
 fn default_offline_after() -> u64 {
     180
 }
 
+fn default_clock_tolerance() -> u64 {
+    60
+}
+
 impl Default for RegistrySection {
     fn default() -> Self {
         Self {
             offline_after_s: default_offline_after(),
+            clock_tolerance_s: default_clock_tolerance(),
         }
     }
 }
@@ -709,6 +718,12 @@ impl HubConfig {
         if registry.offline_after_s == 0 {
             errors.push("registry.offline_after_s: must be at least 1".into());
         }
+        if !(1..=86_400).contains(&registry.clock_tolerance_s) {
+            errors.push(format!(
+                "registry.clock_tolerance_s: {} is outside 1..=86400",
+                registry.clock_tolerance_s
+            ));
+        }
         s.errors(errors);
         let (mut grid, mut roster, mut broker, mut commands) =
             s.finish_with((|| Some((grid?, roster?, broker?, commands?)))())?;
@@ -819,6 +834,7 @@ mod tests {
         assert_eq!(c.broker.credentials, Path::new("/etc/hub/credentials.toml"));
         assert_eq!(c.sites["wd-demo-001"].cell, "532329101001-G01-M01");
         assert_eq!(c.registry.offline_after_s, 180);
+        assert_eq!(c.registry.clock_tolerance_s, 60);
         assert_eq!(c.topic_prefix, "se/v1");
     }
 

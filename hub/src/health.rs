@@ -11,7 +11,14 @@
 //! byte by something else the guard released its reserve before reporting the episode. A
 //! write that fails anyway is logged, counted (`hub_health_case_failures_total`) and retried.
 //!
-//! This module builds the alert and the texts; the dispatcher ([`crate::dispatch`]) files
+//! A site's clock far off the hub's (`[registry] clock_tolerance_s`, measured from its live
+//! statuses: [`crate::registry`]) is a case the same way, of kind [`AlertKind::SiteHealth`]
+//! and source `{"hub": "clock"}`, filed under the site (so at its cell, to its people): its
+//! alerts are being filed at their receipt time, and whoever looks after the box should set
+//! its clock (NTP). The hub resolves it when a status shows the clock back within the
+//! tolerance. One per site at a time.
+//!
+//! This module builds the alerts and the texts; the dispatcher ([`crate::dispatch`]) files
 //! them.
 
 use std::path::Path;
@@ -25,6 +32,81 @@ use crate::trust::HUB_SITE;
 pub const DISK_PART: &str = "disk";
 /// The rule of a disk case (what the dashboard shows as its title).
 pub const DISK_RULE: &str = "disk_low";
+
+/// The part of a site-health case about the site's clock (its source: `{"hub": "clock"}`).
+pub const CLOCK_PART: &str = "clock";
+/// The rule of a clock case.
+pub const CLOCK_RULE: &str = "clock_off";
+
+/// The key a site's clock case is remembered by.
+pub fn clock_case_part(site: &str) -> String {
+    format!("{CLOCK_PART}/{site}")
+}
+
+/// A span in words: `45 s`, `12 min 5 s`, `3 h 20 min`, `2 d 4 h`.
+pub fn span_words(ms: i64) -> String {
+    let s = ms.unsigned_abs() / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3_600 => format!("{} min {} s", s / 60, s % 60),
+        3_600..86_400 => format!("{} h {} min", s / 3_600, s % 3_600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
+/// The alert of a site whose clock is `offset_ms` off the hub's (beyond `tolerance_ms`), seen
+/// at `now`. Major: the site's alerts still arrive, filed at receipt time, but their own times
+/// are wrong until someone sets the clock.
+pub fn clock_off_alert(now: UtcMillis, site: &str, offset_ms: i64, tolerance_ms: i64) -> Alert {
+    let salt = crate::random::bytes32();
+    let salt = u64::from_le_bytes([
+        salt[0], salt[1], salt[2], salt[3], salt[4], salt[5], salt[6], salt[7],
+    ]);
+    let id = IdGenerator::with_salt(salt).make(now.0, &[site, CLOCK_PART, CLOCK_RULE]);
+    let way = if offset_ms > 0 { "ahead of" } else { "behind" };
+    let detail = format!(
+        "The clock of site {site} is {} {way} the hub's (tolerance {}). Its alerts are filed at \
+         the time the hub receives them, with the box's own time kept beside it. Set the box's \
+         clock (enable NTP, check its time zone and its RTC battery); the hub resolves this case \
+         when the site's next status shows the clock within the tolerance.",
+        span_words(offset_ms),
+        span_words(tolerance_ms),
+    );
+    Alert {
+        schema: protocol::SCHEMA_VERSION,
+        incident: id.clone(),
+        id,
+        phase: AlertPhase::Start,
+        site: site.to_owned(),
+        source: AlertSource::Hub(CLOCK_PART.to_owned()),
+        kind: AlertKind::SiteHealth,
+        severity: Severity::Major,
+        rule: CLOCK_RULE.to_owned(),
+        time: now,
+        started_at: now,
+        ended_at: None,
+        location: None,
+        track: None,
+        label: None,
+        score: None,
+        direction: None,
+        count: None,
+        detections: Vec::new(),
+        tag: None,
+        model: None,
+        detail: Some(detail),
+        snapshot: None,
+    }
+}
+
+/// The hub's resolution note when the site's clock is back within the tolerance.
+pub fn clock_back_note(offset_ms: i64) -> String {
+    format!(
+        "Resolved by the hub: the site's clock is now {} off the hub's, within the tolerance; \
+         its alerts are filed at their own times again.",
+        span_words(offset_ms)
+    )
+}
 
 /// `16.0 MiB`.
 pub fn mib(bytes: u64) -> String {
@@ -118,5 +200,24 @@ mod tests {
         }
         let b = disk_low_alert(UtcMillis(1_700_000_000_000), 0, 1, Path::new("/"));
         assert_ne!(a.id, b.id, "two episodes, two ids");
+    }
+
+    #[test]
+    fn the_clock_alert_is_a_valid_site_health_alert_of_that_site() {
+        let a = clock_off_alert(
+            UtcMillis(1_800_000_000_000),
+            "wd-demo-001",
+            -3_600_000,
+            60_000,
+        );
+        a.validate().unwrap();
+        assert_eq!(
+            (a.kind, a.site.as_str()),
+            (AlertKind::SiteHealth, "wd-demo-001")
+        );
+        let d = a.detail.unwrap();
+        assert!(d.contains("1 h 0 min behind"), "{d}");
+        assert_eq!(span_words(90_000), "1 min 30 s");
+        assert_eq!(span_words(-2 * 86_400_000 - 3_600_000), "2 d 1 h");
     }
 }

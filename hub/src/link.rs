@@ -30,6 +30,8 @@ pub struct Inbound {
     pub site: String,
     pub kind: TopicKind,
     pub payload: Bytes,
+    /// A retained copy the broker kept (sent on subscribing), not a message sent just now.
+    pub retained: bool,
 }
 
 /// Where and how the link connects.
@@ -139,6 +141,7 @@ impl Link {
                                     site,
                                     kind,
                                     payload: p.payload.clone(),
+                                    retained: p.retain,
                                 };
                                 if inbound.send(msg).await.is_err() {
                                     return;

@@ -53,6 +53,10 @@ pub struct HubMetrics {
     pub deadlines_missed: AtomicU64,
     /// Malformed payloads dropped, by (site, topic kind).
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Each site's clock minus the hub's, ms, as last measured (gauge, by site).
+    clock_offsets: Mutex<BTreeMap<String, i64>>,
+    /// Site alerts filed at their receipt time because their own was not believed.
+    pub alerts_retimed: AtomicU64,
     /// Alert payloads quarantined, by (site, reason code).
     quarantined: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Quarantine records dropped (oldest first) because the quarantine was full.
@@ -98,6 +102,13 @@ impl HubMetrics {
     pub fn reject(&self, site: &str, kind: &'static str) {
         if let Ok(mut m) = self.rejected.lock() {
             *m.entry((site.to_owned(), kind)).or_default() += 1;
+        }
+    }
+
+    /// Sets `site`'s measured clock offset.
+    pub fn set_clock_offset(&self, site: &str, ms: i64) {
+        if let Ok(mut m) = self.clock_offsets.lock() {
+            m.insert(site.to_owned(), ms);
         }
     }
 
@@ -212,7 +223,7 @@ pub fn registry(hub: Arc<HubMetrics>, api: Arc<crate::api::ApiMetrics>) -> Regis
 impl Collector for HubMetrics {
     fn encode(&self, enc: DescriptorEncoder<'_>) -> fmt::Result {
         let mut f = Families::new(enc);
-        let counters: [(&str, &str, &AtomicU64); 33] = [
+        let counters: [(&str, &str, &AtomicU64); 34] = [
             (
                 "hub_alerts_stored",
                 "Alerts stored for the first time.",
@@ -293,6 +304,11 @@ impl Collector for HubMetrics {
                 "hub_work_app_dropped",
                 "Work-app messages dropped because the work-app queue was full.",
                 &self.work_app_dropped,
+            ),
+            (
+                "hub_alerts_retimed",
+                "Site alerts filed at their receipt time: stamped too far from it by a clock that is off.",
+                &self.alerts_retimed,
             ),
             (
                 "hub_connections_accepted",
@@ -455,6 +471,16 @@ impl Collector for HubMetrics {
                 (["http"], self.plaintext_http.load(Relaxed)),
             ],
         )?;
+        if let Ok(m) = self.clock_offsets.lock() {
+            #[allow(clippy::cast_precision_loss)]
+            f.gauges(
+                "hub_site_clock_offset_seconds",
+                "Each site's clock minus the hub's, as its last live status measured it.",
+                ["site"],
+                m.iter()
+                    .map(|(site, ms)| ([site.as_str()], *ms as f64 / 1000.0)),
+            )?;
+        }
         self.encode_retention(&mut f)?;
         f.counters(
             "hub_stage_busy_seconds",

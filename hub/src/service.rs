@@ -515,6 +515,8 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         policy: config.escalation.clone(),
         sites: config.sites.clone(),
         offline_after_ms: (config.registry.offline_after_s * 1000) as i64,
+        clock_tolerance_ms: i64::try_from(config.registry.clock_tolerance_s * 1000)
+            .unwrap_or(i64::MAX),
         topics,
         pusher,
         signing_key,
@@ -593,6 +595,8 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                 }),
                 stop: shutdown_rx.clone(),
                 ranking: config.ranking.clone(),
+                clock_tolerance_ms: i64::try_from(config.registry.clock_tolerance_s * 1000)
+                    .unwrap_or(i64::MAX),
             });
             let (addr, task) =
                 crate::api::serve(state)

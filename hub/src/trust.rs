@@ -24,9 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use protocol::alert::Location;
-use protocol::{Alert, AlertKind, AlertSource};
+use protocol::{Alert, AlertKind, AlertSource, UtcMillis};
 
-use crate::case::UntrustedPosition;
+use crate::case::{UntrustedPosition, UntrustedTime};
 use crate::config::{IngestSection, SiteSection};
 use crate::grid::{BBox, GridIndex};
 use crate::ingest::RejectCode;
@@ -148,9 +148,12 @@ impl SitePolicy {
         }
         // A site able to raise a hub-health case could page the county's duty officers about
         // a disk that is fine, or hide a real one among fakes.
-        if alert.kind == AlertKind::HubHealth || matches!(alert.source, AlertSource::Hub(_)) {
+        if matches!(alert.kind, AlertKind::HubHealth | AlertKind::SiteHealth)
+            || matches!(alert.source, AlertSource::Hub(_))
+        {
             return Err(Refusal::not_authorized(
-                "kind: hub_health alerts are raised by the hub itself, never by a site",
+                "kind: hub_health and site_health alerts are raised by the hub itself, never by \
+                 a site",
             ));
         }
         check_text(alert).map_err(Refusal::malformed)
@@ -294,6 +297,65 @@ fn distance_to_bbox_m(p: Location, b: BBox) -> f64 {
         lat: p.lat.clamp(b.min.lat, b.max.lat),
     };
     distance_m(p, nearest)
+}
+
+/// Whether `alert`'s time is believed, received at `now` from a site whose clock was last
+/// measured `site_offset_ms` off the hub's (`None`: not yet). Not believed, and filed at its
+/// receipt time ([`retimed`]), when it is stamped more than `tolerance_ms`
+///
+/// - ahead of its receipt: no clock that keeps time stamps the future; or
+/// - away from its receipt (either way) while the site's clock is known to be more than
+///   `tolerance_ms` off.
+///
+/// An alert stamped long ago by a site whose clock keeps time is believed: the box kept it
+/// through an outage (the outbox's whole point) and its time is when it happened. Alerts of
+/// people and of the hub carry the hub's own time.
+pub fn judge_time(
+    alert: &Alert,
+    now: UtcMillis,
+    site_offset_ms: Option<i64>,
+    tolerance_ms: i64,
+) -> Option<UntrustedTime> {
+    if matches!(alert.source, AlertSource::Person(_) | AlertSource::Hub(_)) {
+        return None;
+    }
+    let off = alert.time.0.saturating_sub(now.0);
+    let reason = if off > tolerance_ms {
+        format!(
+            "stamped {} ahead of the hub's clock",
+            crate::health::span_words(off)
+        )
+    } else if let Some(clock) = site_offset_ms.filter(|o| o.abs() > tolerance_ms)
+        && off.abs() > tolerance_ms
+    {
+        format!(
+            "the site's clock is {} {} the hub's",
+            crate::health::span_words(clock.abs()),
+            if clock > 0 { "ahead of" } else { "behind" }
+        )
+    } else {
+        return None;
+    };
+    Some(UntrustedTime {
+        alert: alert.id.clone(),
+        claimed: alert.time,
+        received: now,
+        site_offset_ms,
+        reason,
+    })
+}
+
+/// `alert` moved to `at`: its time, and its start and end by as much, so the incident keeps
+/// its length.
+pub fn retimed(alert: &Alert, at: UtcMillis) -> Alert {
+    let shift = at.0.saturating_sub(alert.time.0);
+    let by = |t: UtcMillis| UtcMillis(t.0.saturating_add(shift));
+    Alert {
+        time: at,
+        started_at: by(alert.started_at),
+        ended_at: alert.ended_at.map(by),
+        ..alert.clone()
+    }
 }
 
 #[cfg(test)]
@@ -494,5 +556,44 @@ mod tests {
             },
         );
         assert!((d - 1003.7).abs() < 1.0, "{d}");
+    }
+
+    #[test]
+    fn an_alert_time_is_believed_unless_the_future_or_a_known_bad_clock_says_otherwise() {
+        let now = UtcMillis(1_800_000_000_000);
+        let tol = 60_000;
+        let hour = 3_600_000;
+        let mut a = alert("s1");
+        let at = |a: &mut Alert, t: i64| {
+            a.time = UtcMillis(t);
+            a.started_at = UtcMillis(t - 5_000);
+        };
+        // On time, or a little off: believed.
+        at(&mut a, now.0 - 30_000);
+        assert_eq!(judge_time(&a, now, Some(0), tol), None);
+        // A year ahead: never believed, whatever the site's clock was.
+        at(&mut a, now.0 + 365 * 24 * hour);
+        let u = judge_time(&a, now, Some(0), tol).expect("from the future");
+        assert_eq!((u.claimed, u.received), (a.time, now));
+        assert!(
+            u.reason.contains("ahead of the hub's clock"),
+            "{}",
+            u.reason
+        );
+        // Two days late from a box whose clock keeps time: kept through an outage, believed.
+        at(&mut a, now.0 - 48 * hour);
+        assert_eq!(judge_time(&a, now, Some(200), tol), None);
+        assert_eq!(judge_time(&a, now, None, tol), None);
+        // The same from a box known to be two days behind: not believed.
+        let u = judge_time(&a, now, Some(-48 * hour), tol).expect("bad clock");
+        assert!(u.reason.contains("behind"), "{}", u.reason);
+        // A bad clock, but this alert lies within the tolerance of its receipt: believed.
+        at(&mut a, now.0 - 1_000);
+        assert_eq!(judge_time(&a, now, Some(-hour), tol), None);
+
+        // Filed at receipt, keeping the incident's length.
+        at(&mut a, now.0 - 48 * hour);
+        let r = retimed(&a, now);
+        assert_eq!((r.time, r.started_at), (now, UtcMillis(now.0 - 5_000)));
     }
 }

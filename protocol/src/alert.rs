@@ -56,6 +56,9 @@ pub enum AlertKind {
     /// The hub's own health (its data disk nearly full), raised by the hub itself, never by
     /// an agent: a site publishing one is refused.
     HubHealth,
+    /// A site's health as the hub judges it (its clock far off the hub's), raised by the hub
+    /// about that site, never by an agent: a site publishing one is refused.
+    SiteHealth,
 }
 
 /// Where an alert is in its incident.

@@ -228,6 +228,7 @@ fn kind_name(kind: AlertKind) -> &'static str {
         AlertKind::PossibleTheft => "possible_theft",
         AlertKind::Patrol => "patrol",
         AlertKind::HubHealth => "hub_health",
+        AlertKind::SiteHealth => "site_health",
     }
 }
 
@@ -243,6 +244,8 @@ impl Alert {
         }
         p.id("site", &self.site);
         let tag_kind = matches!(self.kind, AlertKind::Watchlist | AlertKind::PossibleTheft);
+        // Kinds only the hub raises, about itself or about a site.
+        let hub_kind = matches!(self.kind, AlertKind::HubHealth | AlertKind::SiteHealth);
         let kind = kind_name(self.kind);
         match &self.source {
             AlertSource::Camera(id) => {
@@ -253,13 +256,13 @@ impl Alert {
             }
             AlertSource::Reader(id) => {
                 p.id("source.reader", id);
-                if !tag_kind && self.kind != AlertKind::HubHealth {
+                if !tag_kind && !hub_kind {
                     p.add("source", format!("a {kind} alert comes from a camera"));
                 }
             }
             AlertSource::Person(id) => {
                 p.id("source.person", id);
-                if !matches!(self.kind, AlertKind::Patrol | AlertKind::HubHealth) {
+                if self.kind != AlertKind::Patrol && !hub_kind {
                     p.add(
                         "source",
                         format!("a {kind} alert does not come from a person"),
@@ -268,7 +271,7 @@ impl Alert {
             }
             AlertSource::Hub(part) => {
                 p.id("source.hub", part);
-                if self.kind != AlertKind::HubHealth {
+                if !hub_kind {
                     p.add(
                         "source",
                         format!("a {kind} alert does not come from the hub"),
@@ -279,8 +282,8 @@ impl Alert {
         if self.kind == AlertKind::Patrol && !matches!(self.source, AlertSource::Person(_)) {
             p.add("source", "a patrol report comes from a person");
         }
-        if self.kind == AlertKind::HubHealth && !matches!(self.source, AlertSource::Hub(_)) {
-            p.add("source", "a hub_health alert comes from the hub");
+        if hub_kind && !matches!(self.source, AlertSource::Hub(_)) {
+            p.add("source", format!("a {kind} alert comes from the hub"));
         }
         p.non_empty("rule", &self.rule);
         if self.time < self.started_at {

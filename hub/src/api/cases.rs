@@ -446,6 +446,10 @@ pub struct CaseDetail<'a> {
     /// site's cell instead; the claim is kept for forensics.
     #[schema(required = true)]
     position_untrusted: Option<&'a UntrustedPosition>,
+    /// Set when an alert of the case was stamped implausibly far from its receipt (its box's
+    /// clock is off): the case was filed at the receipt time; the box's time is kept.
+    #[schema(required = true)]
+    time_untrusted: Option<&'a crate::case::UntrustedTime>,
     #[schema(required = true)]
     snapshot: Option<SnapshotOut>,
     photos: Vec<PhotoRef>,
@@ -516,6 +520,7 @@ fn detail_json(state: &ApiState, case: &Case) -> Result<Json<Value>, ApiError> {
         deliveries: &case.deliveries,
         alerts,
         position_untrusted: case.position_untrusted.as_ref(),
+        time_untrusted: case.time_untrusted.as_ref(),
         snapshot,
         photos,
         tasks: &case.tasks,

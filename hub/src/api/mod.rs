@@ -139,6 +139,8 @@ pub struct ApiState {
     pub stop: watch::Receiver<bool>,
     /// The 红黑榜's weights.
     pub ranking: crate::config::RankingSection,
+    /// `[registry] clock_tolerance_s`, in ms: a site's clock further off is flagged.
+    pub clock_tolerance_ms: i64,
 }
 
 /// The grid as the API serves it: the import format (`properties.id`, `name`, `level`,

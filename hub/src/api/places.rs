@@ -202,6 +202,13 @@ pub struct Site {
     last_seen: Option<UtcMillis>,
     #[schema(required = true)]
     since: Option<UtcMillis>,
+    /// The box's clock minus the hub's, ms, as its last live status measured it; null before
+    /// one came.
+    #[schema(required = true)]
+    clock_offset_ms: Option<i64>,
+    /// Whether that offset is beyond `[registry] clock_tolerance_s` (its alerts are filed at
+    /// their receipt time).
+    clock_off: bool,
     cameras: Vec<CameraHealth>,
     readers: Vec<ReaderHealth>,
 }
@@ -306,6 +313,10 @@ pub async fn sites(
             online: st.is_some_and(|s| s.online),
             last_seen: st.and_then(|s| s.last_seen),
             since: st.and_then(|s| s.since),
+            clock_offset_ms: st.and_then(|s| s.clock_offset_ms),
+            clock_off: st
+                .and_then(|s| s.clock_offset_ms)
+                .is_some_and(|o| o.abs() > state.clock_tolerance_ms),
             cameras: health.map(|h| h.cameras.clone()).unwrap_or_default(),
             readers: health.map(|h| h.readers.clone()).unwrap_or_default(),
         });

@@ -76,6 +76,7 @@ impl Case {
             deliveries: Vec::new(),
             extensions: 0,
             position_untrusted: None,
+            time_untrusted: None,
             tasks: Vec::new(),
             supervision: None,
             reply: None,

@@ -57,7 +57,7 @@ pub use id::CaseId;
 pub use model::{
     Actor, AuditAction, AuditRecord, CASE_SCHEMA, Case, CaseDecodeError, CaseState, CellRef,
     Deadline, DeadlineKind, Delivery, DeliveryOutcome, DeliveryTarget, MAX_ALERT_IDS,
-    UntrustedPosition,
+    UntrustedPosition, UntrustedTime,
 };
 pub use policy::{LevelSpans, Policy, PolicyError, SeverityPolicy, Span, SpanError};
 pub use routing::{RoutingRule, departments_for};

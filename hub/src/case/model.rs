@@ -405,6 +405,11 @@ pub struct Case {
     /// instead. The first such claim is kept, for whoever investigates the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_untrusted: Option<UntrustedPosition>,
+    /// Set when an alert of the case was stamped implausibly far from when the hub received
+    /// it (the box's clock is off): it was filed at its receipt time. The first such alert is
+    /// kept, with the box's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_untrusted: Option<UntrustedTime>,
     /// The departments (and assisting cells) working on the case, in the order they joined
     /// (see [`super::workflow`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -434,6 +439,23 @@ pub struct UntrustedPosition {
     pub distance_m: Option<f64>,
     /// The site's radius, metres.
     pub limit_m: f64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// An alert's time the hub did not believe: too far from its receipt for a box whose clock
+/// keeps time (the rule is in the `trust` module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UntrustedTime {
+    /// The alert stamped so.
+    pub alert: String,
+    /// The time as the box stamped it.
+    pub claimed: UtcMillis,
+    /// When the hub received it: the time it was filed at.
+    pub received: UtcMillis,
+    /// The box's clock minus the hub's as last measured, ms, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_offset_ms: Option<i64>,
     /// Why, in words.
     pub reason: String,
 }

@@ -143,12 +143,30 @@ impl Dispatcher {
         };
         // A patrol report comes from a person through the API, a health alert from the hub:
         // neither from a site.
-        if !matches!(
+        let from_site = !matches!(
             alert.source,
             protocol::AlertSource::Person(_) | protocol::AlertSource::Hub(_)
-        ) {
+        );
+        // A time the site's clock cannot vouch for is not believed either: the alert is filed
+        // at its receipt (grouping, the case's times, its deadlines), the box's time kept on
+        // the case.
+        let mut time_untrusted = None;
+        if from_site {
             self.registry.on_activity(&alert.site, now);
+            let offset = self.registry.on_alert_time(&alert.site, alert.time, now);
+            time_untrusted =
+                crate::trust::judge_time(alert, now, offset, self.p.clock_tolerance_ms);
         }
+        let retimed;
+        let alert = match &time_untrusted {
+            Some(u) => {
+                bump(&self.p.metrics.alerts_retimed);
+                tracing::warn!(alert = %alert.id, site = %alert.site, box_time = alert.time.0, reason = %u.reason, "alert time not believed; filed at its receipt");
+                retimed = crate::trust::retimed(alert, now);
+                &retimed
+            }
+            None => alert,
+        };
         // The path is looked up before muting only when a silence in force matches on cells
         // (locating costs an R-tree search per alert); it is reused if the alert opens a case.
         let mut path = None;
@@ -218,6 +236,9 @@ impl Dispatcher {
         };
         if case.position_untrusted.is_none() {
             case.position_untrusted = untrusted;
+        }
+        if case.time_untrusted.is_none() {
+            case.time_untrusted = time_untrusted;
         }
         staged.put_case(&case)?;
         self.touched.push(case.clone());

@@ -358,6 +358,9 @@ pub struct DispatcherParts {
     pub policy: Policy,
     pub sites: BTreeMap<String, SiteSection>,
     pub offline_after_ms: i64,
+    /// A site's clock, or an alert's time, further than this off the hub's is not believed
+    /// (`[registry] clock_tolerance_s`).
+    pub clock_tolerance_ms: i64,
     pub topics: Topics,
     pub pusher: Pusher,
     pub signing_key: SigningKey,

@@ -26,8 +26,11 @@ impl Dispatcher {
             TopicKind::Status => match protocol::validate::decode_status(&m.payload) {
                 Ok(st) if st.site == m.site => {
                     bump(&self.p.metrics.status_received);
-                    let change = self.registry.on_status(&st, now);
+                    let change = self.registry.on_status(&st, now, !m.retained);
                     self.persist_site(&m.site)?;
+                    if !m.retained && st.state == protocol::status::AgentState::Online {
+                        self.check_clock(&m.site).await;
+                    }
                     match change {
                         Change::CameOnline => {
                             tracing::info!(site = %m.site, "site online");

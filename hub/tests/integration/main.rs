@@ -26,6 +26,7 @@ mod retention;
 mod roster;
 mod secrets;
 mod silences;
+mod site_clock;
 mod sms;
 mod trust_boundary;
 mod trust_ingest;

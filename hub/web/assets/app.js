@@ -459,6 +459,17 @@ function untrustedView(u) {
     h("b", {}, t("f.untrusted")), " ", text);
 }
 
+// The box's clock was off: the case was filed at receipt; its own time is shown beside.
+function timeUntrustedView(u) {
+  if (!u) return null;
+  const text = t("f.timeUntrustedText")
+    .replace("{claimed}", fmtTime(u.claimed))
+    .replace("{received}", fmtTime(u.received))
+    .replace("{reason}", u.reason ?? "");
+  return h("div", { class: "flag", "data-testid": "time-untrusted" },
+    h("b", {}, t("f.timeUntrusted")), " ", text);
+}
+
 /** Which actions make sense in a state, for a role (the hub has the last word). */
 function actionsFor(c, role) {
   const member = role === "member";
@@ -592,6 +603,7 @@ function renderDetail(d) {
       c.source && c.source.person && (c.state === "resolved" || c.state === "closed") ? h("label", { class: "small" }, t("detail.satisfaction"), " ", satisfaction) : null),
     err, ok,
     untrustedView(d.position_untrusted),
+    timeUntrustedView(d.time_untrusted),
     h("h3", {}, t("detail.fields")),
     fieldRows(c),
     h("h3", {}, t("detail.timeline")),
@@ -623,7 +635,11 @@ async function loadSites() {
           h("span", { class: s.online ? "ok" : "error" }, s.online ? t("sites.online") : t("sites.offline"))),
         h("div", { class: "l2 small muted" },
           s.cell ? `${s.cell.name} · ` : "",
-          `${t("sites.lastSeen")}: ${s.last_seen ? `${fmtTime(s.last_seen)} (${fmtAgo(s.last_seen)})` : "—"}`),
+          `${t("sites.lastSeen")}: ${s.last_seen ? `${fmtTime(s.last_seen)} (${fmtAgo(s.last_seen)})` : "—"}`,
+          s.clock_offset_ms != null
+            ? h("span", { class: s.clock_off ? "error" : "", "data-testid": "site-clock", "data-offset-ms": String(s.clock_offset_ms), "data-off": String(!!s.clock_off) },
+              ` · ${t(s.clock_off ? "sites.clockOff" : "sites.clock")}: ${s.clock_offset_ms > 0 ? "+" : "−"}${fmtDur(Math.abs(s.clock_offset_ms))}`)
+            : null),
         (s.cameras || []).length
           ? h("ul", { class: "cams" }, s.cameras.map((cam) =>
             h("li", { "data-testid": "camera", "data-state": cam.state },
