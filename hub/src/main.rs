@@ -69,6 +69,14 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Reload the running hub's roster (people, duty, departments) without a restart: checks
+    /// the config and every file first and lists each problem (nothing is sent then), else
+    /// sends SIGHUP to the hub whose pid is in data_dir/hub.pid (as `systemctl reload hub`
+    /// does). The hub checks again and logs what it applied or refused.
+    Reload {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate a GeoJSON grid hierarchy and make it the hub's grid (stored under data_dir,
     /// as WGS-84). Takes effect at the next start.
     ImportGrids {
@@ -80,7 +88,7 @@ enum Cmd {
         crs: String,
     },
     /// Validate a roster directory against the hub's grid and make it the hub's roster.
-    /// Takes effect at the next start.
+    /// A running hub takes it on `hub reload` (or at its next start).
     ImportRoster {
         #[arg(long, short)]
         config: PathBuf,
@@ -233,6 +241,30 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .block_on(hub::tail::run(opts, Some(loaded.roster)))?;
             eprintln!("hub tail: {n} notification(s)");
+            Ok(())
+        }
+        Cmd::Reload { config } => {
+            let loaded = load(&config)?;
+            let pid_file = hub::service::pid_file(&loaded.config.data_dir);
+            let text = std::fs::read_to_string(&pid_file).map_err(|e| {
+                format!(
+                    "{}: {e} (is the hub running with this config?)",
+                    pid_file.display()
+                )
+            })?;
+            let pid = text
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .ok_or_else(|| format!("{}: not a process id: {text:?}", pid_file.display()))?;
+            rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+                .map_err(|e| format!("cannot signal the hub (pid {pid:?}): {e}"))?;
+            println!(
+                "roster {} checked; reload sent to the hub (pid {}); its log says what it applied",
+                loaded.roster.summary(),
+                pid.as_raw_nonzero()
+            );
             Ok(())
         }
         Cmd::Validate { config } => {

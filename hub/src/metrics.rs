@@ -57,6 +57,9 @@ pub struct HubMetrics {
     clock_offsets: Mutex<BTreeMap<String, i64>>,
     /// Site alerts filed at their receipt time because their own was not believed.
     pub alerts_retimed: AtomicU64,
+    /// Reloads applied, and refused (a bad file: nothing changed).
+    pub reloads: AtomicU64,
+    pub reloads_refused: AtomicU64,
     /// Alert payloads quarantined, by (site, reason code).
     quarantined: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Quarantine records dropped (oldest first) because the quarantine was full.
@@ -223,7 +226,7 @@ pub fn registry(hub: Arc<HubMetrics>, api: Arc<crate::api::ApiMetrics>) -> Regis
 impl Collector for HubMetrics {
     fn encode(&self, enc: DescriptorEncoder<'_>) -> fmt::Result {
         let mut f = Families::new(enc);
-        let counters: [(&str, &str, &AtomicU64); 34] = [
+        let counters: [(&str, &str, &AtomicU64); 36] = [
             (
                 "hub_alerts_stored",
                 "Alerts stored for the first time.",
@@ -304,6 +307,16 @@ impl Collector for HubMetrics {
                 "hub_work_app_dropped",
                 "Work-app messages dropped because the work-app queue was full.",
                 &self.work_app_dropped,
+            ),
+            (
+                "hub_reloads",
+                "Reloads applied (hub reload, SIGHUP or the admin API).",
+                &self.reloads,
+            ),
+            (
+                "hub_reloads_refused",
+                "Reloads refused for a problem in what they read; nothing changed.",
+                &self.reloads_refused,
             ),
             (
                 "hub_alerts_retimed",

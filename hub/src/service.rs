@@ -102,30 +102,9 @@ impl Loaded {
                     ));
                 }
             }
-            // A department's group chat hears its notifications as a cell's does.
-            for (i, w) in config.push.webhooks.iter().enumerate() {
-                let department = roster
-                    .as_ref()
-                    .is_some_and(|r| r.department(&w.cell).is_some());
-                if g.find(&w.cell).is_none() && !department {
-                    errors.push(format!(
-                        "push.webhooks[{i}].cell: {:?} is neither a cell of the grid nor a \
-                         department of the roster",
-                        w.cell
-                    ));
-                }
-            }
         }
-        if let Some(r) = &roster {
-            for (i, rule) in config.routing.iter().enumerate() {
-                for d in &rule.departments {
-                    if r.department(d).is_none() {
-                        errors.push(format!(
-                            "routing[{i}].departments: {d:?} is not in the roster's departments.csv"
-                        ));
-                    }
-                }
-            }
+        if let (Some(g), Some(r)) = (&grid, &roster) {
+            errors.extend(crate::reload::fit_problems(&config, g, r));
         }
         let users = match (&config.http, &grid, &roster) {
             (Some(h), Some(g), Some(r)) => {
@@ -251,6 +230,8 @@ pub struct RunningHub {
     pub book: Arc<CaseBook>,
     /// Retention (`[retention]`): sweeps on its own; `sweep_now` for tests.
     pub retention: Arc<Sweeper>,
+    /// `hub reload` (SIGHUP) and the admin API's reload.
+    pub reloader: Arc<crate::reload::Reloader>,
     shutdown: watch::Sender<bool>,
     dispatcher: tokio::task::JoinHandle<Result<(), crate::dispatch::DispatchError>>,
     ingest: tokio::task::JoinHandle<Result<(), crate::ingest::IngestError>>,
@@ -312,13 +293,19 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         work_app_secret,
     } = loaded;
     let grid = Arc::new(grid);
-    let roster = Arc::new(roster);
+    let roster = Arc::new(crate::live::Live::new(roster));
     let book = Arc::new(CaseBook::default());
     let topics =
         Topics::new(&config.topic_prefix).map_err(|e| ServiceError::Setup(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServiceError::Setup(format!("data_dir {}: {e}", config.data_dir.display())))?;
     let metrics = Arc::new(HubMetrics::default());
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        config.clone(),
+        grid.clone(),
+        roster.clone(),
+        metrics.clone(),
+    ));
     // Before the store: a hub starting on a nearly full disk defers alerts from the first, and
     // on a full one releases its reserve so the store can open.
     let disk = DiskGuard::new(
@@ -595,6 +582,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                 }),
                 stop: shutdown_rx.clone(),
                 ranking: config.ranking.clone(),
+                reloader: reloader.clone(),
                 clock_tolerance_ms: i64::try_from(config.registry.clock_tolerance_s * 1000)
                     .unwrap_or(i64::MAX),
             });
@@ -666,6 +654,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
         http_addr,
         book,
         retention,
+        reloader,
         shutdown,
         dispatcher,
         ingest: ingest_task,
@@ -744,6 +733,7 @@ pub async fn run(
     if let Some(m) = metrics {
         config.metrics = Some(crate::config::MetricsSection { listen: m });
     }
+    let data_dir = config.data_dir.clone();
     let loaded = Loaded::load(config)
         .map_err(|errors| format!("{} problem(s):\n  {}", errors.len(), errors.join("\n  ")))?;
     check_demo_secrets(&loaded, demo)?;
@@ -754,13 +744,36 @@ pub async fn run(
         .map_err(|e| e.to_string())?;
     // systemd `Type=notify`: ready once the listeners are bound; a no-op outside systemd.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let outcome = tokio::select! {
-        _ = term.recv() => Ok(()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        why = hub.failed() => Err(why),
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| e.to_string())?;
+    // For `hub reload`: which process to signal.
+    let pid_path = pid_file(&data_dir);
+    if let Err(e) = std::fs::write(&pid_path, format!("{}\n", std::process::id())) {
+        tracing::warn!(path = %pid_path.display(), error = %e, "cannot write the pid file; `hub reload` will not find this hub (SIGHUP still works)");
+    }
+    let outcome = loop {
+        tokio::select! {
+            _ = term.recv() => break Ok(()),
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            why = hub.failed() => break Err(why),
+            // `hub reload` / `systemctl reload`: a refused reload is logged with every
+            // problem and changes nothing; the hub runs on either way.
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                let reloader = hub.reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
     };
     tracing::info!("hub stopping");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&pid_path);
     hub.stop().await;
     outcome
+}
+
+/// Where a running hub writes its process id (for `hub reload`).
+pub fn pid_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("hub.pid")
 }

@@ -642,10 +642,11 @@ pub struct Me<'a> {
 impl<'a> Me<'a> {
     pub fn new(state: &ApiState, user: &'a User, csrf: Option<&'a str>) -> Self {
         // Cells, and departments (which the roster knows, not the grid), as cases name them.
+        let roster = state.roster.get();
         let cells: Vec<CellRef> = user
             .cells
             .iter()
-            .filter_map(|c| crate::dispatch::unit_ref(&state.grid, &state.roster, c))
+            .filter_map(|c| crate::dispatch::unit_ref(&state.grid, &roster, c))
             .collect();
         Self {
             id: &user.login,

@@ -816,14 +816,14 @@ pub async fn act(
                 let code = body.unit.as_deref().ok_or_else(|| {
                     ApiError::invalid("unit", "transfer needs the department's code")
                 })?;
-                if state.roster.department(code).is_none() {
+                if state.roster.get().department(code).is_none() {
                     return Err(ApiError::invalid(
                         "unit",
                         format!("{code:?} is not a department of the roster"),
                     ));
                 }
                 Action::Transfer {
-                    department: unit_ref(&state.grid, &state.roster, code)
+                    department: unit_ref(&state.grid, &state.roster.get(), code)
                         .ok_or_else(|| ApiError::invalid("unit", format!("{code:?} is unknown")))?,
                     within: within(&body, "transfer")?,
                 }
@@ -833,7 +833,7 @@ pub async fn act(
                     ApiError::invalid("unit", "assist needs the department's or cell's code")
                 })?;
                 Action::Assist {
-                    unit: unit_ref(&state.grid, &state.roster, code).ok_or_else(|| {
+                    unit: unit_ref(&state.grid, &state.roster.get(), code).ok_or_else(|| {
                         ApiError::invalid("unit", format!("{code:?} is not a department or a cell"))
                     })?,
                 }

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
-use super::{auth, cases, error, feed, places, quarantine, silences, web};
+use super::{admin, auth, cases, error, feed, places, quarantine, silences, web};
 
 /// The dialect the document's schemas are written in (JSON Schema 2020-12, as OpenAPI 3.1
 /// allows); named so validators need not guess.
@@ -65,6 +65,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         quarantine::raw,
         quarantine::reingest,
         quarantine::remove,
+        admin::reload,
         feed::events,
         web::openapi,
         web::index,
@@ -102,6 +103,7 @@ const JSON_SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema"
         (name = "meta"),
         (name = "pages"),
         (name = "quarantine"),
+        (name = "admin"),
     ),
 )]
 struct ApiDoc;

@@ -17,6 +17,7 @@
 //! [`openapi_json`] renders it once, `/api/v1/openapi.json` serves it, and
 //! the tests validate real responses against it.
 
+mod admin;
 mod auth;
 mod cases;
 mod doc;
@@ -121,7 +122,8 @@ pub struct ApiState {
     pub dispatch: DispatchHandle,
     pub store: Store,
     pub grid: Arc<GridIndex>,
-    pub roster: Arc<Roster>,
+    /// Replaced whole on `hub reload` ([`crate::live`]).
+    pub roster: Arc<crate::live::Live<Roster>>,
     pub users: Arc<Users>,
     pub sites: BTreeMap<String, SiteSection>,
     pub ingest: Ingest,
@@ -141,6 +143,8 @@ pub struct ApiState {
     pub ranking: crate::config::RankingSection,
     /// `[registry] clock_tolerance_s`, in ms: a site's clock further off is flagged.
     pub clock_tolerance_ms: i64,
+    /// `POST /api/v1/admin/reload`.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// The grid as the API serves it: the import format (`properties.id`, `name`, `level`,
@@ -200,6 +204,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/quarantine/{id}/raw"),
     ("POST", "/api/v1/quarantine/{id}/reingest"),
     ("DELETE", "/api/v1/quarantine/{id}"),
+    ("POST", "/api/v1/admin/reload"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/config/ui"),
     ("GET", "/api/v1/openapi.json"),
@@ -237,6 +242,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/quarantine/{id}/raw", get(quarantine::raw))
         .route("/quarantine/{id}/reingest", post(quarantine::reingest))
         .route("/quarantine/{id}", delete(quarantine::remove))
+        .route("/admin/reload", post(admin::reload))
         .route("/events", get(feed::events))
         .route("/config/ui", get(places::ui_config))
         .route("/openapi.json", get(web::openapi))

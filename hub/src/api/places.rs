@@ -132,9 +132,9 @@ pub async fn cell(
         )));
     }
     let now = state.clock.now();
-    let on_duty = state.roster.on_duty(&code, now).people;
-    let people: Vec<Person> = state
-        .roster
+    let roster = state.roster.get();
+    let on_duty = roster.on_duty(&code, now).people;
+    let people: Vec<Person> = roster
         .people_of(&code)
         .into_iter()
         .map(|p| Person {
@@ -254,8 +254,8 @@ pub async fn departments(
     _caller: Caller,
 ) -> Json<DepartmentList> {
     let h = state.grid.hierarchy();
-    let departments = state
-        .roster
+    let roster = state.roster.get();
+    let departments = roster
         .departments()
         .iter()
         .map(|d| DepartmentOut {

@@ -38,7 +38,8 @@ impl Dispatcher {
                 continue;
             };
             let old = Some(UtcMillis(at));
-            let duty = RosterDuty(&self.p.roster);
+            let roster = self.p.roster.get();
+            let duty = RosterDuty(&roster);
             let effects = case.tick(now, &self.p.policy, &duty);
             if case.next_deadline() == old {
                 // The core did not move it (should not happen): drop it rather than spin.

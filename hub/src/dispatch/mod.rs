@@ -354,7 +354,8 @@ impl Duty for RosterDuty<'_> {
 pub struct DispatcherParts {
     pub store: Store,
     pub grid: Arc<GridIndex>,
-    pub roster: Arc<Roster>,
+    /// Replaced whole on `hub reload` ([`crate::live`]).
+    pub roster: Arc<crate::live::Live<Roster>>,
     pub policy: Policy,
     pub sites: BTreeMap<String, SiteSection>,
     pub offline_after_ms: i64,
@@ -474,7 +475,7 @@ impl Dispatcher {
         let waiting = sms::waiting_critical(&cases);
         // And texts sent before it whose receipts are still to come.
         let resumed = if p.sms.is_some() {
-            sms::awaiting_receipts(&cases, &p.roster)
+            sms::awaiting_receipts(&cases, &p.roster.get())
         } else {
             Vec::new()
         };
@@ -760,7 +761,8 @@ impl Dispatcher {
             .load(id)?
             .ok_or_else(|| DispatchError::NoSuchCase(id.clone()))?;
         let old = case.next_deadline();
-        let duty = RosterDuty(&self.p.roster);
+        let roster = self.p.roster.get();
+        let duty = RosterDuty(&roster);
         let effects = case.apply(t, &self.p.policy, &duty)?;
         self.save(&case, old)?;
         self.p.store.flush().await?;

@@ -49,9 +49,10 @@ impl Dispatcher {
                     }
                     changed |= self.sms_round(&mut case, persons, *step, now);
                     changed |= self.work_app_round(&mut case, persons, &n, now);
+                    let roster = self.p.roster.get();
                     let phones = persons
                         .iter()
-                        .filter_map(|p| self.p.roster.person(p).map(|p| p.phone().to_owned()))
+                        .filter_map(|p| roster.person(p).map(|p| p.phone().to_owned()))
                         .collect();
                     let (_, dropped) = self.p.pusher.webhooks(&n, phones, &self.deliveries_tx);
                     for id in dropped {

@@ -106,6 +106,7 @@ impl Dispatcher {
             let wants = self
                 .p
                 .roster
+                .get()
                 .person(person)
                 .is_some_and(|p| p.wants(Channel::Sms));
             if wants {
@@ -117,7 +118,8 @@ impl Dispatcher {
 
     /// Queues one SMS and records it on the case: pending, or failed when the queue is full.
     fn text(&self, case: &mut Case, person: &str, step: u32, now: UtcMillis) -> bool {
-        let (Some(sms), Some(p)) = (&self.sms, self.p.roster.person(person)) else {
+        let roster = self.p.roster.get();
+        let (Some(sms), Some(p)) = (&self.sms, roster.person(person)) else {
             return false;
         };
         let job = SmsJob {

@@ -20,14 +20,10 @@ impl Dispatcher {
         let Some(channel) = &self.work_app else {
             return false;
         };
+        let roster = self.p.roster.get();
         let mut changed = false;
         for person in persons {
-            let Some(p) = self
-                .p
-                .roster
-                .person(person)
-                .filter(|p| p.wants(Channel::WorkApp))
-            else {
+            let Some(p) = roster.person(person).filter(|p| p.wants(Channel::WorkApp)) else {
                 continue;
             };
             let job = WorkJob {

@@ -71,6 +71,7 @@ fn protected_routes(c: &Cases) -> Vec<(&'static str, String, Option<serde_json::
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/stats.csv".into(), None),
         ("GET", "/api/v1/stats.xlsx".into(), None),
+        ("POST", "/api/v1/admin/reload".into(), None),
         ("GET", "/api/v1/events".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
         ("GET", "/api/v1/quarantine".into(), None),

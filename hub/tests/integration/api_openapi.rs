@@ -296,7 +296,10 @@ fn cannot_see() -> Vec<(&'static str, &'static str, u16)> {
     // every other test (`api_logins` floods the limiter instead).
     // A snapshot or photo deleted by retention while its record stays (410): the scenario
     // keeps everything it stores.
+    // A roster that does not check out (400): this scenario's hub reads the repository's
+    // example roster, which it must not break; `reload.rs` refuses a bad one.
     vec![
+        ("/api/v1/admin/reload", "post", 400),
         ("/api/v1/auth/login", "post", 503),
         ("/api/v1/auth/tokens", "post", 503),
         ("/api/v1/alerts/{id}/snapshot", "get", 410),
@@ -1025,6 +1028,15 @@ async fn every_response_matches_the_document() {
     api.get("/api/v1/stats.xlsx?level=hamlet", &county.auth())
         .await
         .soft(&oas, 400, Some("invalid"));
+    // Reloading the (unchanged) roster: admins only.
+    let reloaded = api
+        .send("POST", "/api/v1/admin/reload", &admin.auth(), None, &[])
+        .await;
+    reloaded.soft(&oas, 200, None);
+    soft_eq!(oas, reloaded.json()["reloaded"], json!(["roster"]));
+    api.send("POST", "/api/v1/admin/reload", &county.auth(), None, &[])
+        .await
+        .soft(&oas, 403, Some("forbidden"));
     api.get("/api/v1/stats.csv?level=hamlet", &county.auth())
         .await
         .soft(&oas, 400, Some("invalid"));
@@ -1173,6 +1185,7 @@ async fn every_response_matches_the_document() {
         ("GET", "/api/v1/stats".into(), None),
         ("GET", "/api/v1/stats.csv".into(), None),
         ("GET", "/api/v1/stats.xlsx".into(), None),
+        ("POST", "/api/v1/admin/reload".into(), None),
         ("GET", "/api/v1/config/ui".into(), None),
         ("GET", "/api/v1/quarantine".into(), None),
         ("GET", "/api/v1/quarantine/1/raw".into(), None),

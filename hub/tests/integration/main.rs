@@ -22,6 +22,7 @@ mod hub_dispatch;
 mod hub_external;
 mod hub_kill;
 mod hub_webhook_push;
+mod reload;
 mod retention;
 mod roster;
 mod secrets;
