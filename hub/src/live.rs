@@ -1,6 +1,6 @@
 //! [`Live`]: a value the hub replaces while it runs (the roster on `hub reload`), read by many.
 //!
-//! Readers take the current `Arc` (one uncontended read lock and a reference count) and keep
+//! Readers take the current `Arc` ([`Live::current`]) (one uncontended read lock and a reference count) and keep
 //! it for as long as one piece of work needs a consistent view: a notification round sees one
 //! roster from start to end, never half of an old one and half of a new one. A replacement
 //! is atomic: readers see the old value or the new one.
@@ -16,7 +16,7 @@ impl<T> Live<T> {
     }
 
     /// The current value.
-    pub fn get(&self) -> Arc<T> {
+    pub fn current(&self) -> Arc<T> {
         // A poisoned lock still holds a whole value: the writer only swaps an `Arc`.
         match self.0.read() {
             Ok(g) => g.clone(),
@@ -41,8 +41,8 @@ mod tests {
     #[test]
     fn a_reader_keeps_its_view_across_a_replacement() {
         let live = Live::new(1);
-        let held = live.get();
+        let held = live.current();
         assert_eq!(*live.set(2), 1);
-        assert_eq!((*held, *live.get()), (1, 2));
+        assert_eq!((*held, *live.current()), (1, 2));
     }
 }

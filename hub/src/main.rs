@@ -69,7 +69,8 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Reload the running hub's roster (people, duty, departments) without a restart: checks
+    /// Reload the running hub's roster (people, duty, departments) and users without a
+    /// restart: checks
     /// the config and every file first and lists each problem (nothing is sent then), else
     /// sends SIGHUP to the hub whose pid is in data_dir/hub.pid (as `systemctl reload hub`
     /// does). The hub checks again and logs what it applied or refused.

@@ -3,12 +3,14 @@
 //! which would stop every escalation timer and dashboard.
 //!
 //! Reloaded today: the roster (people, duty, overrides, backups, departments), from the
-//! directory the running config names. It is read and checked in full first: against the
-//! running grid, the routing rules' and webhooks' department codes, and the users' cells and
-//! people. Any problem and nothing changes (every problem is reported); otherwise the roster
-//! is replaced at once ([`crate::live::Live`]): the next notification round, deadline and
-//! API request use the new one, a round already running finishes on the old. Open cases keep
-//! their cells (the grid is not reloaded here).
+//! directory the running config names, and the dashboard's users (`http.users`: what
+//! `hub user add` writes). Both are read and checked in full first: the roster against the
+//! running grid and the routing rules' and webhooks' department codes, the users against the
+//! new roster. Any problem and nothing changes (every problem is reported); otherwise both
+//! are replaced at once ([`crate::live::Live`]): the next notification round, deadline, login
+//! and API request use the new ones, work already running finishes on the old. A user
+//! removed from the file is refused at their next request. Open cases keep their cells (the
+//! grid is not reloaded here).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use crate::grid::GridIndex;
 use crate::live::Live;
 use crate::metrics::{HubMetrics, bump};
 use crate::roster::Roster;
+use crate::users::Users;
 
 /// Reloads what may change while the hub runs.
 #[derive(Debug)]
@@ -24,6 +27,8 @@ pub struct Reloader {
     config: HubConfig,
     grid: Arc<GridIndex>,
     roster: Arc<Live<Roster>>,
+    /// With `[http]`.
+    users: Option<Arc<Live<Users>>>,
     metrics: Arc<HubMetrics>,
 }
 
@@ -32,12 +37,14 @@ impl Reloader {
         config: HubConfig,
         grid: Arc<GridIndex>,
         roster: Arc<Live<Roster>>,
+        users: Option<Arc<Live<Users>>>,
         metrics: Arc<HubMetrics>,
     ) -> Self {
         Self {
             config,
             grid,
             roster,
+            users,
             metrics,
         }
     }
@@ -49,7 +56,7 @@ impl Reloader {
         match &result {
             Ok(summary) => {
                 bump(&self.metrics.reloads);
-                tracing::info!(roster = %summary, "reloaded");
+                tracing::info!(what = %summary, "reloaded");
             }
             Err(problems) => {
                 bump(&self.metrics.reloads_refused);
@@ -67,21 +74,27 @@ impl Reloader {
             .and_then(|r| r.with_utc_offset_minutes(self.config.roster.utc_offset_minutes))
             .map_err(|e| vec![format!("roster {}: {e}", dir.display())])?;
         let mut problems = fit_problems(&self.config, g, &roster);
+        let mut users = None;
         if let Some(h) = &self.config.http {
             let known_cell = |c: &str| g.find(c).is_some() || roster.department(c).is_some();
             let known_person = |p: &str| roster.person(p).is_some();
-            if let Err(e) = crate::users::Users::load(&h.users, &known_cell, &known_person) {
-                problems.push(format!("http.users (against the new roster): {e}"));
+            match Users::load(&h.users, &known_cell, &known_person) {
+                Ok(u) => users = Some(u),
+                Err(e) => problems.push(format!("http.users: {e}")),
             }
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        let summary = roster.summary().to_string();
+        let mut summary = format!("roster {}", roster.summary());
         for w in roster.warnings() {
             tracing::warn!(warning = %w, "roster");
         }
         self.roster.set(roster);
+        if let (Some(live), Some(users)) = (&self.users, users) {
+            summary.push_str(&format!(", {} user(s)", users.len()));
+            live.set(users);
+        }
         Ok(summary)
     }
 }

@@ -300,10 +300,12 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServiceError::Setup(format!("data_dir {}: {e}", config.data_dir.display())))?;
     let metrics = Arc::new(HubMetrics::default());
+    let users = users.map(|u| Arc::new(crate::live::Live::new(u)));
     let reloader = Arc::new(crate::reload::Reloader::new(
         config.clone(),
         grid.clone(),
         roster.clone(),
+        users.clone(),
         metrics.clone(),
     ));
     // Before the store: a hub starting on a nearly full disk defers alerts from the first, and
@@ -566,7 +568,7 @@ pub async fn start(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<RunningHub, 
                 store: store.clone(),
                 grid: grid.clone(),
                 roster: roster.clone(),
-                users: Arc::new(users),
+                users,
                 sites: config.sites.clone(),
                 ingest: api_ingest,
                 sessions,

@@ -16,14 +16,14 @@ use crate::users::UserRole;
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadedOut {
-    /// What was replaced (`roster`).
+    /// What was replaced (`roster`, and `users` with the dashboard).
     reloaded: Vec<&'static str>,
-    /// The new roster in numbers, as the log says it.
-    roster: String,
+    /// What was loaded, in numbers, as the log says it.
+    summary: String,
 }
 
-/// Reloads the roster (people, duty, overrides, backups, departments) from the files the
-/// hub's config names, as `hub reload` (SIGHUP) does. Everything is checked first: with any
+/// Reloads the roster (people, duty, overrides, backups, departments) and the users from the
+/// files the hub's config names, as `hub reload` (SIGHUP) does. Everything is checked first: with any
 /// problem nothing changes and every problem is listed (400, one per `problems` entry);
 /// otherwise the next notification uses the new roster (admin).
 #[utoipa::path(post, path = "/api/v1/admin/reload", operation_id = "reload", tag = "admin",
@@ -38,17 +38,17 @@ pub async fn reload(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
 ) -> Result<Json<ReloadedOut>, ApiError> {
-    caller.require(&[UserRole::Admin], "reload the roster")?;
+    caller.require(&[UserRole::Admin], "reload the roster and users")?;
     let reloader = state.reloader.clone();
     let result = tokio::task::spawn_blocking(move || reloader.reload())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     match result {
         Ok(summary) => {
-            tracing::info!(login = %caller.user.login, "roster reloaded through the API");
+            tracing::info!(login = %caller.user.login, "reloaded through the API");
             Ok(Json(ReloadedOut {
-                reloaded: vec!["roster"],
-                roster: summary,
+                reloaded: vec!["roster", "users"],
+                summary,
             }))
         }
         Err(problems) => Err(ApiError::invalid_all(

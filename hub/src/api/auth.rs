@@ -577,8 +577,8 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .get(&token, now)
             .filter(|s| s.via == via)
             .ok_or_else(|| ApiError::unauthenticated("session expired or unknown; log in again"))?;
-        let user = state
-            .users
+        let users = state.users.current();
+        let user = users
             .get(&session.login)
             .ok_or_else(|| ApiError::unauthenticated("user no longer exists"))?;
         let unsafe_method = !matches!(
@@ -642,7 +642,7 @@ pub struct Me<'a> {
 impl<'a> Me<'a> {
     pub fn new(state: &ApiState, user: &'a User, csrf: Option<&'a str>) -> Self {
         // Cells, and departments (which the roster knows, not the grid), as cases name them.
-        let roster = state.roster.get();
+        let roster = state.roster.current();
         let cells: Vec<CellRef> = user
             .cells
             .iter()
@@ -736,7 +736,7 @@ async fn authenticate(
             return Err(ApiError::rate_limited(wait));
         }
     };
-    let users = state.users.clone();
+    let users = state.users.current();
     let login = body.username.clone();
     let checked = logins
         .run(move || {

@@ -776,79 +776,80 @@ pub async fn act(
             format!("{:?} is not one of {}", body.action, names.join(", ")),
         )
     })?;
-    let action =
-        match kind {
-            ActionKind::Acknowledge => Action::Acknowledge,
-            ActionKind::StartHandling => Action::StartHandling,
-            ActionKind::Resolve => Action::Resolve,
-            ActionKind::Close => Action::Close,
-            ActionKind::Reopen => Action::Reopen,
-            ActionKind::Comment => Action::Comment,
-            ActionKind::Extend => {
-                let until = match &body.until {
-                    Some(Value::Number(n)) => n
-                        .as_i64()
-                        .ok_or_else(|| ApiError::invalid("until", "not a whole number of ms"))?,
-                    Some(Value::String(s)) => {
-                        TimeParam::parse(s)
-                            .map_err(|m| ApiError::invalid("until", m))?
-                            .0
-                    }
-                    _ => return Err(ApiError::invalid("until", "extend needs until (a time)")),
-                };
-                Action::Extend {
-                    until: UtcMillis(until),
+    let action = match kind {
+        ActionKind::Acknowledge => Action::Acknowledge,
+        ActionKind::StartHandling => Action::StartHandling,
+        ActionKind::Resolve => Action::Resolve,
+        ActionKind::Close => Action::Close,
+        ActionKind::Reopen => Action::Reopen,
+        ActionKind::Comment => Action::Comment,
+        ActionKind::Extend => {
+            let until = match &body.until {
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .ok_or_else(|| ApiError::invalid("until", "not a whole number of ms"))?,
+                Some(Value::String(s)) => {
+                    TimeParam::parse(s)
+                        .map_err(|m| ApiError::invalid("until", m))?
+                        .0
                 }
+                _ => return Err(ApiError::invalid("until", "extend needs until (a time)")),
+            };
+            Action::Extend {
+                until: UtcMillis(until),
             }
-            ActionKind::Return => {
-                let code = body.cell.as_deref().ok_or_else(|| {
-                    ApiError::invalid("cell", "return needs the cell to send it to")
-                })?;
-                let g = state.grid.hierarchy();
-                let cell = g
-                    .find(code)
-                    .ok_or_else(|| ApiError::invalid("cell", format!("{code:?} is not a cell")))?;
-                Action::Return {
-                    path: CellRef::path_to(g, cell),
-                }
+        }
+        ActionKind::Return => {
+            let code = body
+                .cell
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("cell", "return needs the cell to send it to"))?;
+            let g = state.grid.hierarchy();
+            let cell = g
+                .find(code)
+                .ok_or_else(|| ApiError::invalid("cell", format!("{code:?} is not a cell")))?;
+            Action::Return {
+                path: CellRef::path_to(g, cell),
             }
-            ActionKind::Transfer => {
-                let code = body.unit.as_deref().ok_or_else(|| {
-                    ApiError::invalid("unit", "transfer needs the department's code")
-                })?;
-                if state.roster.get().department(code).is_none() {
-                    return Err(ApiError::invalid(
-                        "unit",
-                        format!("{code:?} is not a department of the roster"),
-                    ));
-                }
-                Action::Transfer {
-                    department: unit_ref(&state.grid, &state.roster.get(), code)
-                        .ok_or_else(|| ApiError::invalid("unit", format!("{code:?} is unknown")))?,
-                    within: within(&body, "transfer")?,
-                }
+        }
+        ActionKind::Transfer => {
+            let code = body
+                .unit
+                .as_deref()
+                .ok_or_else(|| ApiError::invalid("unit", "transfer needs the department's code"))?;
+            if state.roster.current().department(code).is_none() {
+                return Err(ApiError::invalid(
+                    "unit",
+                    format!("{code:?} is not a department of the roster"),
+                ));
             }
-            ActionKind::Assist => {
-                let code = body.unit.as_deref().ok_or_else(|| {
-                    ApiError::invalid("unit", "assist needs the department's or cell's code")
-                })?;
-                Action::Assist {
-                    unit: unit_ref(&state.grid, &state.roster.get(), code).ok_or_else(|| {
-                        ApiError::invalid("unit", format!("{code:?} is not a department or a cell"))
-                    })?,
-                }
+            Action::Transfer {
+                department: unit_ref(&state.grid, &state.roster.current(), code)
+                    .ok_or_else(|| ApiError::invalid("unit", format!("{code:?} is unknown")))?,
+                within: within(&body, "transfer")?,
             }
-            ActionKind::Supervise => Action::Supervise {
-                within: within(&body, "supervise")?,
-            },
-            ActionKind::Escalate => Action::Escalate { to: body.level },
-            ActionKind::Reply => Action::Reply {
-                satisfaction: body.satisfaction.ok_or_else(|| {
-                    ApiError::invalid("satisfaction", "reply needs the reporter's satisfaction")
+        }
+        ActionKind::Assist => {
+            let code = body.unit.as_deref().ok_or_else(|| {
+                ApiError::invalid("unit", "assist needs the department's or cell's code")
+            })?;
+            Action::Assist {
+                unit: unit_ref(&state.grid, &state.roster.current(), code).ok_or_else(|| {
+                    ApiError::invalid("unit", format!("{code:?} is not a department or a cell"))
                 })?,
-            },
-            ActionKind::Archive => Action::Archive,
-        };
+            }
+        }
+        ActionKind::Supervise => Action::Supervise {
+            within: within(&body, "supervise")?,
+        },
+        ActionKind::Escalate => Action::Escalate { to: body.level },
+        ActionKind::Reply => Action::Reply {
+            satisfaction: body.satisfaction.ok_or_else(|| {
+                ApiError::invalid("satisfaction", "reply needs the reporter's satisfaction")
+            })?,
+        },
+        ActionKind::Archive => Action::Archive,
+    };
     if let Some(note) = &body.note {
         check_note(note)?;
     }

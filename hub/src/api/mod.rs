@@ -124,7 +124,8 @@ pub struct ApiState {
     pub grid: Arc<GridIndex>,
     /// Replaced whole on `hub reload` ([`crate::live`]).
     pub roster: Arc<crate::live::Live<Roster>>,
-    pub users: Arc<Users>,
+    /// Replaced whole on `hub reload` ([`crate::live`]).
+    pub users: Arc<crate::live::Live<Users>>,
     pub sites: BTreeMap<String, SiteSection>,
     pub ingest: Ingest,
     pub sessions: Sessions,

@@ -132,7 +132,7 @@ pub async fn cell(
         )));
     }
     let now = state.clock.now();
-    let roster = state.roster.get();
+    let roster = state.roster.current();
     let on_duty = roster.on_duty(&code, now).people;
     let people: Vec<Person> = roster
         .people_of(&code)
@@ -254,7 +254,7 @@ pub async fn departments(
     _caller: Caller,
 ) -> Json<DepartmentList> {
     let h = state.grid.hierarchy();
-    let roster = state.roster.get();
+    let roster = state.roster.current();
     let departments = roster
         .departments()
         .iter()

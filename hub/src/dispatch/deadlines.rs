@@ -38,7 +38,7 @@ impl Dispatcher {
                 continue;
             };
             let old = Some(UtcMillis(at));
-            let roster = self.p.roster.get();
+            let roster = self.p.roster.current();
             let duty = RosterDuty(&roster);
             let effects = case.tick(now, &self.p.policy, &duty);
             if case.next_deadline() == old {

@@ -103,7 +103,7 @@ impl Dispatcher {
 
     /// A unit by code, as cases name it ([`unit_ref`]).
     pub(super) fn unit(&self, code: &str) -> Option<CellRef> {
-        unit_ref(&self.p.grid, &self.p.roster.get(), code)
+        unit_ref(&self.p.grid, &self.p.roster.current(), code)
     }
 
     /// Files one alert into `staged`; returns its case as filed and what to do about it (no
@@ -207,7 +207,7 @@ impl Dispatcher {
             Some(id) => staged.case(&cases, &id)?,
             None => None,
         };
-        let roster = self.p.roster.get();
+        let roster = self.p.roster.current();
         let duty = RosterDuty(&roster);
         let (mut case, effects, old_deadline) = match open {
             Some(mut case) if groups_with(&case, alert, window) => {

@@ -475,7 +475,7 @@ impl Dispatcher {
         let waiting = sms::waiting_critical(&cases);
         // And texts sent before it whose receipts are still to come.
         let resumed = if p.sms.is_some() {
-            sms::awaiting_receipts(&cases, &p.roster.get())
+            sms::awaiting_receipts(&cases, &p.roster.current())
         } else {
             Vec::new()
         };
@@ -761,7 +761,7 @@ impl Dispatcher {
             .load(id)?
             .ok_or_else(|| DispatchError::NoSuchCase(id.clone()))?;
         let old = case.next_deadline();
-        let roster = self.p.roster.get();
+        let roster = self.p.roster.current();
         let duty = RosterDuty(&roster);
         let effects = case.apply(t, &self.p.policy, &duty)?;
         self.save(&case, old)?;

@@ -49,7 +49,7 @@ impl Dispatcher {
                     }
                     changed |= self.sms_round(&mut case, persons, *step, now);
                     changed |= self.work_app_round(&mut case, persons, &n, now);
-                    let roster = self.p.roster.get();
+                    let roster = self.p.roster.current();
                     let phones = persons
                         .iter()
                         .filter_map(|p| roster.person(p).map(|p| p.phone().to_owned()))

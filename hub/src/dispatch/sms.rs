@@ -106,7 +106,7 @@ impl Dispatcher {
             let wants = self
                 .p
                 .roster
-                .get()
+                .current()
                 .person(person)
                 .is_some_and(|p| p.wants(Channel::Sms));
             if wants {
@@ -118,7 +118,7 @@ impl Dispatcher {
 
     /// Queues one SMS and records it on the case: pending, or failed when the queue is full.
     fn text(&self, case: &mut Case, person: &str, step: u32, now: UtcMillis) -> bool {
-        let roster = self.p.roster.get();
+        let roster = self.p.roster.current();
         let (Some(sms), Some(p)) = (&self.sms, roster.person(person)) else {
             return false;
         };

@@ -20,7 +20,7 @@ impl Dispatcher {
         let Some(channel) = &self.work_app else {
             return false;
         };
-        let roster = self.p.roster.get();
+        let roster = self.p.roster.current();
         let mut changed = false;
         for person in persons {
             let Some(p) = roster.person(person).filter(|p| p.wants(Channel::WorkApp)) else {

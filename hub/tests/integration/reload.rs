@@ -1,7 +1,8 @@
-//! Reloading the roster while the hub runs: through the admin API with the real hub over real
-//! MQTT (a duty change makes the next notification go to the new person; a bad file is
-//! refused with every problem and nothing changes; only admins may), and `hub reload` against
-//! the real `hub` binary (SIGHUP, its log).
+//! Reloading the roster and users while the hub runs: through the admin API with the real hub
+//! over real MQTT (a duty change makes the next notification go to the new person, a user
+//! added by `hub user add` can log in; a bad file is refused with every problem and nothing
+//! changes; only admins may), and `hub reload` against the real `hub` binary (SIGHUP, its
+//! log).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,13 +60,41 @@ async fn a_duty_change_reloaded_through_the_api_reaches_the_next_notification() 
         ),
     )
     .unwrap();
+    // A new user, added with `hub user add` as an admin would: not known until the reload.
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["user", "add", "-c"])
+        .arg(&dir.config_path)
+        .args(["--login", "op-new", "--role", "operator", "--cell", M01])
+        .args(["--person", "p-bixiulan", "--password-env", "NEW_PW"])
+        .env("NEW_PW", password("op-new"))
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let anon = Api::anonymous(&hub);
+    let before = anon
+        .post(
+            "/api/v1/auth/login",
+            &json!({"username": "op-new", "password": password("op-new")}),
+        )
+        .await;
+    assert_eq!(before.status, 401, "{:?}", before.json);
     // A member may not reload.
     let member = Api::login(&hub, "m-m01").await;
     let r = member.post("/api/v1/admin/reload", &json!({})).await;
     assert_eq!(r.status, 403, "{:?}", r.json);
     let r = admin.post("/api/v1/admin/reload", &json!({})).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
-    assert_eq!(r.json["reloaded"], json!(["roster"]));
+    assert_eq!(r.json["reloaded"], json!(["roster", "users"]));
+    let op_new = Api::login(&hub, "op-new").await;
+    let me = op_new.get("/api/v1/me").await.json;
+    assert_eq!(
+        (&me["id"], &me["person"]),
+        (&json!("op-new"), &json!("p-bixiulan"))
+    );
 
     let b = alert(SITE, 2, Severity::Major, Some((DEMO_LON, DEMO_LAT)));
     site.publish_alert(&b).await;
