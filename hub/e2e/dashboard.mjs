@@ -400,6 +400,19 @@ try {
   assert(opText.replace(/\d+/, "") === phoneText.replace(/\d+/, ""), `the same unit on both pages (${opText} / ${phoneText})`);
   await shot(phone, "11-phone-todo");
 
+  // 12b. 提级 from the phone: the member takes the replayed case up a level with a reason (the
+  //      hub refuses one without); it leaves their to-do list, and the operator sees it at the
+  //      grid level with the escalation in its timeline.
+  await replayedCard.getByTestId("m-escalate-box").locator("summary").tap();
+  await replayedCard.getByTestId("m-escalate").tap();
+  await replayedCard.getByTestId("card-error").filter({ hasText: /note|原因|reason/i }).waitFor({ timeout: 5000 });
+  await replayedCard.getByTestId("escalate-reason").fill("现场人员较多，需上级协调");
+  await replayedCard.getByTestId("m-escalate").tap();
+  await replayedCard.waitFor({ state: "detached", timeout: 10000 });
+  current = op;
+  await op.locator(`[data-testid=feed-row][data-case-id="${replayed.id}"] [data-testid=row-level][data-level=grid]`).waitFor({ timeout: 10000 });
+  log(`case ${replayed.id} escalated from the phone with a reason (refused without one); now at the grid level`);
+
   // 13. Silences: the operator silences one camera of the site in the panel; its alert is
   //     stored but opens no case (the test checks the hub's records); the panel counts it;
   //     "end now" ends the silence.

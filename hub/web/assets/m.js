@@ -176,6 +176,14 @@ function renderCard(c) {
   if (c.state === "new" || c.state === "dispatched") buttons.push(button("acknowledge", "primary big"));
   if (c.state === "acknowledged") buttons.push(button("start_handling", "big"));
   const canResolve = c.state === "acknowledged" || c.state === "handling";
+  // 提级: beyond what the member can handle, taken up a level now, with the reason (the hub
+  // requires one).
+  const reason = h("input", { type: "text", "data-testid": "escalate-reason", placeholder: t("m.escalateReason") });
+  const up = h("button", { type: "button", "data-testid": "m-escalate" }, t("act.escalate"));
+  up.addEventListener("click", () => act("escalate", up, reason.value.trim() ? { note: reason.value.trim() } : {}));
+  const escalateBox = ["new", "dispatched", "acknowledged", "handling"].includes(c.state)
+    ? h("details", { class: "escalate", "data-testid": "m-escalate-box" }, h("summary", {}, t("m.escalate")), reason, up)
+    : null;
 
   const card = h("li", {
     class: `mcard sev-${c.severity} st-${c.state}`,
@@ -200,6 +208,7 @@ function renderCard(c) {
     h("div", { class: `dl dl-${deadlineState(c)}`, "data-testid": "card-deadline" }, deadlineText(c)),
     c.kind !== "patrol" && c.has_snapshot !== false ? h("button", { type: "button", class: "link small", onclick: (e) => showSnapshot(c.id, e.target) }, t("detail.snapshot")) : null,
     h("div", { class: "mbtns" }, buttons),
+    escalateBox,
     canResolve
       ? h("div", { class: "resolve" }, note, h("label", { class: "file small" }, t("m.photo"), " ", photo), button("resolve", "primary big"))
       : null,
